@@ -1,0 +1,1 @@
+"""DICOM domain: reading, decoding and display processing of projection radiographs."""

@@ -1,0 +1,109 @@
+"""The one description of a served model, written by export and read by everything else.
+
+Export writes it beside the model (``model_card.json``) and into the model's Triton config as the
+parameter ``radserve.model_card``, so a client learns the input size, resize mode and labels from
+the server over gRPC and never needs flags for them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from client.errors import ModelCardError
+
+ResizeMode = Literal["letterbox", "stretch"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+MODEL_CARD_FILE = "model_card.json"
+MODEL_CARD_PARAMETER = "radserve.model_card"
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is, what it expects on the wire and how it was validated.
+
+    The wire input is one grayscale UINT8 image ``[1, H, W]`` per radiograph; normalization
+    (``mean``/``std`` on 0..1 pixels), channel replication and the softmax (after division by
+    ``temperature``) happen inside the model graph.
+    """
+
+    name: str
+    architecture: str
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]
+    resize: ResizeMode = "stretch"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    temperature: float = 1.0
+    precision: Precision = "fp32"
+    checkpoint_sha256: str = ""
+    parity: dict[str, Any] = field(default_factory=dict)
+    tool_versions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise ModelCardError(f"model {self.name!r}: no labels")
+        if len(set(self.labels)) != len(self.labels):
+            raise ModelCardError(f"model {self.name!r}: duplicate labels {list(self.labels)}")
+        height, width = self.input_size
+        if not (16 <= height <= 4096 and 16 <= width <= 4096):
+            raise ModelCardError(f"model {self.name!r}: input size {self.input_size} out of range")
+        if self.resize not in ("letterbox", "stretch"):
+            raise ModelCardError(f"model {self.name!r}: resize must be letterbox or stretch")
+        if self.temperature <= 0:
+            raise ModelCardError(f"model {self.name!r}: temperature must be > 0")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def replace(self, **changes: Any) -> ModelCard:
+        """A copy with some fields changed."""
+        return ModelCard(**{**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        known = {f.name for f in fields(cls)}
+        missing = {"name", "architecture", "labels", "input_size"} - data.keys()
+        if missing:
+            raise ModelCardError(f"model card lacks {sorted(missing)}")
+        values = {key: value for key, value in data.items() if key in known}
+        for key in ("labels", "input_size", "mean", "std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ModelCardError(f"model card is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ModelCardError("model card is not a JSON object")
+        return cls.from_dict(data)
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        """Read ``model_card.json`` from a file or a model folder."""
+        path = path / MODEL_CARD_FILE if path.is_dir() else path
+        try:
+            return cls.from_json(path.read_text())
+        except OSError as error:
+            raise ModelCardError(f"cannot read model card {path}: {error.strerror}") from None
+
+    def write(self, folder: Path) -> Path:
+        path = folder / MODEL_CARD_FILE
+        path.write_text(self.to_json() + "\n")
+        return path

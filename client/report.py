@@ -1,0 +1,40 @@
+"""Human-readable output of a classify run: a results table and a summary line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from client.classify import RunSummary
+from client.results import ResultRow
+
+
+def print_rows(rows: Sequence[ResultRow], limit: int) -> None:
+    """A table of the first ``limit`` rows, in input order."""
+    ordered = sorted(rows, key=lambda row: (row.path, row.frame or 0))
+    if not ordered:
+        return
+    width = min(60, max(len(_short(row.path)) for row in ordered))
+    print(f"{'file':<{width}}  {'label':<12} {'score':>6} {'ms':>8}")
+    for row in ordered[:limit]:
+        name = _short(row.path) + (f"[{row.frame}]" if row.frame else "")
+        if row.status == "ok":
+            print(f"{name:<{width}}  {row.label:<12} {row.score:>6.3f} {row.latency_ms:>8.1f}")
+        else:
+            print(f"{name:<{width}}  ERROR {row.error_reason}: {row.error}")
+    if len(ordered) > limit:
+        print(f"... {len(ordered) - limit} more rows")
+
+
+def print_summary(summary: RunSummary, model: str) -> None:
+    errors = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.errors_by_reason.items()))
+    print(
+        f"{model}: {summary.files} files, {summary.radiographs} radiographs classified, "
+        f"{summary.errors} errors{f' ({errors})' if errors else ''} in {summary.seconds:.2f} s: "
+        f"{summary.radiographs_per_second:.1f} radiographs/s"
+    )
+
+
+def _short(path: str) -> str:
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else path

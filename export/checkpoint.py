@@ -1,0 +1,96 @@
+"""radserve checkpoints: a PyTorch ``state_dict`` plus the metadata needed to serve it.
+
+Format (``torch.save`` of a dict, loaded with ``weights_only=True``)::
+
+    {
+      "format": "radserve-checkpoint/1",
+      "architecture": "resnet18",            # a key of export.architectures.ARCHITECTURES
+      "labels": ["shoulder", "elbow", ...],  # one per output, in output order
+      "input_size": [224, 224],              # height, width the model was trained at
+      "resize": "stretch" | "letterbox",
+      "mean": [r, g, b], "std": [r, g, b],   # normalization of 0..1 RGB inputs
+      "temperature": 1.0,                    # optional: temperature scaling of the logits
+      "state_dict": {...},
+    }
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from client.errors import ModelCardError
+from client.model_card import ModelCard
+from export.architectures import build_model
+
+CHECKPOINT_FORMAT = "radserve-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A model ready to export and its model card (without parity figures yet)."""
+
+    model: torch.nn.Module
+    card: ModelCard
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, card: ModelCard) -> None:
+    """Write ``model``'s weights and the serving metadata of ``card``."""
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": card.architecture,
+        "labels": list(card.labels),
+        "input_size": list(card.input_size),
+        "resize": card.resize,
+        "mean": list(card.mean),
+        "std": list(card.std),
+        "temperature": card.temperature,
+        "state_dict": model.state_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".partial")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+def load_checkpoint(path: Path, name: str) -> LoadedCheckpoint:
+    """Load a radserve checkpoint; :class:`ModelCardError` names what is wrong with it."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelCardError(f"checkpoint {path} does not exist") from None
+    except Exception as error:  # torch raises many types for a corrupt or foreign file
+        raise ModelCardError(f"checkpoint {path} cannot be loaded: {error}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ModelCardError(
+            f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file (see export/checkpoint.py)"
+        )
+    card = ModelCard.from_dict(
+        {key: value for key, value in payload.items() if key not in ("format", "state_dict")}
+        | {"name": name, "checkpoint_sha256": file_sha256(path)}
+    )
+    try:
+        model = build_model(card.architecture, card.num_classes)
+    except ValueError as error:
+        raise ModelCardError(f"checkpoint {path}: {error}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise ModelCardError(
+            f"checkpoint {path}: weights do not fit {card.architecture} with "
+            f"{card.num_classes} labels: {first}"
+        ) from None
+    return LoadedCheckpoint(model=model.eval(), card=card)

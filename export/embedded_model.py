@@ -1,0 +1,56 @@
+"""Triton Python-backend model running an ONNX graph with ONNX Runtime (the ``embedded`` target).
+
+Export copies this file as ``<model>/<version>/model.py``. It imports nothing from radserve so that
+the model folder is self-contained. Each call to :meth:`TritonPythonModel.execute` receives one
+dynamic batch: all its requests are concatenated and run as one ``session.run``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    """Serves ``model.onnx`` from this version folder."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        threads = int(parameters.get("onnxruntime_threads", "0"))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        filename = config.get("default_model_filename") or "model.onnx"
+        self.session = onnxruntime.InferenceSession(
+            os.path.join(folder, filename), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        images = [
+            pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests
+        ]
+        sizes = [len(image) for image in images]
+        batch = images[0] if len(images) == 1 else np.concatenate(images)
+        try:
+            (probabilities,) = self.session.run([self.output_name], {self.input_name: batch})
+        except Exception as error:  # one bad batch must answer every request, not kill the model
+            failure = pb_utils.TritonError(f"inference failed: {error}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=failure) for _ in requests]
+        responses = []
+        for part in np.split(probabilities, np.cumsum(sizes)[:-1]):
+            tensor = pb_utils.Tensor(self.output_name, np.ascontiguousarray(part, dtype=np.float32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+        return responses
+
+    def finalize(self) -> None:
+        self.session = None

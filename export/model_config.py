@@ -1,0 +1,112 @@
+"""Triton model configurations, built as Triton's own ``ModelConfig`` protobuf.
+
+Building the message (rather than formatting text) means every generated ``config.pbtxt`` follows
+Triton's schema by construction; :func:`parse_config` reads one back with the same schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from google.protobuf import text_format
+from google.protobuf.message import Message
+from tritonclient.grpc import model_config_pb2 as pb
+
+from client.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
+from server_config.settings import SETTINGS, BatchingDefaults
+
+Target = Literal["embedded", "onnxruntime", "tensorrt"]
+TARGETS: tuple[Target, ...] = ("embedded", "onnxruntime", "tensorrt")
+LABELS_FILE = "labels.txt"
+MODEL_FILES: dict[Target, str] = {
+    "embedded": "model.onnx",
+    "onnxruntime": "model.onnx",
+    "tensorrt": "model.plan",
+}
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How a model is batched, queued and placed; defaults come from :data:`SETTINGS`."""
+
+    batching: BatchingDefaults = SETTINGS.batching
+    versions_kept: int = 2
+    warmup: bool = True
+    tensorrt_accelerator: bool = False
+    cuda_graphs: bool = True
+
+
+def build_config(card: ModelCard, target: Target, options: ServingOptions | None = None) -> pb.ModelConfig:
+    """The Triton configuration serving ``card``'s model on ``target``."""
+    options = options or ServingOptions()
+    batching = options.batching
+    height, width = card.input_size
+    config = pb.ModelConfig(name=card.name, max_batch_size=batching.max_batch_size)
+    if target == "embedded":
+        config.backend = "python"
+    elif target == "onnxruntime":
+        config.platform = "onnxruntime_onnx"
+    else:
+        config.platform = "tensorrt_plan"
+    config.default_model_filename = MODEL_FILES[target]
+    config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[1, height, width])
+    config.output.add(
+        name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[card.num_classes], label_filename=LABELS_FILE
+    )
+
+    dynamic = config.dynamic_batching
+    dynamic.preferred_batch_size.extend(
+        size for size in batching.preferred_batch_sizes if size <= batching.max_batch_size
+    )
+    dynamic.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
+    policy = dynamic.default_queue_policy
+    policy.timeout_action = pb.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = batching.queue_timeout_microseconds
+    policy.allow_timeout_override = True
+    policy.max_queue_size = batching.max_queue_size
+
+    group = config.instance_group.add()
+    if target == "embedded":
+        group.kind = pb.ModelInstanceGroup.KIND_CPU
+        group.count = batching.cpu_instances
+    else:
+        group.kind = pb.ModelInstanceGroup.KIND_GPU
+        group.count = batching.gpu_instances
+
+    config.version_policy.latest.num_versions = options.versions_kept
+    config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
+    if target == "embedded":
+        config.parameters["onnxruntime_threads"].string_value = str(batching.onnxruntime_threads)
+    elif target == "onnxruntime":
+        _onnxruntime_options(config, batching, options)
+    else:
+        config.optimization.cuda.graphs = options.cuda_graphs
+
+    if options.warmup:
+        warmup = config.model_warmup.add(name="zeros", batch_size=1)
+        warmup.inputs[INPUT_NAME].data_type = pb.TYPE_UINT8
+        warmup.inputs[INPUT_NAME].dims.extend([1, height, width])
+        warmup.inputs[INPUT_NAME].zero_data = True
+    return config
+
+
+def _onnxruntime_options(config: pb.ModelConfig, batching: BatchingDefaults, options: ServingOptions) -> None:
+    threads = str(batching.onnxruntime_threads)
+    config.parameters["intra_op_thread_count"].string_value = threads
+    if options.tensorrt_accelerator:
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
+            name="tensorrt"
+        )
+        accelerator.parameters["precision_mode"] = "FP32"
+        accelerator.parameters["max_workspace_size_bytes"] = str(1 << 30)
+
+
+def render_config(config: Message) -> str:
+    """``config.pbtxt`` text for a configuration."""
+    return text_format.MessageToString(config)
+
+
+def parse_config(text: str) -> pb.ModelConfig:
+    """Parse ``config.pbtxt`` text with Triton's schema; raises ``text_format.ParseError``."""
+    return text_format.Parse(text, pb.ModelConfig())

@@ -1,0 +1,78 @@
+"""Parity gate: the exported graph must answer as the PyTorch model does before it is published."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import torch
+
+from client.errors import ExportError
+from client.model_card import INPUT_NAME, ModelCard
+from export.serving_graph import ServingGraph
+
+_BATCH = 8
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How a candidate's probabilities compare with the reference's on the same inputs."""
+
+    reference: str
+    samples: int
+    top1_agreement: float
+    max_abs_diff: float
+    max_rel_diff: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, reference_name: str) -> ParityReport:
+    """Compare two ``[N, C]`` probability arrays."""
+    agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    difference = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    relative = difference / np.maximum(np.abs(reference), 1e-3)
+    return ParityReport(
+        reference=reference_name,
+        samples=len(reference),
+        top1_agreement=agreement,
+        max_abs_diff=float(difference.max(initial=0.0)),
+        max_rel_diff=float(relative.max(initial=0.0)),
+    )
+
+
+def torch_probabilities(network: torch.nn.Module, card: ModelCard, images: np.ndarray) -> np.ndarray:
+    """Probabilities of the PyTorch model for ``uint8 [N, 1, H, W]`` wire images."""
+    graph = ServingGraph(network, card).eval()
+    with torch.inference_mode():
+        parts = [
+            graph(torch.from_numpy(images[i : i + _BATCH])).numpy() for i in range(0, len(images), _BATCH)
+        ]
+    return np.concatenate(parts)
+
+
+def onnx_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
+    """Probabilities of an ONNX graph under ONNX Runtime on the CPU."""
+    session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    parts = [
+        session.run(None, {INPUT_NAME: images[i : i + _BATCH]})[0] for i in range(0, len(images), _BATCH)
+    ]
+    return np.concatenate(parts)
+
+
+def gate(report: ParityReport, min_top1: float, max_abs_diff: float | None, what: str) -> None:
+    """Refuse publication (:class:`ExportError`) when ``report`` is below the thresholds."""
+    if report.top1_agreement < min_top1:
+        raise ExportError(
+            f"{what}: top-1 agreement with {report.reference} is {report.top1_agreement:.2%} on "
+            f"{report.samples} samples, below the required {min_top1:.2%}; not published"
+        )
+    if max_abs_diff is not None and report.max_abs_diff > max_abs_diff:
+        raise ExportError(
+            f"{what}: max abs probability difference with {report.reference} is "
+            f"{report.max_abs_diff:.3g}, above the allowed {max_abs_diff:.3g}; not published"
+        )

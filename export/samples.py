@@ -1,0 +1,44 @@
+"""Sample wire images for parity checks and calibration, preprocessed exactly as the client does."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from client.dicom.synthetic import REGIONS, synthetic_dataset
+
+from client.dicom import radiographs_from_dataset, read_radiographs
+from client.errors import InputError
+from client.inputs import discover
+from client.model_card import ModelCard
+from client.preprocess import model_input
+
+LOGGER = logging.getLogger(__name__)
+
+SAMPLE_MATRIX = (512, 416)
+
+
+def sample_images(card: ModelCard, count: int, folder: Path | None = None, seed: int = 0) -> np.ndarray:
+    """``uint8 [N, 1, H, W]``: radiographs from ``folder``, or synthetic ones of every region."""
+    images: list[np.ndarray] = []
+    if folder is not None:
+        for path in discover([folder]).files:
+            try:
+                radiographs = read_radiographs(path)
+            except InputError as error:
+                LOGGER.warning("sample skipped: %s", error)
+                continue
+            images.extend(model_input(radiograph, card) for radiograph in radiographs)
+            if len(images) >= count:
+                break
+        if not images:
+            raise ValueError(f"no readable radiograph in {folder}")
+    else:
+        rng = np.random.default_rng(seed)
+        for index in range(count):
+            dataset = synthetic_dataset(REGIONS[index % len(REGIONS)], rng, matrix=SAMPLE_MATRIX)
+            images.extend(
+                model_input(r, card) for r in radiographs_from_dataset(dataset, f"synthetic-{index}")
+            )
+    return np.stack(images[:count])

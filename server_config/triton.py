@@ -1,0 +1,269 @@
+"""Lifecycle of the real ``tritonserver``: locate, configure, start, wait until ready, stop.
+
+The embedded default is the binary bundled in the ``nvidia-pytriton`` wheel (Triton 2.51, Python
+backend only). Its Python backend needs a backend folder holding ``libtriton_python.so``,
+``triton_python_backend_utils.py`` and the stub built for the running Python, the interpreter's
+libdir plus the wheel's ``nvidia_pytriton.libs`` on ``LD_LIBRARY_PATH``, and this environment's
+``bin`` first on ``PATH`` so that the stub imports this environment's packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from client.errors import ServerError
+from server_config.settings import SETTINGS, Ports
+
+LOGGER = logging.getLogger(__name__)
+
+_STOP_TIMEOUT_SECONDS = 30.0
+
+
+def _pytriton_root() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError(
+            "the embedded tritonserver comes from the nvidia-pytriton wheel, which is not "
+            "installed: pip install 'radserve[server]'"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_triton_binary() -> Path:
+    """Path of the ``tritonserver`` binary bundled in the nvidia-pytriton wheel."""
+    binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServerError(f"tritonserver binary not found at {binary}")
+    return binary
+
+
+def _embedded_python_backend(into: Path) -> Path:
+    """Assemble a backend folder for Triton's Python backend with the stub of this Python."""
+    root = _pytriton_root() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"the nvidia-pytriton wheel has no Python backend stub for Python {version}")
+    python_backend = into / "python"
+    python_backend.mkdir(parents=True)
+    for source in root.joinpath("backends", "python").iterdir():
+        if source.is_file():
+            (python_backend / source.name).symlink_to(source)
+    (python_backend / stub.name).symlink_to(stub)
+    return into
+
+
+def _embedded_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    libs = [str(sysconfig.get_config_var("LIBDIR")), str(_pytriton_root().parent / "nvidia_pytriton.libs")]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def check_port_free(host: str, port: int, name: str) -> None:
+    """Raise :class:`ServerError` if ``port`` cannot be bound on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise ServerError(f"{name} port {port} on {host} is not available: {error.strerror}") from None
+
+
+def free_ports(host: str = "127.0.0.1") -> Ports:
+    """Three ports free right now on ``host`` (for tests and throwaway servers)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(3)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        http, grpc, metrics = (sock.getsockname()[1] for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return Ports(http=http, grpc=grpc, metrics=metrics)
+
+
+def check_repository(repository: Path) -> None:
+    """Raise :class:`ServerError` unless ``repository`` holds at least one model with a config."""
+    if not repository.is_dir():
+        raise ServerError(f"model repository {repository} does not exist or is not a folder")
+    if not any(path.is_file() for path in repository.glob("*/config.pbtxt")):
+        raise ServerError(
+            f"model repository {repository} holds no model (no <model>/config.pbtxt); "
+            "build one with 'radserve export'"
+        )
+
+
+@dataclass
+class TritonServer:
+    """One ``tritonserver`` process serving a model repository.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    repository: Path
+    host: str = SETTINGS.host
+    ports: Ports = field(default_factory=lambda: SETTINGS.ports)
+    binary: Path | None = None
+    log_file: Path | None = None
+    verbose: int = 0
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+    _log_handle: object | None = field(default=None, init=False, repr=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def command(self, backend_directory: Path) -> list[str]:
+        """The tritonserver command line."""
+        binary = self.binary or embedded_triton_binary()
+        return [
+            str(binary),
+            f"--model-repository={self.repository.resolve()}",
+            f"--backend-directory={backend_directory}",
+            f"--http-address={self.host}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            "--metrics-config=summary_latencies=false",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--exit-timeout-secs={int(_STOP_TIMEOUT_SECONDS)}",
+            f"--log-verbose={self.verbose}",
+        ]
+
+    def start(self, timeout: float = SETTINGS.server_ready_timeout_seconds) -> TritonServer:
+        """Start the server and block until it reports ready; raise :class:`ServerError` if not."""
+        if self._process is not None:
+            raise ServerError("server already started")
+        check_repository(self.repository)
+        for name, port in (
+            ("HTTP", self.ports.http),
+            ("gRPC", self.ports.grpc),
+            ("metrics", self.ports.metrics),
+        ):
+            check_port_free(self.host, port, name)
+        self._workdir = tempfile.TemporaryDirectory(prefix="radserve-triton-")
+        backends = _embedded_python_backend(Path(self._workdir.name) / "backends")
+        if self.log_file is None:
+            self.log_file = Path(tempfile.gettempdir()) / f"radserve-tritonserver-{self.ports.grpc}.log"
+        self._log_handle = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
+        command = self.command(backends)
+        LOGGER.info("starting %s", " ".join(command))
+        self._process = subprocess.Popen(
+            command,
+            env=_embedded_environment(),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def is_running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def is_ready(self) -> bool:
+        """Whether the server answers ready on its HTTP health endpoint."""
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                raise ServerError(
+                    f"tritonserver exited with code {code} before it was ready:\n{self.log_tail()}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        raise ServerError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server log (for error messages)."""
+        if self.log_file is None or not self.log_file.exists():
+            return ""
+        text = self.log_file.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def wait(self) -> int:
+        """Block until the server process exits; its exit code."""
+        if self._process is None:
+            raise ServerError("server not started")
+        return self._process.wait()
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM lets in-flight requests finish), then kill if it hangs."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=_STOP_TIMEOUT_SECONDS + 5)
+            except subprocess.TimeoutExpired:
+                LOGGER.warning("tritonserver did not stop in time; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._log_handle is not None:
+            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self._process is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
