@@ -82,14 +82,20 @@ class AsyncRadiographClient:
         await self._client.close()
 
     async def wait_ready(self, model: str, timeout: float = 30.0) -> None:
-        """Wait until ``model`` is ready; :class:`ServerError` if it is not within ``timeout``."""
+        """Wait until ``model`` is ready; :class:`ServerError` if it is unknown or not ready in time."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while True:
             try:
                 if await self._client.is_model_ready(model):
                     return
-                last = f"model {model!r} is not ready (is it in the repository?)"
+                index = await self._client.get_model_repository_index(as_json=True)
+                known = sorted(entry["name"] for entry in index.get("models", []))
+                if model not in known:
+                    raise ServerError(
+                        f"{self.url}: model {model!r} is not in the server's repository {known}"
+                    )
+                last = f"model {model!r} is not ready"
             except InferenceServerException as error:
                 last = error.message() or str(error)
             if time.monotonic() > deadline:

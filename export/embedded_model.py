@@ -28,7 +28,7 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         folder = os.path.join(args["model_repository"], args["model_version"])
-        filename = config.get("default_model_filename") or "model.onnx"
+        filename = parameters.get("onnx_model_filename", "model.onnx")
         self.session = onnxruntime.InferenceSession(
             os.path.join(folder, filename), sess_options=options, providers=["CPUExecutionProvider"]
         )

@@ -49,7 +49,8 @@ def build_config(card: ModelCard, target: Target, options: ServingOptions | None
         config.platform = "onnxruntime_onnx"
     else:
         config.platform = "tensorrt_plan"
-    config.default_model_filename = MODEL_FILES[target]
+    if target != "embedded":  # the Python backend takes default_model_filename as its model.py
+        config.default_model_filename = MODEL_FILES[target]
     config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[1, height, width])
     config.output.add(
         name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[card.num_classes], label_filename=LABELS_FILE
@@ -78,6 +79,7 @@ def build_config(card: ModelCard, target: Target, options: ServingOptions | None
     config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
     if target == "embedded":
         config.parameters["onnxruntime_threads"].string_value = str(batching.onnxruntime_threads)
+        config.parameters["onnx_model_filename"].string_value = MODEL_FILES[target]
     elif target == "onnxruntime":
         _onnxruntime_options(config, batching, options)
     else:

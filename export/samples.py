@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from client.dicom.synthetic import REGIONS, synthetic_dataset
 
 from client.dicom import radiographs_from_dataset, read_radiographs
+from client.dicom.synthetic import REGIONS, synthetic_dataset
 from client.errors import InputError
 from client.inputs import discover
 from client.model_card import ModelCard

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from client.dicom.synthetic import REGIONS, synthetic_dataset
 
 from client.dicom import radiographs_from_dataset
+from client.dicom.synthetic import REGIONS, synthetic_dataset
 from client.model_card import ModelCard
 from client.preprocess import model_input
 from export.architectures import build_model

@@ -78,6 +78,14 @@ def _embedded_environment() -> dict[str, str]:
     return env
 
 
+# Errors tritonserver logs on every CPU-only host; they say nothing about the failure at hand.
+_HARMLESS_ERRORS = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML", "DCGM")
+
+
+def _is_harmless(line: str) -> bool:
+    return any(marker in line for marker in _HARMLESS_ERRORS)
+
+
 def check_port_free(host: str, port: int, name: str) -> None:
     """Raise :class:`ServerError` if ``port`` cannot be bound on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -172,6 +180,8 @@ class TritonServer:
         if self._process is not None:
             raise ServerError("server already started")
         check_repository(self.repository)
+        if self.binary is not None and not self.binary.is_file():
+            raise ServerError(f"tritonserver binary not found at {self.binary}")
         for name, port in (
             ("HTTP", self.ports.http),
             ("gRPC", self.ports.grpc),
@@ -226,11 +236,12 @@ class TritonServer:
         raise ServerError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the server log (for error messages)."""
+        """The server log's error lines, or its last lines when it has none (for error messages)."""
         if self.log_file is None or not self.log_file.exists():
             return ""
         text = self.log_file.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        errors = [line for line in text if line.startswith(("E", "error")) and not _is_harmless(line)]
+        return "\n".join((errors or text)[-lines:])
 
     def wait(self) -> int:
         """Block until the server process exits; its exit code."""

@@ -53,8 +53,8 @@ def model_counters(metrics_url: str, model: str, timeout: float = 5.0) -> ModelC
         text = reply.read().decode()
     totals = dict.fromkeys(_SERIES.values(), 0.0)
     for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            field = _SERIES.get(sample.name)
-            if field and sample.labels.get("model") == model:
-                totals[field] += sample.value
+        field = _SERIES.get(family.name)  # the parser names counter samples "<family>_total"
+        if field is None:
+            continue
+        totals[field] += sum(sample.value for sample in family.samples if sample.labels.get("model") == model)
     return ModelCounters(**totals)
