@@ -69,7 +69,7 @@ def test_serve_command_prints_endpoints_and_stops_on_sigterm(repository: Path, t
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(3)]
         assert lines[0].startswith("tritonserver ready"), lines
-        assert f"127.0.0.1:{ports.grpc}" in lines[2]
+        assert f"127.0.0.1:{ports.grpc}" in lines[1]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:

@@ -1,1 +1,85 @@
-"""DICOM domain: reading, decoding and display processing of projection radiographs."""
+"""DICOM domain: reading, decoding and display processing of projection radiographs.
+
+``read_radiographs(path)`` turns a DICOM file into one :class:`Radiograph` per frame whose
+``pixels`` are the uint8 greyscale image a radiologist would see (bones bright): see
+:mod:`client.dicom._display` for the pipeline. Every failure is a
+:class:`client.errors.InputError` naming the file and a short ``reason`` code: ``unreadable``,
+``not_dicom``, ``truncated``, ``no_pixel_data``, ``unsupported_transfer_syntax``,
+``unsupported_photometric``, ``bad_dimensions``, ``inconsistent_attributes``, ``decode_failed``.
+Messages and logs name files and UIDs only, never patient attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from client.dicom._decode import decode
+from client.dicom._display import display_params, render_colour, render_mono
+from client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info, read_dataset
+from client.dicom._resize import resize
+from client.errors import InputError
+
+__all__ = [
+    "SUPPORTED_TRANSFER_SYNTAXES",
+    "Radiograph",
+    "radiographs_from_dataset",
+    "read_radiographs",
+    "resize",
+]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Radiograph:
+    """One display-ready frame of a DICOM file."""
+
+    path: str
+    sop_instance_uid: str
+    frame: int | None  # 1-based frame number for multi-frame files, None for single-frame
+    pixels: np.ndarray  # uint8 H x W, display-ready: 0 = black, 255 = white
+
+
+def read_radiographs(path: str | os.PathLike[str]) -> list[Radiograph]:
+    """Read a DICOM file into one display-ready :class:`Radiograph` per frame.
+
+    Raises :class:`InputError` (and nothing else) when the file cannot be used.
+    """
+    name = os.fsdecode(path)
+    return radiographs_from_dataset(read_dataset(name), name)
+
+
+def radiographs_from_dataset(ds: Dataset, path: str) -> list[Radiograph]:
+    """Like :func:`read_radiographs` for a data set already in memory; ``path`` names it."""
+    try:
+        if "PixelData" not in ds:
+            raise InputError(path, "no_pixel_data", "the data set has no Pixel Data (7FE0,0010)")
+        info = pixel_info(ds, path)
+        decoded = decode(ds, info, path)
+        params = display_params(ds, info, path) if decoded.kind == "MONO" else None
+        uid = _sop_instance_uid(ds)
+        result = []
+        for index, frame in enumerate(decoded.frames):
+            pixels = render_mono(frame, params) if params is not None else render_colour(frame, decoded)
+            number = index + 1 if info.frames > 1 else None
+            result.append(Radiograph(path, uid, number, pixels))
+        return result
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(path, "bad_dimensions", "image too large for the available memory") from None
+    except Exception as exc:
+        _LOG.debug("%s: unexpected %s while decoding", path, type(exc).__name__)
+        raise InputError(path, "decode_failed", f"unexpected {type(exc).__name__} while decoding") from exc
+
+
+def _sop_instance_uid(ds: Dataset) -> str:
+    try:
+        return str(ds.get("SOPInstanceUID") or "")
+    except Exception:
+        return ""
