@@ -4,25 +4,35 @@ from export.architectures import ARCHITECTURES
 from export.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from export.model_config import TARGETS, ServingOptions, build_config, parse_config, render_config
 from export.parity import ParityReport, compare, gate
-from export.pipeline import ExportRequest, ExportResult, export_checkpoint
-from export.repository import publish, versions
+from export.pipeline import EngineOptions, ExportRequest, ExportResult, export_checkpoint
+from export.precision import PRECISIONS, variant_name
+from export.repo_check import check_repository
+from export.repository import prune, publish, versions
+from export.sources import ProgramMetadata, load_source
 
 __all__ = [
     "ARCHITECTURES",
     "CHECKPOINT_FORMAT",
+    "PRECISIONS",
     "TARGETS",
+    "EngineOptions",
     "ExportRequest",
     "ExportResult",
     "ParityReport",
+    "ProgramMetadata",
     "ServingOptions",
     "build_config",
+    "check_repository",
     "compare",
     "export_checkpoint",
     "gate",
     "load_checkpoint",
+    "load_source",
     "parse_config",
+    "prune",
     "publish",
     "render_config",
     "save_checkpoint",
+    "variant_name",
     "versions",
 ]

@@ -7,14 +7,18 @@ Triton's schema by construction; :func:`parse_config` reads one back with the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from google.protobuf import text_format
 from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as pb
 
+from client.errors import ExportError
 from client.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
 from server_config.settings import SETTINGS, BatchingDefaults
+
+if TYPE_CHECKING:
+    from export.tensorrt import EngineMetadata
 
 Target = Literal["embedded", "onnxruntime", "tensorrt"]
 TARGETS: tuple[Target, ...] = ("embedded", "onnxruntime", "tensorrt")
@@ -37,11 +41,28 @@ class ServingOptions:
     cuda_graphs: bool = True
 
 
-def build_config(card: ModelCard, target: Target, options: ServingOptions | None = None) -> pb.ModelConfig:
-    """The Triton configuration serving ``card``'s model on ``target``."""
+# The ONNX Runtime backend's TensorRT accelerator, per model precision (the precision is in the ONNX;
+# INT8 lets TensorRT run the Q/DQ nodes as int8 without a calibration table).
+_ACCELERATOR_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+
+
+def build_config(
+    card: ModelCard,
+    target: Target,
+    options: ServingOptions | None = None,
+    engine: EngineMetadata | None = None,
+) -> pb.ModelConfig:
+    """The Triton configuration serving ``card``'s model on ``target``.
+
+    For ``tensorrt``, ``engine`` is the plan's metadata: Triton's TensorRT backend rejects a
+    ``max_batch_size`` above the optimization profile's max, so a larger one raises
+    :class:`ExportError` here, as does an input size the profile was not built for.
+    """
     options = options or ServingOptions()
     batching = options.batching
     height, width = card.input_size
+    if engine is not None:
+        _check_engine_fits(card, batching, engine)
     config = pb.ModelConfig(name=card.name, max_batch_size=batching.max_batch_size)
     if target == "embedded":
         config.backend = "python"
@@ -81,7 +102,7 @@ def build_config(card: ModelCard, target: Target, options: ServingOptions | None
         config.parameters["onnxruntime_threads"].string_value = str(batching.onnxruntime_threads)
         config.parameters["onnx_model_filename"].string_value = MODEL_FILES[target]
     elif target == "onnxruntime":
-        _onnxruntime_options(config, batching, options)
+        _onnxruntime_options(config, card, batching, options)
     else:
         config.optimization.cuda.graphs = options.cuda_graphs
 
@@ -93,14 +114,34 @@ def build_config(card: ModelCard, target: Target, options: ServingOptions | None
     return config
 
 
-def _onnxruntime_options(config: pb.ModelConfig, batching: BatchingDefaults, options: ServingOptions) -> None:
+def _check_engine_fits(card: ModelCard, batching: BatchingDefaults, engine: EngineMetadata) -> None:
+    profile = engine.profile
+    if batching.max_batch_size > profile["max_batch"]:
+        raise ExportError(
+            f"model {card.name!r}: max_batch_size {batching.max_batch_size} exceeds the TensorRT "
+            f"plan's profile max {profile['max_batch']}; Triton would reject the config"
+        )
+    if (profile["height"], profile["width"]) != tuple(card.input_size):
+        raise ExportError(
+            f"model {card.name!r}: the plan was built for {profile['height']}x{profile['width']} "
+            f"images, the model card says {card.input_size[0]}x{card.input_size[1]}"
+        )
+    if engine.precision != card.precision:
+        raise ExportError(
+            f"model {card.name!r}: the plan is {engine.precision}, the model card says {card.precision}"
+        )
+
+
+def _onnxruntime_options(
+    config: pb.ModelConfig, card: ModelCard, batching: BatchingDefaults, options: ServingOptions
+) -> None:
     threads = str(batching.onnxruntime_threads)
     config.parameters["intra_op_thread_count"].string_value = threads
     if options.tensorrt_accelerator:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
             name="tensorrt"
         )
-        accelerator.parameters["precision_mode"] = "FP32"
+        accelerator.parameters["precision_mode"] = _ACCELERATOR_PRECISION[card.precision]
         accelerator.parameters["max_workspace_size_bytes"] = str(1 << 30)
 
 

@@ -1,28 +1,57 @@
-"""checkpoint → ONNX → parity gate → model repository."""
+"""checkpoint → ONNX fp32 → (fp16 | int8 Q/DQ ONNX) → parity gates → (TensorRT plan) → repository.
+
+Every variant is gated against the FP32 PyTorch reference on the same radiographs before anything
+is published; the figures go into its model card (``parity["onnxruntime_<precision>"]``, plus
+``parity["tensorrt_<precision>"]`` where a plan was built and run). Variants of one model are
+published side by side as separate Triton models (:func:`export.precision.variant_name`).
+"""
 
 from __future__ import annotations
 
 import logging
 import platform
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from client.model_card import ModelCard
-from export.checkpoint import load_checkpoint
+import numpy as np
+
+from client.errors import ExportError
+from client.model_card import ModelCard, Precision
 from export.model_config import ServingOptions, Target
 from export.onnx_export import export_onnx
 from export.parity import ParityReport, compare, gate, onnx_probabilities, torch_probabilities
+from export.precision import PRECISIONS, convert_fp16, quantize_int8, variant_name
 from export.repository import publish
 from export.samples import sample_images
+from export.sources import ProgramMetadata, load_source
 
 LOGGER = logging.getLogger(__name__)
+
+# Top-1 agreement with the FP32 PyTorch reference required by default.
+DEFAULT_MIN_TOP1: dict[Precision, float] = {"fp32": 1.0, "fp16": 0.99, "int8": 0.99}
+DEFAULT_MAX_ABS_DIFF: dict[Precision, float | None] = {"fp32": 1e-3, "fp16": None, "int8": None}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the TensorRT plan of the ``tensorrt`` target is built (see export/tensorrt.py)."""
+
+    workspace_bytes: int = 2 << 30
+    timing_cache: Path | None = None
+    hardware_compatible: bool = False
+    version_compatible: bool = False
 
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What to export and how strictly to check it."""
+    """What to export and how strictly to check it.
+
+    ``min_top1_agreement``/``max_abs_diff`` of ``None`` take the per-precision defaults
+    (:data:`DEFAULT_MIN_TOP1`, :data:`DEFAULT_MAX_ABS_DIFF`); a value applies to every precision.
+    ``program`` is required for a TorchScript or ``.pt2`` source and absent for a radserve checkpoint.
+    """
 
     checkpoint: Path
     name: str
@@ -30,22 +59,57 @@ class ExportRequest:
     target: Target = "embedded"
     samples: int = 32
     sample_folder: Path | None = None
-    min_top1_agreement: float = 1.0
-    max_abs_diff: float | None = 1e-3
+    min_top1_agreement: float | None = None
+    max_abs_diff: float | None = None
     options: ServingOptions | None = None
+    precisions: tuple[Precision, ...] = ("fp32",)
+    calibration_samples: int = 64
+    program: ProgramMetadata | None = None
+    keep_versions: int | None = None
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    # where the gated ONNX (and, for tensorrt, the plan) stays for trtexec; None: a temporary folder
+    work_dir: Path | None = None
+    # int8 activations: "s8s8" (TensorRT), "u8s8" (fast ONNX Runtime CPU kernels), "auto": by target
+    int8_scheme: str = "auto"
+
+    def resolved_int8_scheme(self) -> str:
+        if self.int8_scheme != "auto":
+            return self.int8_scheme
+        accelerated = self.options is not None and self.options.tensorrt_accelerator
+        return "s8s8" if self.target == "tensorrt" or accelerated else "u8s8"
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class Variant:
+    """One published precision variant."""
+
+    precision: Precision
     card: ModelCard
     parity: ParityReport
     version_dir: Path
 
 
+@dataclass(frozen=True)
+class ExportResult:
+    variants: tuple[Variant, ...]
+
+    @property
+    def card(self) -> ModelCard:
+        return self.variants[0].card
+
+    @property
+    def parity(self) -> ParityReport:
+        return self.variants[0].parity
+
+    @property
+    def version_dir(self) -> Path:
+        return self.variants[0].version_dir
+
+
 def tool_versions() -> dict[str, str]:
     """Versions of the tools that produced an export (recorded in the model card)."""
     versions = {"python": platform.python_version()}
-    for package in ("radserve", "torch", "torchvision", "onnx", "onnxruntime", "onnxscript"):
+    for package in ("radserve", "torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "tensorrt"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -53,19 +117,157 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def _thresholds(request: ExportRequest, precision: Precision) -> tuple[float, float | None]:
+    min_top1 = request.min_top1_agreement
+    max_abs = request.max_abs_diff if request.max_abs_diff is not None else DEFAULT_MAX_ABS_DIFF[precision]
+    return (DEFAULT_MIN_TOP1[precision] if min_top1 is None else min_top1), max_abs
+
+
 def export_checkpoint(request: ExportRequest) -> ExportResult:
-    """Export, check parity against PyTorch, and publish a new version; raises ``ExportError``."""
-    loaded = load_checkpoint(request.checkpoint, request.name)
+    """Export, gate every precision against PyTorch fp32, publish each as a new version.
+
+    Raises :class:`ExportError` (parity refused, TensorRT unavailable: with the trtexec command)
+    or :class:`ModelCardError` (bad source). Nothing is published unless every variant passed.
+    """
+    unknown = [p for p in request.precisions if p not in PRECISIONS]
+    if unknown or not request.precisions:
+        raise ExportError(f"precisions must be some of {list(PRECISIONS)}, got {list(request.precisions)}")
+    loaded = load_source(request.checkpoint, request.name, request.program)
     images = sample_images(loaded.card, request.samples, request.sample_folder)
     reference = torch_probabilities(loaded.model, loaded.card, images)
-    with tempfile.TemporaryDirectory(prefix="radserve-export-") as work:
-        onnx_path = Path(work) / "model.onnx"
-        export_onnx(loaded.model, loaded.card, onnx_path)
-        report = compare(reference, onnx_probabilities(onnx_path, images), "pytorch fp32")
-        LOGGER.info("parity %s", report)
-        gate(report, request.min_top1_agreement, request.max_abs_diff, f"{request.name} ({request.target})")
-        card = loaded.card.replace(
-            parity={"onnxruntime_fp32": report.to_dict()}, tool_versions=tool_versions()
+    with tempfile.TemporaryDirectory(prefix="radserve-export-") as temporary:
+        work = request.work_dir or Path(temporary)
+        if request.target == "tensorrt" and request.work_dir is None:
+            # the gated ONNX must outlive this call: it is what trtexec builds from elsewhere
+            work = Path("build/export") / request.name
+        work.mkdir(parents=True, exist_ok=True)
+        fp32_path = work / f"{request.name}_fp32.onnx"
+        export_onnx(loaded.model, loaded.card, fp32_path)
+        base_card = loaded.card.replace(tool_versions=tool_versions())
+        fp32_report = compare(reference, onnx_probabilities(fp32_path, images), "pytorch fp32")
+        LOGGER.info("parity fp32 %s", fp32_report)
+        gate(fp32_report, *_thresholds(request, "fp32"), f"{request.name} (onnxruntime fp32)")
+
+        candidates: list[tuple[Precision, ModelCard, ParityReport, Path]] = []
+        for precision in request.precisions:
+            path, report = fp32_path, fp32_report
+            if precision != "fp32":
+                path = work / f"{request.name}_{precision}.onnx"
+                if precision == "fp16":
+                    convert_fp16(fp32_path, path)
+                else:
+                    calibration = _calibration_images(loaded.card, request)
+                    quantize_int8(fp32_path, path, calibration, scheme=request.resolved_int8_scheme())
+                report = compare(reference, onnx_probabilities(path, images), "pytorch fp32")
+                LOGGER.info("parity %s %s", precision, report)
+                gate(report, *_thresholds(request, precision), f"{request.name} (onnxruntime {precision})")
+            figures = report.to_dict()
+            if precision == "int8":
+                figures["quantization"] = f"QDQ {request.resolved_int8_scheme()} per-channel"
+            parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"onnxruntime_{precision}": figures}
+            card = base_card.replace(
+                name=variant_name(request.name, precision), precision=precision, parity=parity
+            )
+            candidates.append((precision, card, report, path))
+
+        if request.target == "tensorrt":
+            return _publish_engines(request, candidates, images, reference, work)
+        published = [
+            Variant(
+                precision,
+                card,
+                report,
+                publish(
+                    request.repository,
+                    card,
+                    path,
+                    request.target,
+                    request.options,
+                    keep_versions=request.keep_versions,
+                ),
+            )
+            for precision, card, report, path in candidates
+        ]
+    return ExportResult(tuple(published))
+
+
+def _calibration_images(card: ModelCard, request: ExportRequest) -> np.ndarray:
+    """Calibration radiographs: other synthetic ones than the parity samples, or from the folder."""
+    return sample_images(card, request.calibration_samples, request.sample_folder, seed=1)
+
+
+def _publish_engines(
+    request: ExportRequest,
+    candidates: list[tuple[Precision, ModelCard, ParityReport, Path]],
+    images: np.ndarray,
+    reference: np.ndarray,
+    work: Path,
+) -> ExportResult:
+    """Build, check and publish one plan per variant (GPU hosts with TensorRT only).
+
+    Without TensorRT or a GPU: :class:`ExportError` listing the trtexec command of every variant;
+    the gated ONNX files stay in ``work`` for it.
+    """
+    from export.tensorrt import (
+        PLAN_FILE,
+        EngineSpec,
+        Profile,
+        build_engine,
+        current_runtime,
+        engine_probabilities,
+        format_command,
+        metadata_path,
+        trtexec_command,
+    )
+
+    options = request.options or ServingOptions()
+    specs = [
+        EngineSpec(
+            onnx_path=onnx_path.resolve(),
+            plan_path=(work / f"{card.name}.plan").resolve(),
+            profile=Profile.for_batching(options.batching, *card.input_size),
+            precision=precision,
+            workspace_bytes=request.engine.workspace_bytes,
+            timing_cache=request.engine.timing_cache,
+            hardware_compatible=request.engine.hardware_compatible,
+            version_compatible=request.engine.version_compatible,
         )
-        version_dir = publish(request.repository, card, onnx_path, request.target, request.options)
-    return ExportResult(card=card, parity=report, version_dir=version_dir)
+        for precision, card, _, onnx_path in candidates
+    ]
+    try:
+        current_runtime()
+    except ExportError as error:
+        commands = "\n".join(f"  {format_command(trtexec_command(spec))}" for spec in specs)
+        raise ExportError(
+            f"cannot build a TensorRT plan here: {error}. The gated ONNX is in {work}; build the "
+            f"plan(s) inside the NGC TensorRT/Triton container with:\n{commands}"
+        ) from None
+    published = []
+    for (precision, card, _, _), spec in zip(candidates, specs, strict=True):
+        engine = build_engine(spec)
+        trt_report = compare(reference, engine_probabilities(spec.plan_path, images), "pytorch fp32")
+        # TensorRT runs fp32 convolutions as TF32 by default: only an explicit --max-abs-diff applies
+        min_top1, _ = _thresholds(request, precision)
+        gate(trt_report, min_top1, request.max_abs_diff, f"{card.name} (tensorrt {precision})")
+        card = card.replace(parity={**card.parity, f"tensorrt_{precision}": trt_report.to_dict()})
+        published.append((precision, card, trt_report, spec, engine))
+    return ExportResult(
+        tuple(
+            Variant(
+                precision,
+                card,
+                report,
+                publish(
+                    request.repository,
+                    card,
+                    spec.plan_path,
+                    "tensorrt",
+                    options,
+                    keep_versions=request.keep_versions,
+                    extra_files={metadata_path(Path(PLAN_FILE)).name: metadata_path(spec.plan_path)},
+                    engine=engine,
+                ),
+            )
+            for precision, card, report, spec, engine in published
+        )
+    )

@@ -54,3 +54,22 @@ def test_targets_place_models_where_they_run() -> None:
 def test_parse_rejects_fields_outside_the_schema() -> None:
     with pytest.raises(Exception, match="no_such_field"):
         parse_config('name: "x"\nno_such_field: 1\n')
+
+
+@pytest.mark.parametrize(("precision", "mode"), [("fp32", "FP32"), ("fp16", "FP16"), ("int8", "INT8")])
+def test_onnxruntime_tensorrt_accelerator_follows_the_precision(precision: str, mode: str) -> None:
+    card = CARD.replace(precision=precision)
+    config = build_config(card, "onnxruntime", ServingOptions(tensorrt_accelerator=True))
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == mode
+    assert parse_config(render_config(config)) == config
+    plain = build_config(card, "onnxruntime")
+    assert not plain.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_tensorrt_config_uses_cuda_graphs_and_versions() -> None:
+    config = build_config(CARD, "tensorrt", ServingOptions(versions_kept=3, cuda_graphs=True))
+    assert config.optimization.cuda.graphs
+    assert config.version_policy.latest.num_versions == 3
+    assert parse_config(render_config(config)) == config

@@ -1,0 +1,97 @@
+"""Every supported architecture and every source format exports with a dynamic batch and passes parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from client.errors import ModelCardError
+from client.model_card import ModelCard
+from export.architectures import ARCHITECTURES, build_model
+from export.checkpoint import save_checkpoint
+from export.pipeline import ExportRequest, export_checkpoint
+from export.repo_check import check_repository
+from export.repository import versions
+from export.sources import ProgramMetadata
+
+SIZE = 64  # the smallest input every architecture's downsampling handles, fast on 2 cores
+LABELS = ("a", "b", "c")
+
+
+def _network(architecture: str) -> torch.nn.Module:
+    """Random init, with a head that separates classes (a fresh head answers near-uniformly)."""
+    torch.manual_seed(0)
+    network = build_model(architecture, len(LABELS))
+    head = [module for module in network.modules() if isinstance(module, torch.nn.Linear)][-1]
+    torch.nn.init.normal_(head.weight, std=1.0)
+    return network.eval()
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_architecture_exports_and_passes_parity(architecture: str, tmp_path: Path) -> None:
+    card = ModelCard(name="m", architecture=architecture, labels=LABELS, input_size=(SIZE, SIZE))
+    checkpoint = tmp_path / f"{architecture}.pt"
+    save_checkpoint(checkpoint, _network(architecture), card)
+    result = export_checkpoint(ExportRequest(checkpoint, architecture, tmp_path / "repo", samples=4))
+    assert result.parity.top1_agreement == 1.0
+    assert result.parity.max_abs_diff < 1e-3
+    assert result.card.parity["onnxruntime_fp32"]["max_rel_diff"] >= 0
+    session = onnxruntime.InferenceSession(str(result.version_dir / "model.onnx"))
+    images = np.random.default_rng(0).integers(0, 256, (3, 1, SIZE, SIZE), dtype=np.uint8)
+    (probabilities,) = session.run(None, {"image": images})
+    assert probabilities.shape == (3, len(LABELS))
+    assert check_repository(tmp_path / "repo").ok
+
+
+def _program_metadata(tmp_path: Path, labels: tuple[str, ...] = LABELS) -> ProgramMetadata:
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("".join(f"{label}\n" for label in labels))
+    return ProgramMetadata(labels_file=labels_file, input_size=(SIZE, SIZE), resize="letterbox")
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "torch.export"])
+def test_torchscript_and_exported_program_sources(kind: str, tmp_path: Path) -> None:
+    network = _network("resnet18")
+    example = torch.zeros((2, 3, SIZE, SIZE))
+    if kind == "torchscript":
+        source = tmp_path / "model.ts"
+        torch.jit.trace(network, example).save(str(source))
+    else:
+        source = tmp_path / "model.pt2"
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        torch.export.save(torch.export.export(network, (example,), dynamic_shapes=({0: batch},)), str(source))
+    request = ExportRequest(
+        source, "byo", tmp_path / "repo", samples=4, program=_program_metadata(tmp_path), keep_versions=1
+    )
+    first = export_checkpoint(request)
+    assert first.card.architecture == kind
+    assert first.card.labels == LABELS and first.card.resize == "letterbox"
+    assert first.parity.top1_agreement == 1.0
+    config_before = (tmp_path / "repo" / "byo" / "config.pbtxt").read_text()
+    second = export_checkpoint(request)  # re-export: a new version, the older one pruned
+    assert second.version_dir.name == "2"
+    assert versions(tmp_path / "repo" / "byo") == [2]
+    assert (tmp_path / "repo" / "byo" / "config.pbtxt").read_text() == config_before
+    assert check_repository(tmp_path / "repo").ok
+
+
+def test_program_refusals(tmp_path: Path) -> None:
+    network = _network("resnet18")
+    source = tmp_path / "model.ts"
+    torch.jit.trace(network, torch.zeros((2, 3, SIZE, SIZE))).save(str(source))
+    wrong = ExportRequest(
+        source, "byo", tmp_path / "repo", samples=2, program=_program_metadata(tmp_path, ("a", "b"))
+    )
+    with pytest.raises(ModelCardError, match="labels file names 2 classes"):
+        export_checkpoint(wrong)
+    garbage = tmp_path / "garbage.pt2"
+    garbage.write_bytes(b"nope")
+    with pytest.raises(ModelCardError, match=r"cannot be loaded as a torch\.export program"):
+        export_checkpoint(
+            ExportRequest(garbage, "byo", tmp_path / "repo", program=_program_metadata(tmp_path))
+        )
+    assert not (tmp_path / "repo" / "byo").exists()

@@ -1,0 +1,107 @@
+"""FP16 and INT8 variants: structure, agreement gates, and served side by side by the real tritonserver."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from client.errors import ExportError
+from client.grpc_client import AsyncRadiographClient
+from client.model_card import ModelCard
+from export.pipeline import ExportRequest, ExportResult, export_checkpoint
+from export.precision import describe
+from export.repo_check import check_repository
+from export.samples import sample_images
+from server_config.triton import TritonServer, free_ports
+
+NAME = "variants"
+
+
+@pytest.fixture(scope="module")
+def variants(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExportResult]:
+    repository = tmp_path_factory.mktemp("variants")
+    request = ExportRequest(
+        tiny_checkpoint,
+        NAME,
+        repository,
+        samples=32,
+        precisions=("fp32", "fp16", "int8"),
+        calibration_samples=32,
+    )
+    return repository, export_checkpoint(request)
+
+
+def test_variants_are_published_side_by_side(variants: tuple[Path, ExportResult]) -> None:
+    repository, result = variants
+    assert [variant.card.name for variant in result.variants] == [NAME, f"{NAME}_fp16", f"{NAME}_int8"]
+    for variant in result.variants:
+        card = ModelCard.read(variant.version_dir)
+        assert card.precision == variant.precision
+        assert card.parity["onnxruntime_fp32"]["top1_agreement"] == 1.0
+        figures = card.parity[f"onnxruntime_{variant.precision}"]
+        assert figures["top1_agreement"] >= 0.99
+        assert figures["samples"] == 32
+        assert {"max_abs_diff", "max_rel_diff"} <= figures.keys()
+        assert card.tool_versions["onnxruntime"]
+    report = check_repository(repository)
+    assert report.ok, report.render()
+
+
+def test_variant_graphs_keep_the_wire_signature(variants: tuple[Path, ExportResult]) -> None:
+    _, result = variants
+    counts = {}
+    for variant in result.variants:
+        model = onnx.load(str(variant.version_dir / "model.onnx"))
+        assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        counts[variant.precision] = describe(model)
+    assert counts["fp32"]["float16_initializers"] == 0 and "QuantizeLinear" not in counts["fp32"]
+    assert counts["fp16"]["float16_initializers"] > 0
+    assert counts["int8"]["QuantizeLinear"] > 0 and counts["int8"]["int8_initializers"] > 0
+
+
+def test_int8_gate_refuses_and_publishes_nothing(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    request = ExportRequest(
+        tiny_checkpoint,
+        "strict",
+        tmp_path,
+        samples=8,
+        precisions=("fp32", "int8"),
+        calibration_samples=8,
+        max_abs_diff=1e-4,  # fp32 meets it (~1e-7); int8 cannot (~1e-2)
+    )
+    with pytest.raises(ExportError, match=r"strict \(onnxruntime int8\): max abs"):
+        export_checkpoint(request)
+    assert not (tmp_path / "strict").exists()  # the fp32 variant was not published either
+
+
+def test_embedded_server_serves_the_variants_and_they_agree(
+    variants: tuple[Path, ExportResult], tmp_path: Path
+) -> None:
+    repository, result = variants
+    images = sample_images(result.card, 12, seed=5)
+
+    async def classify_all(url: str) -> dict[str, np.ndarray]:
+        answers = {}
+        async with AsyncRadiographClient(url, max_in_flight=4) as client:
+            for variant in result.variants:
+                await client.wait_ready(variant.card.name, timeout=60)
+                assert (await client.model_card(variant.card.name)).precision == variant.precision
+                predictions = await asyncio.gather(
+                    *(client.infer(variant.card.name, images[i : i + 1]) for i in range(len(images)))
+                )
+                answers[variant.precision] = np.concatenate([p.probabilities for p in predictions])
+        return answers
+
+    with TritonServer(repository, ports=free_ports(), log_file=tmp_path / "triton.log") as server:
+        answers = asyncio.run(classify_all(server.grpc_url))
+    reference = answers["fp32"]
+    np.testing.assert_allclose(reference.sum(axis=1), 1.0, rtol=1e-5)
+    for precision in ("fp16", "int8"):
+        agreement = np.mean(answers[precision].argmax(1) == reference.argmax(1))
+        assert agreement >= 11 / 12, precision
+        assert np.abs(answers[precision] - reference).max() < 0.1, precision
