@@ -18,12 +18,22 @@ class Ports:
     metrics: int = 8002
 
 
+def _cpu_split(max_instances: int = 4) -> tuple[int, int]:
+    """(instances, ONNX Runtime threads each) for this host: one 1-thread instance per core, and
+    at most ``max_instances`` instances (each holds a copy of the model) sharing the cores beyond."""
+    cores = os.cpu_count() or 1
+    instances = max(1, min(max_instances, cores))
+    return instances, max(1, cores // instances)
+
+
 @dataclass(frozen=True, slots=True)
 class BatchingDefaults:
     """What export writes into each model's dynamic batching and instance configuration.
 
     Chosen from measurements on a 2-core CPU host (see README, "Tuning"): batching gains little
-    compute there, so a short queue delay only helps requests that already arrive together.
+    compute there, so a short queue delay only helps requests that already arrive together; one
+    single-threaded ONNX Runtime instance per core beat one instance using every core (ResNet-18:
+    +30 % served throughput and a lower p95 at 16 in flight; EfficientNet-B0 likewise).
     """
 
     max_batch_size: int = 32
@@ -31,9 +41,9 @@ class BatchingDefaults:
     max_queue_delay_microseconds: int = 500
     max_queue_size: int = 256
     queue_timeout_microseconds: int = 30_000_000
-    cpu_instances: int = 1
+    cpu_instances: int = field(default_factory=lambda: _cpu_split()[0])
     gpu_instances: int = 1
-    onnxruntime_threads: int = 2
+    onnxruntime_threads: int = field(default_factory=lambda: _cpu_split()[1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,64 @@
+"""The naive baseline: a model deployed by hand, one request at a time.
+
+``http.server`` (single-threaded) + PyTorch eager, the way a classifier is often put behind an
+endpoint without a serving system: POST ``/predict`` with the wire image's raw bytes (uint8, shape
+in ``X-Shape``), JSON probabilities back. No batching, no graph optimisation. The weights are the
+architecture's own initialisation: the time per image does not depend on their values.
+
+    python -m loadtests.naive_server --architecture resnet18 --classes 5 --size 224 --port 8500
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import torch
+
+from client.model_card import ModelCard
+from export.architectures import build_model
+from export.serving_graph import ServingGraph
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--architecture", default="resnet18")
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--size", type=int, nargs=2, default=(224, 224))
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    labels = tuple(f"class{index}" for index in range(args.classes))
+    card = ModelCard("naive", args.architecture, labels, tuple(args.size))
+    graph = ServingGraph(build_model(args.architecture, args.classes), card).eval()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            shape = [int(part) for part in self.headers["X-Shape"].split(",")]
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            image = torch.from_numpy(np.frombuffer(body, dtype=np.uint8).reshape(shape).copy())
+            with torch.inference_mode():
+                probabilities = graph(image).numpy().tolist()
+            reply = json.dumps({"probabilities": probabilities}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = HTTPServer(("127.0.0.1", args.port), Handler)
+    print("ready", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""``radserve tune MODEL``: sweep the serving configuration against a p95 latency budget.
+
+Like Triton's model analyzer, on a small scale: each candidate (dynamic batching preferred sizes and
+queue delay, CPU instance count, ONNX Runtime threads per instance) is written as a config variant
+of the model's newest version into a temporary repository, tritonserver is restarted on it, and the
+served path is measured at the client's concurrency. The best candidate is the highest throughput
+whose p95 stays within ``--latency-budget-ms``. Bounded by ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.model_card import ModelCard
+from loadtests.bench import Point, latest_version, measure_served, wire_images
+from server_config.settings import SETTINGS, BatchingDefaults
+
+
+@dataclass(frozen=True)
+class Candidate:
+    instances: int
+    threads: int
+    queue_delay_us: int
+    preferred: tuple[int, ...]
+
+    def batching(self) -> BatchingDefaults:
+        return dataclasses.replace(
+            SETTINGS.batching,
+            cpu_instances=self.instances,
+            onnxruntime_threads=self.threads,
+            max_queue_delay_microseconds=self.queue_delay_us,
+            preferred_batch_sizes=self.preferred,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"instances {self.instances} x {self.threads} ORT threads, queue delay {self.queue_delay_us} us, "
+            f"preferred {list(self.preferred) or '-'}"
+        )
+
+
+def candidates(cpus: int, quick: bool = False) -> list[Candidate]:
+    """Instance/thread splits of the cores, times queue delays (preferred sizes matter little on CPU)."""
+    splits = [(1, cpus)] + ([(cpus, 1)] if cpus > 1 else [])
+    delays = (0, 500) if quick else (0, 500, 2000)
+    preferred = (4, 8, 16)
+    return [Candidate(i, t, d, preferred) for i, t in splits for d in delays]
+
+
+def write_variant(repository: Path, model: str, candidate: Candidate, into: Path) -> Path:
+    """A one-model repository holding ``model``'s newest version with ``candidate``'s config."""
+    from export.model_config import ServingOptions, Target, build_config, render_config
+
+    version = latest_version(repository, model)
+    card = ModelCard.read(version)
+    model_dir = into / model
+    shutil.rmtree(model_dir, ignore_errors=True)
+    model_dir.mkdir(parents=True)
+    shutil.copytree(version, model_dir / "1")
+    for extra in ("labels.txt",):
+        if (repository / model / extra).exists():
+            shutil.copy(repository / model / extra, model_dir / extra)
+    target: Target = "embedded" if (version / "model.py").exists() else "onnxruntime"
+    options = ServingOptions(batching=candidate.batching())
+    (model_dir / "config.pbtxt").write_text(render_config(build_config(card, target, options)))
+    return into
+
+
+def main(args: argparse.Namespace) -> int:
+    import os
+
+    from server_config.triton import TritonServer, free_ports
+
+    card = ModelCard.read(latest_version(args.repository, args.model))
+    images = wire_images(card, args.dicom)
+    started = time.monotonic()
+    results: list[tuple[Candidate, Point]] = []
+    print(
+        f"tuning {args.model} at concurrency {args.concurrency}, p95 budget {args.latency_budget_ms:.0f} ms"
+    )
+    with tempfile.TemporaryDirectory(prefix="radserve-tune-") as work:
+        for candidate in candidates(os.cpu_count() or 1, args.quick):
+            if time.monotonic() - started > args.max_seconds:
+                print("time budget spent; remaining candidates not measured")
+                break
+            repository = write_variant(args.repository, args.model, candidate, Path(work))
+            with TritonServer(repository, ports=free_ports()) as server:
+                (point,) = measure_served(
+                    server.grpc_url, args.model, images, (args.concurrency,), args.seconds, server.metrics_url
+                )
+            results.append((candidate, point))
+            within = "ok " if point.p95_ms <= args.latency_budget_ms else "over"
+            print(
+                f"  {within} {point.images_per_second:7.1f} img/s  p95 {point.p95_ms:7.1f} ms  "
+                f"batch {point.extra.get('average_batch_size', 0):5.2f}  {candidate}",
+                flush=True,
+            )
+    within_budget = [(c, p) for c, p in results if p.p95_ms <= args.latency_budget_ms]
+    if not within_budget:
+        print("no configuration meets the latency budget; lower the concurrency or raise the budget")
+        return 1
+    best, point = max(within_budget, key=lambda item: item[1].images_per_second)
+    print(f"best: {best}: {point.images_per_second:.1f} img/s, p95 {point.p95_ms:.1f} ms")
+    print(
+        "export with it: BatchingDefaults("
+        f"cpu_instances={best.instances}, onnxruntime_threads={best.threads}, "
+        f"max_queue_delay_microseconds={best.queue_delay_us}, preferred_batch_sizes={best.preferred})"
+    )
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model name in the repository")
+    parser.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
+    parser.add_argument("--dicom", type=Path, help="DICOM folder for the requests (synthetic if absent)")
+    parser.add_argument("--concurrency", type=int, default=SETTINGS.client_max_in_flight)
+    parser.add_argument("--latency-budget-ms", type=float, default=500.0, help="p95 the config must meet")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measuring time per candidate")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="stop sweeping after this")
+    parser.add_argument("--quick", action="store_true", help="fewer candidates")
