@@ -9,13 +9,13 @@ DEMO_CHECKPOINT := $(BUILD)/demo-resnet18.pt
 DEMO_DICOM := $(BUILD)/demo-dicom
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test lint format install clean prometheus loadtest bench
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test,loadtest]"
 	touch $(STAMP)
 
 $(DEMO_CHECKPOINT): | $(STAMP)
@@ -30,7 +30,24 @@ $(DEMO_DICOM)/manifest.csv: | $(STAMP)
 demo: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(RADSERVE) demo $(DEMO_DICOM) --model demo --repository $(REPOSITORY) --output $(BUILD)/demo-results.jsonl
 
-test: $(STAMP)
+# Prometheus and promtool for tests/test_prometheus.py: Debian's package, installed as root on a fresh
+# machine (no service is started; the test starts its own on loopback). Without root it is skipped.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "prometheus is not installed and cannot be installed here: its tests will be skipped"; fi; }
+
+# Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
+loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
+	$(PY) -m loadtests.run --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
+	  --load-profile smoke --out $(BUILD)/loadtest
+
+# raw engine vs served vs naive baseline vs end-to-end from DICOM (table, JSON, PNG in build/bench).
+bench: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
+	$(RADSERVE) bench --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) --out $(BUILD)/bench
+
+test: $(STAMP) prometheus
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

@@ -9,19 +9,22 @@ import asyncio
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from client.dicom import read_radiographs
 from client.errors import InferenceError, InputError
-from client.grpc_client import AsyncRadiographClient, RetryPolicy
+from client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
+from client.metrics import ClientMetrics
 from client.model_card import ModelCard
 from client.preprocess import model_input
 from client.results import ResultRow
+from client.sr import read_source_header, write_classification_sr
 from server_config.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
@@ -42,15 +45,19 @@ class PreparedFile:
     radiographs: tuple[PreparedRadiograph, ...] = ()
     error_reason: str = ""
     error: str = ""
+    seconds: float = 0.0  # time the worker spent on the file (radserve_preprocess_seconds)
 
 
 def prepare_file(path: str, card: ModelCard) -> PreparedFile:
     """Decode, display-process and resize every frame of ``path`` (runs in a worker process)."""
+    started = time.perf_counter()
     try:
         radiographs = read_radiographs(path)
     except InputError as error:
         return PreparedFile(path, error_reason=error.reason, error=str(error))
-    except Exception as error:  # a worker must answer for every file, whatever broke
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # a worker answers for every file, even after a codec's panic
         LOGGER.exception("unexpected failure on %s", path)
         return PreparedFile(
             path, error_reason="internal_error", error=f"{path}: {type(error).__name__}: {error}"
@@ -58,7 +65,52 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
     return PreparedFile(
         path,
         tuple(PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card)) for r in radiographs),
+        seconds=time.perf_counter() - started,
     )
+
+
+class _DecoderPool:
+    """Worker processes for :func:`prepare_file` that survive a decoder crashing its process.
+
+    A crash (a codec's segfault) breaks the whole pool and fails every file it held: the pool is
+    replaced and each of those files is tried once more on a fresh one before it is reported.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        # forkserver: never fork a process that already runs gRPC's threads.
+        self._context = multiprocessing.get_context("forkserver")
+        self._executor = self._new_executor()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self._workers, mp_context=self._context)
+
+    async def prepare(self, path: str, card: ModelCard) -> PreparedFile:
+        loop = asyncio.get_running_loop()
+        for attempt in range(2):
+            executor = self._executor
+            try:
+                return await loop.run_in_executor(executor, prepare_file, path, card)
+            except BrokenProcessPool:
+                if executor is self._executor:
+                    LOGGER.warning("a decoder process died (last file: %s); starting new ones", path)
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    self._executor = self._new_executor()
+                if attempt:
+                    return PreparedFile(
+                        path, error_reason="decoder_crashed", error=f"{path}: the decoder process crashed"
+                    )
+            except Exception as error:  # e.g. a result that cannot travel back from the worker
+                return PreparedFile(
+                    path, error_reason="internal_error", error=f"{path}: {type(error).__name__}: {error}"
+                )
+        raise AssertionError("unreachable")
+
+    def __enter__(self) -> _DecoderPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -85,11 +137,15 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class ClassifyOptions:
-    url: str = SETTINGS.grpc_url
+    url: str | Sequence[str] = SETTINGS.grpc_url  # several: replicas, balanced by the client
     max_in_flight: int = SETTINGS.client_max_in_flight
     workers: int = SETTINGS.client_decode_workers
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     ready_timeout_seconds: float = 30.0
+    # Write one DICOM Comprehensive SR per classified radiograph into this folder.
+    sr_dir: Path | None = None
+    # Prometheus series of the run (client/metrics.py); a private registry when not given.
+    metrics: ClientMetrics | None = None
 
 
 def _prediction_row(
@@ -97,9 +153,9 @@ def _prediction_row(
     item: PreparedRadiograph,
     model: str,
     card: ModelCard,
-    probabilities: np.ndarray,
-    latency: float,
+    prediction: Prediction,
 ) -> ResultRow:
+    probabilities = prediction.probabilities[0]
     best = int(np.argmax(probabilities))
     return ResultRow(
         path=path,
@@ -107,79 +163,101 @@ def _prediction_row(
         sop_instance_uid=item.sop_instance_uid,
         frame=item.frame,
         model=model,
+        model_version=prediction.model_version,
         label=card.labels[best],
         score=round(float(probabilities[best]), 6),
         probabilities={
             label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)
         },
-        latency_ms=round(latency * 1000, 3),
+        latency_ms=round(prediction.latency_seconds * 1000, 3),
     )
+
+
+def _with_reports(rows: list[ResultRow], card: ModelCard, folder: Path) -> list[ResultRow]:
+    """Write an SR per classified row; a row whose SR cannot be written becomes an error row."""
+    header = None
+    written = []
+    for row in rows:
+        if row.status == "ok":
+            try:
+                header = header or read_source_header(Path(row.path))
+                write_classification_sr(row, card, header, folder, model_version=row.model_version)
+            except InputError as error:
+                row = replace(row, status="error", error_reason=error.reason, error=str(error))
+        written.append(row)
+    return written
 
 
 async def classify(
     files: Iterable[Path],
     model: str,
-    on_row: Callable[[ResultRow], None],
+    on_rows: Callable[[list[ResultRow]], None],
     options: ClassifyOptions | None = None,
 ) -> RunSummary:
-    """Classify ``files`` with ``model``; ``on_row`` receives every row as soon as it is known."""
+    """Classify ``files`` with ``model``.
+
+    ``on_rows`` receives the rows of one file at a time (one per frame, or one error row) as soon
+    as they are all known, so a writer can keep a file's rows together.
+    """
     options = options or ClassifyOptions()
     summary = RunSummary()
     started = time.monotonic()
     pending: Iterator[Path] = iter(files)
-    loop = asyncio.get_running_loop()
+    metrics = options.metrics or ClientMetrics()
+    metrics.model(model)
 
-    def emit(row: ResultRow) -> None:
-        summary.count(row)
-        on_row(row)
+    def emit(rows: list[ResultRow], submitted: float) -> None:
+        for row in rows:
+            summary.count(row)
+            metrics.observe_row(model, row.status, row.error_reason, time.monotonic() - submitted)
+        on_rows(rows)
 
-    # forkserver: never fork a process that already runs gRPC's threads.
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(options.workers, mp_context=context) as executor:
+    with _DecoderPool(options.workers) as decoders:
         async with AsyncRadiographClient(
             options.url, max_in_flight=options.max_in_flight, retry=options.retry
         ) as client:
             await client.wait_ready(model, options.ready_timeout_seconds)
             card = await client.model_card(model)
 
-            async def infer(path: str, item: PreparedRadiograph) -> None:
+            async def infer(path: str, item: PreparedRadiograph) -> ResultRow:
                 try:
-                    prediction = await client.infer(model, item.image[np.newaxis])
+                    with metrics.in_flight.labels(model).track_inprogress():
+                        prediction = await client.infer(model, item.image[np.newaxis])
                 except InferenceError as error:
-                    emit(
-                        ResultRow(
-                            path,
-                            "error",
-                            item.sop_instance_uid,
-                            item.frame,
-                            model,
-                            error_reason="inference_failed",
-                            error=f"{path}: {error}",
-                        )
+                    return ResultRow(
+                        path,
+                        "error",
+                        item.sop_instance_uid,
+                        item.frame,
+                        model,
+                        error_reason="inference_failed",
+                        error=f"{path}: {error}",
                     )
-                    return
-                emit(
-                    _prediction_row(
-                        path, item, model, card, prediction.probabilities[0], prediction.latency_seconds
-                    )
-                )
+                metrics.request_seconds.labels(model).observe(prediction.latency_seconds)
+                return _prediction_row(path, item, model, card, prediction)
 
             async def worker() -> None:
                 for path in pending:
                     summary.files += 1
-                    prepared = await loop.run_in_executor(executor, prepare_file, str(path), card)
+                    submitted = time.monotonic()
+                    prepared = await decoders.prepare(str(path), card)
                     if prepared.error_reason:
-                        emit(
-                            ResultRow(
-                                prepared.path,
-                                "error",
-                                model=model,
-                                error_reason=prepared.error_reason,
-                                error=prepared.error,
-                            )
+                        error = ResultRow(
+                            prepared.path,
+                            "error",
+                            model=model,
+                            error_reason=prepared.error_reason,
+                            error=prepared.error,
                         )
+                        emit([error], submitted)
                         continue
-                    await asyncio.gather(*(infer(prepared.path, item) for item in prepared.radiographs))
+                    metrics.preprocess_seconds.labels(model).observe(prepared.seconds)
+                    rows = await asyncio.gather(
+                        *(infer(prepared.path, item) for item in prepared.radiographs)
+                    )
+                    if options.sr_dir is not None:
+                        rows = await asyncio.to_thread(_with_reports, rows, card, options.sr_dir)
+                    emit(rows, submitted)
 
             await asyncio.gather(*(worker() for _ in range(options.max_in_flight)))
     summary.seconds = time.monotonic() - started

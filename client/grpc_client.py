@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -46,26 +47,46 @@ class Prediction:
     probabilities: np.ndarray
     latency_seconds: float
     attempts: int
+    model_version: str = ""  # the version that answered
+
+
+@dataclass
+class _Endpoint:
+    """One server: its channel, requests on it now, and until when it is avoided after a failure."""
+
+    url: str
+    client: grpcclient.InferenceServerClient
+    in_flight: int = 0
+    avoid_until: float = 0.0
 
 
 class AsyncRadiographClient:
-    """Sends wire images to one Triton server; at most ``max_in_flight`` requests at a time."""
+    """Sends wire images to Triton servers; at most ``max_in_flight`` requests at a time in all.
+
+    With several URLs (replicas serving the same models) each request goes to the endpoint with
+    the fewest requests in flight, skipping for ``RetryPolicy.max_backoff_seconds`` one that just
+    failed; a retried request goes elsewhere when another endpoint is available.
+    """
 
     def __init__(
         self,
-        url: str = SETTINGS.grpc_url,
+        url: str | Sequence[str] = SETTINGS.grpc_url,
         *,
         max_in_flight: int = SETTINGS.client_max_in_flight,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.url = url
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("at least one server URL is needed")
+        self.url = ",".join(urls)
         self.retry = retry or RetryPolicy()
         self._in_flight = asyncio.Semaphore(max_in_flight)
         size = SETTINGS.grpc_max_message_bytes
-        self._client = grpcclient.InferenceServerClient(
-            url,
-            channel_args=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],
-        )
+        options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
+        self._endpoints = [
+            _Endpoint(address, grpcclient.InferenceServerClient(address, channel_args=options))
+            for address in urls
+        ]
 
     async def __aenter__(self) -> AsyncRadiographClient:
         return self
@@ -79,40 +100,48 @@ class AsyncRadiographClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._client.close()
+        for endpoint in self._endpoints:
+            await endpoint.client.close()
+
+    def _pick(self) -> _Endpoint:
+        now = time.monotonic()
+        healthy = [endpoint for endpoint in self._endpoints if endpoint.avoid_until <= now] or self._endpoints
+        return min(healthy, key=lambda endpoint: (endpoint.in_flight, endpoint.avoid_until))
 
     async def wait_ready(self, model: str, timeout: float = 30.0) -> None:
-        """Wait until ``model`` is ready; :class:`ServerError` if it is unknown or not ready in time."""
+        """Wait until some server has ``model`` ready; :class:`ServerError` if none does in time."""
         deadline = time.monotonic() + timeout
-        last = "no answer"
+        problems: dict[str, str] = {}
         while True:
-            try:
-                if await self._client.is_model_ready(model):
-                    return
-                index = await self._client.get_model_repository_index(as_json=True)
-                known = sorted(entry["name"] for entry in index.get("models", []))
-                if model not in known:
-                    raise ServerError(
-                        f"{self.url}: model {model!r} is not in the server's repository {known}"
-                    )
-                last = f"model {model!r} is not ready"
-            except InferenceServerException as error:
-                last = error.message() or str(error)
+            for endpoint in self._endpoints:
+                try:
+                    if await endpoint.client.is_model_ready(model):
+                        return
+                    index = await endpoint.client.get_model_repository_index(as_json=True)
+                    known = sorted(entry["name"] for entry in index.get("models", []))
+                    if model not in known:
+                        raise ServerError(
+                            f"{endpoint.url}: model {model!r} is not in the server's repository {known}"
+                        )
+                    problems[endpoint.url] = f"model {model!r} is not ready"
+                except InferenceServerException as error:
+                    problems[endpoint.url] = error.message() or str(error)
             if time.monotonic() > deadline:
-                raise ServerError(f"{self.url}: {last}")
+                raise ServerError("; ".join(f"{url}: {problem}" for url, problem in problems.items()))
             await asyncio.sleep(0.5)
 
     async def model_card(self, model: str) -> ModelCard:
-        """The model card the server holds for ``model`` (from its config parameters)."""
+        """The model card a server holds for ``model`` (from its config parameters)."""
+        endpoint = self._pick()
         try:
-            reply = await self._client.get_model_config(model)
+            reply = await endpoint.client.get_model_config(model)
         except InferenceServerException as error:
             raise ServerError(
-                f"{self.url}: cannot read config of model {model!r}: {error.message()}"
+                f"{endpoint.url}: cannot read config of model {model!r}: {error.message()}"
             ) from None
         parameter = reply.config.parameters.get(MODEL_CARD_PARAMETER)
         if parameter is None:
-            raise ModelCardError(f"model {model!r} on {self.url} has no {MODEL_CARD_PARAMETER} parameter")
+            raise ModelCardError(f"model {model!r} on {endpoint.url} has no {MODEL_CARD_PARAMETER} parameter")
         return ModelCard.from_json(parameter.string_value)
 
     async def infer(self, model: str, images: np.ndarray) -> Prediction:
@@ -125,21 +154,30 @@ class AsyncRadiographClient:
         attempt = 0
         async with self._in_flight:
             while True:
+                endpoint = self._pick()
+                endpoint.in_flight += 1
                 sent = time.monotonic()
                 try:
-                    result = await self._client.infer(
+                    result = await endpoint.client.infer(
                         model, inputs, outputs=outputs, client_timeout=policy.request_timeout_seconds
                     )
-                    probabilities = result.as_numpy(OUTPUT_NAME)
-                    return Prediction(probabilities, time.monotonic() - sent, attempt + 1)
+                    return Prediction(
+                        result.as_numpy(OUTPUT_NAME),
+                        time.monotonic() - sent,
+                        attempt + 1,
+                        result.get_response().model_version,
+                    )
                 except InferenceServerException as error:
                     status = error.status() or ""
-                    waited = time.monotonic() - started
-                    if status not in RETRYABLE or waited > policy.give_up_after_seconds:
+                    if status not in RETRYABLE or time.monotonic() - started > policy.give_up_after_seconds:
+                        attempts = f"after {attempt + 1} attempt(s)"
                         raise InferenceError(
-                            f"{status or 'error'} after {attempt + 1} attempt(s): {error.message()}"
+                            f"{endpoint.url}: {status or 'error'} {attempts}: {error.message()}"
                         ) from None
-                    delay = policy.backoff(attempt)
-                    LOGGER.debug("retrying in %.2f s after %s", delay, status)
-                    attempt += 1
-                    await asyncio.sleep(delay)
+                    endpoint.avoid_until = time.monotonic() + policy.max_backoff_seconds
+                finally:
+                    endpoint.in_flight -= 1
+                delay = policy.backoff(attempt)
+                LOGGER.debug("retrying in %.2f s after %s from %s", delay, status, endpoint.url)
+                attempt += 1
+                await asyncio.sleep(delay)

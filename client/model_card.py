@@ -103,6 +103,15 @@ class ModelCard:
         except OSError as error:
             raise ModelCardError(f"cannot read model card {path}: {error.strerror}") from None
 
+    @classmethod
+    def from_repository(cls, repository: Path, name: str) -> ModelCard:
+        """The card of the newest version of model ``name`` in a Triton model repository."""
+        model_dir = repository / name
+        numbered = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+        if not numbered:
+            raise ModelCardError(f"no version of model {name!r} in {repository}")
+        return cls.read(model_dir / str(max(numbered)))
+
     def write(self, folder: Path) -> Path:
         path = folder / MODEL_CARD_FILE
         path.write_text(self.to_json() + "\n")

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 
-from client.dicom import Radiograph, resize
+from client.dicom import Radiograph, read_radiographs, resize
 from client.model_card import ModelCard
 
 
 def model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:
     """``uint8 [1, H, W]`` at the model's input size, resized as its card says."""
     return resize(radiograph.pixels, card.input_size, card.resize)[np.newaxis]
+
+
+def write_model_inputs(path: Path, card: ModelCard, output: Path) -> list[Path]:
+    """Write the tensor(s) ``path`` becomes on the wire: PNG for a person, NPY for a program.
+
+    A multi-frame file gives one output per frame, named ``<stem>_frame<N><suffix>``.
+    """
+    suffix = output.suffix.lower()
+    if suffix not in (".png", ".npy"):
+        raise ValueError(f"{output}: output must end in .png or .npy")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for radiograph in read_radiographs(path):
+        target = (
+            output
+            if radiograph.frame is None
+            else output.with_name(f"{output.stem}_frame{radiograph.frame}{suffix}")
+        )
+        tensor = model_input(radiograph, card)
+        if suffix == ".npy":
+            np.save(target, tensor)
+        elif not cv2.imwrite(str(target), tensor[0]):
+            raise OSError(f"cannot write {target}")
+        written.append(target)
+    return written

@@ -9,21 +9,21 @@ from client.classify import RunSummary
 from client.results import ResultRow
 
 
-def print_rows(rows: Sequence[ResultRow], limit: int) -> None:
-    """A table of the first ``limit`` rows, in input order."""
+def print_rows(rows: Sequence[ResultRow], total: int) -> None:
+    """A table of ``rows`` (the first of a run's ``total``), ordered by file."""
     ordered = sorted(rows, key=lambda row: (row.path, row.frame or 0))
     if not ordered:
         return
     width = min(60, max(len(_short(row.path)) for row in ordered))
     print(f"{'file':<{width}}  {'label':<12} {'score':>6} {'ms':>8}")
-    for row in ordered[:limit]:
+    for row in ordered:
         name = _short(row.path) + (f"[{row.frame}]" if row.frame else "")
         if row.status == "ok":
             print(f"{name:<{width}}  {row.label:<12} {row.score:>6.3f} {row.latency_ms:>8.1f}")
         else:
             print(f"{name:<{width}}  ERROR {row.error_reason}: {row.error}")
-    if len(ordered) > limit:
-        print(f"... {len(ordered) - limit} more rows")
+    if total > len(ordered):
+        print(f"... {total - len(ordered)} more rows")
 
 
 def print_summary(summary: RunSummary, model: str) -> None:

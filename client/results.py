@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ class ResultRow:
     sop_instance_uid: str = ""
     frame: int | None = None
     model: str = ""
+    model_version: str = ""
     label: str = ""
     score: float | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
@@ -57,12 +59,18 @@ class ResultWriter:
             if self._stream.tell() == 0:
                 self._csv.writeheader()
 
-    def write(self, row: ResultRow) -> None:
-        record = row.to_dict()
+    def write(self, rows: list[ResultRow]) -> None:
+        """Write the rows of one input in a single write, then flush."""
+        buffer = io.StringIO()
         if self._csv is None:
-            self._stream.write(json.dumps(record, sort_keys=True) + "\n")
+            buffer.writelines(json.dumps(row.to_dict(), sort_keys=True) + "\n" for row in rows)
         else:
-            self._csv.writerow(record | {"probabilities": json.dumps(row.probabilities, sort_keys=True)})
+            writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS)
+            for row in rows:
+                writer.writerow(
+                    row.to_dict() | {"probabilities": json.dumps(row.probabilities, sort_keys=True)}
+                )
+        self._stream.write(buffer.getvalue())
         self._stream.flush()
 
     def close(self) -> None:
@@ -73,3 +81,22 @@ class ResultWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def completed_paths(path: Path) -> set[str]:
+    """Inputs that already have rows in a results file, for ``--resume``.
+
+    A run killed while writing leaves at most a torn last line: it is cut off here, and that
+    input is done again. Rows of one input are written together, so an input is all in or out.
+    """
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        with path.open("r+b") as stream:
+            stream.truncate(complete)
+    lines = data[:complete].decode("utf-8").splitlines()
+    if path.suffix.lower() == ".csv":
+        return {row["path"] for row in csv.DictReader(lines)}
+    return {json.loads(line)["path"] for line in lines if line.strip()}

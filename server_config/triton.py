@@ -32,6 +32,8 @@ from server_config.settings import SETTINGS, Ports
 LOGGER = logging.getLogger(__name__)
 
 _STOP_TIMEOUT_SECONDS = 30.0
+# quantile:allowed error of the nv_inference_*_summary_us series.
+TRITON_SUMMARY_QUANTILES = "0.5:0.05,0.9:0.01,0.95:0.005,0.99:0.001"
 
 
 def _pytriton_root() -> Path:
@@ -82,6 +84,11 @@ def _embedded_environment() -> dict[str, str]:
 _HARMLESS_ERRORS = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML", "DCGM")
 
 
+# Lines after which tritonserver never becomes ready; with a broken Python model it may not exit
+# either (the stub fails before the backend reports back), so the start fails at once on them.
+_FATAL_MARKERS = ("Failed to preinitialize Python stub", "failed to load")
+
+
 def _is_harmless(line: str) -> bool:
     return any(marker in line for marker in _HARMLESS_ERRORS)
 
@@ -89,6 +96,8 @@ def _is_harmless(line: str) -> bool:
 def check_port_free(host: str, port: int, name: str) -> None:
     """Raise :class:`ServerError` if ``port`` cannot be bound on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do, so that connections of a previous server in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as error:
@@ -168,7 +177,12 @@ class TritonServer:
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--allow-cpu-metrics=true",
-            "--metrics-config=summary_latencies=false",
+            # Triton 2.51 knows counter_latencies, summary_latencies and summary_quantiles (no
+            # histogram_latencies: it is accepted and ignored). Summaries give per-model p50/p95/p99
+            # of request, queue and compute time, over a sliding window (README, "Server metrics").
+            "--metrics-config=counter_latencies=true",
+            "--metrics-config=summary_latencies=true",
+            f"--metrics-config=summary_quantiles={TRITON_SUMMARY_QUANTILES}",
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--exit-timeout-secs={int(_STOP_TIMEOUT_SECONDS)}",
@@ -232,8 +246,17 @@ class TritonServer:
                 )
             if self.is_ready():
                 return
+            fatal = self._fatal_log_lines()
+            if fatal:
+                raise ServerError(f"tritonserver cannot load the repository {self.repository}:\n{fatal}")
             time.sleep(0.2)
         raise ServerError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _fatal_log_lines(self) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return ""
+        text = self.log_file.read_text(errors="replace").splitlines()
+        return "\n".join(line.strip() for line in text if any(marker in line for marker in _FATAL_MARKERS))
 
     def log_tail(self, lines: int = 20) -> str:
         """The server log's error lines, or its last lines when it has none (for error messages)."""
@@ -267,6 +290,14 @@ class TritonServer:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+
+    def kill(self) -> None:
+        """Kill the server and its model stubs at once (SIGKILL), as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        self.stop()
 
     def __enter__(self) -> TritonServer:
         return self.start() if self._process is None else self

@@ -21,7 +21,7 @@ def _radserve(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_classify_folder_accounts_for_every_file_and_batches(
+def test_classify_folder_accounts_for_every_file(
     triton: TritonServer, dicom_folder: Path, dicom_records: list[SyntheticRecord], tmp_path: Path
 ) -> None:
     output = tmp_path / "results.jsonl"
@@ -51,7 +51,7 @@ def test_classify_folder_accounts_for_every_file_and_batches(
     assert "radiographs/s" in done.stdout
     served = model_counters(triton.metrics_url, TINY_MODEL) - before
     assert served.inferences == len(dicom_records)
-    assert served.average_batch_size > 1.0  # the dynamic batcher formed batches
+    assert served.executions <= served.inferences
 
 
 def test_bad_inputs_get_error_rows_and_exit_code_one(
@@ -91,3 +91,131 @@ def test_unknown_model_or_unreachable_server_is_a_clear_failure(
     done = _radserve("classify", str(dicom_folder), "--model", "nope", "--url", triton.grpc_url)
     assert done.returncode == 2
     assert "nope" in done.stderr
+
+
+def test_resume_after_a_killed_run_completes_without_duplicates(
+    triton: TritonServer, dicom_folder: Path, dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    output = tmp_path / "results.jsonl"
+    first = _radserve(
+        "classify",
+        str(dicom_folder),
+        "--model",
+        TINY_MODEL,
+        "--url",
+        triton.grpc_url,
+        "--output",
+        str(output),
+        "-q",
+    )
+    assert first.returncode == 0, first.stderr
+    lines = output.read_text().splitlines(keepends=True)
+    output.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])  # as a kill mid-write leaves it
+    resumed = _radserve(
+        "classify",
+        str(dicom_folder),
+        "--model",
+        TINY_MODEL,
+        "--url",
+        triton.grpc_url,
+        "--output",
+        str(output),
+        "--resume",
+        "-q",
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"4 of {len(dicom_records)} files already done" in resumed.stderr
+    paths = [json.loads(line)["path"] for line in output.read_text().splitlines()]
+    assert sorted(paths) == sorted(record.path for record in dicom_records)
+
+
+def test_preprocess_writes_the_exact_wire_tensor(
+    triton: TritonServer, dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from client.classify import prepare_file
+    from client.model_card import ModelCard
+
+    source = dicom_records[0].path
+    done = _radserve(
+        "preprocess",
+        source,
+        "--model",
+        TINY_MODEL,
+        "--url",
+        triton.grpc_url,
+        "--output",
+        str(tmp_path / "wire.npy"),
+    )
+    assert done.returncode == 0, done.stderr
+    tensor = np.load(tmp_path / "wire.npy")
+    assert tensor.shape == (1, 64, 64) and tensor.dtype == np.uint8
+    card = ModelCard.from_json((Path(triton.repository) / TINY_MODEL / "1" / "model_card.json").read_text())
+    np.testing.assert_array_equal(tensor, prepare_file(source, card).radiographs[0].image)
+    png = _radserve(
+        "preprocess",
+        source,
+        "--model",
+        TINY_MODEL,
+        "--repository",
+        str(triton.repository),
+        "--output",
+        str(tmp_path / "wire.png"),
+    )
+    assert png.returncode == 0 and (tmp_path / "wire.png").stat().st_size > 0
+
+
+def test_structured_reports_reference_their_sources_and_model_version(
+    triton: TritonServer, dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    import pydicom
+
+    sources = dicom_records[:3]
+    output = tmp_path / "results.jsonl"
+    done = _radserve(
+        "classify",
+        *(r.path for r in sources),
+        "--model",
+        TINY_MODEL,
+        "--url",
+        triton.grpc_url,
+        "--output",
+        str(output),
+        "--sr-dir",
+        str(tmp_path / "sr"),
+        "-q",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {
+        json.loads(line)["sop_instance_uid"]: json.loads(line) for line in output.read_text().splitlines()
+    }
+    reports = [pydicom.dcmread(path) for path in sorted((tmp_path / "sr").glob("*.dcm"))]
+    assert len(reports) == len(sources)
+    for report in reports:
+        evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+        source_uid = evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        row = rows[source_uid]
+        assert row["model_version"] == "1"
+        assert report.ManufacturerModelName == TINY_MODEL
+        assert "1" in report.SoftwareVersions
+
+
+def test_concurrent_requests_are_batched_by_the_server(triton: TritonServer) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from client.grpc_client import AsyncRadiographClient
+
+    images = np.random.default_rng(5).integers(0, 256, (48, 1, 1, 64, 64), dtype=np.uint8)
+
+    async def burst() -> None:
+        async with AsyncRadiographClient(triton.grpc_url, max_in_flight=48) as client:
+            await asyncio.gather(*(client.infer(TINY_MODEL, image) for image in images))
+
+    before = model_counters(triton.metrics_url, TINY_MODEL)
+    asyncio.run(burst())
+    served = model_counters(triton.metrics_url, TINY_MODEL) - before
+    assert served.inferences == len(images)
+    assert served.average_batch_size > 1.0  # the dynamic batcher formed batches

@@ -73,7 +73,9 @@ def radiographs_from_dataset(ds: Dataset, path: str) -> list[Radiograph]:
         raise
     except MemoryError:
         raise InputError(path, "bad_dimensions", "image too large for the available memory") from None
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # Rust codecs raise PanicException, a BaseException, on bad data
         _LOG.debug("%s: unexpected %s while decoding", path, type(exc).__name__)
         raise InputError(path, "decode_failed", f"unexpected {type(exc).__name__} while decoding") from exc
 

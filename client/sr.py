@@ -1,0 +1,312 @@
+"""DICOM Comprehensive SR documents of classification results, one per classified radiograph.
+
+The SR joins the study of its source radiograph (same Study Instance UID, patient and study
+modules copied from the source) in a series of its own (one per study and model), so that a
+PACS shows it next to the image. It is written for the site that owns the images and never
+leaves it; nothing of the patient is logged here, and error messages name only files and UIDs.
+
+Content tree (Comprehensive SR, no standard template; private codes use ``99RADSERVE``)::
+
+    CONTAINER  (99RADSERVE, RS0001, "Radiograph classification")
+      HAS OBS CONTEXT  Observer Type = (DCM 121007 Device), Device Observer UID / Name /
+                       Manufacturer / Model Name            (TID 1004, from highdicom)
+      CONTAINS CONTAINER  (DCM 125007, "Measurement Group")
+        HAS CONCEPT MOD  TEXT (DCM 111001 "Algorithm Name")       = model name
+        HAS CONCEPT MOD  TEXT (DCM 111003 "Algorithm Version")    = version, architecture, precision
+        HAS CONCEPT MOD  TEXT (DCM 111002 "Algorithm Parameters") = architecture=..., precision=...,
+                                                                    checkpoint_sha256=...
+        CONTAINS  TEXT (DCM 121071 "Finding") = top label
+          HAS PROPERTIES  NUM (99RADSERVE, RS0003, "Probability") = its score, unit {ratio}
+          INFERRED FROM   IMAGE (DCM 121112 "Source of Measurement") = the source
+                          (SOP Class, SOP Instance, Referenced Frame Number for multi-frame)
+        CONTAINS  NUM (99RADSERVE, RS0002, "Class probability") = p, unit {ratio}   (one per class)
+          HAS CONCEPT MOD  TEXT (99RADSERVE, RS0004, "Class") = label
+
+The source is also listed in the Current Requested Procedure Evidence Sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import pydicom
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.sr import (
+    AlgorithmIdentification,
+    CodedConcept,
+    ComprehensiveSR,
+    ContainerContentItem,
+    ContentSequence,
+    DeviceObserverIdentifyingAttributes,
+    ImageContentItem,
+    NumContentItem,
+    ObservationContext,
+    ObserverContext,
+    RelationshipTypeValues,
+    TextContentItem,
+)
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sr.codedict import codes
+from pydicom.uid import UID, generate_uid
+
+from client.errors import InputError
+from client.model_card import ModelCard
+from client.results import ResultRow
+
+__all__ = [
+    "CODING_SCHEME",
+    "SR_SERIES_NUMBER",
+    "read_source_header",
+    "sr_series_uid",
+    "write_classification_sr",
+]
+
+CODING_SCHEME = "99RADSERVE"
+"""Designator of radserve's private codes (declared in the Coding Scheme Identification Sequence)."""
+
+SR_SERIES_NUMBER = 9901
+"""Series Number of the SR series (the same for every model; the series UID tells them apart)."""
+
+MANUFACTURER = "radserve"
+
+ROOT_TITLE = CodedConcept("RS0001", CODING_SCHEME, "Radiograph classification")
+CLASS_PROBABILITY = CodedConcept("RS0002", CODING_SCHEME, "Class probability")
+PROBABILITY = CodedConcept("RS0003", CODING_SCHEME, "Probability")
+CLASS = CodedConcept("RS0004", CODING_SCHEME, "Class")
+FINDING = CodedConcept("121071", "DCM", "Finding")
+MEASUREMENT_GROUP = CodedConcept("125007", "DCM", "Measurement Group")
+SOURCE_OF_MEASUREMENT = CodedConcept("121112", "DCM", "Source of Measurement")
+RATIO = CodedConcept("{ratio}", "UCUM", "ratio")
+
+_REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
+# Type 2 attributes highdicom reads from the source; absent ones are written empty.
+_TYPE2 = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_LO_MAX = 64
+
+
+def read_source_header(path: Path) -> Dataset:
+    """The data set of a DICOM file without its pixel data: what an SR needs of its source."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise InputError(str(path), "not_dicom", "not a DICOM file (no 'DICM' prefix)") from None
+    except OSError as error:
+        why = error.strerror or type(error).__name__
+        raise InputError(str(path), "unreadable", f"cannot read the file ({why})") from None
+    except Exception as error:  # pydicom raises many types on damaged headers
+        raise InputError(
+            str(path), "sr_failed", f"cannot parse the header ({type(error).__name__})"
+        ) from None
+
+
+def sr_series_uid(study_instance_uid: str, model: str, model_version: str = "") -> UID:
+    """The deterministic Series Instance UID of the SRs of one model (name and version) in one study."""
+    return generate_uid(entropy_srcs=["radserve-sr-series", study_instance_uid, model, model_version])
+
+
+def write_classification_sr(
+    row: ResultRow,
+    card: ModelCard,
+    source: pydicom.Dataset,
+    output_dir: Path,
+    *,
+    model_version: str = "",
+) -> Path:
+    """Write one Comprehensive SR of the classification ``row`` of ``source``; return its path.
+
+    ``row`` must be a successful result (``status == "ok"``) of the radiograph ``source`` (its
+    header is enough, see :func:`read_source_header`); for a multi-frame source, ``row.frame``
+    (1-based) is referenced. The file is ``output_dir / "<SR SOP Instance UID>.dcm"``, written
+    atomically. Raises :class:`InputError` (reason ``sr_failed``) when the source lacks what an
+    SR needs, :class:`ValueError` when ``row`` is not a usable result for ``source``.
+    """
+    path = row.path or str(getattr(source, "filename", "") or "<dataset>")
+    _check_row(row, source)
+    header = _evidence_header(source, path)
+    frame = _frame_number(row, header, path)
+
+    now = _dt.datetime.now()
+    sr_uid = generate_uid()
+    software = [v for v in (model_version, f"radserve {_radserve_version()}") if v]
+    try:
+        root = _content(row, card, header, frame, model_version)
+        with _quiet_person_name_warnings():
+            document = ComprehensiveSR(
+                evidence=[header],
+                content=root,
+                series_instance_uid=sr_series_uid(header.StudyInstanceUID, card.name, model_version),
+                series_number=SR_SERIES_NUMBER,
+                sop_instance_uid=sr_uid,
+                instance_number=frame or 1,
+                manufacturer=MANUFACTURER,
+                is_complete=True,
+                is_final=False,
+                is_verified=False,
+                manufacturer_model_name=card.name[:_LO_MAX],
+                software_versions=software,  # a list: pydicom warns on tuples
+                series_description=f"radserve classification ({card.name})"[:_LO_MAX],
+                series_date=now.date(),
+                series_time=now.time(),
+                content_date=now.date(),
+                content_time=now.time(),
+                coding_schemes=[
+                    CodingSchemeIdentificationItem(
+                        designator=CODING_SCHEME,
+                        name="radserve private codes",
+                        responsible_organization="radserve",
+                    )
+                ],
+            )
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        # the message may quote patient attributes: keep only the type (the cause stays chained)
+        raise InputError(path, "sr_failed", f"cannot build the SR ({type(error).__name__})") from error
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / f"{sr_uid}.dcm"
+    partial = target.with_name(target.name + ".part")
+    try:
+        document.save_as(partial, enforce_file_format=True)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _check_row(row: ResultRow, source: Dataset) -> None:
+    if row.status != "ok":
+        raise ValueError(f"{row.path}: an SR is written for an ok result only, not {row.status!r}")
+    if not row.label or not row.probabilities:
+        raise ValueError(f"{row.path}: the result has no label or no probabilities")
+    if row.label not in row.probabilities:
+        raise ValueError(f"{row.path}: label {row.label!r} has no probability")
+    values = [*row.probabilities.values(), row.score if row.score is not None else 0.0]
+    if not all(math.isfinite(float(v)) for v in values):
+        raise ValueError(f"{row.path}: non-finite probability")
+    uid = source.get("SOPInstanceUID")
+    if row.sop_instance_uid and uid and str(uid) != row.sop_instance_uid:
+        raise ValueError(f"{row.path}: the result is for SOP instance {row.sop_instance_uid}, not {uid}")
+
+
+def _evidence_header(source: Dataset, path: str) -> Dataset:
+    """A pixel-less copy of ``source`` that highdicom can take as evidence (``source`` is not changed)."""
+    missing = [keyword for keyword in _REQUIRED if not str(source.get(keyword) or "").strip()]
+    if missing:
+        raise InputError(path, "sr_failed", f"the source lacks {', '.join(missing)}")
+    header = Dataset()
+    for element in source:
+        if element.keyword not in _PIXEL_KEYWORDS:
+            header.add(element)
+    for keyword in _TYPE2:
+        if keyword not in header:
+            setattr(header, keyword, "")
+    if header.get("PatientSex") not in ("M", "F", "O", "", None):
+        header.PatientSex = ""  # not a DICOM enumerated value: written empty rather than refused
+    return header
+
+
+def _frame_number(row: ResultRow, header: Dataset, path: str) -> int | None:
+    """The 1-based frame to reference, or None for a single-frame source."""
+    frames = int(header.get("NumberOfFrames") or 1)
+    if row.frame is None:
+        return None
+    if not 1 <= row.frame <= frames:
+        raise InputError(path, "sr_failed", f"frame {row.frame} out of range 1..{frames}")
+    return row.frame if frames > 1 else None
+
+
+def _content(
+    row: ResultRow, card: ModelCard, header: Dataset, frame: int | None, model_version: str
+) -> ContainerContentItem:
+    probability_of = dict(row.probabilities)
+    labels = [label for label in card.labels if label in probability_of]
+    labels += [label for label in probability_of if label not in labels]
+    score = float(row.score if row.score is not None else probability_of[row.label])
+
+    image = ImageContentItem(
+        name=SOURCE_OF_MEASUREMENT,
+        referenced_sop_class_uid=header.SOPClassUID,
+        referenced_sop_instance_uid=header.SOPInstanceUID,
+        referenced_frame_numbers=frame,
+        relationship_type=RelationshipTypeValues.INFERRED_FROM,
+    )
+    finding = TextContentItem(FINDING, row.label, relationship_type=RelationshipTypeValues.CONTAINS)
+    finding.ContentSequence = ContentSequence(
+        [
+            NumContentItem(
+                PROBABILITY, score, RATIO, relationship_type=RelationshipTypeValues.HAS_PROPERTIES
+            ),
+            image,
+        ]
+    )
+
+    version = ", ".join(part for part in (model_version, card.architecture, card.precision) if part)
+    parameters = [f"architecture={card.architecture}", f"precision={card.precision}"]
+    if card.checkpoint_sha256:
+        parameters.append(f"checkpoint_sha256={card.checkpoint_sha256}")
+    group = ContainerContentItem(
+        MEASUREMENT_GROUP, is_content_continuous=False, relationship_type=RelationshipTypeValues.CONTAINS
+    )
+    group_items = ContentSequence([*AlgorithmIdentification(card.name, version, parameters), finding])
+    for label in labels:
+        item = NumContentItem(
+            CLASS_PROBABILITY,
+            float(probability_of[label]),
+            RATIO,
+            relationship_type=RelationshipTypeValues.CONTAINS,
+        )
+        item.ContentSequence = ContentSequence(
+            [TextContentItem(CLASS, label, relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD)]
+        )
+        group_items.append(item)
+    group.ContentSequence = group_items
+
+    device = DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(entropy_srcs=["radserve-device", card.name, model_version, card.checkpoint_sha256]),
+        name=card.name[:_LO_MAX],
+        manufacturer_name=MANUFACTURER,
+        model_name=card.name[:_LO_MAX],
+    )
+    context = ObservationContext(
+        observer_device_context=ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+    root = ContainerContentItem(ROOT_TITLE, is_content_continuous=False)
+    root.ContentSequence = ContentSequence([*context, group])
+    return root
+
+
+@contextlib.contextmanager
+def _quiet_person_name_warnings() -> Iterator[None]:
+    """highdicom warns about one-component person names quoting them: patient names stay out of logs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"The string .* is unlikely to represent", category=UserWarning
+        )
+        yield
+
+
+def _radserve_version() -> str:
+    try:
+        return metadata.version("radserve")
+    except metadata.PackageNotFoundError:
+        return "unknown"

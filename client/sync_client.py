@@ -1,0 +1,95 @@
+"""Blocking API over the asyncio client, for scripts and applications without an event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+
+from client.classify import ClassifyOptions, RunSummary, classify
+from client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
+from client.inputs import discover
+from client.model_card import ModelCard
+from client.results import ResultRow
+from server_config.settings import SETTINGS
+
+T = TypeVar("T")
+
+
+class RadiographClient:
+    """Blocking twin of :class:`AsyncRadiographClient`; its event loop runs in a private thread.
+
+    Thread-safe: several threads may call :meth:`infer` at once, and up to ``max_in_flight``
+    requests are on the wire together.
+    """
+
+    def __init__(
+        self,
+        url: str = SETTINGS.grpc_url,
+        *,
+        max_in_flight: int = SETTINGS.client_max_in_flight,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="radserve-grpc", daemon=True)
+        self._thread.start()
+        self._client = self._run(self._connect(url, max_in_flight, retry))
+
+    @staticmethod
+    async def _connect(url: str, max_in_flight: int, retry: RetryPolicy | None) -> AsyncRadiographClient:
+        return AsyncRadiographClient(url, max_in_flight=max_in_flight, retry=retry)
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def wait_ready(self, model: str, timeout: float = 30.0) -> None:
+        self._run(self._client.wait_ready(model, timeout))
+
+    def model_card(self, model: str) -> ModelCard:
+        return self._run(self._client.model_card(model))
+
+    def infer(self, model: str, images: np.ndarray) -> Prediction:
+        """Probabilities for wire images ``uint8 [B, 1, H, W]``."""
+        return self._run(self._client.infer(model, images))
+
+    def infer_many(self, model: str, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """One request per ``uint8 [1, H, W]`` image, sent concurrently; answers in input order."""
+
+        async def gather() -> list[Prediction]:
+            return list(
+                await asyncio.gather(*(self._client.infer(model, image[np.newaxis]) for image in images))
+            )
+
+        return self._run(gather())
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._client.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> RadiographClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def classify_paths(
+    paths: Iterable[str | Path], model: str, options: ClassifyOptions | None = None
+) -> tuple[list[ResultRow], RunSummary]:
+    """Classify files and folders and return every row (blocking form of :func:`classify`)."""
+    rows: list[ResultRow] = []
+    summary = asyncio.run(classify(discover(paths).files, model, rows.extend, options))
+    return rows, summary
