@@ -257,6 +257,18 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
     return EXIT_INPUT_FAILURES if summary.errors else EXIT_OK
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from loadtests import bench
+
+    return bench.main(args)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from loadtests import tune
+
+    return tune.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radserve", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
@@ -356,10 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="raw engine vs served vs naive baseline vs end-to-end")
     add_bench_arguments(bench)
-    bench.set_defaults(run=lambda args: __import__("loadtests.bench").bench.main(args))
+    bench.set_defaults(run=_bench)
     tune = commands.add_parser("tune", help="sweep batching/instances/threads against a p95 budget")
     add_tune_arguments(tune)
-    tune.set_defaults(run=lambda args: __import__("loadtests.tune").tune.main(args))
+    tune.set_defaults(run=_tune)
 
     classify = commands.add_parser("classify", help="classify DICOM files and folders")
     classify.add_argument(

@@ -106,13 +106,19 @@ class ModelCard:
     @classmethod
     def from_repository(cls, repository: Path, name: str) -> ModelCard:
         """The card of the newest version of model ``name`` in a Triton model repository."""
-        model_dir = repository / name
-        numbered = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+        numbered = model_versions(repository / name)
         if not numbered:
             raise ModelCardError(f"no version of model {name!r} in {repository}")
-        return cls.read(model_dir / str(max(numbered)))
+        return cls.read(repository / name / str(numbered[-1]))
 
     def write(self, folder: Path) -> Path:
         path = folder / MODEL_CARD_FILE
         path.write_text(self.to_json() + "\n")
         return path
+
+
+def model_versions(model_dir: Path) -> list[int]:
+    """The numbered version folders of a model in a Triton repository, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(entry.name) for entry in model_dir.iterdir() if entry.is_dir() and entry.name.isdigit())

@@ -7,7 +7,7 @@ from export.parity import ParityReport, compare, gate
 from export.pipeline import EngineOptions, ExportRequest, ExportResult, export_checkpoint
 from export.precision import PRECISIONS, variant_name
 from export.repo_check import check_repository
-from export.repository import prune, publish, versions
+from export.repository import prune, publish
 from export.sources import ProgramMetadata, load_source
 
 __all__ = [
@@ -34,5 +34,4 @@ __all__ = [
     "render_config",
     "save_checkpoint",
     "variant_name",
-    "versions",
 ]

@@ -16,7 +16,6 @@ Format (``torch.save`` of a dict, loaded with ``weights_only=True``)::
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 from client.errors import ModelCardError
 from client.model_card import ModelCard
 from export.architectures import build_model
+from export.hashing import file_sha256
 
 CHECKPOINT_FORMAT = "radserve-checkpoint/1"
 
@@ -36,14 +36,6 @@ class LoadedCheckpoint:
 
     model: torch.nn.Module
     card: ModelCard
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, card: ModelCard) -> None:

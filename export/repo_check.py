@@ -17,9 +17,17 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from client.errors import ModelCardError, RadserveError
-from client.model_card import INPUT_NAME, MODEL_CARD_FILE, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
+from client.model_card import (
+    INPUT_NAME,
+    MODEL_CARD_FILE,
+    MODEL_CARD_PARAMETER,
+    OUTPUT_NAME,
+    ModelCard,
+    model_versions,
+)
+from export.hashing import file_sha256
 from export.model_config import LABELS_FILE, parse_config
-from export.repository import CONFIG_FILE, versions
+from export.repository import CONFIG_FILE
 
 _ONNX_TYPES = {pb.TYPE_UINT8: onnx.TensorProto.UINT8, pb.TYPE_FP32: onnx.TensorProto.FLOAT}
 
@@ -140,7 +148,7 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
         except (ModelCardError, TypeError) as error:
             problems.append(f"config parameter {MODEL_CARD_PARAMETER}: {error}")
 
-    report.versions = versions(model_dir)
+    report.versions = model_versions(model_dir)
     if not report.versions:
         problems.append("no numbered version folder")
     staging = [
@@ -267,7 +275,7 @@ def _check_plan(
     card: ModelCard | None,
     problems: list[str],
 ) -> None:
-    from export.tensorrt import EngineMetadata, metadata_path, sha256
+    from export.tensorrt import EngineMetadata, metadata_path
 
     if not path.is_file():
         problems.append(f"{where}: no {path.name}")
@@ -289,5 +297,5 @@ def _check_plan(
         )
     if card is not None and metadata.precision != card.precision:
         problems.append(f"{where}: plan precision {metadata.precision}, model card {card.precision}")
-    if metadata.plan_sha256 and sha256(path) != metadata.plan_sha256:
+    if metadata.plan_sha256 and file_sha256(path) != metadata.plan_sha256:
         problems.append(f"{where}: {path.name} does not match the sha256 in {metadata_path(path).name}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from client.errors import ExportError
-from client.model_card import ModelCard
+from client.model_card import ModelCard, model_versions
 from export.model_config import (
     LABELS_FILE,
     MODEL_FILES,
@@ -36,13 +36,6 @@ CONFIG_FILE = "config.pbtxt"
 # The Python-backend model of the embedded target; it imports Triton's stub utilities, so it is
 # copied as a file, never imported here.
 EMBEDDED_MODEL_SOURCE = Path(__file__).with_name("embedded_model.py")
-
-
-def versions(model_dir: Path) -> list[int]:
-    """The numbered versions present in a model folder, ascending."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(entry.name) for entry in model_dir.iterdir() if entry.is_dir() and entry.name.isdigit())
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -77,7 +70,7 @@ def publish(
     config_text = render_config(build_config(card, target, options, engine))
     model_dir = repository / card.name
     model_dir.mkdir(parents=True, exist_ok=True)
-    version = (versions(model_dir) or [0])[-1] + 1
+    version = (model_versions(model_dir) or [0])[-1] + 1
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
         shutil.copyfile(model_file, staging / MODEL_FILES[target])
@@ -104,7 +97,7 @@ def prune(model_dir: Path, keep: int) -> list[int]:
 
     A version folder is first renamed to a hidden name (Triton ignores it from then on), then deleted.
     """
-    removed = versions(model_dir)[:-keep] if keep > 0 else []
+    removed = model_versions(model_dir)[:-keep] if keep > 0 else []
     for number in removed:
         doomed = model_dir / f".removed-{number}"
         (model_dir / str(number)).rename(doomed)

@@ -19,7 +19,8 @@ import torch
 
 from client.errors import ModelCardError
 from client.model_card import ModelCard, ResizeMode
-from export.checkpoint import LoadedCheckpoint, file_sha256, load_checkpoint
+from export.checkpoint import LoadedCheckpoint, load_checkpoint
+from export.hashing import file_sha256
 
 TORCHSCRIPT_ARCHITECTURE = "torchscript"
 EXPORTED_PROGRAM_ARCHITECTURE = "torch.export"

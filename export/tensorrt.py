@@ -14,7 +14,6 @@ inside the NGC TensorRT or Triton container.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shlex
@@ -24,6 +23,7 @@ from typing import Any
 
 from client.errors import ExportError
 from client.model_card import INPUT_NAME, OUTPUT_NAME, Precision
+from export.hashing import file_sha256
 from server_config.settings import BatchingDefaults
 
 LOGGER = logging.getLogger(__name__)
@@ -142,14 +142,6 @@ def metadata_path(plan_path: Path) -> Path:
     return plan_path.with_name(plan_path.name + METADATA_SUFFIX)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def trtexec_command(spec: EngineSpec) -> list[str]:
     """The ``trtexec`` command line that builds the same plan as :func:`build_engine`."""
     profile = spec.profile
@@ -206,7 +198,7 @@ def check_engine_metadata(metadata: EngineMetadata, runtime: Runtime) -> None:
 def check_plan(plan_path: Path, runtime: Runtime | None = None) -> EngineMetadata:
     """Read ``plan_path``'s metadata, check the plan's bytes and its fit to ``runtime`` (default: here)."""
     metadata = EngineMetadata.read(plan_path)
-    if metadata.plan_sha256 and sha256(plan_path) != metadata.plan_sha256:
+    if metadata.plan_sha256 and file_sha256(plan_path) != metadata.plan_sha256:
         raise ExportError(f"{plan_path}: the plan does not match the sha256 in its metadata")
     check_engine_metadata(metadata, runtime or current_runtime())
     return metadata
@@ -292,8 +284,8 @@ def build_engine(spec: EngineSpec) -> EngineMetadata:
         compute_capability=runtime.compute_capability,
         precision=spec.precision,
         profile=asdict(profile),
-        source_onnx_sha256=sha256(spec.onnx_path),
-        plan_sha256=sha256(spec.plan_path),
+        source_onnx_sha256=file_sha256(spec.onnx_path),
+        plan_sha256=file_sha256(spec.plan_path),
         hardware_compatibility="ampere+" if spec.hardware_compatible else "none",
         version_compatible=spec.version_compatible,
         input={"name": INPUT_NAME, "dtype": "UINT8", "output": OUTPUT_NAME},

@@ -229,10 +229,17 @@ class TritonServer:
         return self._process is not None and self._process.poll() is None
 
     def is_ready(self) -> bool:
-        """Whether the server answers ready on its HTTP health endpoint."""
+        """Whether the server answers ready on its health endpoint and serves its metrics.
+
+        tritonserver opens its endpoints one after the other, metrics after HTTP and gRPC, so
+        health alone can answer before the metrics port listens.
+        """
         try:
             with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as reply:
-                return reply.status == 200
+                if reply.status != 200:
+                    return False
+            with socket.create_connection((self.host, self.ports.metrics), timeout=2):
+                return True
         except (urllib.error.URLError, OSError):
             return False
 

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from client.errors import ExportError, ModelCardError
-from client.model_card import ModelCard
+from client.model_card import ModelCard, model_versions
 from export.checkpoint import load_checkpoint, save_checkpoint
 from export.parity import compare, gate
 from export.pipeline import ExportRequest, ExportResult, export_checkpoint
-from export.repository import versions
 from export.train import TrainingReport
 
 
@@ -50,7 +49,7 @@ def test_re_export_adds_a_version_and_keeps_the_old(tiny_checkpoint: Path, tmp_p
     request = ExportRequest(tiny_checkpoint, "again", tmp_path, samples=4)
     export_checkpoint(request)
     second = export_checkpoint(request)
-    assert versions(tmp_path / "again") == [1, 2]
+    assert model_versions(tmp_path / "again") == [1, 2]
     assert second.version_dir.name == "2"
 
 

@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from client.errors import ModelCardError
-from client.model_card import ModelCard
+from client.model_card import ModelCard, model_versions
 from export.architectures import ARCHITECTURES, build_model
 from export.checkpoint import save_checkpoint
 from export.pipeline import ExportRequest, export_checkpoint
 from export.repo_check import check_repository
-from export.repository import versions
 from export.sources import ProgramMetadata
 
 SIZE = 64  # the smallest input every architecture's downsampling handles, fast on 2 cores
@@ -74,7 +73,7 @@ def test_torchscript_and_exported_program_sources(kind: str, tmp_path: Path) -> 
     config_before = (tmp_path / "repo" / "byo" / "config.pbtxt").read_text()
     second = export_checkpoint(request)  # re-export: a new version, the older one pruned
     assert second.version_dir.name == "2"
-    assert versions(tmp_path / "repo" / "byo") == [2]
+    assert model_versions(tmp_path / "repo" / "byo") == [2]
     assert (tmp_path / "repo" / "byo" / "config.pbtxt").read_text() == config_before
     assert check_repository(tmp_path / "repo").ok
 
