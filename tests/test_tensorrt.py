@@ -10,6 +10,7 @@ import pytest
 
 from client.errors import ExportError
 from client.model_card import ModelCard
+from export.hashing import file_sha256
 from export.model_config import ServingOptions, build_config
 from export.pipeline import EngineOptions, ExportRequest, export_checkpoint
 from export.tensorrt import (
@@ -20,7 +21,6 @@ from export.tensorrt import (
     build_engine,
     check_engine_metadata,
     check_plan,
-    sha256,
     trtexec_command,
 )
 from server_config.settings import BatchingDefaults
@@ -91,7 +91,7 @@ def test_trtexec_command(tmp_path: Path) -> None:
 def test_metadata_round_trip_and_plan_hash(tmp_path: Path) -> None:
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"plan bytes")
-    metadata = _metadata(plan_sha256=sha256(plan))
+    metadata = _metadata(plan_sha256=file_sha256(plan))
     metadata.write(plan)
     assert EngineMetadata.read(plan) == metadata
     runtime = Runtime("10.13.3", "NVIDIA A100", (8, 0))
