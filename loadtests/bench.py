@@ -75,21 +75,10 @@ def latest_version(repository: Path, model: str) -> Path:
     return versions[-1]
 
 
-def onnxruntime_threads(repository: Path, model: str) -> int:
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    config = text_format.Parse(
-        (repository / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
-    )
-    parameter = config.parameters.get("onnxruntime_threads")
-    return int(parameter.string_value) if parameter is not None else 0
-
-
 def measure_raw(
     onnx_path: Path, image: np.ndarray, threads: int, batches: tuple[int, ...], seconds: float
 ) -> list[Point]:
-    """ONNX Runtime in-process, the session options of the served model, per batch size."""
+    """ONNX Runtime in-process with ``threads`` intra-op threads, per batch size."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -370,7 +359,9 @@ def run(args: argparse.Namespace) -> BenchResult:
     concurrencies = tuple(args.concurrency or ((1, 4, 16) if quick else CONCURRENCIES))
     batches = (1, 8) if quick else RAW_BATCHES
     card = ModelCard.read(latest_version(args.repository, args.model))
-    threads = args.ort_threads or onnxruntime_threads(args.repository, args.model)
+    # The engine's limit on this machine: one session using every core (the served path splits the
+    # same cores between instances, client and server).
+    threads = args.ort_threads or os.cpu_count() or 1
     images = wire_images(card, args.dicom)
     raw = measure_raw(
         latest_version(args.repository, args.model) / "model.onnx", images[0], threads, batches, seconds
@@ -413,7 +404,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, nargs="+", help=f"served concurrencies (default {CONCURRENCIES})"
     )
     parser.add_argument("--seconds", type=float, help="measuring time per point (default 5, quick 1)")
-    parser.add_argument("--ort-threads", type=int, help="raw engine threads (default: the model's config)")
+    parser.add_argument("--ort-threads", type=int, help="raw engine threads (default: all cores)")
     parser.add_argument("--max-in-flight", type=int, default=SETTINGS.client_max_in_flight)
     parser.add_argument("--no-naive", action="store_true", help="skip the PyTorch eager baseline")
     parser.add_argument("--quick", action="store_true", help="1 s points, concurrency 1/4/16 (< 60 s)")
