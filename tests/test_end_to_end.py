@@ -49,6 +49,8 @@ def test_classify_folder_accounts_for_every_file(
         assert abs(sum(row["probabilities"].values()) - 1.0) < 1e-4
         assert row["latency_ms"] > 0
     assert "radiographs/s" in done.stdout
+    # Privacy: patient attributes never reach results or logs (synthetic names are "SYNTHETIC^NNNN").
+    assert "SYNTHETIC^" not in output.read_text() + done.stdout + done.stderr
     served = model_counters(triton.metrics_url, TINY_MODEL) - before
     assert served.inferences == len(dicom_records)
     assert served.executions <= served.inferences
