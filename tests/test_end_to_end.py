@@ -21,18 +21,19 @@ def _radserve(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _classify(triton: TritonServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``radserve classify`` with the tiny model on the test server."""
+    return _radserve("classify", *args, "--model", TINY_MODEL, "--url", triton.grpc_url)
+
+
 def test_classify_folder_accounts_for_every_file(
     triton: TritonServer, dicom_folder: Path, dicom_records: list[SyntheticRecord], tmp_path: Path
 ) -> None:
     output = tmp_path / "results.jsonl"
     before = model_counters(triton.metrics_url, TINY_MODEL)
-    done = _radserve(
-        "classify",
+    done = _classify(
+        triton,
         str(dicom_folder),
-        "--model",
-        TINY_MODEL,
-        "--url",
-        triton.grpc_url,
         "--output",
         str(output),
         "--max-in-flight",
@@ -64,15 +65,11 @@ def test_bad_inputs_get_error_rows_and_exit_code_one(
     missing = tmp_path / "missing.dcm"
     good = [record.path for record in dicom_records[:3]]
     output = tmp_path / "results.csv"
-    done = _radserve(
-        "classify",
+    done = _classify(
+        triton,
         *good,
         str(not_dicom),
         str(missing),
-        "--model",
-        TINY_MODEL,
-        "--url",
-        triton.grpc_url,
         "--output",
         str(output),
     )
@@ -99,13 +96,9 @@ def test_resume_after_a_killed_run_completes_without_duplicates(
     triton: TritonServer, dicom_folder: Path, dicom_records: list[SyntheticRecord], tmp_path: Path
 ) -> None:
     output = tmp_path / "results.jsonl"
-    first = _radserve(
-        "classify",
+    first = _classify(
+        triton,
         str(dicom_folder),
-        "--model",
-        TINY_MODEL,
-        "--url",
-        triton.grpc_url,
         "--output",
         str(output),
         "-q",
@@ -113,13 +106,9 @@ def test_resume_after_a_killed_run_completes_without_duplicates(
     assert first.returncode == 0, first.stderr
     lines = output.read_text().splitlines(keepends=True)
     output.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])  # as a kill mid-write leaves it
-    resumed = _radserve(
-        "classify",
+    resumed = _classify(
+        triton,
         str(dicom_folder),
-        "--model",
-        TINY_MODEL,
-        "--url",
-        triton.grpc_url,
         "--output",
         str(output),
         "--resume",
@@ -175,13 +164,9 @@ def test_structured_reports_reference_their_sources_and_model_version(
 
     sources = dicom_records[:3]
     output = tmp_path / "results.jsonl"
-    done = _radserve(
-        "classify",
+    done = _classify(
+        triton,
         *(r.path for r in sources),
-        "--model",
-        TINY_MODEL,
-        "--url",
-        triton.grpc_url,
         "--output",
         str(output),
         "--sr-dir",
