@@ -40,7 +40,7 @@ prometheus:
 
 # Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
 loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
-	$(PY) -m loadtests.run --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
+	$(PY) -m radserve.loadtests.run --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
 	  --load-profile smoke --out $(BUILD)/loadtest
 
 # raw engine vs served vs naive baseline vs end-to-end from DICOM (table, JSON, PNG in build/bench).

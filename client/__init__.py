@@ -1,7 +1,9 @@
 """radserve client: DICOM preprocessing, gRPC inference on Triton, result rows."""
 
-from client.classify import ClassifyOptions, RunSummary, classify, prepare_file
-from client.errors import (
+from radserve.client.classify import ClassifyOptions, RunSummary, classify, prepare_file
+from radserve.client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
+from radserve.client.results import ResultRow, ResultWriter
+from radserve.errors import (
     ExportError,
     InferenceError,
     InputError,
@@ -9,9 +11,7 @@ from client.errors import (
     RadserveError,
     ServerError,
 )
-from client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
-from client.model_card import ModelCard
-from client.results import ResultRow, ResultWriter
+from radserve.model_card import ModelCard
 
 __all__ = [
     "AsyncRadiographClient",

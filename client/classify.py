@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from client.dicom import read_radiographs
-from client.errors import InferenceError, InputError
-from client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
-from client.metrics import ClientMetrics
-from client.model_card import ModelCard
-from client.preprocess import model_input
-from client.results import ResultRow
-from client.sr import read_source_header, write_classification_sr
-from server_config.settings import SETTINGS
+from radserve.client.dicom import read_radiographs
+from radserve.client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
+from radserve.client.metrics import ClientMetrics
+from radserve.client.preprocess import model_input
+from radserve.client.results import ResultRow
+from radserve.client.sr import read_source_header, write_classification_sr
+from radserve.errors import InferenceError, InputError
+from radserve.model_card import ModelCard
+from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -138,10 +138,10 @@ class RunSummary:
 @dataclass(frozen=True)
 class ClassifyOptions:
     url: str | Sequence[str] = SETTINGS.grpc_url  # several: replicas, balanced by the client
-    max_in_flight: int = SETTINGS.client_max_in_flight
-    workers: int = SETTINGS.client_decode_workers
+    max_in_flight: int = SETTINGS.client.max_in_flight
+    workers: int = SETTINGS.client.decode_workers
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    ready_timeout_seconds: float = 30.0
+    ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
     # Write one DICOM Comprehensive SR per classified radiograph into this folder.
     sr_dir: Path | None = None
     # Prometheus series of the run (client/metrics.py); a private registry when not given.

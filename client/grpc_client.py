@@ -14,9 +14,9 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client.errors import InferenceError, ModelCardError, ServerError
-from client.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
-from server_config.settings import SETTINGS
+from radserve.errors import InferenceError, ModelCardError, ServerError
+from radserve.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
+from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,10 +31,10 @@ RETRYABLE = frozenset(
 class RetryPolicy:
     """Exponential backoff with full jitter, bounded by a total time per request."""
 
-    initial_backoff_seconds: float = 0.1
-    max_backoff_seconds: float = 5.0
-    give_up_after_seconds: float = 180.0
-    request_timeout_seconds: float = 60.0
+    initial_backoff_seconds: float = SETTINGS.client.retry_initial_backoff_seconds
+    max_backoff_seconds: float = SETTINGS.client.retry_max_backoff_seconds
+    give_up_after_seconds: float = SETTINGS.client.retry_give_up_after_seconds
+    request_timeout_seconds: float = SETTINGS.client.request_timeout_seconds
 
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_backoff_seconds, self.initial_backoff_seconds * 2**attempt))
@@ -72,7 +72,7 @@ class AsyncRadiographClient:
         self,
         url: str | Sequence[str] = SETTINGS.grpc_url,
         *,
-        max_in_flight: int = SETTINGS.client_max_in_flight,
+        max_in_flight: int = SETTINGS.client.max_in_flight,
         retry: RetryPolicy | None = None,
     ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
@@ -81,7 +81,7 @@ class AsyncRadiographClient:
         self.url = ",".join(urls)
         self.retry = retry or RetryPolicy()
         self._in_flight = asyncio.Semaphore(max_in_flight)
-        size = SETTINGS.grpc_max_message_bytes
+        size = SETTINGS.client.grpc_max_message_bytes
         options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
         self._endpoints = [
             _Endpoint(address, grpcclient.InferenceServerClient(address, channel_args=options))

@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from client.dicom import Radiograph, read_radiographs, resize
-from client.model_card import ModelCard
+from radserve.client.dicom import Radiograph, read_radiographs, resize
+from radserve.model_card import ModelCard
 
 
 def model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:

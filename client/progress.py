@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from client.results import ResultRow
+from radserve.client.results import ResultRow
 
 
 class Progress:

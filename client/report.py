@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from client.classify import RunSummary
-from client.results import ResultRow
+from radserve.client.classify import RunSummary
+from radserve.client.results import ResultRow
 
 
 def print_rows(rows: Sequence[ResultRow], total: int) -> None:

@@ -57,9 +57,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
 
-from client.errors import InputError
-from client.model_card import ModelCard
-from client.results import ResultRow
+from radserve.client.results import ResultRow
+from radserve.errors import InputError
+from radserve.model_card import ModelCard
 
 __all__ = [
     "CODING_SCHEME",

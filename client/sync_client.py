@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from client.classify import ClassifyOptions, RunSummary, classify
-from client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
-from client.inputs import discover
-from client.model_card import ModelCard
-from client.results import ResultRow
-from server_config.settings import SETTINGS
+from radserve.client.classify import ClassifyOptions, RunSummary, classify
+from radserve.client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
+from radserve.client.inputs import discover
+from radserve.client.results import ResultRow
+from radserve.model_card import ModelCard
+from radserve.settings import SETTINGS
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ class RadiographClient:
         self,
         url: str = SETTINGS.grpc_url,
         *,
-        max_in_flight: int = SETTINGS.client_max_in_flight,
+        max_in_flight: int = SETTINGS.client.max_in_flight,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from client.errors import ModelCardError
-from client.model_card import ModelCard
-from export.architectures import build_model
-from export.hashing import file_sha256
+from radserve.errors import ModelCardError
+from radserve.export.architectures import build_model
+from radserve.export.hashing import file_sha256
+from radserve.model_card import ModelCard
 
 CHECKPOINT_FORMAT = "radserve-checkpoint/1"
 

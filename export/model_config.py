@@ -13,12 +13,19 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as pb
 
-from client.errors import ExportError
-from client.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
-from server_config.settings import SETTINGS, BatchingDefaults
+from radserve.errors import ExportError
+from radserve.model_card import (
+    HOST_SIZED_PARAMETER,
+    INPUT_NAME,
+    MODEL_CARD_PARAMETER,
+    ONNXRUNTIME_THREADS_PARAMETER,
+    OUTPUT_NAME,
+    ModelCard,
+)
+from radserve.settings import SETTINGS, BatchingDefaults
 
 if TYPE_CHECKING:
-    from export.tensorrt import EngineMetadata
+    from radserve.export.tensorrt import EngineMetadata
 
 Target = Literal["embedded", "onnxruntime", "tensorrt"]
 TARGETS: tuple[Target, ...] = ("embedded", "onnxruntime", "tensorrt")
@@ -90,8 +97,10 @@ def build_config(
 
     group = config.instance_group.add()
     if target == "embedded":
+        # Sized by the serving host when `radserve serve` starts (HOST_SIZED_PARAMETER); 1 instance with
+        # ONNX Runtime's default threads (all cores) for a tritonserver started by other means.
         group.kind = pb.ModelInstanceGroup.KIND_CPU
-        group.count = batching.cpu_instances
+        group.count = 1
     else:
         group.kind = pb.ModelInstanceGroup.KIND_GPU
         group.count = batching.gpu_instances
@@ -99,10 +108,11 @@ def build_config(
     config.version_policy.latest.num_versions = options.versions_kept
     config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
     if target == "embedded":
-        config.parameters["onnxruntime_threads"].string_value = str(batching.onnxruntime_threads)
+        config.parameters[HOST_SIZED_PARAMETER].string_value = "true"
+        config.parameters[ONNXRUNTIME_THREADS_PARAMETER].string_value = "0"
         config.parameters["onnx_model_filename"].string_value = MODEL_FILES[target]
     elif target == "onnxruntime":
-        _onnxruntime_options(config, card, batching, options)
+        _onnxruntime_options(config, card, options)
     else:
         config.optimization.cuda.graphs = options.cuda_graphs
 
@@ -132,11 +142,7 @@ def _check_engine_fits(card: ModelCard, batching: BatchingDefaults, engine: Engi
         )
 
 
-def _onnxruntime_options(
-    config: pb.ModelConfig, card: ModelCard, batching: BatchingDefaults, options: ServingOptions
-) -> None:
-    threads = str(batching.onnxruntime_threads)
-    config.parameters["intra_op_thread_count"].string_value = threads
+def _onnxruntime_options(config: pb.ModelConfig, card: ModelCard, options: ServingOptions) -> None:
     if options.tensorrt_accelerator:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
             name="tensorrt"

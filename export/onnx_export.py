@@ -9,12 +9,13 @@ from pathlib import Path
 import onnx
 import torch
 
-from client.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard
-from export.serving_graph import ServingGraph
+from radserve.export.serving_graph import ServingGraph
+from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard
+from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
 
-OPSET = 20
+OPSET = SETTINGS.export.opset
 MAX_EXPORT_BATCH = 1024
 
 

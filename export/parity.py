@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime
 import torch
 
-from client.errors import ExportError
-from client.model_card import INPUT_NAME, ModelCard
-from export.serving_graph import ServingGraph
+from radserve.errors import ExportError
+from radserve.export.serving_graph import ServingGraph
+from radserve.model_card import INPUT_NAME, ModelCard
 
 _BATCH = 8
 

@@ -17,28 +17,38 @@ from pathlib import Path
 
 import numpy as np
 
-from client.errors import ExportError
-from client.model_card import ModelCard, Precision
-from export.model_config import ServingOptions, Target
-from export.onnx_export import export_onnx
-from export.parity import ParityReport, compare, gate, onnx_probabilities, torch_probabilities
-from export.precision import PRECISIONS, convert_fp16, quantize_int8, variant_name
-from export.repository import publish
-from export.samples import sample_images
-from export.sources import ProgramMetadata, load_source
+from radserve.errors import ExportError
+from radserve.export.model_config import ServingOptions, Target
+from radserve.export.onnx_export import export_onnx
+from radserve.export.parity import ParityReport, compare, gate, onnx_probabilities, torch_probabilities
+from radserve.export.precision import PRECISIONS, convert_fp16, quantize_int8, variant_name
+from radserve.export.repository import publish
+from radserve.export.samples import sample_images
+from radserve.export.sources import ProgramMetadata, load_source
+from radserve.model_card import ModelCard, Precision
+from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
 
 # Top-1 agreement with the FP32 PyTorch reference required by default.
-DEFAULT_MIN_TOP1: dict[Precision, float] = {"fp32": 1.0, "fp16": 0.99, "int8": 0.99}
-DEFAULT_MAX_ABS_DIFF: dict[Precision, float | None] = {"fp32": 1e-3, "fp16": None, "int8": None}
+_GATES = SETTINGS.export
+DEFAULT_MIN_TOP1: dict[Precision, float] = {
+    "fp32": _GATES.fp32_min_top1,
+    "fp16": _GATES.reduced_min_top1,
+    "int8": _GATES.reduced_min_top1,
+}
+DEFAULT_MAX_ABS_DIFF: dict[Precision, float | None] = {
+    "fp32": _GATES.fp32_max_abs_diff,
+    "fp16": None,
+    "int8": None,
+}
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     """How the TensorRT plan of the ``tensorrt`` target is built (see export/tensorrt.py)."""
 
-    workspace_bytes: int = 2 << 30
+    workspace_bytes: int = SETTINGS.export.tensorrt_workspace_bytes
     timing_cache: Path | None = None
     hardware_compatible: bool = False
     version_compatible: bool = False
@@ -57,13 +67,13 @@ class ExportRequest:
     name: str
     repository: Path
     target: Target = "embedded"
-    samples: int = 32
+    samples: int = SETTINGS.export.parity_samples
     sample_folder: Path | None = None
     min_top1_agreement: float | None = None
     max_abs_diff: float | None = None
     options: ServingOptions | None = None
     precisions: tuple[Precision, ...] = ("fp32",)
-    calibration_samples: int = 64
+    calibration_samples: int = SETTINGS.export.calibration_samples
     program: ProgramMetadata | None = None
     keep_versions: int | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
@@ -208,7 +218,7 @@ def _publish_engines(
     Without TensorRT or a GPU: :class:`ExportError` listing the trtexec command of every variant;
     the gated ONNX files stay in ``work`` for it.
     """
-    from export.tensorrt import (
+    from radserve.export.tensorrt import (
         PLAN_FILE,
         EngineSpec,
         Profile,

@@ -30,8 +30,8 @@ from typing import get_args
 import numpy as np
 import onnx
 
-from client.model_card import INPUT_NAME, Precision
-from export.onnx_export import check_onnx
+from radserve.export.onnx_export import check_onnx
+from radserve.model_card import INPUT_NAME, Precision
 
 LOGGER = logging.getLogger(__name__)
 

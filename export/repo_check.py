@@ -16,8 +16,11 @@ import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from client.errors import ModelCardError, RadserveError
-from client.model_card import (
+from radserve.errors import ModelCardError, RadserveError
+from radserve.export.hashing import file_sha256
+from radserve.export.model_config import LABELS_FILE, parse_config
+from radserve.export.repository import CONFIG_FILE
+from radserve.model_card import (
     INPUT_NAME,
     MODEL_CARD_FILE,
     MODEL_CARD_PARAMETER,
@@ -25,9 +28,6 @@ from client.model_card import (
     ModelCard,
     model_versions,
 )
-from export.hashing import file_sha256
-from export.model_config import LABELS_FILE, parse_config
-from export.repository import CONFIG_FILE
 
 _ONNX_TYPES = {pb.TYPE_UINT8: onnx.TensorProto.UINT8, pb.TYPE_FP32: onnx.TensorProto.FLOAT}
 
@@ -275,7 +275,7 @@ def _check_plan(
     card: ModelCard | None,
     problems: list[str],
 ) -> None:
-    from export.tensorrt import EngineMetadata, metadata_path
+    from radserve.export.tensorrt import EngineMetadata, metadata_path
 
     if not path.is_file():
         problems.append(f"{where}: no {path.name}")

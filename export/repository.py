@@ -16,9 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from client.errors import ExportError
-from client.model_card import ModelCard, model_versions
-from export.model_config import (
+from radserve.errors import ExportError
+from radserve.export.model_config import (
     LABELS_FILE,
     MODEL_FILES,
     ServingOptions,
@@ -26,9 +25,10 @@ from export.model_config import (
     build_config,
     render_config,
 )
+from radserve.model_card import ModelCard, model_versions
 
 if TYPE_CHECKING:
-    from export.tensorrt import EngineMetadata
+    from radserve.export.tensorrt import EngineMetadata
 
 LOGGER = logging.getLogger(__name__)
 

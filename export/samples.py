@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from client.dicom import radiographs_from_dataset, read_radiographs
-from client.dicom.synthetic import REGIONS, synthetic_dataset
-from client.errors import InputError
-from client.inputs import discover
-from client.model_card import ModelCard
-from client.preprocess import model_input
+from radserve.client.dicom import radiographs_from_dataset, read_radiographs
+from radserve.client.inputs import discover
+from radserve.client.preprocess import model_input
+from radserve.errors import InputError
+from radserve.model_card import ModelCard
+from radserve.synthetic.dataset import REGIONS, synthetic_dataset
 
 LOGGER = logging.getLogger(__name__)
 

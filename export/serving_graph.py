@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from client.model_card import ModelCard
+from radserve.model_card import ModelCard
 
 
 class ServingGraph(torch.nn.Module):

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from client.errors import ModelCardError
-from client.model_card import ModelCard, ResizeMode
-from export.checkpoint import LoadedCheckpoint, load_checkpoint
-from export.hashing import file_sha256
+from radserve.errors import ModelCardError
+from radserve.export.checkpoint import LoadedCheckpoint, load_checkpoint
+from radserve.export.hashing import file_sha256
+from radserve.model_card import ModelCard, ResizeMode
+from radserve.settings import SETTINGS
 
 TORCHSCRIPT_ARCHITECTURE = "torchscript"
 EXPORTED_PROGRAM_ARCHITECTURE = "torch.export"
@@ -34,8 +35,8 @@ class ProgramMetadata:
     labels_file: Path
     input_size: tuple[int, int]
     resize: ResizeMode = "stretch"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = SETTINGS.export.mean
+    std: tuple[float, float, float] = SETTINGS.export.std
     temperature: float = 1.0
 
 

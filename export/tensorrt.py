@@ -21,17 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.errors import ExportError
-from client.model_card import INPUT_NAME, OUTPUT_NAME, Precision
-from export.hashing import file_sha256
-from server_config.settings import BatchingDefaults
+from radserve.errors import ExportError
+from radserve.export.hashing import file_sha256
+from radserve.model_card import INPUT_NAME, OUTPUT_NAME, Precision
+from radserve.settings import SETTINGS, BatchingDefaults
 
 LOGGER = logging.getLogger(__name__)
 
 PLAN_FILE = "model.plan"
 METADATA_SUFFIX = ".json"
 METADATA_FORMAT = "radserve-engine/1"
-DEFAULT_WORKSPACE_BYTES = 2 << 30
+DEFAULT_WORKSPACE_BYTES = SETTINGS.export.tensorrt_workspace_bytes
 # Hardware-compatible plans run on every GPU from this compute capability on.
 AMPERE = (8, 0)
 

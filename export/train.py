@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.dicom import radiographs_from_dataset
-from client.dicom.synthetic import REGIONS, synthetic_dataset
-from client.model_card import ModelCard
-from client.preprocess import model_input
-from export.architectures import build_model
-from export.checkpoint import save_checkpoint
-from export.serving_graph import ServingGraph
+from radserve.client.dicom import radiographs_from_dataset
+from radserve.client.preprocess import model_input
+from radserve.export.architectures import build_model
+from radserve.export.checkpoint import save_checkpoint
+from radserve.export.serving_graph import ServingGraph
+from radserve.model_card import ModelCard
+from radserve.synthetic.dataset import REGIONS, synthetic_dataset
 
 LOGGER = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from client.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard
+from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard
 
 LOGGER = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def measure_served(
     metrics_url: str = "",
 ) -> list[Point]:
     """Triton over gRPC, one request per radiograph, ``concurrency`` requests in flight."""
-    from server_config.triton_metrics import model_counters
+    from radserve.server_config.triton_metrics import model_counters
 
     points = []
     for concurrency in concurrencies:
@@ -174,7 +174,7 @@ def measure_naive(card: ModelCard, images: list[np.ndarray], seconds: float) -> 
         [
             sys.executable,
             "-m",
-            "loadtests.naive_server",
+            "radserve.loadtests.naive_server",
             "--architecture",
             card.architecture,
             "--classes",
@@ -219,8 +219,8 @@ def measure_naive(card: ModelCard, images: list[np.ndarray], seconds: float) -> 
 
 def measure_end_to_end(url: str, model: str, folder: Path, seconds: float, max_in_flight: int) -> Point:
     """The classify runner over ``folder`` (repeated until ``seconds``): DICOM files to result rows."""
-    from client.classify import ClassifyOptions, classify
-    from client.inputs import discover
+    from radserve.client.classify import ClassifyOptions, classify
+    from radserve.client.inputs import discover
 
     files = discover([folder]).files
     latencies: list[float] = []
@@ -245,7 +245,7 @@ def measure_end_to_end(url: str, model: str, folder: Path, seconds: float, max_i
 
 def wire_images(card: ModelCard, folder: Path | None, count: int = 16) -> list[np.ndarray]:
     """``uint8 [1, 1, H, W]`` requests, preprocessed by the client's pipeline."""
-    from loadtests.images import wire_images as from_folder
+    from radserve.loadtests.images import wire_images as from_folder
 
     return from_folder(card, str(folder or ""), count)
 
@@ -352,7 +352,7 @@ def plot(result: BenchResult, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> BenchResult:
-    from server_config.triton import TritonServer, free_ports
+    from radserve.server_config.triton import TritonServer, free_ports
 
     quick = args.quick
     seconds = args.seconds or (1.0 if quick else 5.0)
@@ -370,7 +370,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="radserve-bench-") as work:
         folder = args.dicom
         if folder is None:
-            from client.dicom.synthetic import write_synthetic_set
+            from radserve.synthetic.dataset import write_synthetic_set
 
             folder = Path(work) / "dicom"
             write_synthetic_set(folder, 12 if quick else 60, seed=3, matrix=(640, 528))
@@ -395,7 +395,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from server_config.settings import SETTINGS
+    from radserve.settings import SETTINGS
 
     parser.add_argument("--model", required=True, help="model name in the repository")
     parser.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
@@ -405,7 +405,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seconds", type=float, help="measuring time per point (default 5, quick 1)")
     parser.add_argument("--ort-threads", type=int, help="raw engine threads (default: all cores)")
-    parser.add_argument("--max-in-flight", type=int, default=SETTINGS.client_max_in_flight)
+    parser.add_argument("--max-in-flight", type=int, default=SETTINGS.client.max_in_flight)
     parser.add_argument("--no-naive", action="store_true", help="skip the PyTorch eager baseline")
     parser.add_argument("--quick", action="store_true", help="1 s points, concurrency 1/4/16 (< 60 s)")
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="folder for bench.json/png")

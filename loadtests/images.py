@@ -6,18 +6,18 @@ import logging
 
 import numpy as np
 
-from client.errors import InputError
-from client.model_card import ModelCard
+from radserve.errors import InputError
+from radserve.model_card import ModelCard
 
 LOGGER = logging.getLogger(__name__)
 
 
 def wire_images(card: ModelCard, folder: str, limit: int = 64) -> list[np.ndarray]:
     """``uint8 [1, 1, H, W]`` requests from ``folder`` (or synthetic radiographs when empty)."""
-    from client.dicom import radiographs_from_dataset, read_radiographs
-    from client.dicom.synthetic import REGIONS, synthetic_dataset
-    from client.inputs import discover
-    from client.preprocess import model_input
+    from radserve.client.dicom import radiographs_from_dataset, read_radiographs
+    from radserve.client.inputs import discover
+    from radserve.client.preprocess import model_input
+    from radserve.synthetic.dataset import REGIONS, synthetic_dataset
 
     images: list[np.ndarray] = []
     if folder:

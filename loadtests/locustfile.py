@@ -36,9 +36,9 @@ from locust import LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from tritonclient.utils import InferenceServerException
 
-from client.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
-from loadtests.images import wire_images
-from server_config.settings import SETTINGS
+from radserve.loadtests.images import wire_images
+from radserve.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
+from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger("radserve.locust")
 
@@ -76,7 +76,7 @@ def _grpc_target(host: str | None) -> str:
 
 
 def _new_client(target: str) -> grpcclient.InferenceServerClient:
-    size = SETTINGS.grpc_max_message_bytes
+    size = SETTINGS.client.grpc_max_message_bytes
     return grpcclient.InferenceServerClient(
         target,
         channel_args=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],

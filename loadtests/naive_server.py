@@ -5,7 +5,7 @@ endpoint without a serving system: POST ``/predict`` with the wire image's raw b
 in ``X-Shape``), JSON probabilities back. No batching, no graph optimisation. The weights are the
 architecture's own initialisation: the time per image does not depend on their values.
 
-    python -m loadtests.naive_server --architecture resnet18 --classes 5 --size 224 --port 8500
+    python -m radserve.loadtests.naive_server --architecture resnet18 --classes 5 --size 224 --port 8500
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import numpy as np
 import torch
 
-from client.model_card import ModelCard
-from export.architectures import build_model
-from export.serving_graph import ServingGraph
+from radserve.export.architectures import build_model
+from radserve.export.serving_graph import ServingGraph
+from radserve.model_card import ModelCard
 
 
 def main(argv: Sequence[str] | None = None) -> int:

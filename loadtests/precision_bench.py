@@ -1,6 +1,6 @@
 """ONNX Runtime throughput of the FP32, FP16 and INT8 variants of one model on this CPU.
 
-    python -m loadtests.precision_bench [--checkpoint build/demo-resnet18.pt] [--threads 2]
+    python -m radserve.loadtests.precision_bench [--checkpoint build/demo-resnet18.pt] [--threads 2]
         [--batches 1 8 32] [--seconds 3] [--json build/precision-bench.json] [--int8-alternatives]
 
 The variants are made by export's own functions (export_onnx, convert_fp16, quantize_int8) from a
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from client.model_card import INPUT_NAME, ModelCard
-from export.onnx_export import export_onnx
-from export.precision import convert_fp16, quantize_int8
-from export.samples import sample_images
+from radserve.export.onnx_export import export_onnx
+from radserve.export.precision import convert_fp16, quantize_int8
+from radserve.export.samples import sample_images
+from radserve.model_card import INPUT_NAME, ModelCard
 
 LOGGER = logging.getLogger(__name__)
 DEMO_CHECKPOINT = Path("build/demo-resnet18.pt")
@@ -73,9 +73,9 @@ def probabilities(runner: onnxruntime.InferenceSession, images: np.ndarray) -> n
 def load_network(checkpoint: Path | None, arch: str, size: int) -> tuple[object, ModelCard]:
     import torch
 
-    from client.dicom.synthetic import REGIONS
-    from export.architectures import build_model
-    from export.checkpoint import load_checkpoint
+    from radserve.export.architectures import build_model
+    from radserve.export.checkpoint import load_checkpoint
+    from radserve.synthetic.dataset import REGIONS
 
     if checkpoint is not None:
         loaded = load_checkpoint(checkpoint, "bench")

@@ -1,6 +1,6 @@
 """``make loadtest``: start the embedded tritonserver, run Locust headless against it, stop it.
 
-    python -m loadtests.run --model demo --repository model_repository --dicom build/demo-dicom \\
+    python -m radserve.loadtests.run --model demo --repository model_repository --dicom build/demo-dicom \\
         --load-profile smoke --out build/loadtest
 
 Locust's exit code is this command's: 0 when the thresholds of loadtests/locustfile.py pass.
@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from server_config.settings import SETTINGS
-from server_config.triton import TritonServer, free_ports
+from radserve.server_config.triton import TritonServer, free_ports
+from radserve.settings import SETTINGS
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 

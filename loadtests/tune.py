@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.model_card import ModelCard
-from loadtests.bench import Point, latest_version, measure_served, wire_images
-from server_config.settings import SETTINGS, BatchingDefaults
+from radserve.loadtests.bench import Point, latest_version, measure_served, wire_images
+from radserve.model_card import ModelCard
+from radserve.settings import SETTINGS, BatchingDefaults
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,6 @@ class Candidate:
     def batching(self) -> BatchingDefaults:
         return dataclasses.replace(
             SETTINGS.batching,
-            cpu_instances=self.instances,
-            onnxruntime_threads=self.threads,
             max_queue_delay_microseconds=self.queue_delay_us,
             preferred_batch_sizes=self.preferred,
         )
@@ -55,7 +53,8 @@ def candidates(cpus: int, quick: bool = False) -> list[Candidate]:
 
 def write_variant(repository: Path, model: str, candidate: Candidate, into: Path) -> Path:
     """A one-model repository holding ``model``'s newest version with ``candidate``'s config."""
-    from export.model_config import ServingOptions, Target, build_config, render_config
+    from radserve.export.model_config import ServingOptions, Target, build_config, render_config
+    from radserve.server_config.serving_view import host_sized_config
 
     version = latest_version(repository, model)
     card = ModelCard.read(version)
@@ -68,14 +67,17 @@ def write_variant(repository: Path, model: str, candidate: Candidate, into: Path
             shutil.copy(repository / model / extra, model_dir / extra)
     target: Target = "embedded" if (version / "model.py").exists() else "onnxruntime"
     options = ServingOptions(batching=candidate.batching())
-    (model_dir / "config.pbtxt").write_text(render_config(build_config(card, target, options)))
+    text = render_config(build_config(card, target, options))
+    (model_dir / "config.pbtxt").write_text(
+        host_sized_config(text, candidate.instances, candidate.threads)[0]
+    )
     return into
 
 
 def main(args: argparse.Namespace) -> int:
     import os
 
-    from server_config.triton import TritonServer, free_ports
+    from radserve.server_config.triton import TritonServer, free_ports
 
     card = ModelCard.read(latest_version(args.repository, args.model))
     images = wire_images(card, args.dicom)
@@ -108,8 +110,8 @@ def main(args: argparse.Namespace) -> int:
     best, point = max(within_budget, key=lambda item: item[1].images_per_second)
     print(f"best: {best}: {point.images_per_second:.1f} img/s, p95 {point.p95_ms:.1f} ms")
     print(
-        "export with it: BatchingDefaults("
-        f"cpu_instances={best.instances}, onnxruntime_threads={best.threads}, "
+        f"serve with it: RADSERVE_BATCHING_MAX_CPU_INSTANCES={best.instances} (threads: cores / instances); "
+        "export with BatchingDefaults("
         f"max_queue_delay_microseconds={best.queue_delay_us}, preferred_batch_sizes={best.preferred})"
     )
     return 0
@@ -119,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model name in the repository")
     parser.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
     parser.add_argument("--dicom", type=Path, help="DICOM folder for the requests (synthetic if absent)")
-    parser.add_argument("--concurrency", type=int, default=SETTINGS.client_max_in_flight)
+    parser.add_argument("--concurrency", type=int, default=SETTINGS.client.max_in_flight)
     parser.add_argument("--latency-budget-ms", type=float, default=500.0, help="p95 the config must meet")
     parser.add_argument("--seconds", type=float, default=4.0, help="measuring time per candidate")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="stop sweeping after this")

@@ -1,13 +1,6 @@
 """How the Triton server (embedded wheel or NGC container) and Prometheus are started and configured."""
 
-from server_config.settings import SETTINGS, BatchingDefaults, Ports, Settings
-from server_config.triton import TritonServer, embedded_triton_binary
+from radserve.server_config.serving_view import build_serving_view
+from radserve.server_config.triton import TritonServer, embedded_triton_binary, free_ports
 
-__all__ = [
-    "SETTINGS",
-    "BatchingDefaults",
-    "Ports",
-    "Settings",
-    "TritonServer",
-    "embedded_triton_binary",
-]
+__all__ = ["TritonServer", "build_serving_view", "embedded_triton_binary", "free_ports"]

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from client.errors import ServerError
-from server_config.settings import SETTINGS, Ports
+from radserve.errors import ServerError
+from radserve.server_config.serving_view import build_serving_view
+from radserve.settings import SETTINGS, Ports
 
 LOGGER = logging.getLogger(__name__)
 
-_STOP_TIMEOUT_SECONDS = 30.0
+_STOP_TIMEOUT_SECONDS = SETTINGS.server.stop_timeout_seconds
 # quantile:allowed error of the nv_inference_*_summary_us series.
 TRITON_SUMMARY_QUANTILES = "0.5:0.05,0.9:0.01,0.95:0.005,0.99:0.001"
 
@@ -161,12 +162,12 @@ class TritonServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def command(self, backend_directory: Path) -> list[str]:
-        """The tritonserver command line."""
+    def command(self, backend_directory: Path, repository: Path | None = None) -> list[str]:
+        """The tritonserver command line (serving ``repository``, by default the configured one)."""
         binary = self.binary or embedded_triton_binary()
         return [
             str(binary),
-            f"--model-repository={self.repository.resolve()}",
+            f"--model-repository={(repository or self.repository).resolve()}",
             f"--backend-directory={backend_directory}",
             f"--http-address={self.host}",
             f"--http-port={self.ports.http}",
@@ -189,7 +190,7 @@ class TritonServer:
             f"--log-verbose={self.verbose}",
         ]
 
-    def start(self, timeout: float = SETTINGS.server_ready_timeout_seconds) -> TritonServer:
+    def start(self, timeout: float = SETTINGS.server.ready_timeout_seconds) -> TritonServer:
         """Start the server and block until it reports ready; raise :class:`ServerError` if not."""
         if self._process is not None:
             raise ServerError("server already started")
@@ -203,11 +204,13 @@ class TritonServer:
         ):
             check_port_free(self.host, port, name)
         self._workdir = tempfile.TemporaryDirectory(prefix="radserve-triton-")
-        backends = _embedded_python_backend(Path(self._workdir.name) / "backends")
+        workdir = Path(self._workdir.name)
+        backends = _embedded_python_backend(workdir / "backends")
+        view = build_serving_view(self.repository, workdir / "repository")
         if self.log_file is None:
             self.log_file = Path(tempfile.gettempdir()) / f"radserve-tritonserver-{self.ports.grpc}.log"
         self._log_handle = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
-        command = self.command(backends)
+        command = self.command(backends, view)
         LOGGER.info("starting %s", " ".join(command))
         self._process = subprocess.Popen(
             command,

@@ -11,26 +11,11 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from pydicom import uid as U
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
-from pydicom.uid import (
-    HTJ2K,
-    JPEG2000,
-    UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import UID
 
 TEST_FILES = Path(os.path.dirname(pydicom.data.__file__)) / "test_files"
 PATIENT_NAME = "SECRET^PATIENT"
@@ -66,7 +51,7 @@ def make_dataset(
     *,
     bits_stored: int | None = None,
     photometric: str = "MONOCHROME2",
-    transfer_syntax: str = ExplicitVRLittleEndian,
+    transfer_syntax: str = U.ExplicitVRLittleEndian,
     **attributes: object,
 ) -> Dataset:
     """A DX data set holding ``pixels`` (H x W, F x H x W, or H x W x 3) natively encoded."""
@@ -97,7 +82,7 @@ def make_dataset(
     ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
-    order = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
+    order = ">" if transfer_syntax == U.ExplicitVRBigEndian else "<"
     data = pixels.astype(pixels.dtype.newbyteorder(order)).tobytes()
     ds.PixelData = data + b"\x00" * (len(data) % 2)
     ds["PixelData"].VR = "OW" if ds.BitsAllocated > 8 else "OB"
@@ -107,31 +92,31 @@ def make_dataset(
 def encode(ds: Dataset, pixels: np.ndarray, uid: str) -> Dataset:
     """Re-encode ``ds`` (whose native Pixel Data is ``pixels``) with transfer syntax ``uid``.
 
-    pydicom's encoders cover RLE, JPEG-LS and JPEG 2000; imagecodecs the JPEG processes and HTJ2K.
+    pydicom's encoders cover RLE, JPEG-LS and JPEG 2000; imagecodecs the JPEG processes and U.HTJ2K.
     """
     uid = UID(uid)
-    if uid in (RLELossless, JPEGLSLossless, JPEG2000Lossless):
+    if uid in (U.RLELossless, U.JPEGLSLossless, U.JPEG2000Lossless):
         ds.compress(uid, pixels)
         return ds
-    if uid == JPEGLSNearLossless:
+    if uid == U.JPEGLSNearLossless:
         ds.compress(uid, pixels, jls_error=2)
         return ds
-    if uid == JPEG2000:
+    if uid == U.JPEG2000:
         ds.compress(uid, pixels, j2k_psnr=[70])
         return ds
     frames = pixels if pixels.ndim == 3 and "NumberOfFrames" in ds else pixels[np.newaxis]
     bits = int(ds.BitsStored)
     encoded = []
     for frame in frames:
-        if uid in (JPEGLossless, JPEGLosslessSV1):
+        if uid in (U.JPEGLossless, U.JPEGLosslessSV1):
             encoded.append(imagecodecs.jpeg8_encode(frame, lossless=True, predictor=1, bitspersample=bits))
-        elif uid == JPEGBaseline8Bit:
+        elif uid == U.JPEGBaseline8Bit:
             encoded.append(imagecodecs.jpeg8_encode(frame, level=95))
-        elif uid == JPEGExtended12Bit:
+        elif uid == U.JPEGExtended12Bit:
             encoded.append(imagecodecs.jpeg8_encode(frame, level=95, bitspersample=12))
-        elif uid in (HTJ2KLossless, HTJ2KLosslessRPCL):
+        elif uid in (U.HTJ2KLossless, U.HTJ2KLosslessRPCL):
             encoded.append(imagecodecs.htj2k_encode(frame, reversible=True))
-        elif uid == HTJ2K:
+        elif uid == U.HTJ2K:
             encoded.append(imagecodecs.htj2k_encode(frame, level=0.0001, reversible=False))
         else:
             raise ValueError(f"no test encoder for {uid.name}")

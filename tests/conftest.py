@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from client.dicom.synthetic import SyntheticRecord, write_synthetic_set
-from export.pipeline import ExportRequest, ExportResult, export_checkpoint
-from export.train import TrainingPlan, TrainingReport, train
-from server_config.triton import TritonServer, free_ports
+from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
+from radserve.export.train import TrainingPlan, TrainingReport, train
+from radserve.server_config.triton import TritonServer, free_ports
+from radserve.synthetic.dataset import SyntheticRecord, write_synthetic_set
 
 TINY_MODEL = "tiny"
 

@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from export.pipeline import ExportResult
+from radserve.export.pipeline import ExportResult
 
 TINY_MODEL = "tiny"
 
 
 def _radserve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "radserve", *args], capture_output=True, text=True, timeout=180
     )
 
 

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 from pydicom import uid as U
 
-from client.dicom import read_radiographs
-from client.errors import InputError
+from radserve.client.dicom import read_radiographs
+from radserve.errors import InputError
 from tests._dicom_factory import (
     PATIENT_ID,
     PATIENT_NAME,

@@ -8,10 +8,10 @@ import pytest
 from pydicom import uid as U
 from pydicom.encaps import encapsulate
 
-from client.dicom import SUPPORTED_TRANSFER_SYNTAXES, Radiograph, read_radiographs
-from client.dicom._decode import decode
-from client.dicom._read import pixel_info
-from client.errors import InputError
+from radserve.client.dicom import SUPPORTED_TRANSFER_SYNTAXES, Radiograph, read_radiographs
+from radserve.client.dicom._decode import decode
+from radserve.client.dicom._read import pixel_info
+from radserve.errors import InputError
 from tests._dicom_factory import encode, make_dataset, phantom, save, shipped, stored_values
 
 LOSSLESS = [

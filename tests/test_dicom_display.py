@@ -11,9 +11,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from client.dicom import radiographs_from_dataset, read_radiographs, resize
-from client.dicom._display import display_lut, display_params
-from client.dicom._read import pixel_info
+from radserve.client.dicom import radiographs_from_dataset, read_radiographs, resize
+from radserve.client.dicom._display import display_lut, display_params
+from radserve.client.dicom._read import pixel_info
 from tests._dicom_factory import (
     PATIENT_ID,
     PATIENT_NAME,
@@ -139,7 +139,7 @@ def test_presentation_lut_shape_conflict_is_followed_and_logged(caplog, photomet
     ds = _ds(
         PhotometricInterpretation=photometric, PresentationLUTShape=shape, WindowCenter=2048, WindowWidth=4096
     )
-    with caplog.at_level(logging.WARNING, logger="client.dicom"):
+    with caplog.at_level(logging.WARNING, logger="radserve.client.dicom"):
         _check(ds, "/data/conflict.dcm")
     assert "/data/conflict.dcm" in caplog.text and shape in caplog.text
     assert PATIENT_NAME not in caplog.text and PATIENT_ID not in caplog.text

@@ -8,16 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from client.dicom.synthetic import REGIONS, SyntheticRecord
-from server_config.triton import TritonServer
-from server_config.triton_metrics import model_counters
+from radserve.server_config.triton import TritonServer
+from radserve.server_config.triton_metrics import model_counters
+from radserve.synthetic.dataset import REGIONS, SyntheticRecord
 
 TINY_MODEL = "tiny"  # exported by conftest's tiny_export
 
 
 def _radserve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "radserve", *args], capture_output=True, text=True, timeout=300
     )
 
 
@@ -125,8 +125,8 @@ def test_preprocess_writes_the_exact_wire_tensor(
 ) -> None:
     import numpy as np
 
-    from client.classify import prepare_file
-    from client.model_card import ModelCard
+    from radserve.client.classify import prepare_file
+    from radserve.model_card import ModelCard
 
     source = dicom_records[0].path
     done = _radserve(
@@ -193,7 +193,7 @@ def test_concurrent_requests_are_batched_by_the_server(triton: TritonServer) -> 
 
     import numpy as np
 
-    from client.grpc_client import AsyncRadiographClient
+    from radserve.client.grpc_client import AsyncRadiographClient
 
     images = np.random.default_rng(5).integers(0, 256, (48, 1, 1, 64, 64), dtype=np.uint8)
 

@@ -9,12 +9,12 @@ import onnxruntime
 import pytest
 import torch
 
-from client.errors import ExportError, ModelCardError
-from client.model_card import ModelCard, model_versions
-from export.checkpoint import load_checkpoint, save_checkpoint
-from export.parity import compare, gate
-from export.pipeline import ExportRequest, ExportResult, export_checkpoint
-from export.train import TrainingReport
+from radserve.errors import ExportError, ModelCardError
+from radserve.export.checkpoint import load_checkpoint, save_checkpoint
+from radserve.export.parity import compare, gate
+from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
+from radserve.export.train import TrainingReport
+from radserve.model_card import ModelCard, model_versions
 
 
 def test_tiny_training_learns_something(tiny_training: tuple[Path, TrainingReport]) -> None:

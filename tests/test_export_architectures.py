@@ -9,13 +9,13 @@ import onnxruntime
 import pytest
 import torch
 
-from client.errors import ModelCardError
-from client.model_card import ModelCard, model_versions
-from export.architectures import ARCHITECTURES, build_model
-from export.checkpoint import save_checkpoint
-from export.pipeline import ExportRequest, export_checkpoint
-from export.repo_check import check_repository
-from export.sources import ProgramMetadata
+from radserve.errors import ModelCardError
+from radserve.export.architectures import ARCHITECTURES, build_model
+from radserve.export.checkpoint import save_checkpoint
+from radserve.export.pipeline import ExportRequest, export_checkpoint
+from radserve.export.repo_check import check_repository
+from radserve.export.sources import ProgramMetadata
+from radserve.model_card import ModelCard, model_versions
 
 SIZE = 64  # the smallest input every architecture's downsampling handles, fast on 2 cores
 LABELS = ("a", "b", "c")

@@ -7,8 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from loadtests.run import locust_command
-from server_config.triton import TritonServer
+from radserve.loadtests.run import locust_command
+from radserve.server_config.triton import TritonServer
 
 TINY_MODEL = "tiny"
 

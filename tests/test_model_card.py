@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import ModelCardError
-from client.model_card import ModelCard
+from radserve.errors import ModelCardError
+from radserve.model_card import ModelCard
 
 CARD = ModelCard(
     name="m", architecture="resnet18", labels=("a", "b"), input_size=(224, 192), resize="letterbox"

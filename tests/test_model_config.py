@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
-from client.model_card import MODEL_CARD_PARAMETER, ModelCard
-from export.model_config import TARGETS, ServingOptions, build_config, parse_config, render_config
-from server_config.settings import BatchingDefaults
+from radserve.export.model_config import TARGETS, ServingOptions, build_config, parse_config, render_config
+from radserve.model_card import MODEL_CARD_PARAMETER, ModelCard
+from radserve.settings import BatchingDefaults
 
 CARD = ModelCard(
     name="spine_view", architecture="efficientnet_b6", labels=tuple("abcdefghij"), input_size=(528, 528)

@@ -9,14 +9,14 @@ import numpy as np
 import onnx
 import pytest
 
-from client.errors import ExportError
-from client.grpc_client import AsyncRadiographClient
-from client.model_card import ModelCard
-from export.pipeline import ExportRequest, ExportResult, export_checkpoint
-from export.precision import describe
-from export.repo_check import check_repository
-from export.samples import sample_images
-from server_config.triton import TritonServer, free_ports
+from radserve.client.grpc_client import AsyncRadiographClient
+from radserve.errors import ExportError
+from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
+from radserve.export.precision import describe
+from radserve.export.repo_check import check_repository
+from radserve.export.samples import sample_images
+from radserve.model_card import ModelCard
+from radserve.server_config.triton import TritonServer, free_ports
 
 NAME = "variants"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from client.classify import ClassifyOptions, classify
-from client.inputs import discover
-from client.metrics import ClientMetrics
-from server_config.triton import TritonServer
+from radserve.client.classify import ClassifyOptions, classify
+from radserve.client.inputs import discover
+from radserve.client.metrics import ClientMetrics
+from radserve.server_config.triton import TritonServer
 
 TINY_MODEL = "tiny"
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from client.model_card import ModelCard
-from export.pipeline import ExportResult
-from export.repo_check import check_repository
+from radserve.export.pipeline import ExportResult
+from radserve.export.repo_check import check_repository
+from radserve.model_card import ModelCard
 
 MODEL = "tiny"  # conftest's tiny_export
 
@@ -28,7 +28,7 @@ def good(repository: Path, tiny_export: ExportResult, tmp_path: Path) -> Path:
 
 def _radserve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "radserve", *args], capture_output=True, text=True, timeout=120
     )
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from client.classify import ClassifyOptions, classify
-from client.dicom.synthetic import SyntheticRecord
-from client.grpc_client import RetryPolicy
-from client.results import ResultRow
-from client.sync_client import RadiographClient, classify_paths
-from server_config.triton import TritonServer, free_ports
-from server_config.triton_metrics import model_counters
+from radserve.client.classify import ClassifyOptions, classify
+from radserve.client.grpc_client import RetryPolicy
+from radserve.client.results import ResultRow
+from radserve.client.sync_client import RadiographClient, classify_paths
+from radserve.server_config.triton import TritonServer, free_ports
+from radserve.server_config.triton_metrics import model_counters
+from radserve.synthetic.dataset import SyntheticRecord
 
 
 def _copies(records: list[SyntheticRecord], folder: Path, count: int) -> list[Path]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import ServerError
-from server_config.triton import TritonServer, free_ports
+from radserve.errors import ServerError
+from radserve.server_config.triton import TritonServer, free_ports
 
 
 def test_server_is_ready_and_serves_the_model(triton: TritonServer) -> None:
@@ -53,7 +53,7 @@ def test_serve_command_prints_endpoints_and_stops_on_sigterm(repository: Path, t
     command = [
         sys.executable,
         "-m",
-        "client.cli",
+        "radserve",
         "serve",
         "--repository",
         str(repository),

@@ -15,11 +15,11 @@ from highdicom.sr import ComprehensiveSR
 from pydicom.dataset import Dataset
 from pydicom.uid import ComprehensiveSRStorage, MultiFrameGrayscaleWordSecondaryCaptureImageStorage
 
-from client.dicom.synthetic import REGIONS, synthetic_dataset
-from client.errors import InputError
-from client.model_card import ModelCard
-from client.results import ResultRow
-from client.sr import CODING_SCHEME, read_source_header, sr_series_uid, write_classification_sr
+from radserve.client.results import ResultRow
+from radserve.client.sr import CODING_SCHEME, read_source_header, sr_series_uid, write_classification_sr
+from radserve.errors import InputError
+from radserve.model_card import ModelCard
+from radserve.synthetic.dataset import REGIONS, synthetic_dataset
 
 PROBABILITIES = {"shoulder": 0.015, "elbow": 0.025, "hand": 0.04, "pelvis": 0.12, "knee": 0.8}
 CARD = ModelCard(

@@ -1,4 +1,4 @@
-"""Tests of the synthetic radiograph generator (client.dicom.synthetic); small matrices, a few seconds."""
+"""Tests of the synthetic radiograph generator (radserve.synthetic.dataset); small matrices, a few seconds."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pydicom.uid import (
     JPEGLosslessSV1,
 )
 
-from client.dicom import synthetic
-from client.dicom.synthetic import (
+from radserve.synthetic import dataset as synthetic
+from radserve.synthetic.dataset import (
     REGIONS,
     SyntheticRecord,
     available_compressed_syntaxes,

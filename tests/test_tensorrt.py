@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import ExportError
-from client.model_card import ModelCard
-from export.hashing import file_sha256
-from export.model_config import ServingOptions, build_config
-from export.pipeline import EngineOptions, ExportRequest, export_checkpoint
-from export.tensorrt import (
+from radserve.errors import ExportError
+from radserve.export.hashing import file_sha256
+from radserve.export.model_config import ServingOptions, build_config
+from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
+from radserve.export.tensorrt import (
     EngineMetadata,
     EngineSpec,
     Profile,
@@ -23,7 +22,8 @@ from export.tensorrt import (
     check_plan,
     trtexec_command,
 )
-from server_config.settings import BatchingDefaults
+from radserve.model_card import ModelCard
+from radserve.settings import BatchingDefaults
 
 CARD = ModelCard(name="spine", architecture="efficientnet_b6", labels=tuple("abc"), input_size=(528, 528))
 BATCHING = BatchingDefaults(max_batch_size=32, preferred_batch_sizes=(4, 8, 16))
@@ -165,7 +165,7 @@ def test_without_tensorrt_export_names_the_trtexec_command(tiny_checkpoint: Path
 @pytest.mark.gpu
 @needs_gpu
 def test_build_check_and_publish_a_plan(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    from export.repo_check import check_repository
+    from radserve.export.repo_check import check_repository
 
     request = ExportRequest(
         tiny_checkpoint,

@@ -3,7 +3,7 @@
 ``read_radiographs(path)`` turns a DICOM file into one :class:`Radiograph` per frame whose
 ``pixels`` are the uint8 greyscale image a radiologist would see (bones bright): see
 :mod:`client.dicom._display` for the pipeline. Every failure is a
-:class:`client.errors.InputError` naming the file and a short ``reason`` code: ``unreadable``,
+:class:`radserve.errors.InputError` naming the file and a short ``reason`` code: ``unreadable``,
 ``not_dicom``, ``truncated``, ``no_pixel_data``, ``unsupported_transfer_syntax``,
 ``unsupported_photometric``, ``bad_dimensions``, ``inconsistent_attributes``, ``decode_failed``.
 Messages and logs name files and UIDs only, never patient attributes.
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 
-from client.dicom._decode import decode
-from client.dicom._display import display_params, render_colour, render_mono
-from client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info, read_dataset
-from client.dicom._resize import resize
-from client.errors import InputError
+from radserve.client.dicom._decode import decode
+from radserve.client.dicom._display import display_params, render_colour, render_mono
+from radserve.client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info, read_dataset
+from radserve.client.dicom._resize import resize
+from radserve.errors import InputError
 
 __all__ = [
     "SUPPORTED_TRANSFER_SYNTAXES",

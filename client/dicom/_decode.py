@@ -18,32 +18,21 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_color_lut, get_decoder
-from pydicom.uid import (
-    HTJ2K,
-    JPEG2000,
-    ExplicitVRBigEndian,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import ExplicitVRBigEndian, RLELossless
 
-from client.dicom._read import NATIVE_SYNTAXES, PixelInfo
-from client.errors import InputError
+from radserve.client.dicom._read import (
+    HTJ2K_SYNTAXES,
+    J2K_SYNTAXES,
+    JPEG_LOSSLESS_SYNTAXES,
+    JPEG_SYNTAXES,
+    JPEGLS_SYNTAXES,
+    NATIVE_SYNTAXES,
+    PixelInfo,
+)
+from radserve.errors import InputError
 
 Kind = Literal["MONO", "RGB", "YBR"]
 
-_JPEG = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1})
-_JPEG_LOSSLESS = frozenset({JPEGLossless, JPEGLosslessSV1})
-_JPEGLS = frozenset({JPEGLSLossless, JPEGLSNearLossless})
-_J2K = frozenset({JPEG2000Lossless, JPEG2000})
-_HTJ2K = frozenset({HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
 _J2K_THREADS = min(4, os.cpu_count() or 1)
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -149,11 +138,11 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
     frames = []
     for i, data in enumerate(encoded[: info.frames]):
         try:
-            if uid in _JPEG:
+            if uid in JPEG_SYNTAXES:
                 frame, kind = _decode_jpeg(data, info)
-            elif uid in _JPEGLS:
+            elif uid in JPEGLS_SYNTAXES:
                 frame = imagecodecs.jpegls_decode(data)
-            elif uid in _HTJ2K:
+            elif uid in HTJ2K_SYNTAXES:
                 frame = _decode_htj2k(data)
             else:
                 frame = imagecodecs.jpeg2k_decode(data, numthreads=_J2K_THREADS)
@@ -161,7 +150,7 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
             raise InputError(
                 path, "decode_failed", f"cannot decode frame {i + 1} ({uid.name}): {exc}"
             ) from exc
-        if uid in _J2K | _HTJ2K and info.samples == 3 and info.photometric != "YBR_FULL":
+        if uid in J2K_SYNTAXES | HTJ2K_SYNTAXES and info.samples == 3 and info.photometric != "YBR_FULL":
             kind = "RGB"  # the codec undoes the J2K multiple component transform itself
         frame = _unsigned(frame)
         if frame.ndim == 3 and frame.shape[2] == 1:
@@ -180,7 +169,7 @@ def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray, Kind]:
     try:
         return imagecodecs.jpeg8_decode(data), "MONO"
     except Exception:
-        if info.transfer_syntax not in _JPEG_LOSSLESS:
+        if info.transfer_syntax not in JPEG_LOSSLESS_SYNTAXES:
             raise
         return imagecodecs.ljpeg_decode(data), "MONO"
 

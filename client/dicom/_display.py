@@ -25,9 +25,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian
 
-from client.dicom._decode import Decoded
-from client.dicom._read import PixelInfo
-from client.errors import InputError
+from radserve.client.dicom._decode import Decoded
+from radserve.client.dicom._read import PixelInfo
+from radserve.errors import InputError
 
 _LOG = logging.getLogger(__name__)
 

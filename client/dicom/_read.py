@@ -37,7 +37,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from client.errors import InputError
+from radserve.errors import InputError
 
 _LOG = logging.getLogger(__name__)
 
@@ -54,21 +54,16 @@ NATIVE_SYNTAXES: frozenset[str] = frozenset(
         ExplicitVRBigEndian,
     }
 )
-ENCAPSULATED_SYNTAXES: frozenset[str] = frozenset(
-    {
-        RLELossless,
-        JPEGBaseline8Bit,
-        JPEGExtended12Bit,
-        JPEGLossless,
-        JPEGLosslessSV1,
-        JPEGLSLossless,
-        JPEGLSNearLossless,
-        JPEG2000Lossless,
-        JPEG2000,
-        HTJ2KLossless,
-        HTJ2KLosslessRPCL,
-        HTJ2K,
-    }
+# Encapsulated syntaxes by codec family (the decoders in _decode.py dispatch on these).
+JPEG_SYNTAXES: frozenset[str] = frozenset(
+    {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1}
+)
+JPEG_LOSSLESS_SYNTAXES: frozenset[str] = frozenset({JPEGLossless, JPEGLosslessSV1})
+JPEGLS_SYNTAXES: frozenset[str] = frozenset({JPEGLSLossless, JPEGLSNearLossless})
+J2K_SYNTAXES: frozenset[str] = frozenset({JPEG2000Lossless, JPEG2000})
+HTJ2K_SYNTAXES: frozenset[str] = frozenset({HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
+ENCAPSULATED_SYNTAXES: frozenset[str] = (
+    frozenset({RLELossless}) | JPEG_SYNTAXES | JPEGLS_SYNTAXES | J2K_SYNTAXES | HTJ2K_SYNTAXES
 )
 SUPPORTED_TRANSFER_SYNTAXES: frozenset[str] = NATIVE_SYNTAXES | ENCAPSULATED_SYNTAXES
 

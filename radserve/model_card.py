@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from client.errors import ModelCardError
+from radserve.errors import ModelCardError
+from radserve.settings import SETTINGS
 
 ResizeMode = Literal["letterbox", "stretch"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -21,6 +22,10 @@ MODEL_CARD_FILE = "model_card.json"
 MODEL_CARD_PARAMETER = "radserve.model_card"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+# Config parameters of the embedded target: instance count and ONNX Runtime threads are set by the
+# serving host when ``radserve serve`` starts (radserve.server_config.serving_view).
+HOST_SIZED_PARAMETER = "radserve.host_sized"
+ONNXRUNTIME_THREADS_PARAMETER = "onnxruntime_threads"
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,8 @@ class ModelCard:
     labels: tuple[str, ...]
     input_size: tuple[int, int]
     resize: ResizeMode = "stretch"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = SETTINGS.export.mean
+    std: tuple[float, float, float] = SETTINGS.export.std
     temperature: float = 1.0
     precision: Precision = "fp32"
     checkpoint_sha256: str = ""

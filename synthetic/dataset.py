@@ -36,18 +36,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from client.dicom._phantoms import RenderInfo, render
-
-__all__ = [
-    "COMPRESSED_SYNTAXES",
-    "REGIONS",
-    "SyntheticRecord",
-    "available_compressed_syntaxes",
-    "decode_stored",
-    "render_region",
-    "synthetic_dataset",
-    "write_synthetic_set",
-]
+from radserve.synthetic.phantoms import RenderInfo, render
 
 REGIONS: tuple[str, ...] = ("shoulder", "elbow", "hand", "pelvis", "knee")
 """Region labels, in the label order used by the demo model."""

@@ -1,4 +1,4 @@
-"""Private: procedural projection-radiograph phantoms used by :mod:`client.dicom.synthetic`.
+"""Private: procedural projection-radiograph phantoms used by :mod:`radserve.synthetic.dataset`.
 
 Anatomy is described in a canonical frame (units: half the short side of the visible field,
 x to the right, y down, a right-sided limb shown as on a radiograph) as polygons. Bones are

@@ -1,0 +1,7 @@
+"""``python -m radserve``: the same as the ``radserve`` command."""
+
+import sys
+
+from radserve.cli import main
+
+sys.exit(main())

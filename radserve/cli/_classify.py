@@ -1,0 +1,160 @@
+"""``radserve classify``, ``radserve demo`` and ``radserve preprocess``: DICOM files → result rows."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from radserve.cli._common import EXIT_FAILURE, EXIT_INPUT_FAILURES, EXIT_OK
+from radserve.model_card import ModelCard
+from radserve.settings import SETTINGS
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from radserve.client.preprocess import write_model_inputs
+
+    if args.output.suffix.lower() not in (".png", ".npy"):
+        print(f"radserve preprocess: {args.output}: output must end in .png or .npy", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.repository is not None:
+        card = ModelCard.from_repository(args.repository, args.model)
+    else:
+        card = asyncio.run(_card_from_server(args.url, args.model))
+    for written in write_model_inputs(args.file, card, args.output):
+        print(f"wrote {written}: uint8 [1, {card.input_size[0]}, {card.input_size[1]}] ({card.resize})")
+    return EXIT_OK
+
+
+async def _card_from_server(url: str, model: str) -> ModelCard:
+    from radserve.client.grpc_client import AsyncRadiographClient
+
+    async with AsyncRadiographClient(url) as client:
+        await client.wait_ready(model)
+        return await client.model_card(model)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    return _run_classify(args, args.url)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from radserve.server_config.triton import TritonServer, free_ports
+    from radserve.server_config.triton_metrics import model_counters
+
+    with TritonServer(args.repository, ports=free_ports()) as server:
+        print(f"tritonserver ready on {server.grpc_url} (repository {args.repository})", flush=True)
+        before = model_counters(server.metrics_url, args.model)
+        code = _run_classify(args, server.grpc_url)
+        served = model_counters(server.metrics_url, args.model) - before
+        print(
+            f"server: {served.inferences:.0f} inferences in {served.executions:.0f} batches, "
+            f"average batch size {served.average_batch_size:.2f}"
+        )
+    return code
+
+
+def _run_classify(args: argparse.Namespace, url: str) -> int:
+    from radserve.client.classify import ClassifyOptions, classify
+    from radserve.client.inputs import discover
+    from radserve.client.metrics import ClientMetrics
+    from radserve.client.progress import Progress
+    from radserve.client.report import print_rows, print_summary
+    from radserve.client.results import ResultRow, ResultWriter, completed_paths
+
+    inputs = discover(args.paths)
+    if inputs.sidecars:
+        print(
+            f"left out {len(inputs.sidecars)} side file(s) in the folders (e.g. {inputs.sidecars[0]})",
+            file=sys.stderr,
+        )
+    files = inputs.files
+    if args.resume:
+        if args.output is None:
+            print("radserve: --resume needs --output", file=sys.stderr)
+            return EXIT_FAILURE
+        done = completed_paths(args.output)
+        files = tuple(path for path in files if str(path) not in done)
+        print(
+            f"resuming: {len(inputs.files) - len(files)} of {len(inputs.files)} files already done",
+            file=sys.stderr,
+        )
+    shown: list[ResultRow] = []
+    writer = ResultWriter(args.output, append=args.resume) if args.output else None
+    progress = Progress(len(files))
+
+    def on_rows(rows: list[ResultRow]) -> None:
+        if writer is not None:
+            writer.write(rows)
+        shown.extend(rows[: max(0, args.show - len(shown))])
+        for row in rows:
+            progress.update(row)
+
+    metrics = ClientMetrics()
+    if args.metrics_port is not None:
+        port = metrics.serve(args.metrics_port)
+        print(f"client metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
+    options = ClassifyOptions(
+        url=url.split(","),
+        max_in_flight=args.max_in_flight,
+        workers=args.workers,
+        sr_dir=args.sr_dir,
+        metrics=metrics,
+    )
+    try:
+        summary = asyncio.run(classify(files, args.model, on_rows, options))
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+        if args.metrics_file is not None:
+            metrics.write_textfile(args.metrics_file)
+        metrics.stop_serving()
+    if not args.quiet:
+        print_rows(shown, total=summary.radiographs + summary.errors)
+    print_summary(summary, args.model)
+    return EXIT_INPUT_FAILURES if summary.errors else EXIT_OK
+
+
+def _add_run_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("paths", nargs="+", help="DICOM files and folders")
+    command.add_argument("--model", required=True)
+    command.add_argument("--output", type=Path, help="results file, .jsonl or .csv")
+    command.add_argument("--max-in-flight", type=int, default=SETTINGS.client.max_in_flight)
+    command.add_argument(
+        "--workers", type=int, default=SETTINGS.client.decode_workers, help="decoding processes"
+    )
+    command.add_argument("--show", type=int, default=50, help="print at most this many rows")
+    command.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
+    command.add_argument("--resume", action="store_true", help="skip inputs already in --output")
+    command.add_argument("--sr-dir", type=Path, help="write a DICOM Comprehensive SR per radiograph here")
+    command.add_argument(
+        "--metrics-port", type=int, help="expose the client's Prometheus metrics on 127.0.0.1:PORT"
+    )
+    command.add_argument(
+        "--metrics-file", type=Path, help="write the metrics at the end as a node_exporter textfile"
+    )
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    classify = commands.add_parser("classify", help="classify DICOM files and folders")
+    classify.add_argument(
+        "--url",
+        default=SETTINGS.grpc_url,
+        help="Triton gRPC HOST:PORT; several, comma-separated, are balanced",
+    )
+    classify.set_defaults(run=_classify)
+    demo = commands.add_parser("demo", help="start the embedded server, classify, print, stop")
+    demo.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
+    demo.set_defaults(run=_demo)
+    for command in (classify, demo):
+        _add_run_arguments(command)
+
+    preprocess = commands.add_parser("preprocess", help="write the tensor a model receives for a file")
+    preprocess.add_argument("file", type=Path)
+    preprocess.add_argument("--model", required=True)
+    preprocess.add_argument("--output", type=Path, required=True, help="OUT.png or OUT.npy")
+    preprocess.add_argument("--url", default=SETTINGS.grpc_url, help="read the model card from this server")
+    preprocess.add_argument("--repository", type=Path, help="or from this model repository")
+    preprocess.set_defaults(run=_preprocess)

@@ -1,0 +1,159 @@
+"""``radserve export`` and ``radserve repo check``: checkpoint → gated ONNX → model repository."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from radserve.cli._common import EXIT_FAILURE, EXIT_OK
+from radserve.errors import RadserveError
+from radserve.settings import SETTINGS
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from radserve.export.model_config import ServingOptions
+    from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
+    from radserve.export.sources import ProgramMetadata
+
+    program = None
+    if args.labels is not None or args.input_size is not None:
+        if args.labels is None or args.input_size is None:
+            raise RadserveError("a TorchScript or .pt2 model needs both --labels and --input-size")
+        program = ProgramMetadata(
+            labels_file=args.labels,
+            input_size=tuple(args.input_size),
+            resize=args.resize,
+            mean=tuple(args.mean),
+            std=tuple(args.std),
+            temperature=args.temperature,
+        )
+    batching = SETTINGS.batching
+    if args.max_batch_size is not None:
+        batching = replace(batching, max_batch_size=args.max_batch_size)
+    options = ServingOptions(batching=batching, tensorrt_accelerator=args.trt_accelerator)
+    result = export_checkpoint(
+        ExportRequest(
+            checkpoint=args.checkpoint,
+            name=args.name,
+            repository=args.repository,
+            target="tensorrt" if args.engine else args.target,
+            samples=args.samples,
+            sample_folder=args.samples_from,
+            min_top1_agreement=args.min_top1,
+            max_abs_diff=args.max_abs_diff,
+            options=options,
+            precisions=tuple(dict.fromkeys(args.precision)),
+            calibration_samples=args.calibration_samples,
+            program=program,
+            keep_versions=args.keep_versions,
+            engine=EngineOptions(
+                workspace_bytes=int(args.workspace_gib * (1 << 30)),
+                timing_cache=args.timing_cache,
+                hardware_compatible=args.hardware_compatible,
+                version_compatible=args.version_compatible,
+            ),
+            work_dir=args.work_dir,
+            int8_scheme=args.int8_scheme,
+        )
+    )
+    for variant in result.variants:
+        parity = variant.parity
+        print(
+            f"published {variant.version_dir} ({variant.card.architecture}, {variant.precision}); parity vs "
+            f"{parity.reference} on {parity.samples} samples: top-1 {parity.top1_agreement:.1%}, "
+            f"max abs diff {parity.max_abs_diff:.2e}, max rel diff {parity.max_rel_diff:.2e}"
+        )
+    return EXIT_OK
+
+
+def _repo_check(args: argparse.Namespace) -> int:
+    from radserve.export.repo_check import check_repository
+
+    report = check_repository(args.repository)
+    print(report.render())
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _add_source_arguments(export: argparse.ArgumentParser) -> None:
+    source = export.add_argument_group("TorchScript or .pt2 programs (serving metadata)")
+    source.add_argument("--labels", type=Path, help="labels.txt of a TorchScript or .pt2 model")
+    source.add_argument(
+        "--input-size", type=int, nargs=2, metavar=("H", "W"), help="input size of a TorchScript/.pt2 model"
+    )
+    source.add_argument("--resize", choices=("letterbox", "stretch"), default="stretch")
+    source.add_argument("--mean", type=float, nargs=3, default=list(SETTINGS.export.mean))
+    source.add_argument("--std", type=float, nargs=3, default=list(SETTINGS.export.std))
+    source.add_argument("--temperature", type=float, default=1.0)
+
+
+def _add_gate_arguments(export: argparse.ArgumentParser) -> None:
+    gate = export.add_argument_group("parity gates and precision variants")
+    gate.add_argument(
+        "--samples", type=int, default=SETTINGS.export.parity_samples, help="radiographs for the parity check"
+    )
+    gate.add_argument("--samples-from", type=Path, help="folder of DICOM files for the parity check")
+    gate.add_argument(
+        "--min-top1",
+        type=float,
+        help="required top-1 agreement with PyTorch fp32 (default 1.0 for fp32, 0.99 for fp16/int8)",
+    )
+    gate.add_argument("--max-abs-diff", type=float, help="allowed max abs probability difference")
+    gate.add_argument(
+        "--precision",
+        nargs="+",
+        choices=("fp32", "fp16", "int8"),
+        default=["fp32"],
+        help="variants to publish side by side: NAME (fp32), NAME_fp16, NAME_int8",
+    )
+    gate.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=SETTINGS.export.calibration_samples,
+        help="radiographs for int8",
+    )
+    gate.add_argument(
+        "--int8-scheme",
+        choices=("auto", "s8s8", "u8s8"),
+        default="auto",
+        help="int8 activations: s8s8 for TensorRT, u8s8 for ONNX Runtime on CPU (auto: by target)",
+    )
+
+
+def _add_engine_arguments(export: argparse.ArgumentParser) -> None:
+    engine = export.add_argument_group("TensorRT (--target tensorrt)")
+    engine.add_argument(
+        "--trt-accelerator", action="store_true", help="onnxruntime target: TensorRT execution accelerator"
+    )
+    engine.add_argument("--engine", action="store_true", help="build a TensorRT plan (= --target tensorrt)")
+    engine.add_argument(
+        "--workspace-gib",
+        type=float,
+        default=SETTINGS.export.tensorrt_workspace_gib,
+        help="TensorRT builder workspace",
+    )
+    engine.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, loaded and saved")
+    engine.add_argument("--hardware-compatible", action="store_true", help="TensorRT plan for Ampere+")
+    engine.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible plan")
+    engine.add_argument("--work-dir", type=Path, help="keep the gated ONNX (and plans) in this folder")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="export a checkpoint into a Triton model repository")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("--name", required=True, help="model name in the repository")
+    export.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
+    export.add_argument("--target", choices=("embedded", "onnxruntime", "tensorrt"), default="embedded")
+    export.add_argument("--keep-versions", type=int, help="keep only the newest N versions on disk")
+    export.add_argument("--max-batch-size", type=int, help="Triton max_batch_size (TensorRT profile max)")
+    _add_source_arguments(export)
+    _add_gate_arguments(export)
+    _add_engine_arguments(export)
+    export.set_defaults(run=_export)
+
+    repo = commands.add_parser("repo", help="model repository tools")
+    repo_commands = repo.add_subparsers(dest="repo_command", required=True)
+    repo_check = repo_commands.add_parser("check", help="validate a model repository (exit 0 ok, 2 not)")
+    repo_check.add_argument("repository", type=Path)
+    repo_check.set_defaults(run=_repo_check)

@@ -1,0 +1,51 @@
+"""``radserve serve``: the embedded tritonserver in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from radserve.cli._common import EXIT_FAILURE, EXIT_OK
+from radserve.settings import SETTINGS
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from radserve.server_config.triton import TritonServer
+    from radserve.settings import Ports
+
+    server = TritonServer(
+        args.repository,
+        host=args.host,
+        ports=Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port),
+        verbose=args.log_verbose,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with server:
+        print(
+            f"tritonserver ready (pid {server.pid}), repository {args.repository}\n"
+            f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
+            f"  log     {server.log_file}\nCtrl-C to stop.",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if not server.is_running():
+                print(f"tritonserver exited unexpectedly:\n{server.log_tail()}", file=sys.stderr)
+                return EXIT_FAILURE
+        print("stopping tritonserver ...", flush=True)
+    return EXIT_OK
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the embedded tritonserver until Ctrl-C")
+    serve.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
+    serve.add_argument("--host", default=SETTINGS.host)
+    serve.add_argument("--http-port", type=int, default=SETTINGS.ports.http)
+    serve.add_argument("--grpc-port", type=int, default=SETTINGS.ports.grpc)
+    serve.add_argument("--metrics-port", type=int, default=SETTINGS.ports.metrics)
+    serve.add_argument("--log-verbose", type=int, default=0)
+    serve.set_defaults(run=_serve)

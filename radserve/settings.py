@@ -1,0 +1,173 @@
+"""radserve's defaults, in one place: ports, batching, client, retries, export gates.
+
+Every component reads its defaults from :data:`SETTINGS`. Each field can be overridden by an
+environment variable named ``RADSERVE_<SECTION>_<FIELD>`` (``RADSERVE_<FIELD>`` for the top-level
+ones), e.g. ``RADSERVE_CLIENT_MAX_IN_FLIGHT=32`` or ``RADSERVE_PORTS_GRPC=9001``; tuples are
+comma-separated. Command-line flags override both, per run. :func:`settings_table` lists them all
+(the README's settings table is generated from it and checked by a test).
+
+Instance count and ONNX Runtime threads of the embedded target are not export-time settings: the
+server decides them from the host it runs on (:func:`cpu_split`), so a model exported on a laptop
+is served with the serving host's cores.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, get_args, get_origin, get_type_hints
+
+ENV_PREFIX = "RADSERVE_"
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Triton's endpoints."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingDefaults:
+    """What export writes into each model's dynamic batcher and queue policy.
+
+    Chosen from measurements on a 2-core CPU host (README, "Tuning"): batching gains little compute
+    there, so a short queue delay only helps requests that already arrive together.
+    """
+
+    max_batch_size: int = 32  # radiographs
+    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)  # radiographs
+    max_queue_delay_microseconds: int = 500  # µs
+    max_queue_size: int = 256  # requests
+    queue_timeout_microseconds: int = 30_000_000  # µs
+    max_cpu_instances: int = 4  # embedded target: instances on the serving host (each holds the model)
+    gpu_instances: int = 1  # instances per GPU
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDefaults:
+    """The gRPC client and the classify runner."""
+
+    max_in_flight: int = 16  # requests; enough for the dynamic batcher to form batches
+    decode_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))  # processes
+    request_timeout_seconds: float = 60.0  # s, deadline of one gRPC request
+    retry_initial_backoff_seconds: float = 0.1  # s
+    retry_max_backoff_seconds: float = 5.0  # s
+    retry_give_up_after_seconds: float = 180.0  # s per request, all retries together
+    ready_timeout_seconds: float = 30.0  # s to wait for the model to be ready
+    grpc_max_message_bytes: int = 256 * 1024 * 1024  # bytes; radiographs exceed gRPC's 4 MiB default
+
+
+@dataclass(frozen=True, slots=True)
+class ServerDefaults:
+    """How ``radserve serve`` runs tritonserver."""
+
+    ready_timeout_seconds: float = 120.0  # s to wait for tritonserver to be ready
+    stop_timeout_seconds: float = 30.0  # s for in-flight requests to finish on SIGTERM
+
+
+@dataclass(frozen=True, slots=True)
+class ExportDefaults:
+    """Export: ONNX, parity gates, reduced precision, TensorRT."""
+
+    opset: int = 20  # ONNX opset written (>= 17 checked)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on 0..1 RGB (ImageNet's)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # on 0..1 RGB (ImageNet's)
+    parity_samples: int = 32  # radiographs
+    calibration_samples: int = 64  # radiographs (int8)
+    fp32_min_top1: float = 1.0  # fraction of samples agreeing with PyTorch fp32
+    fp32_max_abs_diff: float = 1e-3  # probability
+    reduced_min_top1: float = 0.99  # fp16 and int8
+    tensorrt_workspace_gib: float = 2.0  # GiB
+
+    @property
+    def tensorrt_workspace_bytes(self) -> int:
+        return int(self.tensorrt_workspace_gib * (1 << 30))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All defaults shared by the server, the exporter and the client."""
+
+    host: str = "127.0.0.1"  # address servers listen on and clients call
+    model_repository: str = "model_repository"  # folder
+    ports: Ports = field(default_factory=Ports)
+    batching: BatchingDefaults = field(default_factory=BatchingDefaults)
+    client: ClientDefaults = field(default_factory=ClientDefaults)
+    server: ServerDefaults = field(default_factory=ServerDefaults)
+    export: ExportDefaults = field(default_factory=ExportDefaults)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+
+def cpu_split(max_instances: int, cores: int | None = None) -> tuple[int, int]:
+    """(instances, ONNX Runtime threads each) for a CPU host: one single-threaded instance per core,
+    at most ``max_instances`` of them (each holds a copy of the model) sharing the cores beyond.
+
+    Measured on 2 cores (README, "Tuning"): two 1-thread instances served ~30 % more than one
+    2-thread instance, for ResNet-18 and EfficientNet-B0.
+    """
+    cores = cores or os.cpu_count() or 1
+    instances = max(1, min(max_instances, cores))
+    return instances, max(1, cores // instances)
+
+
+def _parse(raw: str, kind: Any, name: str) -> Any:
+    try:
+        if get_origin(kind) is tuple:
+            item = get_args(kind)[0]
+            return tuple(item(part) for part in raw.split(",") if part.strip())
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind}") from None
+
+
+def _from_environment(cls: type, environ: Mapping[str, str], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for item in fields(cls):
+        kind = hints[item.name]
+        if isinstance(kind, type) and is_dataclass(kind):
+            values[item.name] = _from_environment(kind, environ, f"{prefix}{item.name.upper()}_")
+            continue
+        name = f"{prefix}{item.name.upper()}"
+        if name in environ:
+            values[item.name] = _parse(environ[name], kind, name)
+    return cls(**values)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults with the ``RADSERVE_*`` overrides of ``environ`` (the process environment)."""
+    return _from_environment(Settings, os.environ if environ is None else environ, ENV_PREFIX)
+
+
+def settings_table(settings: Settings | None = None) -> Iterator[tuple[str, str, str]]:
+    """(environment variable, value, unit or meaning) of every setting, in declaration order."""
+    import inspect
+
+    yield from _rows(settings or load_settings(), ENV_PREFIX, inspect)
+
+
+def _rows(section: Any, prefix: str, inspect: types.ModuleType) -> Iterator[tuple[str, str, str]]:
+    source = inspect.getsource(type(section))
+    comments = {}
+    for line in source.splitlines():
+        name, _, rest = line.strip().partition(":")
+        if "#" in rest:
+            comments[name] = rest.split("#", 1)[1].strip()
+    for item in fields(section):
+        value = getattr(section, item.name)
+        if is_dataclass(value):
+            yield from _rows(value, f"{prefix}{item.name.upper()}_", inspect)
+        else:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            yield f"{prefix}{item.name.upper()}", shown, comments.get(item.name, "")
+
+
+SETTINGS = load_settings()

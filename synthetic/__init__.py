@@ -1,0 +1,28 @@
+"""Synthetic radiographs for demos, training demo models, tests and benchmarks (never in production).
+
+Procedural phantoms of five body regions (:mod:`radserve.synthetic.phantoms`) written as DICOM files
+the way real CR / DX objects are stored (:mod:`radserve.synthetic.dataset`). A hospital deployment
+of :mod:`radserve.client` never imports this package.
+"""
+
+from radserve.synthetic.dataset import (
+    COMPRESSED_SYNTAXES,
+    REGIONS,
+    SyntheticRecord,
+    available_compressed_syntaxes,
+    decode_stored,
+    render_region,
+    synthetic_dataset,
+    write_synthetic_set,
+)
+
+__all__ = [
+    "COMPRESSED_SYNTAXES",
+    "REGIONS",
+    "SyntheticRecord",
+    "available_compressed_syntaxes",
+    "decode_stored",
+    "render_region",
+    "synthetic_dataset",
+    "write_synthetic_set",
+]
