@@ -14,21 +14,28 @@ is served with the serving host's cores.
 from __future__ import annotations
 
 import os
-import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "RADSERVE_"
 
 
+def _unit(default: Any, unit: str, *, per_host: Callable[[], Any] | None = None) -> Any:
+    """A setting's default and its unit (or meaning) for the README table; ``per_host`` computes the
+    default on the host at start instead."""
+    if per_host is not None:
+        return field(default_factory=per_host, metadata={"unit": unit, "per_host": default})
+    return field(default=default, metadata={"unit": unit})
+
+
 @dataclass(frozen=True, slots=True)
 class Ports:
     """Triton's endpoints."""
 
-    http: int = 8000
-    grpc: int = 8001
-    metrics: int = 8002
+    http: int = _unit(8000, "TCP port, HTTP/REST (KServe v2)")
+    grpc: int = _unit(8001, "TCP port, gRPC (KServe v2)")
+    metrics: int = _unit(8002, "TCP port, Prometheus metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,50 +46,54 @@ class BatchingDefaults:
     there, so a short queue delay only helps requests that already arrive together.
     """
 
-    max_batch_size: int = 32  # radiographs
-    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)  # radiographs
-    max_queue_delay_microseconds: int = 500  # µs
-    max_queue_size: int = 256  # requests
-    queue_timeout_microseconds: int = 30_000_000  # µs
-    max_cpu_instances: int = 4  # embedded target: instances on the serving host (each holds the model)
-    gpu_instances: int = 1  # instances per GPU
+    max_batch_size: int = _unit(32, "radiographs")
+    preferred_batch_sizes: tuple[int, ...] = _unit((4, 8, 16), "radiographs")
+    max_queue_delay_microseconds: int = _unit(500, "µs")
+    max_queue_size: int = _unit(256, "requests")
+    queue_timeout_microseconds: int = _unit(30_000_000, "µs")
+    max_cpu_instances: int = _unit(4, "embedded target: instances on the serving host (each holds the model)")
+    gpu_instances: int = _unit(1, "instances per GPU")
 
 
 @dataclass(frozen=True, slots=True)
 class ClientDefaults:
     """The gRPC client and the classify runner."""
 
-    max_in_flight: int = 16  # requests; enough for the dynamic batcher to form batches
-    decode_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))  # processes
-    request_timeout_seconds: float = 60.0  # s, deadline of one gRPC request
-    retry_initial_backoff_seconds: float = 0.1  # s
-    retry_max_backoff_seconds: float = 5.0  # s
-    retry_give_up_after_seconds: float = 180.0  # s per request, all retries together
-    ready_timeout_seconds: float = 30.0  # s to wait for the model to be ready
-    grpc_max_message_bytes: int = 256 * 1024 * 1024  # bytes; radiographs exceed gRPC's 4 MiB default
+    max_in_flight: int = _unit(16, "requests; enough for the dynamic batcher to form batches")
+    decode_workers: int = _unit(
+        "one per core, at most 4",
+        "processes decoding DICOM",
+        per_host=lambda: max(1, min(4, os.cpu_count() or 1)),
+    )
+    request_timeout_seconds: float = _unit(60.0, "s, deadline of one gRPC request")
+    retry_initial_backoff_seconds: float = _unit(0.1, "s")
+    retry_max_backoff_seconds: float = _unit(5.0, "s")
+    retry_give_up_after_seconds: float = _unit(180.0, "s per request, all retries together")
+    ready_timeout_seconds: float = _unit(30.0, "s to wait for the model to be ready")
+    grpc_max_message_bytes: int = _unit(256 * 1024 * 1024, "bytes; radiographs exceed gRPC's 4 MiB default")
 
 
 @dataclass(frozen=True, slots=True)
 class ServerDefaults:
     """How ``radserve serve`` runs tritonserver."""
 
-    ready_timeout_seconds: float = 120.0  # s to wait for tritonserver to be ready
-    stop_timeout_seconds: float = 30.0  # s for in-flight requests to finish on SIGTERM
+    ready_timeout_seconds: float = _unit(120.0, "s to wait for tritonserver to be ready")
+    stop_timeout_seconds: float = _unit(30.0, "s for in-flight requests to finish on SIGTERM")
 
 
 @dataclass(frozen=True, slots=True)
 class ExportDefaults:
     """Export: ONNX, parity gates, reduced precision, TensorRT."""
 
-    opset: int = 20  # ONNX opset written (>= 17 checked)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on 0..1 RGB (ImageNet's)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # on 0..1 RGB (ImageNet's)
-    parity_samples: int = 32  # radiographs
-    calibration_samples: int = 64  # radiographs (int8)
-    fp32_min_top1: float = 1.0  # fraction of samples agreeing with PyTorch fp32
-    fp32_max_abs_diff: float = 1e-3  # probability
-    reduced_min_top1: float = 0.99  # fp16 and int8
-    tensorrt_workspace_gib: float = 2.0  # GiB
+    opset: int = _unit(20, "ONNX opset written (>= 17 checked)")
+    mean: tuple[float, float, float] = _unit((0.485, 0.456, 0.406), "on 0..1 RGB (ImageNet's)")
+    std: tuple[float, float, float] = _unit((0.229, 0.224, 0.225), "on 0..1 RGB (ImageNet's)")
+    parity_samples: int = _unit(32, "radiographs")
+    calibration_samples: int = _unit(64, "radiographs (int8)")
+    fp32_min_top1: float = _unit(1.0, "fraction of samples agreeing with PyTorch fp32")
+    fp32_max_abs_diff: float = _unit(1e-3, "probability")
+    reduced_min_top1: float = _unit(0.99, "fp16 and int8")
+    tensorrt_workspace_gib: float = _unit(2.0, "GiB")
 
     @property
     def tensorrt_workspace_bytes(self) -> int:
@@ -93,8 +104,8 @@ class ExportDefaults:
 class Settings:
     """All defaults shared by the server, the exporter and the client."""
 
-    host: str = "127.0.0.1"  # address servers listen on and clients call
-    model_repository: str = "model_repository"  # folder
+    host: str = _unit("127.0.0.1", "address servers listen on and clients call")
+    model_repository: str = _unit("model_repository", "folder")
     ports: Ports = field(default_factory=Ports)
     batching: BatchingDefaults = field(default_factory=BatchingDefaults)
     client: ClientDefaults = field(default_factory=ClientDefaults)
@@ -148,26 +159,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def settings_table(settings: Settings | None = None) -> Iterator[tuple[str, str, str]]:
-    """(environment variable, value, unit or meaning) of every setting, in declaration order."""
-    import inspect
-
-    yield from _rows(settings or load_settings(), ENV_PREFIX, inspect)
+    """(environment variable, default, unit or meaning) of every setting, in declaration order."""
+    yield from _rows(settings or Settings(), ENV_PREFIX)
 
 
-def _rows(section: Any, prefix: str, inspect: types.ModuleType) -> Iterator[tuple[str, str, str]]:
-    source = inspect.getsource(type(section))
-    comments = {}
-    for line in source.splitlines():
-        name, _, rest = line.strip().partition(":")
-        if "#" in rest:
-            comments[name] = rest.split("#", 1)[1].strip()
+def _rows(section: Any, prefix: str) -> Iterator[tuple[str, str, str]]:
     for item in fields(section):
         value = getattr(section, item.name)
         if is_dataclass(value):
-            yield from _rows(value, f"{prefix}{item.name.upper()}_", inspect)
-        else:
-            shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-            yield f"{prefix}{item.name.upper()}", shown, comments.get(item.name, "")
+            yield from _rows(value, f"{prefix}{item.name.upper()}_")
+            continue
+        shown = item.metadata.get("per_host", value)
+        shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else str(shown)
+        yield f"{prefix}{item.name.upper()}", shown, item.metadata.get("unit", "")
 
 
 SETTINGS = load_settings()
+
+
+def render_settings_table(settings: Settings | None = None) -> str:
+    """The README's Markdown table of every setting's variable, default and unit."""
+    lines = ["| environment variable | default | unit / meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {value} | {unit} |" for name, value, unit in settings_table(settings)]
+    return "\n".join(lines)

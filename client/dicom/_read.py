@@ -235,6 +235,42 @@ def _int(ds: Dataset, keyword: str, path: str, default: int | None = None) -> in
         raise InputError(path, reason, f"{keyword} is not an integer") from None
 
 
+def _photometric(ds: Dataset, path: str, bits_allocated: int) -> tuple[str, int]:
+    """(PhotometricInterpretation, SamplesPerPixel), checked against each other."""
+    samples = _int(ds, "SamplesPerPixel", path, 0)
+    try:
+        photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
+    except Exception:
+        photometric = ""
+    if not photometric:
+        photometric = "MONOCHROME2" if samples in (0, 1) else "RGB"
+        _LOG.warning("%s: no PhotometricInterpretation, assuming %s", path, photometric)
+    if photometric in _MONOCHROME or photometric == _PALETTE:
+        expected_samples = 1
+    elif photometric in _COLOUR:
+        expected_samples = 3
+    else:
+        raise InputError(
+            path,
+            "unsupported_photometric",
+            f"PhotometricInterpretation {photometric} is not supported",
+        )
+    samples = samples or expected_samples
+    if samples != expected_samples:
+        raise InputError(
+            path,
+            "inconsistent_attributes",
+            f"SamplesPerPixel is {samples} but {photometric} needs {expected_samples}",
+        )
+    if samples == 3 and bits_allocated == 1:
+        raise InputError(
+            path,
+            "inconsistent_attributes",
+            f"BitsAllocated {bits_allocated} is not supported for colour images",
+        )
+    return photometric, samples
+
+
 def pixel_info(ds: Dataset, path: str) -> PixelInfo:
     """Validate the Image Pixel module of ``ds`` against its Pixel Data; raise InputError."""
     uid = transfer_syntax(ds, path)
@@ -273,37 +309,7 @@ def pixel_info(ds: Dataset, path: str) -> PixelInfo:
     if representation not in (0, 1):
         raise InputError(path, "inconsistent_attributes", f"PixelRepresentation is {representation}")
 
-    samples = _int(ds, "SamplesPerPixel", path, 0)
-    try:
-        photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
-    except Exception:
-        photometric = ""
-    if not photometric:
-        photometric = "MONOCHROME2" if samples in (0, 1) else "RGB"
-        _LOG.warning("%s: no PhotometricInterpretation, assuming %s", path, photometric)
-    if photometric in _MONOCHROME or photometric == _PALETTE:
-        expected_samples = 1
-    elif photometric in _COLOUR:
-        expected_samples = 3
-    else:
-        raise InputError(
-            path,
-            "unsupported_photometric",
-            f"PhotometricInterpretation {photometric} is not supported",
-        )
-    samples = samples or expected_samples
-    if samples != expected_samples:
-        raise InputError(
-            path,
-            "inconsistent_attributes",
-            f"SamplesPerPixel is {samples} but {photometric} needs {expected_samples}",
-        )
-    if samples == 3 and bits_allocated == 1:
-        raise InputError(
-            path,
-            "inconsistent_attributes",
-            f"BitsAllocated {bits_allocated} is not supported for colour images",
-        )
+    photometric, samples = _photometric(ds, path, bits_allocated)
     planar = _int(ds, "PlanarConfiguration", path, 0) if samples == 3 else 0
 
     info = PixelInfo(
