@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -143,9 +144,11 @@ def test_install_adds_exactly_one_top_level_package(tmp_path: Path) -> None:
         ).strip()
     )
     before = {entry.name for entry in site.iterdir()}
+    source = tmp_path / "source"  # pip builds in the source tree: build a copy, not the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "model_repository", "tests"))
     environment = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--no-deps", str(ROOT)],
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", str(source)],
         check=True,
         env=environment,
         cwd=tmp_path,
