@@ -46,6 +46,8 @@ class BatchingDefaults:
     queue_timeout_microseconds: int = 30_000_000  # µs
     max_cpu_instances: int = 4  # embedded target: instances on the serving host (each holds the model)
     gpu_instances: int = 1  # instances per GPU
+    gpu_max_batch_size: int = 256  # radiographs; embedded-gpu (one CUDA graph per padded size up to it)
+    gpu_python_instances: int = 2  # embedded-gpu: instances per GPU (host work overlaps GPU work)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class ExportDefaults:
     fp32_max_abs_diff: float = 1e-3  # probability
     reduced_min_top1: float = 0.99  # fp16 and int8
     tensorrt_workspace_gib: float = 2.0  # GiB
+    gpu_fp16_max_abs_diff: float = 1e-2  # probability; embedded-gpu fp16 network vs PyTorch fp32
 
     @property
     def tensorrt_workspace_bytes(self) -> int:
