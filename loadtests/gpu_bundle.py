@@ -136,7 +136,7 @@ def build_radserve_wheel(into: Path) -> Path:
     return next(into.glob("radserve-*.whl"))
 
 
-def write_dicom_set(folder: Path) -> list[dict[str, str]]:
+def write_dicom_set(folder: Path, matrix: tuple[int, int] = MATRIX) -> list[dict[str, str]]:
     """One radiograph stored uncompressed and with each GPU-decodable lossless syntax, same pixels.
 
     Every compressed file is checked here against the stored pixels with radserve's CPU decoder.
@@ -152,7 +152,7 @@ def write_dicom_set(folder: Path) -> list[dict[str, str]]:
     from radserve.synthetic.dataset import _set_pixels, synthetic_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
-    base = synthetic_dataset("pelvis", np.random.default_rng(2), matrix=MATRIX)
+    base = synthetic_dataset("pelvis", np.random.default_rng(2), matrix=matrix)
     # the phantom's per-pixel noise compresses to ~9 bits/pixel; smoothed, it compresses about as a
     # real CR does (2.5-3:1 lossless), which keeps the bundle within its size
     smoothed = cv2.GaussianBlur(base.pixel_array.astype(np.float32), (0, 0), SMOOTHING_SIGMA)
@@ -183,7 +183,7 @@ def write_dicom_set(folder: Path) -> list[dict[str, str]]:
         read_radiographs(path)  # and the whole client pipeline reads it
         records.append({"file": path.name, "name": name, "transfer_syntax": str(syntax)})
     (folder / "manifest.json").write_text(
-        json.dumps({"matrix": list(MATRIX), "bits_stored": int(base.BitsStored), "files": records}, indent=2)
+        json.dumps({"matrix": list(matrix), "bits_stored": int(base.BitsStored), "files": records}, indent=2)
     )
     return records
 

@@ -92,13 +92,16 @@ def stage_environment(paths: Paths) -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "cpu_count": os.cpu_count(),
     }
-    for package in ("torchvision", "onnxruntime", "grpcio", "protobuf", "tritonclient", "pydicom", "cv2"):
-        try:
-            from importlib import metadata
+    from importlib import metadata
 
-            info[package] = metadata.version("opencv-python" if package == "cv2" else package)
-        except Exception as error:  # a package missing is a figure too
-            info[package] = f"missing ({type(error).__name__})"
+    for package in ("torchvision", "onnxruntime", "grpcio", "protobuf", "tritonclient", "pydicom", "onnx"):
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:  # a package missing is a figure too
+            info[package] = "missing"
+    import cv2
+
+    info["opencv"] = cv2.__version__
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
         info["gpu"] = properties.name
@@ -248,6 +251,12 @@ def run_stage(name: str, paths: Paths) -> dict[str, Any]:
     return {"environment": stage_environment, "model": stage_model, "raw": stage_raw}[name](paths)
 
 
+def save_partial(paths: Paths, stage: str, result: dict[str, Any]) -> None:
+    """What ``stage`` measured so far, kept in the report if the stage is cut short or crashes."""
+    partial = {"ok": False, "error": f"stage {stage} did not finish (partial figures)", **result}
+    paths.result(stage).write_text(json.dumps(partial, indent=2, default=str))
+
+
 def _child(name: str, paths: Paths) -> int:
     started = time.monotonic()
     try:
@@ -293,11 +302,13 @@ def orchestrate(paths: Paths, budget: float, only: list[str] | None) -> dict[str
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         _kill_leftover_server(paths)
+        cause = f"timed out after {timeout:.0f} s" if process.returncode == -9 else "wrote no result"
         try:
             result = json.loads(paths.result(name).read_text())
         except (OSError, json.JSONDecodeError):
-            cause = f"timed out after {timeout:.0f} s" if process.returncode == -9 else "wrote no result"
             result = {"ok": False, "error": f"stage {name} {cause} (exit code {process.returncode})"}
+        if not result["ok"] and process.returncode not in (0, 1):
+            result["error"] = f"{result['error']}; {cause} (exit code {process.returncode})"
         result["wall_seconds"] = round(time.monotonic() - started, 1)
         report["stages"][name] = result
         LOGGER.info(
@@ -315,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT_DIR", "gpu-check-out")))
     parser.add_argument("--dicom", type=Path, required=True, help="the bundle's DICOM files")
     parser.add_argument("--cpu-dry-run", action="store_true", help="run the stages on the CPU, small")
-    parser.add_argument("--budget-seconds", type=float, default=450.0)
+    parser.add_argument("--budget-seconds", type=float, default=420.0, help="all stages together")
     parser.add_argument("--stage", help="run one stage in this process (used by the orchestrator)")
     parser.add_argument("--only", nargs="+", help="run only these stages")
     args = parser.parse_args(argv)

@@ -25,23 +25,28 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/radserve-gpu-check.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 stamp "bundle $BUNDLE, work $WORK, out $OUT, python $("$PY" -V 2>&1)"
 
+# Python unpacks (a bare host may lack the xz program); the "tar" filter keeps executable bits
+unpack() {
+  "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="tar")' "$1" "$2" \
+    || { stamp "cannot unpack $1"; exit 2; }
+}
 SITE="$WORK/site"
 mkdir -p "$SITE" "$WORK/radserve"
-tar -xJf "$BUNDLE/tritonserver.tar.xz" -C "$SITE" || { stamp "cannot unpack tritonserver.tar.xz"; exit 2; }
-tar -xJf "$BUNDLE/site-packages.tar.xz" -C "$SITE" || { stamp "cannot unpack site-packages.tar.xz"; exit 2; }
-tar -xJf "$BUNDLE/dicom.tar.xz" -C "$WORK" || { stamp "cannot unpack dicom.tar.xz"; exit 2; }
+unpack "$BUNDLE/tritonserver.tar.xz" "$SITE"
+unpack "$BUNDLE/site-packages.tar.xz" "$SITE"
+unpack "$BUNDLE/dicom.tar.xz" "$WORK"
 "$PY" -m zipfile -e "$BUNDLE"/radserve-*.whl "$WORK/radserve" || { stamp "cannot unpack the radserve wheel"; exit 2; }
 stamp "unpacked: $(du -sh "$SITE" | cut -f1) of packages and tritonserver"
 
 if [ "$DRY_RUN" = 1 ]; then
   # the bundle's packages are for Python 3.12: a dry run takes radserve from the wheel and the rest
   # (tritonserver included) from the development environment
-  export PYTHONPATH="$WORK/radserve"
+  export PYTHONPATH="$WORK/radserve${PYTHONPATH:+:$PYTHONPATH}"
 else
-  export PYTHONPATH="$WORK/radserve:$SITE"
+  export PYTHONPATH="$WORK/radserve:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-timeout --kill-after=10 480 "$PY" -m radserve.loadtests.gpu_check --work "$WORK/check" --out "$OUT" \
+timeout --kill-after=10 450 "$PY" -m radserve.loadtests.gpu_check --work "$WORK/check" --out "$OUT" \
   --dicom "$WORK/dicom" "$@"
 status=$?
 stamp "finished with exit code $status; report in $OUT/gpu-check.md"

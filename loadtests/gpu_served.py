@@ -124,6 +124,7 @@ def served_parity(url: str, paths: Paths, model: str) -> dict[str, Any]:
 
 
 def stage_served(paths: Paths) -> dict[str, Any]:
+    from radserve.loadtests.gpu_check import save_partial
     from radserve.server_config.triton import TritonServer, free_ports
 
     model = paths.served_model
@@ -136,6 +137,7 @@ def stage_served(paths: Paths) -> dict[str, Any]:
     try:
         result["parity"] = served_parity(server.grpc_url, paths, model)
         LOGGER.info("served parity %s", result["parity"])
+        save_partial(paths, "served", result)
         points = DRY_RUN_POINTS if paths.dry_run else POINTS
         seconds = 1.0 if paths.dry_run else 3.0
         result["points"] = []
@@ -147,6 +149,7 @@ def stage_served(paths: Paths) -> dict[str, Any]:
                 )
                 LOGGER.info("served %s", point)
                 result["points"].append(point)
+                save_partial(paths, "served", result)
     finally:
         server.stop()
         (paths.work / "tritonserver.pid").unlink(missing_ok=True)
