@@ -119,6 +119,8 @@ class GraphRunner:
     @torch.inference_mode()
     def _capture(self) -> None:
         torch.backends.cudnn.benchmark = True  # fixed shapes: tuned once per padded size
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 networks keep their parity figures
+        torch.backends.cudnn.allow_tf32 = False
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
@@ -198,8 +200,6 @@ class TritonPythonModel:
         kind, device_id = args.get("model_instance_kind", "GPU"), args.get("model_instance_device_id", "0")
         device = select_device(kind, device_id, args["model_name"])
         torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 networks keep their parity figures
-        torch.backends.cudnn.allow_tf32 = False
         sizes = [int(size) for size in parameters["padded_batch_sizes"].split(",")]
         folder = os.path.join(args["model_repository"], args["model_version"])
         self.runner = load_runner(folder, sizes, device, parameters.get("weights_filename", WEIGHTS_FILE))
