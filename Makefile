@@ -9,7 +9,7 @@ DEMO_CHECKPOINT := $(BUILD)/demo-resnet18.pt
 DEMO_DICOM := $(BUILD)/demo-dicom
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus loadtest bench
+.PHONY: demo test lint format install clean prometheus loadtest bench gpu-bundle
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 # raw engine vs served vs naive baseline vs end-to-end from DICOM (table, JSON, PNG in build/bench).
 bench: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(RADSERVE) bench --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) --out $(BUILD)/bench
+
+# Offline GPU check (README, "GPU hosts"): build/gpu-bundle/ (<= 60 MB) with check.sh for a GPU host with
+# Python 3.12 + PyTorch and no network. Downloads the Python 3.12 wheels once (build/gpu-bundle-cache).
+gpu-bundle: | $(STAMP)
+	$(PY) -m radserve.loadtests.gpu_bundle --out $(BUILD)/gpu-bundle --cache $(BUILD)/gpu-bundle-cache
 
 test: $(STAMP) prometheus
 	$(PY) -m ruff check .

@@ -27,11 +27,17 @@ from radserve.settings import SETTINGS, BatchingDefaults
 if TYPE_CHECKING:
     from radserve.export.tensorrt import EngineMetadata
 
-Target = Literal["embedded", "onnxruntime", "tensorrt"]
-TARGETS: tuple[Target, ...] = ("embedded", "onnxruntime", "tensorrt")
+Target = Literal["embedded", "embedded-gpu", "onnxruntime", "tensorrt"]
+TARGETS: tuple[Target, ...] = ("embedded", "embedded-gpu", "onnxruntime", "tensorrt")
+# Targets served by Triton's Python backend (model.py copied into the version folder).
+PYTHON_TARGETS: tuple[Target, ...] = ("embedded", "embedded-gpu")
 LABELS_FILE = "labels.txt"
+# embedded-gpu: the network's state_dict; model.py rebuilds the architecture named in the model card.
+WEIGHTS_FILE_PARAMETER = "weights_filename"
+PADDED_SIZES_PARAMETER = "padded_batch_sizes"
 MODEL_FILES: dict[Target, str] = {
     "embedded": "model.onnx",
+    "embedded-gpu": "weights.pt",
     "onnxruntime": "model.onnx",
     "tensorrt": "model.plan",
 }
@@ -71,13 +77,13 @@ def build_config(
     if engine is not None:
         _check_engine_fits(card, batching, engine)
     config = pb.ModelConfig(name=card.name, max_batch_size=batching.max_batch_size)
-    if target == "embedded":
+    if target in PYTHON_TARGETS:
         config.backend = "python"
     elif target == "onnxruntime":
         config.platform = "onnxruntime_onnx"
     else:
         config.platform = "tensorrt_plan"
-    if target != "embedded":  # the Python backend takes default_model_filename as its model.py
+    if target not in PYTHON_TARGETS:  # the Python backend takes default_model_filename as its model.py
         config.default_model_filename = MODEL_FILES[target]
     config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[1, height, width])
     config.output.add(
@@ -85,8 +91,9 @@ def build_config(
     )
 
     dynamic = config.dynamic_batching
+    preferred = padded_batch_sizes(batching.max_batch_size) if target == "embedded-gpu" else None
     dynamic.preferred_batch_size.extend(
-        size for size in batching.preferred_batch_sizes if size <= batching.max_batch_size
+        size for size in preferred or batching.preferred_batch_sizes if size <= batching.max_batch_size
     )
     dynamic.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
     policy = dynamic.default_queue_policy
@@ -101,6 +108,9 @@ def build_config(
         # ONNX Runtime's default threads (all cores) for a tritonserver started by other means.
         group.kind = pb.ModelInstanceGroup.KIND_CPU
         group.count = 1
+    elif target == "embedded-gpu":
+        group.kind = pb.ModelInstanceGroup.KIND_GPU
+        group.count = batching.gpu_python_instances
     else:
         group.kind = pb.ModelInstanceGroup.KIND_GPU
         group.count = batching.gpu_instances
@@ -111,6 +121,11 @@ def build_config(
         config.parameters[HOST_SIZED_PARAMETER].string_value = "true"
         config.parameters[ONNXRUNTIME_THREADS_PARAMETER].string_value = "0"
         config.parameters["onnx_model_filename"].string_value = MODEL_FILES[target]
+    elif target == "embedded-gpu":
+        # fixed shapes (DESIGN decision 10): model.py pads each batch to one of these, one CUDA graph each
+        sizes = padded_batch_sizes(batching.max_batch_size)
+        config.parameters[PADDED_SIZES_PARAMETER].string_value = ",".join(map(str, sizes))
+        config.parameters[WEIGHTS_FILE_PARAMETER].string_value = MODEL_FILES[target]
     elif target == "onnxruntime":
         _onnxruntime_options(config, card, options)
     else:
@@ -122,6 +137,12 @@ def build_config(
         warmup.inputs[INPUT_NAME].dims.extend([1, height, width])
         warmup.inputs[INPUT_NAME].zero_data = True
     return config
+
+
+def padded_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """The fixed batch sizes of the embedded-gpu target: powers of two below ``max_batch_size``, and it."""
+    powers = (1 << exponent for exponent in range(max_batch_size.bit_length()))
+    return (*(size for size in powers if size < max_batch_size), max_batch_size)
 
 
 def _check_engine_fits(card: ModelCard, batching: BatchingDefaults, engine: EngineMetadata) -> None:

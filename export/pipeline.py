@@ -139,6 +139,10 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     Raises :class:`ExportError` (parity refused, TensorRT unavailable: with the trtexec command)
     or :class:`ModelCardError` (bad source). Nothing is published unless every variant passed.
     """
+    if request.target == "embedded-gpu":  # no ONNX: the network itself, gated on its device
+        from radserve.export.gpu_export import export_embedded_gpu
+
+        return export_embedded_gpu(request)
     unknown = [p for p in request.precisions if p not in PRECISIONS]
     if unknown or not request.precisions:
         raise ExportError(f"precisions must be some of {list(PRECISIONS)}, got {list(request.precisions)}")

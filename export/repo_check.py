@@ -18,7 +18,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from radserve.errors import ModelCardError, RadserveError
 from radserve.export.hashing import file_sha256
-from radserve.export.model_config import LABELS_FILE, parse_config
+from radserve.export.model_config import LABELS_FILE, WEIGHTS_FILE_PARAMETER, parse_config
 from radserve.export.repository import CONFIG_FILE
 from radserve.model_card import (
     INPUT_NAME,
@@ -92,7 +92,7 @@ def check_model(model_dir: Path) -> ModelReport:
 
 def _target(config: pb.ModelConfig) -> str:
     if config.backend == "python":
-        return "embedded"
+        return "embedded-gpu" if WEIGHTS_FILE_PARAMETER in config.parameters else "embedded"
     return {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}.get(
         config.platform, config.platform or config.backend or "?"
     )
@@ -218,6 +218,11 @@ def _check_version(
             problems.append(f"{where}: no model.py (the Python backend's model)")
         onnx_name = config.parameters["onnx_model_filename"].string_value or "model.onnx"
         _check_onnx(folder / onnx_name, where, input_size, classes, problems)
+    elif target == "embedded-gpu":
+        if not (folder / "model.py").is_file():
+            problems.append(f"{where}: no model.py (the Python backend's model)")
+        weights = folder / config.parameters[WEIGHTS_FILE_PARAMETER].string_value
+        _check_weights(weights, where, card, problems)
     elif target == "onnxruntime":
         _check_onnx(
             folder / (config.default_model_filename or "model.onnx"), where, input_size, classes, problems
@@ -299,3 +304,22 @@ def _check_plan(
         problems.append(f"{where}: plan precision {metadata.precision}, model card {card.precision}")
     if metadata.plan_sha256 and file_sha256(path) != metadata.plan_sha256:
         problems.append(f"{where}: {path.name} does not match the sha256 in {metadata_path(path).name}")
+
+
+def _check_weights(path: Path, where: str, card: ModelCard | None, problems: list[str]) -> None:
+    """embedded-gpu: the weights load as plain tensors and fit the card's architecture and labels."""
+    if not path.is_file():
+        problems.append(f"{where}: no {path.name}")
+        return
+    if card is None:
+        return
+    import torch
+
+    from radserve.export.architectures import build_model
+
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        build_model(card.architecture, card.num_classes).load_state_dict(state_dict)
+    except Exception as error:  # unpickling, unknown architecture, shapes: all end in one line
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        problems.append(f"{where}: {path.name} does not load into {card.architecture}: {first}")

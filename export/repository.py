@@ -20,6 +20,7 @@ from radserve.errors import ExportError
 from radserve.export.model_config import (
     LABELS_FILE,
     MODEL_FILES,
+    PYTHON_TARGETS,
     ServingOptions,
     Target,
     build_config,
@@ -33,9 +34,12 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.pbtxt"
-# The Python-backend model of the embedded target; it imports Triton's stub utilities, so it is
-# copied as a file, never imported here.
-EMBEDDED_MODEL_SOURCE = Path(__file__).with_name("embedded_model.py")
+# model.py of each Python-backend target; it imports Triton's stub utilities, so it is copied as a
+# file (self-contained: it imports nothing from radserve).
+MODEL_SOURCES: dict[Target, Path] = {
+    "embedded": Path(__file__).with_name("embedded_model.py"),
+    "embedded-gpu": Path(__file__).with_name("gpu_model.py"),
+}
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -74,8 +78,8 @@ def publish(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
         shutil.copyfile(model_file, staging / MODEL_FILES[target])
-        if target == "embedded":
-            shutil.copyfile(EMBEDDED_MODEL_SOURCE, staging / "model.py")
+        if target in PYTHON_TARGETS:
+            shutil.copyfile(MODEL_SOURCES[target], staging / "model.py")
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, staging / name)
         card.write(staging)

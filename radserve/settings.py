@@ -53,6 +53,10 @@ class BatchingDefaults:
     queue_timeout_microseconds: int = _unit(30_000_000, "µs")
     max_cpu_instances: int = _unit(4, "embedded target: instances on the serving host (each holds the model)")
     gpu_instances: int = _unit(1, "instances per GPU")
+    gpu_max_batch_size: int = _unit(
+        256, "radiographs; embedded-gpu (one CUDA graph per padded size up to it)"
+    )
+    gpu_python_instances: int = _unit(2, "embedded-gpu: instances per GPU (host work overlaps GPU work)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,7 @@ class ExportDefaults:
     fp32_max_abs_diff: float = _unit(1e-3, "probability")
     reduced_min_top1: float = _unit(0.99, "fp16 and int8")
     tensorrt_workspace_gib: float = _unit(2.0, "GiB")
+    gpu_fp16_max_abs_diff: float = _unit(1e-2, "probability; embedded-gpu fp16 network vs PyTorch fp32")
 
     @property
     def tensorrt_workspace_bytes(self) -> int:

@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-import imagecodecs
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
@@ -118,6 +117,8 @@ def _finish(ds: Dataset, info: PixelInfo, frames: list[np.ndarray], kind: Kind, 
 
 def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
     """JPEG family, JPEG-LS, JPEG 2000 and HTJ2K frames via imagecodecs."""
+    import imagecodecs  # only compressed files need it (a GPU host may decode them with nvImageCodec)
+
     uid = info.transfer_syntax
     offsets = None
     if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
@@ -162,6 +163,8 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
 
 def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray, Kind]:
     """libjpeg-turbo for every JPEG process; the lossless-only ljpeg codec as a fallback."""
+    import imagecodecs
+
     if info.samples == 3:
         space = _jpeg_colour_space(data, info.photometric)
         frame = imagecodecs.jpeg8_decode(data, colorspace=space, outcolorspace=space)
@@ -176,6 +179,8 @@ def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray, Kind]:
 
 def _decode_htj2k(data: bytes) -> np.ndarray:
     """OpenJPH is about twice as fast as OpenJPEG on HTJ2K; OpenJPEG covers what it rejects."""
+    import imagecodecs
+
     try:
         return imagecodecs.htj2k_decode(data)
     except Exception:

@@ -32,6 +32,8 @@ def _export(args: argparse.Namespace) -> int:
     batching = SETTINGS.batching
     if args.max_batch_size is not None:
         batching = replace(batching, max_batch_size=args.max_batch_size)
+    elif args.target == "embedded-gpu":
+        batching = replace(batching, max_batch_size=batching.gpu_max_batch_size)
     options = ServingOptions(batching=batching, tensorrt_accelerator=args.trt_accelerator)
     result = export_checkpoint(
         ExportRequest(
@@ -144,9 +146,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint", type=Path)
     export.add_argument("--name", required=True, help="model name in the repository")
     export.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
-    export.add_argument("--target", choices=("embedded", "onnxruntime", "tensorrt"), default="embedded")
+    export.add_argument(
+        "--target",
+        choices=("embedded", "embedded-gpu", "onnxruntime", "tensorrt"),
+        default="embedded",
+        help="embedded: ONNX Runtime on the CPU; embedded-gpu: PyTorch on CUDA (both: Python backend)",
+    )
     export.add_argument("--keep-versions", type=int, help="keep only the newest N versions on disk")
-    export.add_argument("--max-batch-size", type=int, help="Triton max_batch_size (TensorRT profile max)")
+    export.add_argument(
+        "--max-batch-size",
+        type=int,
+        help="Triton max_batch_size (TensorRT profile max; embedded-gpu: largest padded size, default "
+        f"{SETTINGS.batching.gpu_max_batch_size})",
+    )
     _add_source_arguments(export)
     _add_gate_arguments(export)
     _add_engine_arguments(export)

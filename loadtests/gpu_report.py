@@ -1,0 +1,105 @@
+"""``gpu-check.json`` and ``gpu-check.md``: the GPU check's figures, as data and as the README's tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _stage(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return report["stages"].get(name) or {}
+
+
+def _status_lines(report: dict[str, Any]) -> list[str]:
+    lines = ["| stage | ok | seconds | error |", "|---|---|---|---|"]
+    for name, stage in report["stages"].items():
+        error = str(stage.get("error", "")).replace("|", "/").splitlines()
+        shown = error[0][:160] if error else ""
+        lines.append(
+            f"| {name} | {'yes' if stage.get('ok') else 'NO'} | {stage.get('wall_seconds', '')} | {shown} |"
+        )
+    return lines
+
+
+def _served_lines(report: dict[str, Any]) -> list[str]:
+    raw = _stage(report, "raw").get("img_per_s", {})
+    served = _stage(report, "served")
+    lines = []
+    if raw:
+        lines += ["", "Raw (the backend's module in-process, PyTorch fp16 + CUDA graphs), img/s:", ""]
+        lines += ["| " + " | ".join(f"b{batch}" for batch in raw) + " |", "|" + "---|" * len(raw)]
+        lines.append("| " + " | ".join(f"{rate:,.0f}" for rate in raw.values()) + " |")
+    parity = served.get("parity")
+    if parity:
+        lines += [
+            "",
+            f"Served parity vs PyTorch fp32 on the CPU ({parity['samples']} radiographs): top-1 "
+            f"{parity['top1_agreement']:.1%}, max abs diff {parity['max_abs_diff']:.2e}.",
+        ]
+    if served.get("points"):
+        lines += ["", "| radiographs per request | in flight | img/s | p50 ms | p99 ms | served / raw |"]
+        lines.append("|---|---|---|---|---|---|")
+        for point in served["points"]:
+            same = raw.get(str(point["per_request"]))
+            ratio = f"{point['img_per_s'] / same:.2f}" if same else ""
+            lines.append(
+                f"| {point['per_request']} | {point['in_flight']} | {point['img_per_s']:,.0f} | "
+                f"{point['p50_ms']} | {point['p99_ms']} | {ratio} |"
+            )
+        lines.append("")
+        lines.append("served / raw: against raw at a batch of the same size as one request.")
+    return lines
+
+
+def _decode_lines(report: dict[str, Any]) -> list[str]:
+    decode = _stage(report, "decode")
+    if not decode.get("files"):
+        return []
+    lines = [
+        "",
+        f"GPU decode ({decode.get('nvimgcodec', '?')}), {decode['matrix'][0]} x {decode['matrix'][1]}, "
+        f"{decode['bits_stored']} bits stored:",
+        "",
+    ]
+    lines += [
+        "| file | bit-exact | GPU one ms | GPU batched /s | CPU (decoder) one ms | error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in decode["files"].items():
+        cpu = f"{entry.get('cpu_one_ms', '-')} ({entry.get('cpu_decoder', '')})"
+        lines.append(
+            f"| {name} | {entry.get('bit_exact', '-')} | {entry.get('gpu_one_ms', '-')} | "
+            f"{entry.get('gpu_batched_per_s', '-')} | {cpu} | {entry.get('error', '')} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Host-to-GPU copy of the uncompressed pixels: {decode.get('h2d_uncompressed_ms')} ms; window LUT + "
+        f"letterbox resize to 224 on the GPU: {decode.get('gpu_lut_resize_224_per_s')} radiographs/s."
+    )
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    environment = _stage(report, "environment")
+    title = "GPU check (CPU dry run: figures are not GPU figures)" if report["dry_run"] else "GPU check"
+    lines = [f"# {title}", ""]
+    if environment.get("ok"):
+        lines.append(
+            f"{environment.get('gpu', 'no GPU')}, {environment.get('nvidia_smi', '')}; Python "
+            f"{environment['python']}, torch {environment['torch']}, {environment['cpu_count']} CPUs."
+        )
+    model = _stage(report, "model")
+    if model.get("ok"):
+        lines.append("")
+        lines.append(f"Demo model: {model['demo']}; export parity {json.dumps(model['export_parity'])}.")
+    lines += ["", *_status_lines(report), *_served_lines(report), *_decode_lines(report)]
+    if "total_seconds" in report:
+        lines += ["", f"Total: {report['total_seconds']} s."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu-check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "gpu-check.md").write_text(render_markdown(report))
