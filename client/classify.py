@@ -22,7 +22,6 @@ from radserve.client.grpc_client import AsyncRadiographClient, Prediction, Retry
 from radserve.client.metrics import ClientMetrics
 from radserve.client.preprocess import model_input
 from radserve.client.results import ResultRow
-from radserve.client.sr import read_source_header, write_classification_sr
 from radserve.errors import InferenceError, InputError
 from radserve.model_card import ModelCard
 from radserve.settings import SETTINGS
@@ -175,6 +174,8 @@ def _prediction_row(
 
 def _with_reports(rows: list[ResultRow], card: ModelCard, folder: Path) -> list[ResultRow]:
     """Write an SR per classified row; a row whose SR cannot be written becomes an error row."""
+    from radserve.client.sr import read_source_header, write_classification_sr  # highdicom: only when asked
+
     header = None
     written = []
     for row in rows:

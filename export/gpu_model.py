@@ -207,8 +207,12 @@ class TritonPythonModel:
         self.output_name = config["output"][0]["name"]
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        # DLPack both ways: the 2.51 stub's numpy bridge is not reliable under numpy 2 (see below)
         images = [
-            pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests
+            torch.utils.dlpack.from_dlpack(
+                pb_utils.get_input_tensor_by_name(request, self.input_name).to_dlpack()
+            ).numpy()
+            for request in requests
         ]
         try:
             probabilities = self.runner.infer(images)
@@ -218,7 +222,10 @@ class TritonPythonModel:
         sizes = [len(image) for image in images]
         responses = []
         for part in np.split(probabilities, np.cumsum(sizes)[:-1]):
-            tensor = pb_utils.Tensor(self.output_name, np.ascontiguousarray(part))
+            # through DLPack, not pb_utils.Tensor(name, ndarray): under numpy 2 (the GPU host's Python
+            # 3.12) the 2.51 stub sends a numpy-built output with its shape but without its bytes
+            data = torch.from_numpy(np.ascontiguousarray(part))
+            tensor = pb_utils.Tensor.from_dlpack(self.output_name, torch.utils.dlpack.to_dlpack(data))
             responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
         return responses
 

@@ -46,6 +46,7 @@ else
   export PYTHONPATH="$WORK/radserve:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
+cd "$WORK"  # never the repository root: its radserve/ folder would shadow the wheel
 timeout --kill-after=10 450 "$PY" -m radserve.loadtests.gpu_check --work "$WORK/check" --out "$OUT" \
   --dicom "$WORK/dicom" "$@"
 status=$?

@@ -38,6 +38,14 @@ def _infer(client: Any, model: str, images: np.ndarray) -> np.ndarray:
     tensor = InferInput(INPUT_NAME, list(images.shape), "UINT8")
     tensor.set_data_from_numpy(images)
     result = client.infer(model, [tensor], outputs=[InferRequestedOutput(OUTPUT_NAME)])
+    response = result.get_response()
+    if not any(len(raw) for raw in response.raw_output_contents):
+        detail = [(o.name, o.datatype, list(o.shape)) for o in response.outputs]
+        raise RuntimeError(
+            f"empty output for {images.shape}: outputs {detail}, "
+            f"raw sizes {[len(raw) for raw in response.raw_output_contents]}, "
+            f"contents {[str(o.contents)[:80] for o in response.outputs]}"
+        )
     return result.as_numpy(OUTPUT_NAME)
 
 

@@ -905,7 +905,11 @@ def render(region: str, rng: np.random.Generator, shape: tuple[int, int]) -> tup
             float(np.clip(img[min(my, h - 1), min(mx, w - 1)], 0, 1)) + 0.05,
             -1,
         )
-        cv2.putText(img, marker, (mx, my), cv2.FONT_HERSHEY_SIMPLEX, scale, 0.97, thick, cv2.LINE_AA)
+        # drawn as an 8-bit coverage mask (OpenCV 5 draws text on 8-bit images only), then blended
+        ink = np.zeros(img.shape, np.uint8)
+        cv2.putText(ink, marker, (mx, my), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
+        cover = ink.astype(img.dtype) / 255
+        img[:] = img * (1 - cover) + 0.97 * cover
 
     # collimation: outside a rectangle the plate stays near its unexposed value
     unexposed = float(rng.uniform(0.82, 0.96))
