@@ -54,6 +54,7 @@ class ClientDefaults:
 
     max_in_flight: int = 16  # requests; enough for the dynamic batcher to form batches
     decode_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))  # processes
+    images_per_request: int = 8  # radiographs packed into one request at most, when ready together
     request_timeout_seconds: float = 60.0  # s, deadline of one gRPC request
     retry_initial_backoff_seconds: float = 0.1  # s
     retry_max_backoff_seconds: float = 5.0  # s
