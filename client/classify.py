@@ -2,7 +2,7 @@
 
 Decode workers prepare files while earlier ones are on the wire; radiographs ready together share
 a request. Every file yields either one row per radiograph (frame) or one error row; nothing is
-skipped, and at most a bounded number of files is held in memory at once.
+skipped, and at most ``2 x max_in_flight`` files are under way at once.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class ClassifyOptions:
     """How a run talks to the servers and decodes; every default comes from ``radserve.settings``."""
 
     url: str | Sequence[str] = SETTINGS.grpc_url  # several: replicas, balanced by the client
-    max_in_flight: int = SETTINGS.client.max_in_flight  # requests on the wire at once
+    max_in_flight: int = SETTINGS.client.max_in_flight  # radiographs on the wire at once
     images_per_request: int = SETTINGS.client.images_per_request  # radiographs packed at most
     workers: int = SETTINGS.client.decode_workers  # decode worker processes
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -136,10 +136,9 @@ async def classify(
                         metrics.observe_row(model, row.status, row.error_reason, time.monotonic() - submitted)
                     on_rows(rows)
 
-            # Enough files under way to fill every request slot with full requests; each holds at
-            # most one file's wire images (decoded pixels stay in the workers).
-            await asyncio.gather(
-                *(worker() for _ in range(options.max_in_flight * options.images_per_request))
-            )
+            # Up to max_in_flight radiographs on the wire and as many prepared or being prepared, so
+            # that the next request can be packed when slots free; each file holds only its wire
+            # images (decoded pixels stay in the workers).
+            await asyncio.gather(*(worker() for _ in range(2 * options.max_in_flight)))
     summary.seconds = time.monotonic() - started
     return summary

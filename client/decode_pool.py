@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 
 from radserve.client._decode_worker import BOOTSTRAP
 from radserve.client.flow import PreparedFile
@@ -30,7 +29,7 @@ from radserve.errors import DecodeWorkersError
 from radserve.model_card import ModelCard
 
 
-class WorkerDied(Exception):
+class _WorkerDied(Exception):
     """A worker process ended while it held a file."""
 
 
@@ -48,11 +47,11 @@ class _Worker:
             self._write(list(sys.path))
             self._write(list(imports))
             state, detail = self._read()
-        except WorkerDied as error:
-            raise DecodeWorkersError(f"decode workers could not start: {error}") from None
-        if state != "ready":
+            if state != "ready":
+                raise _WorkerDied(detail)
+        except _WorkerDied as error:
             self.close()
-            raise DecodeWorkersError(f"decode workers could not start: {detail}")
+            raise DecodeWorkersError(f"decode workers could not start: {error}") from None
 
     def _write(self, message: object) -> None:
         assert self._process.stdin is not None
@@ -60,14 +59,14 @@ class _Worker:
             pickle.dump(message, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self._process.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise WorkerDied(self._ended()) from None
+            raise _WorkerDied(self._ended()) from None
 
     def _read(self) -> object:
         assert self._process.stdout is not None
         try:
             return pickle.load(self._process.stdout)
         except (EOFError, pickle.UnpicklingError, OSError):
-            raise WorkerDied(self._ended()) from None
+            raise _WorkerDied(self._ended()) from None
 
     def _ended(self) -> str:
         code = self._process.wait()
@@ -127,7 +126,7 @@ class DecodePool:
             for attempt in range(2):
                 try:
                     return await loop.run_in_executor(self._io, worker.prepare, path, card)
-                except WorkerDied as died:
+                except _WorkerDied as died:
                     worker = await self._replace(worker)
                     if attempt:
                         return PreparedFile(path, error_reason="decoder_crashed", error=f"{path}: {died}")
@@ -145,12 +144,7 @@ class DecodePool:
             self._idle.put_nowait(worker)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._io, worker.close) for worker in self._all))
         self._all.clear()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from radserve.client.dicom import decode_file, display
-from radserve.client.packing import RequestPacker
+from radserve.client.packing import Answer, RequestPacker
 from radserve.client.preprocess import model_input
 from radserve.client.results import ResultRow
 from radserve.client.rows import error_row, internal_error, prediction_row
@@ -85,24 +85,21 @@ async def classify_prepared(
         *(packer.infer(item.image) for item in prepared.radiographs),  # 4. request
         return_exceptions=True,
     )
-    rows = []
-    for item, answer in zip(prepared.radiographs, answers, strict=True):
-        where = (item.sop_instance_uid, item.frame)
-        if isinstance(answer, InferenceError):
-            rows.append(
-                error_row(prepared.path, model, "inference_failed", f"{prepared.path}: {answer}", *where)
-            )
-        elif isinstance(answer, BaseException):
-            if not isinstance(answer, Exception):
-                raise answer  # cancellation, interrupts
-            rows.append(
-                error_row(
-                    prepared.path, model, "internal_error", internal_error(prepared.path, answer), *where
-                )
-            )
-        else:
-            probabilities, prediction = answer
-            rows.append(
-                prediction_row(prepared.path, *where, model, card, probabilities, prediction)
-            )  # 5. row
-    return rows
+    return [
+        _row(prepared.path, item, answer, model, card)
+        for item, answer in zip(prepared.radiographs, answers, strict=True)
+    ]  # 5. result row
+
+
+def _row(
+    path: str, item: PreparedRadiograph, answer: Answer | BaseException, model: str, card: ModelCard
+) -> ResultRow:
+    where = (item.sop_instance_uid, item.frame)
+    if isinstance(answer, InferenceError):
+        return error_row(path, model, "inference_failed", f"{path}: {answer}", *where)
+    if isinstance(answer, Exception):
+        return error_row(path, model, "internal_error", internal_error(path, answer), *where)
+    if isinstance(answer, BaseException):
+        raise answer  # cancellation, interrupts
+    probabilities, prediction = answer
+    return prediction_row(path, *where, model, card, probabilities, prediction)

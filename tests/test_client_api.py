@@ -19,7 +19,6 @@ from radserve.cli import main
 from radserve.client import ClassifyOptions, DecodeWorkersError, classify_paths
 from radserve.server_config.triton import TritonServer
 from radserve.server_config.triton_metrics import model_counters
-from radserve.synthetic.dataset import SyntheticRecord
 
 TINY_MODEL = "tiny"
 TESTS = Path(__file__).parent
@@ -84,6 +83,23 @@ def _assert_same_rows(got: list[dict[str, Any]], expected: list[dict[str, Any]])
             assert p == pytest.approx(theirs["probabilities"][label], abs=1e-5)
 
 
+def _cli(triton: TritonServer, folder: Path, output: Path) -> int:
+    """``radserve classify`` in this process, rows to ``output``."""
+    return main(
+        [
+            "classify",
+            str(folder),
+            "--model",
+            TINY_MODEL,
+            "--url",
+            triton.grpc_url,
+            "--output",
+            str(output),
+            "-q",
+        ]
+    )
+
+
 def _jupyter_rows(code: str) -> list[dict[str, Any]]:
     jupyter_client = pytest.importorskip("jupyter_client")
     pytest.importorskip("ipykernel")
@@ -107,19 +123,7 @@ def test_every_call_style_gives_the_rows_of_the_cli(
     triton: TritonServer, dicom_folder: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "cli.jsonl"
-    code = main(
-        [
-            "classify",
-            str(dicom_folder),
-            "--model",
-            TINY_MODEL,
-            "--url",
-            triton.grpc_url,
-            "--output",
-            str(output),
-            "-q",
-        ]
-    )
+    code = _cli(triton, dicom_folder, output)
     assert code == 0
     expected = _rows(output.read_text())
     assert len(expected) == 15 and all(row["status"] == "ok" for row in expected)
@@ -144,26 +148,23 @@ def test_every_call_style_gives_the_rows_of_the_cli(
     _assert_same_rows(_jupyter_rows(script), expected)
 
 
-def _copies(records: list[SyntheticRecord], folder: Path, count: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        target = folder / f"{index:03d}.dcm"
-        shutil.copyfile(records[index % len(records)].path, target)
-        paths.append(target)
-    return paths
+def _twice(folder: Path, target: Path) -> list[Path]:
+    """Two copies of the fixture's radiographs under ``target``: 15 distinct ones, each twice."""
+    for copy in ("a", "b"):
+        shutil.copytree(folder, target / copy)
+    return sorted(target.rglob("*.dcm"))
 
 
 def test_a_crashing_decoder_costs_only_its_own_file(
-    triton: TritonServer, dicom_records: list[SyntheticRecord], tmp_path: Path
+    triton: TritonServer, dicom_folder: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "inputs"
-    good = _copies(dicom_records, folder, 30)
+    good = _twice(dicom_folder, folder)
     shutil.copyfile(good[0], folder / "segfault.dcm")
     shutil.copyfile(good[1], folder / "internal.dcm")
     options = ClassifyOptions(url=triton.grpc_url, workers=2, decode_worker_imports=("_decode_hooks",))
     rows, summary = classify_paths([folder], TINY_MODEL, options)
-    by_path = {Path(row.path).name: row for row in rows}
+    by_path = {str(Path(row.path).relative_to(folder)): row for row in rows}
     assert len(rows) == len(by_path) == 32 and summary.files == 32
     assert sum(row.status == "ok" for row in rows) == 30
     crashed = by_path["segfault.dcm"]
@@ -187,31 +188,20 @@ def test_decode_workers_that_cannot_start_are_one_error_for_the_run(
         classify_paths([dicom_folder], TINY_MODEL, options)
     output = tmp_path / "rows.jsonl"
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
-    code = main(
-        [
-            "classify",
-            str(dicom_folder),
-            "--model",
-            TINY_MODEL,
-            "--url",
-            triton.grpc_url,
-            "--output",
-            str(output),
-        ]
-    )
+    code = _cli(triton, dicom_folder, output)
     assert code == 2
     assert "decode workers could not start:" in capsys.readouterr().err
     assert not output.exists() or output.read_text() == ""
 
 
 def test_radiographs_ready_together_share_requests_with_one_row_each(
-    triton: TritonServer, dicom_records: list[SyntheticRecord], tmp_path: Path
+    triton: TritonServer, dicom_folder: Path, tmp_path: Path
 ) -> None:
     import asyncio
 
     from radserve.client import ResultRow, classify
 
-    files = _copies(dicom_records, tmp_path / "inputs", 30)  # 15 distinct radiographs, twice
+    files = _twice(dicom_folder, tmp_path / "inputs")
     under_way: list[int] = []
     taken = 0
 
@@ -229,7 +219,7 @@ def test_radiographs_ready_together_share_requests_with_one_row_each(
             under_way.append(taken - len(rows) + 1)
 
         options = ClassifyOptions(
-            url=triton.grpc_url, max_in_flight=1, images_per_request=images_per_request, workers=2
+            url=triton.grpc_url, max_in_flight=2, images_per_request=images_per_request, workers=2
         )
         asyncio.run(classify(lazily(), TINY_MODEL, on_rows, options))
         return rows
@@ -241,10 +231,37 @@ def test_radiographs_ready_together_share_requests_with_one_row_each(
     packed = run(8)
     served = model_counters(triton.metrics_url, TINY_MODEL) - before
     assert served.inferences == len(files)
-    assert served.requests < served.inferences  # radiographs shared requests
-    assert max(under_way) <= 8  # files under way never exceed max_in_flight x images_per_request
+    assert max(under_way) <= 2 * 2  # files under way never exceed 2 x max_in_flight
     _assert_same_rows([row.to_dict() for row in packed], [row.to_dict() for row in single])
     assert Counter(row.status for row in packed) == {"ok": len(files)}
+
+
+def test_radiographs_waiting_for_the_wire_travel_together(triton: TritonServer) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from radserve.client import AsyncRadiographClient
+    from radserve.client.metrics import ClientMetrics
+    from radserve.client.packing import RequestPacker
+
+    images = np.random.default_rng(9).integers(0, 256, (24, 1, 64, 64), dtype=np.uint8)
+
+    async def answers() -> tuple[list[Any], Any]:
+        async with AsyncRadiographClient(triton.grpc_url) as client:
+            alone = await client.infer(TINY_MODEL, images)
+            async with RequestPacker(
+                client, TINY_MODEL, images_per_request=8, max_in_flight=8, metrics=ClientMetrics()
+            ) as packer:
+                return list(await asyncio.gather(*(packer.infer(image) for image in images))), alone
+
+    before = model_counters(triton.metrics_url, TINY_MODEL)
+    packed, alone = asyncio.run(answers())
+    served = model_counters(triton.metrics_url, TINY_MODEL) - before
+    assert served.inferences == 2 * len(images)
+    assert served.requests == 1 + len(images) // 8  # the reference request, then three of eight
+    assert {len(prediction.probabilities) for _, prediction in packed} == {8}
+    np.testing.assert_allclose(np.stack([p for p, _ in packed]), alone.probabilities, atol=1e-5)
 
 
 def _readme_snippets() -> list[str]:
