@@ -52,7 +52,7 @@ class BatchingDefaults:
 class ClientDefaults:
     """The gRPC client and the classify runner."""
 
-    max_in_flight: int = 16  # requests; enough for the dynamic batcher to form batches
+    max_in_flight: int = 16  # radiographs on the wire; enough for the dynamic batcher to form batches
     decode_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))  # processes
     images_per_request: int = 8  # radiographs packed into one request at most, when ready together
     request_timeout_seconds: float = 60.0  # s, deadline of one gRPC request
