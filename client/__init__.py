@@ -1,10 +1,16 @@
-"""radserve client: DICOM preprocessing, gRPC inference on Triton, result rows."""
+"""radserve client: DICOM files to result rows through Triton, as an importable, typed API.
 
-from radserve.client.classify import ClassifyOptions, RunSummary, classify, prepare_file
+The public surface is what ``__all__`` lists (README, "Client library"); other modules are the
+parts it is built from. Rows are :class:`ResultRow` dataclasses whose fields are the JSONL keys
+(``row.to_dict()``), and a run's counts a :class:`RunSummary` (``summary.to_dict()``).
+"""
+
+from radserve.client.classify import ClassifyOptions, RunSummary, classify
 from radserve.client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
 from radserve.client.results import ResultRow, ResultWriter
+from radserve.client.sync_client import RadiographClient, classify_paths
 from radserve.errors import (
-    ExportError,
+    DecodeWorkersError,
     InferenceError,
     InputError,
     ModelCardError,
@@ -16,12 +22,13 @@ from radserve.model_card import ModelCard
 __all__ = [
     "AsyncRadiographClient",
     "ClassifyOptions",
-    "ExportError",
+    "DecodeWorkersError",
     "InferenceError",
     "InputError",
     "ModelCard",
     "ModelCardError",
     "Prediction",
+    "RadiographClient",
     "RadserveError",
     "ResultRow",
     "ResultWriter",
@@ -29,5 +36,5 @@ __all__ = [
     "RunSummary",
     "ServerError",
     "classify",
-    "prepare_file",
+    "classify_paths",
 ]

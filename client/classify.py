@@ -1,115 +1,28 @@
-"""Classify files: decode in worker processes, keep the gRPC stream full, one row per input.
+"""The classify runner: the flow (:mod:`.flow`) over many files, with the stream kept full.
 
-Every file yields either one row per radiograph (frame) or one error row; nothing is skipped.
+Decode workers prepare files while earlier ones are on the wire; radiographs ready together share
+a request. Every file yields either one row per radiograph (frame) or one error row; nothing is
+skipped, and at most ``2 x max_in_flight`` files are under way at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from radserve.client.dicom import read_radiographs
-from radserve.client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
+from radserve.client.decode_pool import DecodePool
+from radserve.client.flow import classify_prepared
+from radserve.client.grpc_client import AsyncRadiographClient, RetryPolicy
 from radserve.client.metrics import ClientMetrics
-from radserve.client.preprocess import model_input
+from radserve.client.packing import RequestPacker
 from radserve.client.results import ResultRow
-from radserve.errors import InferenceError, InputError
+from radserve.errors import InputError
 from radserve.model_card import ModelCard
 from radserve.settings import SETTINGS
-
-LOGGER = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PreparedRadiograph:
-    sop_instance_uid: str
-    frame: int | None
-    image: np.ndarray
-
-
-@dataclass(frozen=True)
-class PreparedFile:
-    """A file turned into wire images, or the reason it could not be (errors travel as values)."""
-
-    path: str
-    radiographs: tuple[PreparedRadiograph, ...] = ()
-    error_reason: str = ""
-    error: str = ""
-    seconds: float = 0.0  # time the worker spent on the file (radserve_preprocess_seconds)
-
-
-def prepare_file(path: str, card: ModelCard) -> PreparedFile:
-    """Decode, display-process and resize every frame of ``path`` (runs in a worker process)."""
-    started = time.perf_counter()
-    try:
-        radiographs = read_radiographs(path)
-    except InputError as error:
-        return PreparedFile(path, error_reason=error.reason, error=str(error))
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as error:  # a worker answers for every file, even after a codec's panic
-        LOGGER.exception("unexpected failure on %s", path)
-        return PreparedFile(
-            path, error_reason="internal_error", error=f"{path}: {type(error).__name__}: {error}"
-        )
-    return PreparedFile(
-        path,
-        tuple(PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card)) for r in radiographs),
-        seconds=time.perf_counter() - started,
-    )
-
-
-class _DecoderPool:
-    """Worker processes for :func:`prepare_file` that survive a decoder crashing its process.
-
-    A crash (a codec's segfault) breaks the whole pool and fails every file it held: the pool is
-    replaced and each of those files is tried once more on a fresh one before it is reported.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self._workers = workers
-        # forkserver: never fork a process that already runs gRPC's threads.
-        self._context = multiprocessing.get_context("forkserver")
-        self._executor = self._new_executor()
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self._workers, mp_context=self._context)
-
-    async def prepare(self, path: str, card: ModelCard) -> PreparedFile:
-        loop = asyncio.get_running_loop()
-        for attempt in range(2):
-            executor = self._executor
-            try:
-                return await loop.run_in_executor(executor, prepare_file, path, card)
-            except BrokenProcessPool:
-                if executor is self._executor:
-                    LOGGER.warning("a decoder process died (last file: %s); starting new ones", path)
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    self._executor = self._new_executor()
-                if attempt:
-                    return PreparedFile(
-                        path, error_reason="decoder_crashed", error=f"{path}: the decoder process crashed"
-                    )
-            except Exception as error:  # e.g. a result that cannot travel back from the worker
-                return PreparedFile(
-                    path, error_reason="internal_error", error=f"{path}: {type(error).__name__}: {error}"
-                )
-        raise AssertionError("unreachable")
-
-    def __enter__(self) -> _DecoderPool:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -133,43 +46,27 @@ class RunSummary:
             self.errors += 1
             self.errors_by_reason[row.error_reason] = self.errors_by_reason.get(row.error_reason, 0) + 1
 
+    def to_dict(self) -> dict[str, Any]:
+        """The counts as a plain dict, ``radiographs_per_second`` included."""
+        return asdict(self) | {"radiographs_per_second": self.radiographs_per_second}
+
 
 @dataclass(frozen=True)
 class ClassifyOptions:
+    """How a run talks to the servers and decodes; every default comes from ``radserve.settings``."""
+
     url: str | Sequence[str] = SETTINGS.grpc_url  # several: replicas, balanced by the client
-    max_in_flight: int = SETTINGS.client.max_in_flight
-    workers: int = SETTINGS.client.decode_workers
+    max_in_flight: int = SETTINGS.client.max_in_flight  # radiographs on the wire at once
+    images_per_request: int = SETTINGS.client.images_per_request  # radiographs packed at most
+    workers: int = SETTINGS.client.decode_workers  # decode worker processes
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
     # Write one DICOM Comprehensive SR per classified radiograph into this folder.
     sr_dir: Path | None = None
     # Prometheus series of the run (client/metrics.py); a private registry when not given.
     metrics: ClientMetrics | None = None
-
-
-def _prediction_row(
-    path: str,
-    item: PreparedRadiograph,
-    model: str,
-    card: ModelCard,
-    prediction: Prediction,
-) -> ResultRow:
-    probabilities = prediction.probabilities[0]
-    best = int(np.argmax(probabilities))
-    return ResultRow(
-        path=path,
-        status="ok",
-        sop_instance_uid=item.sop_instance_uid,
-        frame=item.frame,
-        model=model,
-        model_version=prediction.model_version,
-        label=card.labels[best],
-        score=round(float(probabilities[best]), 6),
-        probabilities={
-            label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)
-        },
-        latency_ms=round(prediction.latency_seconds * 1000, 3),
-    )
+    # Modules each decode worker imports before its first file (e.g. a site's pydicom decoder plugins).
+    decode_worker_imports: tuple[str, ...] = ()
 
 
 def _with_reports(rows: list[ResultRow], card: ModelCard, folder: Path) -> list[ResultRow]:
@@ -198,7 +95,9 @@ async def classify(
     """Classify ``files`` with ``model``.
 
     ``on_rows`` receives the rows of one file at a time (one per frame, or one error row) as soon
-    as they are all known, so a writer can keep a file's rows together.
+    as they are all known, so a writer can keep a file's rows together. Raises
+    :class:`~radserve.errors.ServerError` when no server has the model ready and
+    :class:`~radserve.errors.DecodeWorkersError` when the decode workers cannot start.
     """
     options = options or ClassifyOptions()
     summary = RunSummary()
@@ -207,59 +106,40 @@ async def classify(
     metrics = options.metrics or ClientMetrics()
     metrics.model(model)
 
-    def emit(rows: list[ResultRow], submitted: float) -> None:
-        for row in rows:
-            summary.count(row)
-            metrics.observe_row(model, row.status, row.error_reason, time.monotonic() - submitted)
-        on_rows(rows)
-
-    with _DecoderPool(options.workers) as decoders:
-        async with AsyncRadiographClient(
-            options.url, max_in_flight=options.max_in_flight, retry=options.retry
-        ) as client:
-            await client.wait_ready(model, options.ready_timeout_seconds)
-            card = await client.model_card(model)
-
-            async def infer(path: str, item: PreparedRadiograph) -> ResultRow:
-                try:
-                    with metrics.in_flight.labels(model).track_inprogress():
-                        prediction = await client.infer(model, item.image[np.newaxis])
-                except InferenceError as error:
-                    return ResultRow(
-                        path,
-                        "error",
-                        item.sop_instance_uid,
-                        item.frame,
-                        model,
-                        error_reason="inference_failed",
-                        error=f"{path}: {error}",
-                    )
-                metrics.request_seconds.labels(model).observe(prediction.latency_seconds)
-                return _prediction_row(path, item, model, card, prediction)
+    async with AsyncRadiographClient(
+        options.url, max_in_flight=options.max_in_flight, retry=options.retry
+    ) as client:
+        await client.wait_ready(model, options.ready_timeout_seconds)
+        card = await client.model_card(model)
+        async with (
+            DecodePool(options.workers, options.decode_worker_imports) as decoders,
+            RequestPacker(
+                client,
+                model,
+                images_per_request=options.images_per_request,
+                max_in_flight=options.max_in_flight,
+                metrics=metrics,
+            ) as packer,
+        ):
 
             async def worker() -> None:
                 for path in pending:
                     summary.files += 1
                     submitted = time.monotonic()
                     prepared = await decoders.prepare(str(path), card)
-                    if prepared.error_reason:
-                        error = ResultRow(
-                            prepared.path,
-                            "error",
-                            model=model,
-                            error_reason=prepared.error_reason,
-                            error=prepared.error,
-                        )
-                        emit([error], submitted)
-                        continue
-                    metrics.preprocess_seconds.labels(model).observe(prepared.seconds)
-                    rows = await asyncio.gather(
-                        *(infer(prepared.path, item) for item in prepared.radiographs)
-                    )
+                    if not prepared.error_reason:
+                        metrics.preprocess_seconds.labels(model).observe(prepared.seconds)
+                    rows = await classify_prepared(prepared, model, card, packer)
                     if options.sr_dir is not None:
                         rows = await asyncio.to_thread(_with_reports, rows, card, options.sr_dir)
-                    emit(rows, submitted)
+                    for row in rows:
+                        summary.count(row)
+                        metrics.observe_row(model, row.status, row.error_reason, time.monotonic() - submitted)
+                    on_rows(rows)
 
-            await asyncio.gather(*(worker() for _ in range(options.max_in_flight)))
+            # Up to max_in_flight radiographs on the wire and as many prepared or being prepared, so
+            # that the next request can be packed when slots free; each file holds only its wire
+            # images (decoded pixels stay in the workers).
+            await asyncio.gather(*(worker() for _ in range(2 * options.max_in_flight)))
     summary.seconds = time.monotonic() - started
     return summary

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -89,7 +90,21 @@ class RadiographClient:
 def classify_paths(
     paths: Iterable[str | Path], model: str, options: ClassifyOptions | None = None
 ) -> tuple[list[ResultRow], RunSummary]:
-    """Classify files and folders and return every row (blocking form of :func:`classify`)."""
+    """Classify files and folders and return every row (blocking form of :func:`classify`).
+
+    Works the same from a script, ``python -``/``-c``, a notebook cell or code that runs inside an
+    event loop (there the run gets a loop of its own in a private thread).
+    """
     rows: list[ResultRow] = []
-    summary = asyncio.run(classify(discover(paths).files, model, rows.extend, options))
+    summary = _run_to_completion(lambda: classify(discover(paths).files, model, rows.extend, options))
     return rows, summary
+
+
+def _run_to_completion(start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(start())``, in a private thread when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(start())
+    with ThreadPoolExecutor(1, thread_name_prefix="radserve-run") as thread:
+        return thread.submit(asyncio.run, start()).result()

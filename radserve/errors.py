@@ -35,3 +35,7 @@ class InferenceError(RadserveError):
 
 class ExportError(RadserveError):
     """A model cannot be exported or was refused publication (e.g. failed its parity gate)."""
+
+
+class DecodeWorkersError(RadserveError):
+    """The decode worker processes of a run could not start (one error for the run, not per file)."""

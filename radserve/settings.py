@@ -75,6 +75,7 @@ class ClientDefaults:
     retry_give_up_after_seconds: float = _unit(180.0, "s per request, all retries together")
     ready_timeout_seconds: float = _unit(30.0, "s to wait for the model to be ready")
     grpc_max_message_bytes: int = _unit(256 * 1024 * 1024, "bytes; radiographs exceed gRPC's 4 MiB default")
+    images_per_request: int = _unit(8, "radiographs packed into one request at most, when ready together")
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,7 @@ def test_preprocess_writes_the_exact_wire_tensor(
 ) -> None:
     import numpy as np
 
-    from radserve.client.classify import prepare_file
+    from radserve.client.flow import prepare_file
     from radserve.model_card import ModelCard
 
     source = dicom_records[0].path

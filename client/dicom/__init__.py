@@ -6,27 +6,35 @@
 :class:`radserve.errors.InputError` naming the file and a short ``reason`` code: ``unreadable``,
 ``not_dicom``, ``truncated``, ``no_pixel_data``, ``unsupported_transfer_syntax``,
 ``unsupported_photometric``, ``bad_dimensions``, ``inconsistent_attributes``, ``decode_failed``.
-Messages and logs name files and UIDs only, never patient attributes.
+Messages and logs name files and UIDs only, never patient attributes. It is two steps of the
+classify flow (:mod:`radserve.client.flow`): :func:`decode_file` (read and decode the frames) and
+:func:`display` (the display LUT, to uint8).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
 
-from radserve.client.dicom._decode import decode
-from radserve.client.dicom._display import display_params, render_colour, render_mono
+from radserve.client.dicom._decode import Decoded, decode
+from radserve.client.dicom._display import DisplayParams, display_params, render_colour, render_mono
 from radserve.client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info, read_dataset
 from radserve.client.dicom._resize import resize
 from radserve.errors import InputError
 
 __all__ = [
     "SUPPORTED_TRANSFER_SYNTAXES",
+    "DecodedFile",
     "Radiograph",
+    "decode_dataset",
+    "decode_file",
+    "display",
     "radiographs_from_dataset",
     "read_radiographs",
     "resize",
@@ -50,25 +58,61 @@ def read_radiographs(path: str | os.PathLike[str]) -> list[Radiograph]:
 
     Raises :class:`InputError` (and nothing else) when the file cannot be used.
     """
-    name = os.fsdecode(path)
-    return radiographs_from_dataset(read_dataset(name), name)
+    return display(decode_file(path))
 
 
 def radiographs_from_dataset(ds: Dataset, path: str) -> list[Radiograph]:
     """Like :func:`read_radiographs` for a data set already in memory; ``path`` names it."""
-    try:
+    return display(decode_dataset(ds, path))
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedFile:
+    """A file's frames as stored values (``MONO``) or colour samples, and how to display them."""
+
+    path: str
+    sop_instance_uid: str
+    decoded: Decoded
+    params: DisplayParams | None  # None for colour images
+    multi_frame: bool
+
+
+def decode_file(path: str | os.PathLike[str]) -> DecodedFile:
+    """The decode step: read ``path`` and decode every frame; :class:`InputError` on any failure."""
+    name = os.fsdecode(path)
+    return decode_dataset(read_dataset(name), name)
+
+
+def decode_dataset(ds: Dataset, path: str) -> DecodedFile:
+    """Like :func:`decode_file` for a data set already in memory; ``path`` names it."""
+    with _input_errors(path):
         if "PixelData" not in ds:
             raise InputError(path, "no_pixel_data", "the data set has no Pixel Data (7FE0,0010)")
         info = pixel_info(ds, path)
         decoded = decode(ds, info, path)
         params = display_params(ds, info, path) if decoded.kind == "MONO" else None
-        uid = _sop_instance_uid(ds)
-        result = []
-        for index, frame in enumerate(decoded.frames):
-            pixels = render_mono(frame, params) if params is not None else render_colour(frame, decoded)
-            number = index + 1 if info.frames > 1 else None
-            result.append(Radiograph(path, uid, number, pixels))
-        return result
+        return DecodedFile(path, _sop_instance_uid(ds), decoded, params, info.frames > 1)
+
+
+def display(decoded: DecodedFile) -> list[Radiograph]:
+    """The display step: each frame through the display LUT (or colour to grey) as uint8."""
+    result = []
+    with _input_errors(decoded.path):
+        for index, frame in enumerate(decoded.decoded.frames):
+            if decoded.params is not None:
+                pixels = render_mono(frame, decoded.params)
+            else:
+                pixels = render_colour(frame, decoded.decoded)
+            number = index + 1 if decoded.multi_frame else None
+            result.append(Radiograph(decoded.path, decoded.sop_instance_uid, number, pixels))
+    return result
+
+
+@contextmanager
+def _input_errors(path: str) -> Iterator[None]:
+    """Turn whatever a codec or the display pipeline raises into an :class:`InputError`."""
+    try:
+        yield
     except InputError:
         raise
     except MemoryError:

@@ -98,6 +98,7 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
     options = ClassifyOptions(
         url=url.split(","),
         max_in_flight=args.max_in_flight,
+        images_per_request=args.images_per_request,
         workers=args.workers,
         sr_dir=args.sr_dir,
         metrics=metrics,
@@ -117,13 +118,31 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
     return EXIT_INPUT_FAILURES if summary.errors else EXIT_OK
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
 def _add_run_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("paths", nargs="+", help="DICOM files and folders")
     command.add_argument("--model", required=True)
     command.add_argument("--output", type=Path, help="results file, .jsonl or .csv")
-    command.add_argument("--max-in-flight", type=int, default=SETTINGS.client.max_in_flight)
     command.add_argument(
-        "--workers", type=int, default=SETTINGS.client.decode_workers, help="decoding processes"
+        "--max-in-flight",
+        type=_positive,
+        default=SETTINGS.client.max_in_flight,
+        help="radiographs on the wire at once",
+    )
+    command.add_argument(
+        "--images-per-request",
+        type=_positive,
+        default=SETTINGS.client.images_per_request,
+        help="pack up to this many radiographs that are ready together into one request",
+    )
+    command.add_argument(
+        "--workers", type=_positive, default=SETTINGS.client.decode_workers, help="decode worker processes"
     )
     command.add_argument("--show", type=int, default=50, help="print at most this many rows")
     command.add_argument("-q", "--quiet", action="store_true", help="print the summary only")

@@ -1,0 +1,105 @@
+"""The classify flow in one place: a DICOM file becomes result rows through five named steps.
+
+::
+
+    decode         decode_file       client/dicom/_read.py, _decode.py   file → stored values per frame
+    display LUT    display           client/dicom/_display.py            modality, VOI, MONOCHROME1 → uint8
+    resize         model_input       client/preprocess.py (dicom/_resize) uint8 [1, H, W] at the card's size
+    request        RequestPacker     client/packing.py → grpc_client.py  ready radiographs, one request
+    result row     prediction_row    client/rows.py                      one row per radiograph
+
+:func:`prepare_file` runs the first three in a decode worker process (:mod:`.decode_pool`);
+:func:`classify_prepared` runs the last two in the runner (:mod:`.classify`), which adds
+concurrency, DICOM SR output and metrics. Failures travel as values: a file that cannot be
+prepared is one error row with its reason, a failed request an ``inference_failed`` row per
+radiograph, anything unexpected an ``internal_error`` row naming the exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from radserve.client.dicom import decode_file, display
+from radserve.client.packing import Answer, RequestPacker
+from radserve.client.preprocess import model_input
+from radserve.client.results import ResultRow
+from radserve.client.rows import error_row, internal_error, prediction_row
+from radserve.errors import InferenceError, InputError
+from radserve.model_card import ModelCard
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedRadiograph:
+    """One frame as the model receives it on the wire."""
+
+    sop_instance_uid: str
+    frame: int | None
+    image: np.ndarray  # uint8 [1, H, W]
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """A file turned into wire images, or the reason it could not be (errors travel as values)."""
+
+    path: str
+    radiographs: tuple[PreparedRadiograph, ...] = ()
+    error_reason: str = ""
+    error: str = ""
+    seconds: float = 0.0  # time the worker spent on the file (radserve_preprocess_seconds)
+
+
+def prepare_file(path: str, card: ModelCard) -> PreparedFile:
+    """Steps 1 to 3, decode → display LUT → resize, for every frame of ``path``."""
+    started = time.perf_counter()
+    try:
+        decoded = decode_file(path)  # 1. decode
+        radiographs = display(decoded)  # 2. display LUT
+        prepared = tuple(
+            PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card))  # 3. resize
+            for r in radiographs
+        )
+    except InputError as error:
+        return PreparedFile(path, error_reason=error.reason, error=str(error))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # a worker answers for every file, even after a codec's panic
+        LOGGER.exception("unexpected failure on %s", path)
+        return PreparedFile(path, error_reason="internal_error", error=internal_error(path, error))
+    return PreparedFile(path, prepared, seconds=time.perf_counter() - started)
+
+
+async def classify_prepared(
+    prepared: PreparedFile, model: str, card: ModelCard, packer: RequestPacker
+) -> list[ResultRow]:
+    """Steps 4 and 5, request → result row: the rows of one prepared file (one per radiograph)."""
+    if prepared.error_reason:
+        return [error_row(prepared.path, model, prepared.error_reason, prepared.error)]
+    answers = await asyncio.gather(
+        *(packer.infer(item.image) for item in prepared.radiographs),  # 4. request
+        return_exceptions=True,
+    )
+    return [
+        _row(prepared.path, item, answer, model, card)
+        for item, answer in zip(prepared.radiographs, answers, strict=True)
+    ]  # 5. result row
+
+
+def _row(
+    path: str, item: PreparedRadiograph, answer: Answer | BaseException, model: str, card: ModelCard
+) -> ResultRow:
+    where = (item.sop_instance_uid, item.frame)
+    if isinstance(answer, InferenceError):
+        return error_row(path, model, "inference_failed", f"{path}: {answer}", *where)
+    if isinstance(answer, Exception):
+        return error_row(path, model, "internal_error", internal_error(path, answer), *where)
+    if isinstance(answer, BaseException):
+        raise answer  # cancellation, interrupts
+    probabilities, prediction = answer
+    return prediction_row(path, *where, model, card, probabilities, prediction)

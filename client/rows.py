@@ -1,0 +1,53 @@
+"""The last step of the flow: a prediction, or the reason there is none, becomes a result row."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from radserve.client.grpc_client import Prediction
+from radserve.client.results import ResultRow
+from radserve.model_card import ModelCard
+
+
+def prediction_row(
+    path: str,
+    sop_instance_uid: str,
+    frame: int | None,
+    model: str,
+    card: ModelCard,
+    probabilities: np.ndarray,
+    prediction: Prediction,
+) -> ResultRow:
+    """The row of one classified radiograph: ``probabilities`` ``[C]`` from the request ``prediction``."""
+    best = int(np.argmax(probabilities))
+    return ResultRow(
+        path=path,
+        status="ok",
+        sop_instance_uid=sop_instance_uid,
+        frame=frame,
+        model=model,
+        model_version=prediction.model_version,
+        label=card.labels[best],
+        score=round(float(probabilities[best]), 6),
+        probabilities={
+            label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)
+        },
+        latency_ms=round(prediction.latency_seconds * 1000, 3),
+    )
+
+
+def error_row(
+    path: str,
+    model: str,
+    reason: str,
+    error: str,
+    sop_instance_uid: str = "",
+    frame: int | None = None,
+) -> ResultRow:
+    """The row of a file (or one of its radiographs) that got no prediction, and why."""
+    return ResultRow(path, "error", sop_instance_uid, frame, model=model, error_reason=reason, error=error)
+
+
+def internal_error(path: str, error: BaseException) -> str:
+    """The text of an ``internal_error`` row: the file, the exception's type and its message."""
+    return f"{path}: {type(error).__name__}: {error}"

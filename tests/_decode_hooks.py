@@ -1,0 +1,37 @@
+"""Test-only decode hooks, imported by decode workers (``ClassifyOptions.decode_worker_imports``).
+
+A file whose name contains ``segfault`` really crashes the worker process (a NULL read through
+ctypes) inside the decode step; one whose name contains ``internal`` makes the resize step raise an
+unexpected exception.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+import radserve.client.dicom as dicom
+import radserve.client.flow as flow
+from radserve.client.dicom import Radiograph
+from radserve.model_card import ModelCard
+
+_decode_file = dicom.decode_file
+_model_input = flow.model_input
+
+
+def _crashing_decode_file(path: str) -> dicom.DecodedFile:
+    if "segfault" in Path(path).name:
+        ctypes.string_at(0)  # SIGSEGV, as a broken codec would
+    return _decode_file(path)
+
+
+def _failing_model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:
+    if "internal" in Path(radiograph.path).name:
+        raise ZeroDivisionError("a bug in the resize step")
+    return _model_input(radiograph, card)
+
+
+flow.decode_file = _crashing_decode_file
+flow.model_input = _failing_model_input
