@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from radserve.client.dicom import read_radiographs
-from radserve.client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
+from radserve.client.grpc_client import AsyncRadiographClient, Prediction, RetryBudget, RetryPolicy
 from radserve.client.metrics import ClientMetrics
 from radserve.client.preprocess import model_input
 from radserve.client.results import ResultRow
 from radserve.client.sr import read_source_header, write_classification_sr
 from radserve.errors import InferenceError, InputError
 from radserve.model_card import ModelCard
+from radserve.security import ClientTls
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
@@ -141,6 +142,9 @@ class ClassifyOptions:
     max_in_flight: int = SETTINGS.client.max_in_flight
     workers: int = SETTINGS.client.decode_workers
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    budget: RetryBudget | None = None  # retry budget; one per run when not given
+    tls: ClientTls | None = None  # TLS to the servers (mutual with a client certificate)
+    admin_key: str | None = None  # for servers whose model config is behind the admin key
     ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
     # Write one DICOM Comprehensive SR per classified radiograph into this folder.
     sr_dir: Path | None = None
@@ -214,7 +218,12 @@ async def classify(
 
     with _DecoderPool(options.workers) as decoders:
         async with AsyncRadiographClient(
-            options.url, max_in_flight=options.max_in_flight, retry=options.retry
+            options.url,
+            max_in_flight=options.max_in_flight,
+            retry=options.retry,
+            budget=options.budget,
+            tls=options.tls,
+            admin_key=options.admin_key,
         ) as client:
             await client.wait_ready(model, options.ready_timeout_seconds)
             card = await client.model_card(model)
@@ -230,7 +239,7 @@ async def classify(
                         item.sop_instance_uid,
                         item.frame,
                         model,
-                        error_reason="inference_failed",
+                        error_reason=error.reason,
                         error=f"{path}: {error}",
                     )
                 metrics.request_seconds.labels(model).observe(prediction.latency_seconds)

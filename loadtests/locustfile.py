@@ -27,6 +27,7 @@ import itertools
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -38,6 +39,7 @@ from tritonclient.utils import InferenceServerException
 
 from radserve.loadtests.images import wire_images
 from radserve.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
+from radserve.security import client_tls
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger("radserve.locust")
@@ -66,6 +68,9 @@ def _arguments(parser: Any) -> None:
     )
     group.add_argument("--max-failure-ratio", type=float, default=0.0, help="fail the run above this")
     group.add_argument("--max-p95-ms", type=float, default=2000.0, help="fail the run above this p95")
+    group.add_argument("--tls-ca", default="", help="CA certificate of the server: gRPC over TLS")
+    group.add_argument("--tls-cert", default="", help="client certificate, for mutual TLS")
+    group.add_argument("--tls-key", default="", help="client key, for mutual TLS")
 
 
 def _grpc_target(host: str | None) -> str:
@@ -75,11 +80,19 @@ def _grpc_target(host: str | None) -> str:
     return host.rstrip("/")
 
 
-def _new_client(target: str) -> grpcclient.InferenceServerClient:
+def _tls(options: Any) -> dict[str, Any]:
+    """tritonclient's TLS keyword arguments from ``--tls-ca [--tls-cert --tls-key]`` (none: plaintext)."""
+    paths = (options.tls_ca, options.tls_cert, options.tls_key)
+    tls = client_tls(*(Path(path) if path else None for path in paths))
+    return {"ssl": True, **tls.credentials()} if tls else {}
+
+
+def _new_client(target: str, options: Any) -> grpcclient.InferenceServerClient:
     size = SETTINGS.client.grpc_max_message_bytes
     return grpcclient.InferenceServerClient(
         target,
         channel_args=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],
+        **_tls(options),
     )
 
 
@@ -93,7 +106,7 @@ def _prepare(environment: Environment, **_: Any) -> None:
     if _IMAGES:
         return
     options = environment.parsed_options
-    client = _new_client(_grpc_target(environment.host))
+    client = _new_client(_grpc_target(environment.host), options)
     try:
         config = client.get_model_config(options.model).config
         card = ModelCard.from_json(config.parameters[MODEL_CARD_PARAMETER].string_value)
@@ -109,7 +122,7 @@ class RadiographUser(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.client = _new_client(_grpc_target(self.host))
+        self.client = _new_client(_grpc_target(self.host), self.environment.parsed_options)
         self.model = self.environment.parsed_options.model
         offset = id(self) % len(_IMAGES)  # users start at different radiographs
         self.images = itertools.cycle(_IMAGES[offset:] + _IMAGES[:offset])

@@ -58,6 +58,9 @@ class ClientDefaults:
     retry_initial_backoff_seconds: float = 0.1  # s
     retry_max_backoff_seconds: float = 5.0  # s
     retry_give_up_after_seconds: float = 180.0  # s per request, all retries together
+    retry_budget_ratio: float = 0.1  # retries earned per request sent (at most 10 % extra load)
+    retry_budget_burst: float = 10.0  # retries; the budget's start and cap (its window)
+    deadline_retries: int = 1  # retries of a request that outlived its deadline (inference is idempotent)
     ready_timeout_seconds: float = 30.0  # s to wait for the model to be ready
     grpc_max_message_bytes: int = 256 * 1024 * 1024  # bytes; radiographs exceed gRPC's 4 MiB default
 

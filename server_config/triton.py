@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from radserve.errors import ServerError
+from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
 from radserve.server_config.serving_view import build_serving_view
 from radserve.settings import SETTINGS, Ports
 
@@ -129,6 +130,19 @@ def check_repository(repository: Path) -> None:
         )
 
 
+def _private_log(server: TritonServer) -> object:
+    """Open the server's log for writing, readable by this user only (it may quote request data).
+
+    Without a ``log_file``, the log goes to a fresh private folder (0700, unpredictable name) that
+    outlives the server so that its log can be read after a failure.
+    """
+    if server.log_file is None:
+        server.log_file = Path(tempfile.mkdtemp(prefix="radserve-log-")) / "tritonserver.log"
+    descriptor = os.open(server.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "wb")
+
+
 @dataclass
 class TritonServer:
     """One ``tritonserver`` process serving a model repository.
@@ -142,6 +156,8 @@ class TritonServer:
     binary: Path | None = None
     log_file: Path | None = None
     verbose: int = 0
+    tls: ServerTls | None = None  # TLS (mutual with a client CA) on gRPC; HTTP and metrics on loopback
+    admin_key: str | None = None  # restricted API groups behind this key (radserve.security)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
@@ -151,12 +167,17 @@ class TritonServer:
         return f"{self.host}:{self.ports.grpc}"
 
     @property
+    def plaintext_host(self) -> str:
+        """Where the plaintext HTTP and metrics endpoints listen: loopback when gRPC has TLS."""
+        return LOOPBACK if self.tls is not None else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.ports.http}"
+        return f"http://{self.plaintext_host}:{self.ports.http}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.ports.metrics}/metrics"
+        return f"http://{self.plaintext_host}:{self.ports.metrics}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -169,11 +190,11 @@ class TritonServer:
             str(binary),
             f"--model-repository={(repository or self.repository).resolve()}",
             f"--backend-directory={backend_directory}",
-            f"--http-address={self.host}",
+            f"--http-address={self.plaintext_host}",
             f"--http-port={self.ports.http}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self.ports.grpc}",
-            f"--metrics-address={self.host}",
+            f"--metrics-address={self.plaintext_host}",
             f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
@@ -188,6 +209,8 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={int(_STOP_TIMEOUT_SECONDS)}",
             f"--log-verbose={self.verbose}",
+            *(self.tls.arguments() if self.tls else []),
+            *(restricted_arguments(self.admin_key) if self.admin_key else []),
         ]
 
     def start(self, timeout: float = SETTINGS.server.ready_timeout_seconds) -> TritonServer:
@@ -197,19 +220,17 @@ class TritonServer:
         check_repository(self.repository)
         if self.binary is not None and not self.binary.is_file():
             raise ServerError(f"tritonserver binary not found at {self.binary}")
-        for name, port in (
-            ("HTTP", self.ports.http),
-            ("gRPC", self.ports.grpc),
-            ("metrics", self.ports.metrics),
+        for name, host, port in (
+            ("HTTP", self.plaintext_host, self.ports.http),
+            ("gRPC", self.host, self.ports.grpc),
+            ("metrics", self.plaintext_host, self.ports.metrics),
         ):
-            check_port_free(self.host, port, name)
+            check_port_free(host, port, name)
         self._workdir = tempfile.TemporaryDirectory(prefix="radserve-triton-")
         workdir = Path(self._workdir.name)
         backends = _embedded_python_backend(workdir / "backends")
         view = build_serving_view(self.repository, workdir / "repository")
-        if self.log_file is None:
-            self.log_file = Path(tempfile.gettempdir()) / f"radserve-tritonserver-{self.ports.grpc}.log"
-        self._log_handle = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
+        self._log_handle = _private_log(self)
         command = self.command(backends, view)
         LOGGER.info("starting %s", " ".join(command))
         self._process = subprocess.Popen(
@@ -241,7 +262,7 @@ class TritonServer:
             with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as reply:
                 if reply.status != 200:
                     return False
-            with socket.create_connection((self.host, self.ports.metrics), timeout=2):
+            with socket.create_connection((self.plaintext_host, self.ports.metrics), timeout=2):
                 return True
         except (urllib.error.URLError, OSError):
             return False

@@ -7,8 +7,15 @@ import asyncio
 import sys
 from pathlib import Path
 
-from radserve.cli._common import EXIT_FAILURE, EXIT_INPUT_FAILURES, EXIT_OK
+from radserve.cli._common import (
+    EXIT_FAILURE,
+    EXIT_INPUT_FAILURES,
+    EXIT_OK,
+    add_client_security_arguments,
+    client_tls_of,
+)
 from radserve.model_card import ModelCard
+from radserve.security import ClientTls
 from radserve.settings import SETTINGS
 
 
@@ -21,22 +28,22 @@ def _preprocess(args: argparse.Namespace) -> int:
     if args.repository is not None:
         card = ModelCard.from_repository(args.repository, args.model)
     else:
-        card = asyncio.run(_card_from_server(args.url, args.model))
+        card = asyncio.run(_card_from_server(args.url, args.model, client_tls_of(args), args.admin_key))
     for written in write_model_inputs(args.file, card, args.output):
         print(f"wrote {written}: uint8 [1, {card.input_size[0]}, {card.input_size[1]}] ({card.resize})")
     return EXIT_OK
 
 
-async def _card_from_server(url: str, model: str) -> ModelCard:
+async def _card_from_server(url: str, model: str, tls: ClientTls | None, admin_key: str | None) -> ModelCard:
     from radserve.client.grpc_client import AsyncRadiographClient
 
-    async with AsyncRadiographClient(url) as client:
+    async with AsyncRadiographClient(url, tls=tls, admin_key=admin_key) as client:
         await client.wait_ready(model)
         return await client.model_card(model)
 
 
 def _classify(args: argparse.Namespace) -> int:
-    return _run_classify(args, args.url)
+    return _run_classify(args, args.url, client_tls_of(args), args.admin_key)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -46,7 +53,7 @@ def _demo(args: argparse.Namespace) -> int:
     with TritonServer(args.repository, ports=free_ports()) as server:
         print(f"tritonserver ready on {server.grpc_url} (repository {args.repository})", flush=True)
         before = model_counters(server.metrics_url, args.model)
-        code = _run_classify(args, server.grpc_url)
+        code = _run_classify(args, server.grpc_url, None, None)
         served = model_counters(server.metrics_url, args.model) - before
         print(
             f"server: {served.inferences:.0f} inferences in {served.executions:.0f} batches, "
@@ -55,7 +62,7 @@ def _demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_classify(args: argparse.Namespace, url: str) -> int:
+def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, admin_key: str | None) -> int:
     from radserve.client.classify import ClassifyOptions, classify
     from radserve.client.inputs import discover
     from radserve.client.metrics import ClientMetrics
@@ -101,6 +108,8 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
         workers=args.workers,
         sr_dir=args.sr_dir,
         metrics=metrics,
+        tls=tls,
+        admin_key=admin_key,
     )
     try:
         summary = asyncio.run(classify(files, args.model, on_rows, options))
@@ -144,6 +153,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=SETTINGS.grpc_url,
         help="Triton gRPC HOST:PORT; several, comma-separated, are balanced",
     )
+    add_client_security_arguments(classify)
     classify.set_defaults(run=_classify)
     demo = commands.add_parser("demo", help="start the embedded server, classify, print, stop")
     demo.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
@@ -157,4 +167,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     preprocess.add_argument("--output", type=Path, required=True, help="OUT.png or OUT.npy")
     preprocess.add_argument("--url", default=SETTINGS.grpc_url, help="read the model card from this server")
     preprocess.add_argument("--repository", type=Path, help="or from this model repository")
+    add_client_security_arguments(preprocess)
     preprocess.set_defaults(run=_preprocess)
