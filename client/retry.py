@@ -25,13 +25,18 @@ OVERLOADED = "overloaded"
 UNAVAILABLE = "server_unavailable"
 DEADLINE = "deadline_exceeded"
 FAILED = "inference_failed"
+# The version a run is pinned to was unloaded (a newer export was loaded): the run's card is stale.
+VERSION_GONE = "version_unavailable"
 
 # tritonserver answers a full queue, or a request that timed out in the queue, with UNAVAILABLE.
 _SHED_MESSAGES = ("queue", "timeout", "timed out")
 
 
 def failure_kind(status: str, message: str) -> str:
-    """The kind of a gRPC failure: overloaded, server_unavailable, deadline_exceeded or inference_failed."""
+    """The kind of a gRPC failure: overloaded, server_unavailable, version_unavailable, deadline_exceeded
+    or inference_failed."""
+    if "unknown model" in message and "version" in message:
+        return VERSION_GONE
     if status == "StatusCode.RESOURCE_EXHAUSTED":
         return OVERLOADED
     if status == "StatusCode.UNAVAILABLE":

@@ -63,6 +63,8 @@ class ClientDefaults:
     deadline_retries: int = 1  # retries of a request that outlived its deadline (inference is idempotent)
     ready_timeout_seconds: float = 30.0  # s to wait for the model to be ready
     grpc_max_message_bytes: int = 256 * 1024 * 1024  # bytes; radiographs exceed gRPC's 4 MiB default
+    results_fsync_rows: int = 64  # rows written between two fsyncs of the results file
+    results_fsync_seconds: float = 1.0  # s at most between two fsyncs of the results file
 
 
 @dataclass(frozen=True, slots=True)

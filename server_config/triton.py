@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,10 +26,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from radserve.errors import ServerError
+from radserve.files import swap_folder
+from radserve.security import ADMIN_KEY_HEADER
 from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
-from radserve.server_config.serving_view import build_serving_view
+from radserve.server_config.serving_view import build_model_view, build_serving_view
 from radserve.settings import SETTINGS, Ports
 
 LOGGER = logging.getLogger(__name__)
@@ -158,6 +162,7 @@ class TritonServer:
     verbose: int = 0
     tls: ServerTls | None = None  # TLS (mutual with a client CA) on gRPC; HTTP and metrics on loopback
     admin_key: str | None = None  # restricted API groups behind this key (radserve.security)
+    model_control: Literal["none", "explicit"] = "none"  # explicit: reload() serves new publications
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
@@ -211,6 +216,11 @@ class TritonServer:
             f"--log-verbose={self.verbose}",
             *(self.tls.arguments() if self.tls else []),
             *(restricted_arguments(self.admin_key) if self.admin_key else []),
+            *(
+                ["--model-control-mode=explicit", "--load-model=*"]
+                if self.model_control == "explicit"
+                else []
+            ),
         ]
 
     def start(self, timeout: float = SETTINGS.server.ready_timeout_seconds) -> TritonServer:
@@ -247,6 +257,36 @@ class TritonServer:
             self.stop()
             raise
         return self
+
+    def reload(self, model: str) -> None:
+        """Serve the repository's current publication of ``model`` (``model_control="explicit"``).
+
+        The model's view is rebuilt beside the old one and exchanged with it atomically, then
+        tritonserver loads it: versions it still serves keep answering meanwhile.
+        """
+        if self.model_control != "explicit" or self._workdir is None:
+            raise ServerError("reload needs a started server with model_control='explicit'")
+        view = Path(self._workdir.name) / "repository"
+        for attempt in range(5):
+            staged = Path(tempfile.mkdtemp(prefix=f".next-{model}-", dir=view))
+            staged.rmdir()
+            try:
+                build_model_view(self.repository.resolve() / model, staged)
+                break
+            except FileNotFoundError:  # an export replaced the model folder meanwhile: read it again
+                shutil.rmtree(staged, ignore_errors=True)
+                if attempt == 4:
+                    raise
+        swap_folder(staged, view / model)
+        headers = {ADMIN_KEY_HEADER: self.admin_key} if self.admin_key else {}
+        url = f"{self.http_url}/v2/repository/models/{model}/load"
+        request = urllib.request.Request(url, data=b"", method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=SETTINGS.server.ready_timeout_seconds):
+                pass
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")
+            raise ServerError(f"tritonserver could not reload {model!r}: {detail}") from None
 
     def is_running(self) -> bool:
         """Whether the server process is alive."""

@@ -68,7 +68,7 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
     from radserve.client.metrics import ClientMetrics
     from radserve.client.progress import Progress
     from radserve.client.report import print_rows, print_summary
-    from radserve.client.results import ResultRow, ResultWriter, completed_paths
+    from radserve.client.results import ResultRow, ResultWriter, completed_paths, resolved
 
     inputs = discover(args.paths)
     if inputs.sidecars:
@@ -82,7 +82,7 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
             print("radserve: --resume needs --output", file=sys.stderr)
             return EXIT_FAILURE
         done = completed_paths(args.output)
-        files = tuple(path for path in files if str(path) not in done)
+        files = tuple(path for path in files if resolved(path) not in done)
         print(
             f"resuming: {len(inputs.files) - len(files)} of {len(inputs.files)} files already done",
             file=sys.stderr,
@@ -136,7 +136,9 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--show", type=int, default=50, help="print at most this many rows")
     command.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
-    command.add_argument("--resume", action="store_true", help="skip inputs already in --output")
+    command.add_argument(
+        "--resume", action="store_true", help="skip inputs done in --output (transient errors are redone)"
+    )
     command.add_argument("--sr-dir", type=Path, help="write a DICOM Comprehensive SR per radiograph here")
     command.add_argument(
         "--metrics-port", type=int, help="expose the client's Prometheus metrics on 127.0.0.1:PORT"
