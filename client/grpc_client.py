@@ -201,6 +201,7 @@ class AsyncRadiographClient:
                         raise InferenceError(
                             f"{endpoint.url}: {status or 'error'} after {attempt + 1} attempt(s): {message}",
                             kind if kind != "deadline_exceeded" else "inference_failed",
+                            attempt + 1,
                         ) from None
                     deadline_retries += kind == "deadline_exceeded"
                     endpoint.avoid_until = time.monotonic() + policy.max_backoff_seconds

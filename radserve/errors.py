@@ -37,8 +37,9 @@ class InferenceError(RadserveError):
     the run is pinned to was unloaded), ``version_mismatch`` or ``inference_failed``.
     """
 
-    def __init__(self, message: str, reason: str = "inference_failed") -> None:
+    def __init__(self, message: str, reason: str = "inference_failed", attempts: int = 1) -> None:
         self.reason = reason
+        self.attempts = attempts
         super().__init__(message)
 
 

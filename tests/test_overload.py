@@ -52,7 +52,11 @@ def test_overload_sheds_within_the_retry_budget(tiny_export: ExportResult, tmp_p
     assert len(ok) + len(shed) == len(outcomes) == inputs, {type(o).__name__: str(o) for o in outcomes}
     assert ok and shed, (len(ok), len(shed))  # the queue really overflowed, and it still served
     assert any(isinstance(outcome, Prediction) for outcome in after)  # the server keeps serving
-    sent = counted.requests + counted.failures  # Triton's own count of what reached it
+    # Triton 2.51 does not count requests its full queue rejects (nv_inference_request_failure
+    # {reason="REJECTED"} stays 0): what it served it counts, once per ok row; what was sent in
+    # all is the attempts each outcome reports.
+    assert counted.requests == len(ok) and counted.failures == 0
+    sent = sum(outcome.attempts for outcome in ok + shed)
     assert sent == inputs + budget.retries
     assert budget.retries <= budget.burst + budget.ratio * budget.requests
     assert sent <= inputs * (1 + SETTINGS.client.retry_budget_ratio) + SETTINGS.client.retry_budget_burst
