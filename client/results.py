@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -118,8 +119,9 @@ def resolved(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
-def completed_paths(path: Path) -> set[str]:
-    """Inputs (resolved paths) that are done in a results file, for ``--resume``.
+def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str]:
+    """Inputs that are done in a results file, for ``--resume``, as ``key`` of their row paths
+    (resolved paths; the row path itself for pseudonymized rows).
 
     An input is done when none of its rows ended in a transient error (:data:`TRANSIENT_REASONS`).
     The file is rewritten (atomically) without the rows of inputs that are not done, so that their
@@ -146,4 +148,4 @@ def completed_paths(path: Path) -> set[str]:
         out.flush()
         os.fsync(out.fileno())
     os.replace(out.name, path)
-    return {resolved(row["path"]) for row in kept}
+    return {key(row["path"]) for row in kept}

@@ -11,8 +11,12 @@ Messages and logs name files and UIDs only, never patient attributes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +31,7 @@ from radserve.errors import InputError
 __all__ = [
     "SUPPORTED_TRANSFER_SYNTAXES",
     "Radiograph",
+    "captured_warnings",
     "radiographs_from_dataset",
     "read_radiographs",
     "resize",
@@ -51,7 +56,42 @@ def read_radiographs(path: str | os.PathLike[str]) -> list[Radiograph]:
     Raises :class:`InputError` (and nothing else) when the file cannot be used.
     """
     name = os.fsdecode(path)
-    return radiographs_from_dataset(read_dataset(name), name)
+    with captured_warnings(name):
+        return radiographs_from_dataset(read_dataset(name), name)
+
+
+def _without_values(message: str) -> str:
+    """The text of a pydicom warning before the first colon or quote: the rest may quote a value."""
+    return re.split(r"[:'\"]", message, maxsplit=1)[0].strip()[:120]
+
+
+class _ValueFreeRecords(logging.Filter):
+    """pydicom also logs each warning it raises (``warn_and_log``): its records lose their values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _without_values(record.getMessage()), None
+        return True
+
+
+logging.getLogger("pydicom").addFilter(_ValueFreeRecords())
+
+
+@contextlib.contextmanager
+def captured_warnings(path: str) -> Iterator[None]:
+    """Catch the warnings pydicom (or a codec) raises meanwhile and log them without their values.
+
+    pydicom quotes the offending value (``Invalid value for VR DA: '19510203x'``), which may be a
+    patient attribute: only the text before the first colon or quote is kept. Runs in decode workers.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                _LOG.info(
+                    "%s: %s: %s", path, warning.category.__name__, _without_values(str(warning.message))
+                )
 
 
 def radiographs_from_dataset(ds: Dataset, path: str) -> list[Radiograph]:

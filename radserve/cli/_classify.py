@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radserve.cli._common import (
     EXIT_FAILURE,
@@ -16,6 +17,9 @@ from radserve.cli._common import (
 )
 from radserve.model_card import ModelCard
 from radserve.security import ClientTls
+
+if TYPE_CHECKING:
+    from radserve.client.privacy import PathPseudonyms
 from radserve.settings import SETTINGS
 
 
@@ -77,12 +81,13 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
             file=sys.stderr,
         )
     files = inputs.files
+    hide = _pseudonyms(args, files)
     if args.resume:
         if args.output is None:
             print("radserve: --resume needs --output", file=sys.stderr)
             return EXIT_FAILURE
-        done = completed_paths(args.output)
-        files = tuple(path for path in files if resolved(path) not in done)
+        done = completed_paths(args.output, key=str if hide else resolved)
+        files = tuple(path for path in files if (hide(path) if hide else resolved(path)) not in done)
         print(
             f"resuming: {len(inputs.files) - len(files)} of {len(inputs.files)} files already done",
             file=sys.stderr,
@@ -92,6 +97,8 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
     progress = Progress(len(files))
 
     def on_rows(rows: list[ResultRow]) -> None:
+        if hide is not None:
+            rows = [hide.row(row) for row in rows]
         if writer is not None:
             writer.write(rows)
         shown.extend(rows[: max(0, args.show - len(shown))])
@@ -126,6 +133,17 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
     return EXIT_INPUT_FAILURES if summary.errors else EXIT_OK
 
 
+def _pseudonyms(args: argparse.Namespace, files: tuple[Path, ...]) -> PathPseudonyms | None:
+    """The path pseudonyms of ``--pseudonymize-paths KEYFILE``, hiding ``files`` in logs too."""
+    from radserve.client.privacy import PathPseudonyms
+
+    if args.pseudonymize_paths is None:
+        return None
+    hide = PathPseudonyms.from_file(args.pseudonymize_paths)
+    hide.hide_in_logs(list(files))
+    return hide
+
+
 def _add_run_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("paths", nargs="+", help="DICOM files and folders")
     command.add_argument("--model", required=True)
@@ -140,6 +158,12 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="skip inputs done in --output (transient errors are redone)"
     )
     command.add_argument("--sr-dir", type=Path, help="write a DICOM Comprehensive SR per radiograph here")
+    command.add_argument(
+        "--pseudonymize-paths",
+        type=Path,
+        metavar="KEYFILE",
+        help="replace input paths in rows and logs by an HMAC under the secret in KEYFILE",
+    )
     command.add_argument(
         "--metrics-port", type=int, help="expose the client's Prometheus metrics on 127.0.0.1:PORT"
     )
