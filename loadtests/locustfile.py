@@ -39,7 +39,7 @@ from tritonclient.utils import InferenceServerException
 
 from radserve.loadtests.images import wire_images
 from radserve.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
-from radserve.security import client_tls
+from radserve.security import GRPC_ADMIN_KEY_HEADER, client_tls
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger("radserve.locust")
@@ -68,9 +68,13 @@ def _arguments(parser: Any) -> None:
     )
     group.add_argument("--max-failure-ratio", type=float, default=0.0, help="fail the run above this")
     group.add_argument("--max-p95-ms", type=float, default=2000.0, help="fail the run above this p95")
-    group.add_argument("--tls-ca", default="", help="CA certificate of the server: gRPC over TLS")
-    group.add_argument("--tls-cert", default="", help="client certificate, for mutual TLS")
-    group.add_argument("--tls-key", default="", help="client key, for mutual TLS")
+    # Locust's own --tls-cert/--tls-key serve its web UI: these are the gRPC client's.
+    group.add_argument("--grpc-tls-ca", default="", help="CA certificate of the server: gRPC over TLS")
+    group.add_argument("--grpc-tls-cert", default="", help="client certificate, for mutual TLS")
+    group.add_argument("--grpc-tls-key", default="", help="client key, for mutual TLS")
+    group.add_argument(
+        "--admin-key", default=os.environ.get("RADSERVE_ADMIN_KEY", ""), help="for a restricted model config"
+    )
 
 
 def _grpc_target(host: str | None) -> str:
@@ -81,8 +85,8 @@ def _grpc_target(host: str | None) -> str:
 
 
 def _tls(options: Any) -> dict[str, Any]:
-    """tritonclient's TLS keyword arguments from ``--tls-ca [--tls-cert --tls-key]`` (none: plaintext)."""
-    paths = (options.tls_ca, options.tls_cert, options.tls_key)
+    """tritonclient's TLS keyword arguments from ``--grpc-tls-ca [--grpc-tls-cert --grpc-tls-key]``."""
+    paths = (options.grpc_tls_ca, options.grpc_tls_cert, options.grpc_tls_key)
     tls = client_tls(*(Path(path) if path else None for path in paths))
     return {"ssl": True, **tls.credentials()} if tls else {}
 
@@ -108,7 +112,8 @@ def _prepare(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     client = _new_client(_grpc_target(environment.host), options)
     try:
-        config = client.get_model_config(options.model).config
+        headers = {GRPC_ADMIN_KEY_HEADER: options.admin_key} if options.admin_key else None
+        config = client.get_model_config(options.model, headers=headers).config
         card = ModelCard.from_json(config.parameters[MODEL_CARD_PARAMETER].string_value)
     finally:
         client.close()
