@@ -51,6 +51,9 @@ PROFILES: dict[str, list[tuple[float, int, float]]] = {
     "soak": [(float(os.environ.get("RADSERVE_SOAK_SECONDS", "1800")), 8, 2.0)],
 }
 MAX_USERS = 64  # gevent's native thread pool is sized for this many concurrent gRPC calls
+# After a failed request a user pauses this long, as a client backs off: a server that is down
+# (restarting in `make soak`) is not hammered by instant connection failures.
+FAILURE_PAUSE_SECONDS = 0.5
 
 
 @events.init_command_line_parser.add_listener
@@ -161,6 +164,8 @@ class RadiographUser(User):
             exception=exception,
             context={},
         )
+        if exception is not None:
+            gevent.sleep(FAILURE_PAUSE_SECONDS)
 
 
 class RadserveShape(LoadTestShape):
