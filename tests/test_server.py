@@ -95,22 +95,22 @@ def test_serve_command_prints_endpoints_and_stops_on_sigterm(repository: Path, t
         probe.bind(("127.0.0.1", ports.grpc))
 
 
-def _regions() -> set[Path]:
-    return set(SHM_DIR.glob(f"{REGION_PREFIX}*"))
+def _mapped_regions(pid: int) -> set[Path]:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {path for path in SHM_DIR.glob(f"{REGION_PREFIX}*") if str(path) in maps}
 
 
 def test_regions_of_a_killed_server_are_removed_and_live_ones_kept(
     triton: TritonServer, repository: Path, tiny_export: object
 ) -> None:
-    before = _regions()
     server = TritonServer(repository, ports=free_ports()).start()
+    regions = _mapped_regions(server.pid or 0)
+    assert regions, "a running tritonserver maps its Python-backend regions"
     server.kill()  # SIGKILL: tritonserver cannot unlink its regions
-    left = _regions() - before
-    assert left, "a killed tritonserver leaves its Python-backend regions in /dev/shm"
-    maps = Path(f"/proc/{triton.pid}/maps").read_text()
-    live = {path for path in _regions() if str(path) in maps}
-    assert live, "the running server maps its regions"
+    assert all(path.exists() for path in regions), "a killed tritonserver leaves its regions behind"
+    live = _mapped_regions(triton.pid or 0)
+    assert live
     removed = remove_stale_regions()
-    assert removed >= len(left)
-    assert not any(path.exists() for path in left)
+    assert removed >= len(regions)
+    assert not any(path.exists() for path in regions)
     assert all(path.exists() for path in live)  # the live server's regions were left alone
