@@ -9,7 +9,7 @@ DEMO_CHECKPOINT := $(BUILD)/demo-resnet18.pt
 DEMO_DICOM := $(BUILD)/demo-dicom
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus loadtest bench gpu-bundle
+.PHONY: demo test lint format install clean prometheus dicom3tools loadtest bench soak gpu-bundle
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ prometheus:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "prometheus is not installed and cannot be installed here: its tests will be skipped"; fi; }
 
+# dicom3tools' dciodvfy for the SR conformance test (tests/test_sr.py): Debian's package, as above.
+dicom3tools:
+	@command -v dciodvfy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; \
+	  else echo "dicom3tools is not installed and cannot be installed here: the SR conformance test will be skipped"; fi; }
+
 # Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
 loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(PY) -m radserve.loadtests.run --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
@@ -52,7 +59,14 @@ bench: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 gpu-bundle: | $(STAMP)
 	$(PY) -m radserve.loadtests.gpu_bundle --out $(BUILD)/gpu-bundle --cache $(BUILD)/gpu-bundle-cache
 
-test: $(STAMP) prometheus
+# Soak (not in CI): SOAK_SECONDS of Locust against the embedded server, restarted twice; prints
+# requests, failures and the RSS of server and client at start and end.
+SOAK_SECONDS ?= 600
+soak: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
+	$(PY) -m radserve.loadtests.soak --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
+	  --seconds $(SOAK_SECONDS) --out $(BUILD)/soak
+
+test: $(STAMP) prometheus dicom3tools
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

@@ -16,12 +16,13 @@ from typing import Any
 
 from radserve.client.decode_pool import DecodePool
 from radserve.client.flow import classify_prepared
-from radserve.client.grpc_client import AsyncRadiographClient, RetryPolicy
+from radserve.client.grpc_client import AsyncRadiographClient, RetryBudget, RetryPolicy
 from radserve.client.metrics import ClientMetrics
 from radserve.client.packing import RequestPacker
 from radserve.client.results import ResultRow
 from radserve.errors import InputError
 from radserve.model_card import ModelCard
+from radserve.security import ClientTls
 from radserve.settings import SETTINGS
 
 
@@ -60,6 +61,9 @@ class ClassifyOptions:
     images_per_request: int = SETTINGS.client.images_per_request  # radiographs packed at most
     workers: int = SETTINGS.client.decode_workers  # decode worker processes
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    budget: RetryBudget | None = None  # retry budget; one per run when not given
+    tls: ClientTls | None = None  # TLS to the servers (mutual with a client certificate)
+    admin_key: str | None = None  # for servers whose model config is behind the admin key
     ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
     # Write one DICOM Comprehensive SR per classified radiograph into this folder.
     sr_dir: Path | None = None
@@ -107,7 +111,12 @@ async def classify(
     metrics.model(model)
 
     async with AsyncRadiographClient(
-        options.url, max_in_flight=options.max_in_flight, retry=options.retry
+        options.url,
+        max_in_flight=options.max_in_flight,
+        retry=options.retry,
+        budget=options.budget,
+        tls=options.tls,
+        admin_key=options.admin_key,
     ) as client:
         await client.wait_ready(model, options.ready_timeout_seconds)
         card = await client.model_card(model)

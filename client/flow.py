@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radserve.client.dicom import decode_file, display
+from radserve.client.dicom import captured_warnings, decode_file, display
 from radserve.client.packing import Answer, RequestPacker
 from radserve.client.preprocess import model_input
 from radserve.client.results import ResultRow
@@ -59,8 +59,9 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
     """Steps 1 to 3, decode → display LUT → resize, for every frame of ``path``."""
     started = time.perf_counter()
     try:
-        decoded = decode_file(path)  # 1. decode
-        radiographs = display(decoded)  # 2. display LUT
+        with captured_warnings(path):  # pydicom's warnings may quote patient attributes
+            decoded = decode_file(path)  # 1. decode
+            radiographs = display(decoded)  # 2. display LUT
         prepared = tuple(
             PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card))  # 3. resize
             for r in radiographs
@@ -96,7 +97,7 @@ def _row(
 ) -> ResultRow:
     where = (item.sop_instance_uid, item.frame)
     if isinstance(answer, InferenceError):
-        return error_row(path, model, "inference_failed", f"{path}: {answer}", *where)
+        return error_row(path, model, answer.reason, f"{path}: {answer}", *where)
     if isinstance(answer, Exception):
         return error_row(path, model, "internal_error", internal_error(path, answer), *where)
     if isinstance(answer, BaseException):

@@ -1,43 +1,35 @@
-"""asyncio gRPC client for radserve models on Triton: bounded in flight, retried, deadline-bound."""
+"""asyncio gRPC client for radserve models on Triton: bounded in flight, retried within a budget,
+pinned to the model version whose card it read, over TLS when given."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from radserve.client.retry import RetryBudget, RetryPolicy, failure_kind
 from radserve.errors import InferenceError, ModelCardError, ServerError
-from radserve.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
+from radserve.model_card import (
+    INPUT_NAME,
+    MODEL_CARD_PARAMETER,
+    MODEL_VERSION_PARAMETER,
+    OUTPUT_NAME,
+    ModelCard,
+)
+from radserve.security import GRPC_ADMIN_KEY_HEADER, ClientTls
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
 
-# Transient conditions: the server restarting or shedding load. Triton answers a full queue or a
-# queue timeout with UNAVAILABLE; a request that outlived its deadline may not have run at all.
-RETRYABLE = frozenset(
-    {"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.DEADLINE_EXCEEDED"}
-)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, bounded by a total time per request."""
-
-    initial_backoff_seconds: float = SETTINGS.client.retry_initial_backoff_seconds
-    max_backoff_seconds: float = SETTINGS.client.retry_max_backoff_seconds
-    give_up_after_seconds: float = SETTINGS.client.retry_give_up_after_seconds
-    request_timeout_seconds: float = SETTINGS.client.request_timeout_seconds
-
-    def backoff(self, attempt: int) -> float:
-        return random.uniform(0, min(self.max_backoff_seconds, self.initial_backoff_seconds * 2**attempt))
+__all__ = ["AsyncRadiographClient", "Prediction", "RetryBudget", "RetryPolicy"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +44,14 @@ class Prediction:
 
 @dataclass
 class _Endpoint:
-    """One server: its channel, requests on it now, and until when it is avoided after a failure."""
+    """One server: its channel, requests on it now, until when it is avoided after a failure, and
+    per model the version its card describes (requests are pinned to it)."""
 
     url: str
     client: grpcclient.InferenceServerClient
     in_flight: int = 0
     avoid_until: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 class AsyncRadiographClient:
@@ -65,7 +59,10 @@ class AsyncRadiographClient:
 
     With several URLs (replicas serving the same models) each request goes to the endpoint with
     the fewest requests in flight, skipping for ``RetryPolicy.max_backoff_seconds`` one that just
-    failed; a retried request goes elsewhere when another endpoint is available.
+    failed; a retried request goes elsewhere when another endpoint is available. A request holds
+    its in-flight slot only while on the wire, never while it backs off. ``budget`` bounds retries
+    (:class:`RetryBudget`; pass one instance to several clients to bound them together).
+    ``admin_key`` is sent on the restricted calls (model config, repository index).
     """
 
     def __init__(
@@ -74,19 +71,19 @@ class AsyncRadiographClient:
         *,
         max_in_flight: int = SETTINGS.client.max_in_flight,
         retry: RetryPolicy | None = None,
+        budget: RetryBudget | None = None,
+        tls: ClientTls | None = None,
+        admin_key: str | None = None,
     ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ValueError("at least one server URL is needed")
         self.url = ",".join(urls)
         self.retry = retry or RetryPolicy()
+        self.budget = budget or RetryBudget()
         self._in_flight = asyncio.Semaphore(max_in_flight)
-        size = SETTINGS.client.grpc_max_message_bytes
-        options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
-        self._endpoints = [
-            _Endpoint(address, grpcclient.InferenceServerClient(address, channel_args=options))
-            for address in urls
-        ]
+        self._headers = {GRPC_ADMIN_KEY_HEADER: admin_key} if admin_key else None
+        self._endpoints = [_Endpoint(address, _channel(address, tls)) for address in urls]
 
     async def __aenter__(self) -> AsyncRadiographClient:
         return self
@@ -117,7 +114,9 @@ class AsyncRadiographClient:
                 try:
                     if await endpoint.client.is_model_ready(model):
                         return
-                    index = await endpoint.client.get_model_repository_index(as_json=True)
+                    index = await endpoint.client.get_model_repository_index(
+                        headers=self._headers, as_json=True
+                    )
                     known = sorted(entry["name"] for entry in index.get("models", []))
                     if model not in known:
                         raise ServerError(
@@ -131,53 +130,100 @@ class AsyncRadiographClient:
             await asyncio.sleep(0.5)
 
     async def model_card(self, model: str) -> ModelCard:
-        """The model card a server holds for ``model`` (from its config parameters)."""
-        endpoint = self._pick()
+        """The card of ``model`` (from its config) on the first replica that answers; every replica
+        whose card differs from it, or that cannot say, is refused for the rest of the run. Requests
+        to each replica are then pinned to the version its config describes."""
+        reference: ModelCard | None = None
+        problems = []
+        for endpoint in self._endpoints:
+            try:
+                card, version = await self._read_card(endpoint, model)
+            except (ServerError, ModelCardError) as error:
+                problems.append(str(error))
+                continue
+            if reference is not None and card != reference:
+                problems.append(f"{endpoint.url}: model {model!r} differs from the first replica's card")
+                continue
+            reference = card
+            endpoint.versions[model] = version
+        if reference is None:
+            raise ServerError("; ".join(problems))
+        refused = [endpoint for endpoint in self._endpoints if model not in endpoint.versions]
+        for problem in problems:
+            LOGGER.warning("refusing a replica: %s", problem)
+        self._endpoints = [endpoint for endpoint in self._endpoints if endpoint not in refused]
+        return reference
+
+    async def _read_card(self, endpoint: _Endpoint, model: str) -> tuple[ModelCard, str]:
         try:
-            reply = await endpoint.client.get_model_config(model)
+            reply = await endpoint.client.get_model_config(model, headers=self._headers)
         except InferenceServerException as error:
             raise ServerError(
                 f"{endpoint.url}: cannot read config of model {model!r}: {error.message()}"
             ) from None
-        parameter = reply.config.parameters.get(MODEL_CARD_PARAMETER)
-        if parameter is None:
+        parameters = reply.config.parameters
+        if MODEL_CARD_PARAMETER not in parameters:
             raise ModelCardError(f"model {model!r} on {endpoint.url} has no {MODEL_CARD_PARAMETER} parameter")
-        return ModelCard.from_json(parameter.string_value)
+        version = (
+            parameters[MODEL_VERSION_PARAMETER].string_value if MODEL_VERSION_PARAMETER in parameters else ""
+        )
+        return ModelCard.from_json(parameters[MODEL_CARD_PARAMETER].string_value), version
 
     async def infer(self, model: str, images: np.ndarray) -> Prediction:
-        """Probabilities ``[B, C]`` for wire images ``uint8 [B, 1, H, W]``, retrying transient failures."""
+        """Probabilities ``[B, C]`` for wire images ``uint8 [B, 1, H, W]``, retrying transient failures
+        within the retry budget (:mod:`radserve.client.retry`)."""
         inputs = [grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")]
         inputs[0].set_data_from_numpy(images)
         outputs = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
         policy = self.retry
         started = time.monotonic()
-        attempt = 0
-        async with self._in_flight:
-            while True:
+        attempt = deadline_retries = 0
+        self.budget.sent()
+        while True:
+            async with self._in_flight:  # held on the wire only, released while backing off
                 endpoint = self._pick()
+                pinned = endpoint.versions.get(model, "")
                 endpoint.in_flight += 1
                 sent = time.monotonic()
                 try:
                     result = await endpoint.client.infer(
-                        model, inputs, outputs=outputs, client_timeout=policy.request_timeout_seconds
+                        model,
+                        inputs,
+                        model_version=pinned,
+                        outputs=outputs,
+                        client_timeout=policy.request_timeout_seconds,
                     )
-                    return Prediction(
-                        result.as_numpy(OUTPUT_NAME),
-                        time.monotonic() - sent,
-                        attempt + 1,
-                        result.get_response().model_version,
-                    )
+                    return _prediction(result, pinned, endpoint.url, time.monotonic() - sent, attempt + 1)
                 except InferenceServerException as error:
-                    status = error.status() or ""
-                    if status not in RETRYABLE or time.monotonic() - started > policy.give_up_after_seconds:
-                        attempts = f"after {attempt + 1} attempt(s)"
+                    status, message = error.status() or "", error.message() or ""
+                    kind = failure_kind(status, message)
+                    if not policy.may_retry(kind, deadline_retries, time.monotonic() - started, self.budget):
                         raise InferenceError(
-                            f"{endpoint.url}: {status or 'error'} {attempts}: {error.message()}"
+                            f"{endpoint.url}: {status or 'error'} after {attempt + 1} attempt(s): {message}",
+                            kind if kind != "deadline_exceeded" else "inference_failed",
+                            attempt + 1,
                         ) from None
+                    deadline_retries += kind == "deadline_exceeded"
                     endpoint.avoid_until = time.monotonic() + policy.max_backoff_seconds
                 finally:
                     endpoint.in_flight -= 1
-                delay = policy.backoff(attempt)
-                LOGGER.debug("retrying in %.2f s after %s from %s", delay, status, endpoint.url)
-                attempt += 1
-                await asyncio.sleep(delay)
+            delay = policy.backoff(attempt)
+            LOGGER.debug("retrying in %.2f s after %s from %s", delay, status, endpoint.url)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
+def _channel(address: str, tls: ClientTls | None) -> grpcclient.InferenceServerClient:
+    size = SETTINGS.client.grpc_max_message_bytes
+    options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
+    secure: dict[str, Any] = {"ssl": True, **tls.credentials()} if tls else {}
+    return grpcclient.InferenceServerClient(address, channel_args=options, **secure)
+
+
+def _prediction(result: Any, pinned: str, url: str, latency: float, attempts: int) -> Prediction:
+    version = result.get_response().model_version
+    if pinned and version != pinned:
+        raise InferenceError(
+            f"{url}: version {version} answered a request pinned to version {pinned}", "version_mismatch"
+        )
+    return Prediction(result.as_numpy(OUTPUT_NAME), latency, attempts, version)

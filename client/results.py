@@ -5,11 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from radserve.settings import SETTINGS
+
 Status = Literal["ok", "error"]
+
+# Error reasons that may pass on another try: ``--resume`` does these inputs again.
+TRANSIENT_REASONS = frozenset(
+    {"inference_failed", "overloaded", "server_unavailable", "version_unavailable", "version_mismatch"}
+)
 
 
 @dataclass(frozen=True)
@@ -41,12 +52,20 @@ _CSV_FIELDS = tuple(ResultRow.__dataclass_fields__)
 
 
 class ResultWriter:
-    """Writes rows to ``.jsonl`` or ``.csv`` as they arrive, flushed so a killed run keeps them.
+    """Writes rows to ``.jsonl`` or ``.csv`` as they arrive, flushed so a killed run keeps them, and
+    fsync'ed every ``fsync_rows`` rows or ``fsync_seconds`` (and on close) so a host crash keeps them.
 
     In CSV, ``probabilities`` is a JSON object in one column (labels differ between models).
     """
 
-    def __init__(self, path: Path, *, append: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        append: bool = False,
+        fsync_rows: int = SETTINGS.client.results_fsync_rows,
+        fsync_seconds: float = SETTINGS.client.results_fsync_seconds,
+    ) -> None:
         suffix = path.suffix.lower()
         if suffix not in (".jsonl", ".csv"):
             raise ValueError(f"{path}: output must end in .jsonl or .csv")
@@ -54,6 +73,8 @@ class ResultWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._stream: IO[str] = path.open("a" if append else "w", newline="", encoding="utf-8")
         self._csv: csv.DictWriter[str] | None = None
+        self._fsync_rows, self._fsync_seconds = fsync_rows, fsync_seconds
+        self._unsynced, self._synced_at = 0, time.monotonic()
         if suffix == ".csv":
             self._csv = csv.DictWriter(self._stream, fieldnames=_CSV_FIELDS)
             if self._stream.tell() == 0:
@@ -72,8 +93,18 @@ class ResultWriter:
                 )
         self._stream.write(buffer.getvalue())
         self._stream.flush()
+        self._unsynced += len(rows)
+        if self._unsynced >= self._fsync_rows or time.monotonic() - self._synced_at >= self._fsync_seconds:
+            self._sync()
+
+    def _sync(self) -> None:
+        os.fsync(self._stream.fileno())
+        self._unsynced, self._synced_at = 0, time.monotonic()
 
     def close(self) -> None:
+        if not self._stream.closed:
+            self._stream.flush()
+            self._sync()
         self._stream.close()
 
     def __enter__(self) -> ResultWriter:
@@ -83,20 +114,38 @@ class ResultWriter:
         self.close()
 
 
-def completed_paths(path: Path) -> set[str]:
-    """Inputs that already have rows in a results file, for ``--resume``.
+def resolved(path: str | Path) -> str:
+    """The key ``--resume`` matches inputs on: the absolute path, symbolic links resolved."""
+    return str(Path(path).resolve())
 
-    A run killed while writing leaves at most a torn last line: it is cut off here, and that
-    input is done again. Rows of one input are written together, so an input is all in or out.
+
+def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str]:
+    """Inputs that are done in a results file, for ``--resume``, as ``key`` of their row paths
+    (resolved paths; the row path itself for pseudonymized rows).
+
+    An input is done when none of its rows ended in a transient error (:data:`TRANSIENT_REASONS`).
+    The file is rewritten (atomically) without the rows of inputs that are not done, so that their
+    new rows replace them; a run killed while writing leaves at most a torn last line, which goes too.
+    Rows of one input are written together, so an input is all in or out.
     """
     if not path.exists():
         return set()
     data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        with path.open("r+b") as stream:
-            stream.truncate(complete)
-    lines = data[:complete].decode("utf-8").splitlines()
-    if path.suffix.lower() == ".csv":
-        return {row["path"] for row in csv.DictReader(lines)}
-    return {json.loads(line)["path"] for line in lines if line.strip()}
+    text = data[: data.rfind(b"\n") + 1].decode("utf-8")
+    is_csv = path.suffix.lower() == ".csv"
+    rows = (
+        list(csv.DictReader(io.StringIO(text))) if is_csv else [json.loads(x) for x in text.splitlines() if x]
+    )
+    retry = {row["path"] for row in rows if row.get("error_reason") in TRANSIENT_REASONS}
+    kept = [row for row in rows if row["path"] not in retry]
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
+        if is_csv:
+            writer = csv.DictWriter(out, fieldnames=_CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+        else:
+            out.writelines(json.dumps(row, sort_keys=True) + "\n" for row in kept)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(out.name, path)
+    return {key(row["path"]) for row in kept}

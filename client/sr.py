@@ -27,12 +27,9 @@ The source is also listed in the Current Requested Procedure Evidence Sequence.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import math
 import os
-import warnings
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -57,6 +54,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
 
+from radserve.client.dicom import captured_warnings
 from radserve.client.results import ResultRow
 from radserve.errors import InputError
 from radserve.model_card import ModelCard
@@ -100,6 +98,9 @@ _TYPE2 = (
     "ReferringPhysicianName",
 )
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Not carried into the SR (highdicom would copy them into its Contributing Equipment): where the
+# source was acquired identifies the site, and the SR needs it not.
+_SITE_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
 _LO_MAX = 64
 
 
@@ -149,7 +150,7 @@ def write_classification_sr(
     software = [v for v in (model_version, f"radserve {_radserve_version()}") if v]
     try:
         root = _content(row, card, header, frame, model_version)
-        with _quiet_person_name_warnings():
+        with captured_warnings(path):  # highdicom and pydicom quote the values they warn about
             document = ComprehensiveSR(
                 evidence=[header],
                 content=root,
@@ -184,7 +185,9 @@ def write_classification_sr(
     target = output_dir / f"{sr_uid}.dcm"
     partial = target.with_name(target.name + ".part")
     try:
-        document.save_as(partial, enforce_file_format=True)
+        # only this user may read it: an SR carries the patient module of its source
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as stream:
+            document.save_as(stream, enforce_file_format=True)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -213,7 +216,7 @@ def _evidence_header(source: Dataset, path: str) -> Dataset:
         raise InputError(path, "sr_failed", f"the source lacks {', '.join(missing)}")
     header = Dataset()
     for element in source:
-        if element.keyword not in _PIXEL_KEYWORDS:
+        if element.keyword not in _PIXEL_KEYWORDS + _SITE_KEYWORDS:
             header.add(element)
     for keyword in _TYPE2:
         if keyword not in header:
@@ -293,16 +296,6 @@ def _content(
     root = ContainerContentItem(ROOT_TITLE, is_content_continuous=False)
     root.ContentSequence = ContentSequence([*context, group])
     return root
-
-
-@contextlib.contextmanager
-def _quiet_person_name_warnings() -> Iterator[None]:
-    """highdicom warns about one-component person names quoting them: patient names stay out of logs."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"The string .* is unlikely to represent", category=UserWarning
-        )
-        yield
 
 
 def _radserve_version() -> str:

@@ -17,6 +17,7 @@ from radserve.client.grpc_client import AsyncRadiographClient, Prediction, Retry
 from radserve.client.inputs import discover
 from radserve.client.results import ResultRow
 from radserve.model_card import ModelCard
+from radserve.security import ClientTls
 from radserve.settings import SETTINGS
 
 T = TypeVar("T")
@@ -35,15 +36,18 @@ class RadiographClient:
         *,
         max_in_flight: int = SETTINGS.client.max_in_flight,
         retry: RetryPolicy | None = None,
+        tls: ClientTls | None = None,
+        admin_key: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="radserve-grpc", daemon=True)
         self._thread.start()
-        self._client = self._run(self._connect(url, max_in_flight, retry))
+        options = {"max_in_flight": max_in_flight, "retry": retry, "tls": tls, "admin_key": admin_key}
+        self._client = self._run(self._connect(url, options))
 
     @staticmethod
-    async def _connect(url: str, max_in_flight: int, retry: RetryPolicy | None) -> AsyncRadiographClient:
-        return AsyncRadiographClient(url, max_in_flight=max_in_flight, retry=retry)
+    async def _connect(url: str, options: dict[str, Any]) -> AsyncRadiographClient:
+        return AsyncRadiographClient(url, **options)
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

@@ -1,9 +1,11 @@
 """Writing model versions into a Triton model repository, atomically.
 
-A version is assembled in a staging folder inside the model folder (Triton ignores non-numeric
-subfolders) and renamed into place, so a half-written export never appears in the repository.
-Each export adds the next numbered version; with ``keep_versions`` the older ones beyond the newest
-N are removed afterwards (and the config's ``version_policy`` serves at most N).
+Each export adds the next numbered version. The whole model folder is staged beside it (a hidden
+``.staging-*`` folder of the repository: the kept versions hard-linked, the new version, the config
+naming that version, the labels) and then exchanged with the live folder in one ``renameat2``
+(RENAME_EXCHANGE), so whoever reads the repository (a reload, a poll) sees the old folder or the new
+one, never a version without its config and labels. With ``keep_versions`` the older versions beyond
+the newest N are left out of the new folder (and the config's ``version_policy`` serves at most N).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from radserve.export.model_config import (
     build_config,
     render_config,
 )
-from radserve.model_card import ModelCard, model_versions
+from radserve.files import swap_folder
+from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard, model_versions
 
 if TYPE_CHECKING:
     from radserve.export.tensorrt import EngineMetadata
@@ -40,12 +43,6 @@ MODEL_SOURCES: dict[Target, Path] = {
     "embedded": Path(__file__).with_name("embedded_model.py"),
     "embedded-gpu": Path(__file__).with_name("gpu_model.py"),
 }
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
 
 
 def publish(
@@ -70,29 +67,34 @@ def publish(
             raise ExportError(f"keep_versions must be at least 1, got {keep_versions}")
         # the version policy never names more versions than are kept on disk
         options = replace(options, versions_kept=min(options.versions_kept, keep_versions))
-    # the config is built first: a configuration Triton would reject stops the export here
-    config_text = render_config(build_config(card, target, options, engine))
     model_dir = repository / card.name
-    model_dir.mkdir(parents=True, exist_ok=True)
     version = (model_versions(model_dir) or [0])[-1] + 1
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    # the config is built first: a configuration Triton would reject stops the export here
+    config = build_config(card, target, options, engine)
+    config.parameters[MODEL_VERSION_PARAMETER].string_value = str(version)
+    repository.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{card.name}-", dir=repository))
     try:
-        shutil.copyfile(model_file, staging / MODEL_FILES[target])
+        for number in model_versions(model_dir):
+            shutil.copytree(model_dir / str(number), staging / str(number), copy_function=os.link)
+        version_dir = staging / str(version)
+        version_dir.mkdir()
+        shutil.copyfile(model_file, version_dir / MODEL_FILES[target])
         if target in PYTHON_TARGETS:
-            shutil.copyfile(MODEL_SOURCES[target], staging / "model.py")
+            shutil.copyfile(MODEL_SOURCES[target], version_dir / "model.py")
         for name, source in (extra_files or {}).items():
-            shutil.copyfile(source, staging / name)
-        card.write(staging)
+            shutil.copyfile(source, version_dir / name)
+        card.write(version_dir)
+        (staging / LABELS_FILE).write_text("".join(f"{label}\n" for label in card.labels))
+        (staging / CONFIG_FILE).write_text(render_config(config))
+        if keep_versions is not None:
+            prune(staging, keep_versions)
         staging.chmod(0o755)
-        staging.rename(model_dir / str(version))
+        swap_folder(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _write_atomically(model_dir / LABELS_FILE, "".join(f"{label}\n" for label in card.labels))
-    _write_atomically(model_dir / CONFIG_FILE, config_text)
     LOGGER.info("published %s version %d (%s) in %s", card.name, version, target, repository)
-    if keep_versions is not None:
-        prune(model_dir, keep_versions)
     return model_dir / str(version)
 
 

@@ -27,6 +27,7 @@ import itertools
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -38,6 +39,7 @@ from tritonclient.utils import InferenceServerException
 
 from radserve.loadtests.images import wire_images
 from radserve.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
+from radserve.security import GRPC_ADMIN_KEY_HEADER, client_tls
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger("radserve.locust")
@@ -49,6 +51,9 @@ PROFILES: dict[str, list[tuple[float, int, float]]] = {
     "soak": [(float(os.environ.get("RADSERVE_SOAK_SECONDS", "1800")), 8, 2.0)],
 }
 MAX_USERS = 64  # gevent's native thread pool is sized for this many concurrent gRPC calls
+# After a failed request a user pauses this long, as a client backs off: a server that is down
+# (restarting in `make soak`) is not hammered by instant connection failures.
+FAILURE_PAUSE_SECONDS = 0.5
 
 
 @events.init_command_line_parser.add_listener
@@ -66,6 +71,13 @@ def _arguments(parser: Any) -> None:
     )
     group.add_argument("--max-failure-ratio", type=float, default=0.0, help="fail the run above this")
     group.add_argument("--max-p95-ms", type=float, default=2000.0, help="fail the run above this p95")
+    # Locust's own --tls-cert/--tls-key serve its web UI: these are the gRPC client's.
+    group.add_argument("--grpc-tls-ca", default="", help="CA certificate of the server: gRPC over TLS")
+    group.add_argument("--grpc-tls-cert", default="", help="client certificate, for mutual TLS")
+    group.add_argument("--grpc-tls-key", default="", help="client key, for mutual TLS")
+    group.add_argument(
+        "--admin-key", default=os.environ.get("RADSERVE_ADMIN_KEY", ""), help="for a restricted model config"
+    )
 
 
 def _grpc_target(host: str | None) -> str:
@@ -75,11 +87,19 @@ def _grpc_target(host: str | None) -> str:
     return host.rstrip("/")
 
 
-def _new_client(target: str) -> grpcclient.InferenceServerClient:
+def _tls(options: Any) -> dict[str, Any]:
+    """tritonclient's TLS keyword arguments from ``--grpc-tls-ca [--grpc-tls-cert --grpc-tls-key]``."""
+    paths = (options.grpc_tls_ca, options.grpc_tls_cert, options.grpc_tls_key)
+    tls = client_tls(*(Path(path) if path else None for path in paths))
+    return {"ssl": True, **tls.credentials()} if tls else {}
+
+
+def _new_client(target: str, options: Any) -> grpcclient.InferenceServerClient:
     size = SETTINGS.client.grpc_max_message_bytes
     return grpcclient.InferenceServerClient(
         target,
         channel_args=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],
+        **_tls(options),
     )
 
 
@@ -93,9 +113,10 @@ def _prepare(environment: Environment, **_: Any) -> None:
     if _IMAGES:
         return
     options = environment.parsed_options
-    client = _new_client(_grpc_target(environment.host))
+    client = _new_client(_grpc_target(environment.host), options)
     try:
-        config = client.get_model_config(options.model).config
+        headers = {GRPC_ADMIN_KEY_HEADER: options.admin_key} if options.admin_key else None
+        config = client.get_model_config(options.model, headers=headers).config
         card = ModelCard.from_json(config.parameters[MODEL_CARD_PARAMETER].string_value)
     finally:
         client.close()
@@ -109,7 +130,7 @@ class RadiographUser(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.client = _new_client(_grpc_target(self.host))
+        self.client = _new_client(_grpc_target(self.host), self.environment.parsed_options)
         self.model = self.environment.parsed_options.model
         offset = id(self) % len(_IMAGES)  # users start at different radiographs
         self.images = itertools.cycle(_IMAGES[offset:] + _IMAGES[:offset])
@@ -143,6 +164,8 @@ class RadiographUser(User):
             exception=exception,
             context={},
         )
+        if exception is not None:
+            gevent.sleep(FAILURE_PAUSE_SECONDS)
 
 
 class RadserveShape(LoadTestShape):

@@ -30,7 +30,17 @@ class ServerError(RadserveError):
 
 
 class InferenceError(RadserveError):
-    """A request failed on the server after every retry."""
+    """A request failed on the server after every retry.
+
+    ``reason`` is the result rows' code: ``overloaded`` (the server shed it and the retry budget was
+    spent), ``server_unavailable`` (no server answered in time), ``version_unavailable`` (the version
+    the run is pinned to was unloaded), ``version_mismatch`` or ``inference_failed``.
+    """
+
+    def __init__(self, message: str, reason: str = "inference_failed", attempts: int = 1) -> None:
+        self.reason = reason
+        self.attempts = attempts
+        super().__init__(message)
 
 
 class ExportError(RadserveError):

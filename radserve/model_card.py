@@ -20,6 +20,8 @@ Precision = Literal["fp32", "fp16", "int8"]
 
 MODEL_CARD_FILE = "model_card.json"
 MODEL_CARD_PARAMETER = "radserve.model_card"
+# The version the config's card describes (written by publication; clients pin their requests to it).
+MODEL_VERSION_PARAMETER = "radserve.model_version"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 # Config parameters of the embedded target: instance count and ONNX Runtime threads are set by the

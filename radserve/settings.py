@@ -76,6 +76,13 @@ class ClientDefaults:
     ready_timeout_seconds: float = _unit(30.0, "s to wait for the model to be ready")
     grpc_max_message_bytes: int = _unit(256 * 1024 * 1024, "bytes; radiographs exceed gRPC's 4 MiB default")
     images_per_request: int = _unit(8, "radiographs packed into one request at most, when ready together")
+    retry_budget_ratio: float = _unit(0.1, "retries earned per request sent (at most 10 % extra load)")
+    retry_budget_burst: float = _unit(10.0, "retries; the budget's start and cap (its window)")
+    deadline_retries: int = _unit(
+        1, "retries of a request that outlived its deadline (inference is idempotent)"
+    )
+    results_fsync_rows: int = _unit(64, "rows written between two fsyncs of the results file")
+    results_fsync_seconds: float = _unit(1.0, "s at most between two fsyncs of the results file")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Export writes an embedded model with one instance and ONNX Runtime's default threads, marked
 ``radserve.host_sized``. When ``radserve serve`` starts, it points tritonserver at a view of the
-repository in its private work folder: per model, links to the version folders and the labels, and
+repository in its private work folder: per model, hard links to the version files and the labels, and
 a ``config.pbtxt`` whose instance count and threads come from *this* host
 (:func:`radserve.settings.cpu_split`). The repository itself is never written, so it may be
 read-only; models of the NGC targets are linked unchanged.
@@ -10,7 +10,10 @@ read-only; models of the NGC targets are linked unchanged.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -41,23 +44,45 @@ def host_sized_config(text: str, instances: int, threads: int) -> tuple[str, boo
     return text_format.MessageToString(config), True
 
 
-def build_serving_view(repository: Path, into: Path, cores: int | None = None) -> Path:
-    """Assemble the view of ``repository`` in ``into`` (empty or missing); its path."""
+def _link_entry(entry: Path, target: Path) -> None:
+    """Hard links of ``entry``'s files (the view keeps them even when a newer export prunes the
+    version); a symbolic link when the repository is on another filesystem."""
+    try:
+        if entry.is_dir():
+            shutil.copytree(entry, target, copy_function=os.link)
+        else:
+            os.link(entry, target)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        shutil.rmtree(target, ignore_errors=True)
+        target.symlink_to(entry)
+
+
+def build_model_view(model: Path, target: Path, cores: int | None = None) -> None:
+    """The view of one model folder in ``target`` (created): its entries linked, a host-sized config.
+
+    The config is read once and the version files are hard-linked, so a view holds one publication
+    whatever is exported meanwhile (a concurrent export makes this raise ``FileNotFoundError``).
+    """
     instances, threads = cpu_split(SETTINGS.batching.max_cpu_instances, cores)
+    text, sized = host_sized_config((model / CONFIG_FILE).read_text(), instances, threads)
+    target.mkdir()
+    for entry in model.iterdir():
+        if entry.name != CONFIG_FILE and not entry.name.startswith("."):
+            _link_entry(entry, target / entry.name)
+    (target / CONFIG_FILE).write_text(text)
+    if sized:
+        LOGGER.info(
+            "%s: %d instance(s) x %d ONNX Runtime thread(s) on this host", model.name, instances, threads
+        )
+
+
+def build_serving_view(repository: Path, into: Path, cores: int | None = None) -> Path:
+    """Assemble the view of ``repository`` in ``into`` (empty or missing); its path. Hidden folders
+    (an export being staged) are not models."""
     into.mkdir(parents=True, exist_ok=True)
     for model in sorted(repository.resolve().iterdir()):
-        config_file = model / CONFIG_FILE
-        if not config_file.is_file():
-            continue
-        target = into / model.name
-        target.mkdir()
-        for entry in model.iterdir():
-            if entry.name != CONFIG_FILE:
-                (target / entry.name).symlink_to(entry)
-        text, sized = host_sized_config(config_file.read_text(), instances, threads)
-        (target / CONFIG_FILE).write_text(text)
-        if sized:
-            LOGGER.info(
-                "%s: %d instance(s) x %d ONNX Runtime thread(s) on this host", model.name, instances, threads
-            )
+        if (model / CONFIG_FILE).is_file() and not model.name.startswith("."):
+            build_model_view(model, into / model.name, cores)
     return into

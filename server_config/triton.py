@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,9 +26,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from radserve.errors import ServerError
-from radserve.server_config.serving_view import build_serving_view
+from radserve.files import swap_folder
+from radserve.security import ADMIN_KEY_HEADER
+from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
+from radserve.server_config.serving_view import build_model_view, build_serving_view
 from radserve.settings import SETTINGS, Ports
 
 LOGGER = logging.getLogger(__name__)
@@ -129,6 +134,19 @@ def check_repository(repository: Path) -> None:
         )
 
 
+def _private_log(server: TritonServer) -> object:
+    """Open the server's log for writing, readable by this user only (it may quote request data).
+
+    Without a ``log_file``, the log goes to a fresh private folder (0700, unpredictable name) that
+    outlives the server so that its log can be read after a failure.
+    """
+    if server.log_file is None:
+        server.log_file = Path(tempfile.mkdtemp(prefix="radserve-log-")) / "tritonserver.log"
+    descriptor = os.open(server.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "wb")
+
+
 @dataclass
 class TritonServer:
     """One ``tritonserver`` process serving a model repository.
@@ -142,6 +160,9 @@ class TritonServer:
     binary: Path | None = None
     log_file: Path | None = None
     verbose: int = 0
+    tls: ServerTls | None = None  # TLS (mutual with a client CA) on gRPC; HTTP and metrics on loopback
+    admin_key: str | None = None  # restricted API groups behind this key (radserve.security)
+    model_control: Literal["none", "explicit"] = "none"  # explicit: reload() serves new publications
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
@@ -151,12 +172,17 @@ class TritonServer:
         return f"{self.host}:{self.ports.grpc}"
 
     @property
+    def plaintext_host(self) -> str:
+        """Where the plaintext HTTP and metrics endpoints listen: loopback when gRPC has TLS."""
+        return LOOPBACK if self.tls is not None else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.ports.http}"
+        return f"http://{self.plaintext_host}:{self.ports.http}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.ports.metrics}/metrics"
+        return f"http://{self.plaintext_host}:{self.ports.metrics}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -169,11 +195,11 @@ class TritonServer:
             str(binary),
             f"--model-repository={(repository or self.repository).resolve()}",
             f"--backend-directory={backend_directory}",
-            f"--http-address={self.host}",
+            f"--http-address={self.plaintext_host}",
             f"--http-port={self.ports.http}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self.ports.grpc}",
-            f"--metrics-address={self.host}",
+            f"--metrics-address={self.plaintext_host}",
             f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
@@ -188,6 +214,13 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={int(_STOP_TIMEOUT_SECONDS)}",
             f"--log-verbose={self.verbose}",
+            *(self.tls.arguments() if self.tls else []),
+            *(restricted_arguments(self.admin_key) if self.admin_key else []),
+            *(
+                ["--model-control-mode=explicit", "--load-model=*"]
+                if self.model_control == "explicit"
+                else []
+            ),
         ]
 
     def start(self, timeout: float = SETTINGS.server.ready_timeout_seconds) -> TritonServer:
@@ -197,19 +230,17 @@ class TritonServer:
         check_repository(self.repository)
         if self.binary is not None and not self.binary.is_file():
             raise ServerError(f"tritonserver binary not found at {self.binary}")
-        for name, port in (
-            ("HTTP", self.ports.http),
-            ("gRPC", self.ports.grpc),
-            ("metrics", self.ports.metrics),
+        for name, host, port in (
+            ("HTTP", self.plaintext_host, self.ports.http),
+            ("gRPC", self.host, self.ports.grpc),
+            ("metrics", self.plaintext_host, self.ports.metrics),
         ):
-            check_port_free(self.host, port, name)
+            check_port_free(host, port, name)
         self._workdir = tempfile.TemporaryDirectory(prefix="radserve-triton-")
         workdir = Path(self._workdir.name)
         backends = _embedded_python_backend(workdir / "backends")
         view = build_serving_view(self.repository, workdir / "repository")
-        if self.log_file is None:
-            self.log_file = Path(tempfile.gettempdir()) / f"radserve-tritonserver-{self.ports.grpc}.log"
-        self._log_handle = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
+        self._log_handle = _private_log(self)
         command = self.command(backends, view)
         LOGGER.info("starting %s", " ".join(command))
         self._process = subprocess.Popen(
@@ -227,6 +258,36 @@ class TritonServer:
             raise
         return self
 
+    def reload(self, model: str) -> None:
+        """Serve the repository's current publication of ``model`` (``model_control="explicit"``).
+
+        The model's view is rebuilt beside the old one and exchanged with it atomically, then
+        tritonserver loads it: versions it still serves keep answering meanwhile.
+        """
+        if self.model_control != "explicit" or self._workdir is None:
+            raise ServerError("reload needs a started server with model_control='explicit'")
+        view = Path(self._workdir.name) / "repository"
+        for attempt in range(5):
+            staged = Path(tempfile.mkdtemp(prefix=f".next-{model}-", dir=view))
+            staged.rmdir()
+            try:
+                build_model_view(self.repository.resolve() / model, staged)
+                break
+            except FileNotFoundError:  # an export replaced the model folder meanwhile: read it again
+                shutil.rmtree(staged, ignore_errors=True)
+                if attempt == 4:
+                    raise
+        swap_folder(staged, view / model)
+        headers = {ADMIN_KEY_HEADER: self.admin_key} if self.admin_key else {}
+        url = f"{self.http_url}/v2/repository/models/{model}/load"
+        request = urllib.request.Request(url, data=b"", method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=SETTINGS.server.ready_timeout_seconds):
+                pass
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")
+            raise ServerError(f"tritonserver could not reload {model!r}: {detail}") from None
+
     def is_running(self) -> bool:
         """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
@@ -241,7 +302,7 @@ class TritonServer:
             with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as reply:
                 if reply.status != 200:
                     return False
-            with socket.create_connection((self.host, self.ports.metrics), timeout=2):
+            with socket.create_connection((self.plaintext_host, self.ports.metrics), timeout=2):
                 return True
         except (urllib.error.URLError, OSError):
             return False

@@ -23,6 +23,7 @@ class ModelCounters:
     executions: float = 0.0
     queue_us: float = 0.0
     compute_us: float = 0.0
+    failures: float = 0.0  # requests that failed, rejected by a full queue included
 
     @property
     def average_batch_size(self) -> float:
@@ -35,6 +36,7 @@ class ModelCounters:
             self.executions - earlier.executions,
             self.queue_us - earlier.queue_us,
             self.compute_us - earlier.compute_us,
+            self.failures - earlier.failures,
         )
 
 
@@ -44,6 +46,7 @@ _SERIES = {
     "nv_inference_exec_count": "executions",
     "nv_inference_queue_duration_us": "queue_us",
     "nv_inference_compute_infer_duration_us": "compute_us",
+    "nv_inference_request_failure": "failures",
 }
 
 

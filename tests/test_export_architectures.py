@@ -12,10 +12,11 @@ import torch
 from radserve.errors import ModelCardError
 from radserve.export.architectures import ARCHITECTURES, build_model
 from radserve.export.checkpoint import save_checkpoint
+from radserve.export.model_config import parse_config
 from radserve.export.pipeline import ExportRequest, export_checkpoint
 from radserve.export.repo_check import check_repository
 from radserve.export.sources import ProgramMetadata
-from radserve.model_card import ModelCard, model_versions
+from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard, model_versions
 
 SIZE = 64  # the smallest input every architecture's downsampling handles, fast on 2 cores
 LABELS = ("a", "b", "c")
@@ -38,7 +39,9 @@ def test_architecture_exports_and_passes_parity(architecture: str, tmp_path: Pat
     result = export_checkpoint(ExportRequest(checkpoint, architecture, tmp_path / "repo", samples=4))
     assert result.parity.top1_agreement == 1.0
     assert result.parity.max_abs_diff < 1e-3
-    assert result.card.parity["onnxruntime_fp32"]["max_rel_diff"] >= 0
+    recorded = result.card.parity["onnxruntime_fp32"]
+    assert recorded["max_rel_diff"] == pytest.approx(result.parity.max_rel_diff)
+    assert result.parity.max_rel_diff >= result.parity.max_abs_diff  # probabilities are at most 1
     session = onnxruntime.InferenceSession(str(result.version_dir / "model.onnx"))
     images = np.random.default_rng(0).integers(0, 256, (3, 1, SIZE, SIZE), dtype=np.uint8)
     (probabilities,) = session.run(None, {"image": images})
@@ -74,7 +77,11 @@ def test_torchscript_and_exported_program_sources(kind: str, tmp_path: Path) -> 
     second = export_checkpoint(request)  # re-export: a new version, the older one pruned
     assert second.version_dir.name == "2"
     assert model_versions(tmp_path / "repo" / "byo") == [2]
-    assert (tmp_path / "repo" / "byo" / "config.pbtxt").read_text() == config_before
+    config_after = parse_config((tmp_path / "repo" / "byo" / "config.pbtxt").read_text())
+    assert config_after.parameters.pop(MODEL_VERSION_PARAMETER).string_value == "2"  # it names its version
+    expected = parse_config(config_before)
+    assert expected.parameters.pop(MODEL_VERSION_PARAMETER).string_value == "1"
+    assert config_after == expected  # and is otherwise the same
     assert check_repository(tmp_path / "repo").ok
 
 

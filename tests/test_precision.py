@@ -17,6 +17,7 @@ from radserve.export.repo_check import check_repository
 from radserve.export.samples import sample_images
 from radserve.model_card import ModelCard
 from radserve.server_config.triton import TritonServer, free_ports
+from tests._reference import onnx_reference
 
 NAME = "variants"
 
@@ -99,6 +100,11 @@ def test_embedded_server_serves_the_variants_and_they_agree(
 
     with TritonServer(repository, ports=free_ports(), log_file=tmp_path / "triton.log") as server:
         answers = asyncio.run(classify_all(server.grpc_url))
+    for variant in result.variants:  # served equals the same model file run in this process
+        if variant.precision in ("fp32", "int8"):
+            in_process = onnx_reference(variant.version_dir / "model.onnx", images)
+            np.testing.assert_allclose(answers[variant.precision], in_process, rtol=0, atol=1e-6)
+            assert (answers[variant.precision].argmax(1) == in_process.argmax(1)).all(), variant.precision
     reference = answers["fp32"]
     np.testing.assert_allclose(reference.sum(axis=1), 1.0, rtol=1e-5)
     for precision in ("fp16", "int8"):

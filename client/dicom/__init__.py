@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ __all__ = [
     "SUPPORTED_TRANSFER_SYNTAXES",
     "DecodedFile",
     "Radiograph",
+    "captured_warnings",
     "decode_dataset",
     "decode_file",
     "display",
@@ -58,7 +61,43 @@ def read_radiographs(path: str | os.PathLike[str]) -> list[Radiograph]:
 
     Raises :class:`InputError` (and nothing else) when the file cannot be used.
     """
-    return display(decode_file(path))
+    name = os.fsdecode(path)
+    with captured_warnings(name):
+        return display(decode_file(name))
+
+
+def _without_values(message: str) -> str:
+    """The text of a pydicom warning before the first colon or quote: the rest may quote a value."""
+    return re.split(r"[:'\"]", message, maxsplit=1)[0].strip()[:120]
+
+
+class _ValueFreeRecords(logging.Filter):
+    """pydicom also logs each warning it raises (``warn_and_log``): its records lose their values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _without_values(record.getMessage()), None
+        return True
+
+
+logging.getLogger("pydicom").addFilter(_ValueFreeRecords())
+
+
+@contextmanager
+def captured_warnings(path: str) -> Iterator[None]:
+    """Catch the warnings pydicom (or a codec) raises meanwhile and log them without their values.
+
+    pydicom quotes the offending value (``Invalid value for VR DA: '19510203x'``), which may be a
+    patient attribute: only the text before the first colon or quote is kept. Runs in decode workers.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                _LOG.info(
+                    "%s: %s: %s", path, warning.category.__name__, _without_values(str(warning.message))
+                )
 
 
 def radiographs_from_dataset(ds: Dataset, path: str) -> list[Radiograph]:

@@ -6,9 +6,20 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from radserve.cli._common import EXIT_FAILURE, EXIT_INPUT_FAILURES, EXIT_OK
+from radserve.cli._common import (
+    EXIT_FAILURE,
+    EXIT_INPUT_FAILURES,
+    EXIT_OK,
+    add_client_security_arguments,
+    client_tls_of,
+)
 from radserve.model_card import ModelCard
+from radserve.security import ClientTls
+
+if TYPE_CHECKING:
+    from radserve.client.privacy import PathPseudonyms
 from radserve.settings import SETTINGS
 
 
@@ -21,22 +32,22 @@ def _preprocess(args: argparse.Namespace) -> int:
     if args.repository is not None:
         card = ModelCard.from_repository(args.repository, args.model)
     else:
-        card = asyncio.run(_card_from_server(args.url, args.model))
+        card = asyncio.run(_card_from_server(args.url, args.model, client_tls_of(args), args.admin_key))
     for written in write_model_inputs(args.file, card, args.output):
         print(f"wrote {written}: uint8 [1, {card.input_size[0]}, {card.input_size[1]}] ({card.resize})")
     return EXIT_OK
 
 
-async def _card_from_server(url: str, model: str) -> ModelCard:
+async def _card_from_server(url: str, model: str, tls: ClientTls | None, admin_key: str | None) -> ModelCard:
     from radserve.client.grpc_client import AsyncRadiographClient
 
-    async with AsyncRadiographClient(url) as client:
+    async with AsyncRadiographClient(url, tls=tls, admin_key=admin_key) as client:
         await client.wait_ready(model)
         return await client.model_card(model)
 
 
 def _classify(args: argparse.Namespace) -> int:
-    return _run_classify(args, args.url)
+    return _run_classify(args, args.url, client_tls_of(args), args.admin_key)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -46,7 +57,7 @@ def _demo(args: argparse.Namespace) -> int:
     with TritonServer(args.repository, ports=free_ports()) as server:
         print(f"tritonserver ready on {server.grpc_url} (repository {args.repository})", flush=True)
         before = model_counters(server.metrics_url, args.model)
-        code = _run_classify(args, server.grpc_url)
+        code = _run_classify(args, server.grpc_url, None, None)
         served = model_counters(server.metrics_url, args.model) - before
         print(
             f"server: {served.inferences:.0f} inferences in {served.executions:.0f} batches, "
@@ -55,13 +66,13 @@ def _demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_classify(args: argparse.Namespace, url: str) -> int:
+def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, admin_key: str | None) -> int:
     from radserve.client.classify import ClassifyOptions, classify
     from radserve.client.inputs import discover
     from radserve.client.metrics import ClientMetrics
     from radserve.client.progress import Progress
     from radserve.client.report import print_rows, print_summary
-    from radserve.client.results import ResultRow, ResultWriter, completed_paths
+    from radserve.client.results import ResultRow, ResultWriter, completed_paths, resolved
 
     inputs = discover(args.paths)
     if inputs.sidecars:
@@ -70,12 +81,13 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
             file=sys.stderr,
         )
     files = inputs.files
+    hide = _pseudonyms(args, files)
     if args.resume:
         if args.output is None:
             print("radserve: --resume needs --output", file=sys.stderr)
             return EXIT_FAILURE
-        done = completed_paths(args.output)
-        files = tuple(path for path in files if str(path) not in done)
+        done = completed_paths(args.output, key=str if hide else resolved)
+        files = tuple(path for path in files if (hide(path) if hide else resolved(path)) not in done)
         print(
             f"resuming: {len(inputs.files) - len(files)} of {len(inputs.files)} files already done",
             file=sys.stderr,
@@ -85,6 +97,8 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
     progress = Progress(len(files))
 
     def on_rows(rows: list[ResultRow]) -> None:
+        if hide is not None:
+            rows = [hide.row(row) for row in rows]
         if writer is not None:
             writer.write(rows)
         shown.extend(rows[: max(0, args.show - len(shown))])
@@ -102,6 +116,8 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
         workers=args.workers,
         sr_dir=args.sr_dir,
         metrics=metrics,
+        tls=tls,
+        admin_key=admin_key,
     )
     try:
         summary = asyncio.run(classify(files, args.model, on_rows, options))
@@ -125,6 +141,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _pseudonyms(args: argparse.Namespace, files: tuple[Path, ...]) -> PathPseudonyms | None:
+    """The path pseudonyms of ``--pseudonymize-paths KEYFILE``, hiding ``files`` in logs too."""
+    from radserve.client.privacy import PathPseudonyms
+
+    if args.pseudonymize_paths is None:
+        return None
+    hide = PathPseudonyms.from_file(args.pseudonymize_paths)
+    hide.hide_in_logs(list(files))
+    return hide
+
+
 def _add_run_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("paths", nargs="+", help="DICOM files and folders")
     command.add_argument("--model", required=True)
@@ -146,8 +173,16 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--show", type=int, default=50, help="print at most this many rows")
     command.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
-    command.add_argument("--resume", action="store_true", help="skip inputs already in --output")
+    command.add_argument(
+        "--resume", action="store_true", help="skip inputs done in --output (transient errors are redone)"
+    )
     command.add_argument("--sr-dir", type=Path, help="write a DICOM Comprehensive SR per radiograph here")
+    command.add_argument(
+        "--pseudonymize-paths",
+        type=Path,
+        metavar="KEYFILE",
+        help="replace input paths in rows and logs by an HMAC under the secret in KEYFILE",
+    )
     command.add_argument(
         "--metrics-port", type=int, help="expose the client's Prometheus metrics on 127.0.0.1:PORT"
     )
@@ -163,6 +198,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=SETTINGS.grpc_url,
         help="Triton gRPC HOST:PORT; several, comma-separated, are balanced",
     )
+    add_client_security_arguments(classify)
     classify.set_defaults(run=_classify)
     demo = commands.add_parser("demo", help="start the embedded server, classify, print, stop")
     demo.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
@@ -176,4 +212,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     preprocess.add_argument("--output", type=Path, required=True, help="OUT.png or OUT.npy")
     preprocess.add_argument("--url", default=SETTINGS.grpc_url, help="read the model card from this server")
     preprocess.add_argument("--repository", type=Path, help="or from this model repository")
+    add_client_security_arguments(preprocess)
     preprocess.set_defaults(run=_preprocess)

@@ -8,19 +8,30 @@ import sys
 import threading
 from pathlib import Path
 
-from radserve.cli._common import EXIT_FAILURE, EXIT_OK
+from radserve.cli._common import EXIT_FAILURE, EXIT_OK, add_admin_key_argument
 from radserve.settings import SETTINGS
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from radserve.server_config.security import ServerTls, check_exposure
+    from radserve.server_config.shm import remove_stale_regions
     from radserve.server_config.triton import TritonServer
     from radserve.settings import Ports
 
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+        print("radserve serve: TLS needs both --tls-cert and --tls-key", file=sys.stderr)
+        return EXIT_FAILURE
+    tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    check_exposure(args.host, tls, args.insecure)
+    removed = remove_stale_regions()
+    print(f"removed {removed} stale shared-memory region(s) of a dead tritonserver from /dev/shm")
     server = TritonServer(
         args.repository,
         host=args.host,
         ports=Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port),
         verbose=args.log_verbose,
+        tls=tls,
+        admin_key=args.admin_key,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -48,4 +59,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--grpc-port", type=int, default=SETTINGS.ports.grpc)
     serve.add_argument("--metrics-port", type=int, default=SETTINGS.ports.metrics)
     serve.add_argument("--log-verbose", type=int, default=0)
+    security = serve.add_argument_group("security (README, 'Security')")
+    security.add_argument("--tls-cert", type=Path, help="server certificate (PEM): gRPC over TLS")
+    security.add_argument("--tls-key", type=Path, help="server key (PEM)")
+    security.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
+    security.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without TLS (trusted network)"
+    )
+    add_admin_key_argument(security, "put the repository/config/statistics/trace/logging/shm APIs behind it")
     serve.set_defaults(run=_serve)

@@ -1,0 +1,75 @@
+"""What server and clients share about transport security: TLS files, the admin key header, loopback.
+
+tritonserver 2.51 speaks TLS (and mutual TLS) on gRPC only; its HTTP and metrics endpoints are
+plaintext, so with TLS ``radserve serve`` keeps them on loopback (README, "Security").
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+from radserve.errors import ServerError
+
+# HTTP header that unlocks the restricted API groups (lower case: gRPC metadata requires it); over
+# gRPC, tritonserver expects it with its own prefix (GRPC_ADMIN_KEY_HEADER).
+ADMIN_KEY_HEADER = "radserve-admin-key"
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+# Triton's API groups behind the admin key; health, metadata and inference stay open.
+RESTRICTED_GROUPS = ("model-repository", "model-config", "statistics", "trace", "logging", "shared-memory")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost`` included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _readable(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise ServerError(f"{what} {path} does not exist")
+    return str(path)
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """A client's TLS: the CA that signed the server, and its own certificate for mutual TLS."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ServerError(
+                "a client certificate needs its key and a key its certificate (--tls-cert/--tls-key)"
+            )
+
+    def credentials(self) -> dict[str, str | None]:
+        """Keyword arguments of ``tritonclient.grpc`` clients (file names): root certificates, key, chain."""
+        return {
+            "root_certificates": _readable(self.ca, "CA certificate"),
+            "private_key": _readable(self.key, "client key") if self.key else None,
+            "certificate_chain": _readable(self.cert, "client certificate") if self.cert else None,
+        }
+
+
+def client_tls(ca: Path | None, cert: Path | None = None, key: Path | None = None) -> ClientTls | None:
+    """The :class:`ClientTls` of command-line flags, ``None`` for plaintext (then no cert may be given)."""
+    if ca is None:
+        if cert is not None or key is not None:
+            raise ServerError("--tls-cert/--tls-key need --tls-ca (the CA that signed the server)")
+        return None
+    return ClientTls(ca, cert, key)
+
+
+def pseudonym(value: str, key: bytes) -> str:
+    """A keyed hash of ``value`` (HMAC-SHA256, 16 hex digits): stable per key, not reversible without it."""
+    return hmac.new(key, value.encode("utf-8"), sha256).hexdigest()[:16]
