@@ -79,7 +79,7 @@ class ClientDefaults:
     retry_budget_ratio: float = _unit(0.1, "retries earned per request sent (at most 10 % extra load)")
     retry_budget_burst: float = _unit(10.0, "retries; the budget's start and cap (its window)")
     deadline_retries: int = _unit(
-        1, "retries of a request that outlived its deadline (inference is idempotent)"
+        1, "retries of a request past its deadline (inference is idempotent)"
     )
     results_fsync_rows: int = _unit(64, "rows written between two fsyncs of the results file")
     results_fsync_seconds: float = _unit(1.0, "s at most between two fsyncs of the results file")
