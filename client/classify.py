@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from radserve.client.dicom import read_radiographs
+from radserve.client.contract import read_accepted
 from radserve.client.grpc_client import AsyncRadiographClient, Prediction, RetryPolicy
 from radserve.client.metrics import ClientMetrics
 from radserve.client.preprocess import model_input
-from radserve.client.results import ResultRow
+from radserve.client.results import ResultRow, Status
 from radserve.client.sr import read_source_header, write_classification_sr
-from radserve.errors import InferenceError, InputError
-from radserve.model_card import ModelCard
+from radserve.errors import InferenceError, InputError, NotAcceptedError
+from radserve.model_card import InputContract, ModelCard
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
@@ -46,13 +46,17 @@ class PreparedFile:
     error_reason: str = ""
     error: str = ""
     seconds: float = 0.0  # time the worker spent on the file (radserve_preprocess_seconds)
+    status: Status = "error"  # of the row that reports error_reason: error, or not_accepted
 
 
 def prepare_file(path: str, card: ModelCard) -> PreparedFile:
-    """Decode, display-process and resize every frame of ``path`` (runs in a worker process)."""
+    """Check the header against the card's contract, then decode, display-process and resize every
+    frame of ``path`` (runs in a worker process)."""
     started = time.perf_counter()
     try:
-        radiographs = read_radiographs(path)
+        radiographs = read_accepted(path, card.accepts)
+    except NotAcceptedError as refusal:
+        return PreparedFile(path, error_reason=refusal.reason, error=str(refusal), status="not_accepted")
     except InputError as error:
         return PreparedFile(path, error_reason=error.reason, error=str(error))
     except (KeyboardInterrupt, SystemExit):
@@ -122,6 +126,9 @@ class RunSummary:
     errors: int = 0
     seconds: float = 0.0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    not_accepted: int = 0  # instances outside the model's input contract (not errors)
+    not_accepted_by_reason: dict[str, int] = field(default_factory=dict)
+    out_of_distribution: int = 0  # classified radiographs flagged ``ood``
 
     @property
     def radiographs_per_second(self) -> float:
@@ -130,6 +137,11 @@ class RunSummary:
     def count(self, row: ResultRow) -> None:
         if row.status == "ok":
             self.radiographs += 1
+            self.out_of_distribution += row.ood is True
+        elif row.status == "not_accepted":
+            self.not_accepted += 1
+            reasons = self.not_accepted_by_reason
+            reasons[row.error_reason] = reasons.get(row.error_reason, 0) + 1
         else:
             self.errors += 1
             self.errors_by_reason[row.error_reason] = self.errors_by_reason.get(row.error_reason, 0) + 1
@@ -146,6 +158,8 @@ class ClassifyOptions:
     sr_dir: Path | None = None
     # Prometheus series of the run (client/metrics.py); a private registry when not given.
     metrics: ClientMetrics | None = None
+    # Research use: classify every instance, whatever the model's input contract (recorded in each row).
+    accept_any: bool = False
 
 
 def _prediction_row(
@@ -157,6 +171,7 @@ def _prediction_row(
 ) -> ResultRow:
     probabilities = prediction.probabilities[0]
     best = int(np.argmax(probabilities))
+    threshold = card.ood_threshold
     return ResultRow(
         path=path,
         status="ok",
@@ -170,6 +185,7 @@ def _prediction_row(
             label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)
         },
         latency_ms=round(prediction.latency_seconds * 1000, 3),
+        ood=None if threshold is None else bool(probabilities[best] < threshold),
     )
 
 
@@ -207,6 +223,7 @@ async def classify(
     metrics.model(model)
 
     def emit(rows: list[ResultRow], submitted: float) -> None:
+        rows = [replace(row, accept_any=True) for row in rows] if options.accept_any else rows
         for row in rows:
             summary.count(row)
             metrics.observe_row(model, row.status, row.error_reason, time.monotonic() - submitted)
@@ -218,6 +235,8 @@ async def classify(
         ) as client:
             await client.wait_ready(model, options.ready_timeout_seconds)
             card = await client.model_card(model)
+            if options.accept_any:
+                card = card.replace(accepts=InputContract.any())
 
             async def infer(path: str, item: PreparedRadiograph) -> ResultRow:
                 try:
@@ -244,7 +263,7 @@ async def classify(
                     if prepared.error_reason:
                         error = ResultRow(
                             prepared.path,
-                            "error",
+                            prepared.status,
                             model=model,
                             error_reason=prepared.error_reason,
                             error=prepared.error,

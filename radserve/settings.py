@@ -71,6 +71,17 @@ class ServerDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class ContractDefaults:
+    """What an exported radiograph model accepts unless ``radserve export --accept-*`` says otherwise."""
+
+    modalities: tuple[str, ...] = ("CR", "DX")  # DICOM Modality (0008,0060) values
+    # SOP Class UIDs: CR Image Storage, Digital X-Ray Image Storage - For Presentation
+    sop_classes: tuple[str, ...] = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1")
+    photometric: tuple[str, ...] = ("MONOCHROME1", "MONOCHROME2")  # Photometric Interpretation values
+    ood_quantile: float = 0.05  # fraction of validation radiographs below the OOD threshold
+
+
+@dataclass(frozen=True, slots=True)
 class ExportDefaults:
     """Export: ONNX, parity gates, reduced precision, TensorRT."""
 
@@ -100,6 +111,7 @@ class Settings:
     client: ClientDefaults = field(default_factory=ClientDefaults)
     server: ServerDefaults = field(default_factory=ServerDefaults)
     export: ExportDefaults = field(default_factory=ExportDefaults)
+    contract: ContractDefaults = field(default_factory=ContractDefaults)
 
     @property
     def grpc_url(self) -> str:

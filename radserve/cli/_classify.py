@@ -101,6 +101,7 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
         workers=args.workers,
         sr_dir=args.sr_dir,
         metrics=metrics,
+        accept_any=args.accept_any,
     )
     try:
         summary = asyncio.run(classify(files, args.model, on_rows, options))
@@ -112,9 +113,10 @@ def _run_classify(args: argparse.Namespace, url: str) -> int:
             metrics.write_textfile(args.metrics_file)
         metrics.stop_serving()
     if not args.quiet:
-        print_rows(shown, total=summary.radiographs + summary.errors)
+        print_rows(shown, total=summary.radiographs + summary.errors + summary.not_accepted)
     print_summary(summary, args.model)
-    return EXIT_INPUT_FAILURES if summary.errors else EXIT_OK
+    failed = summary.errors or (args.strict and summary.not_accepted)
+    return EXIT_INPUT_FAILURES if failed else EXIT_OK
 
 
 def _add_run_arguments(command: argparse.ArgumentParser) -> None:
@@ -128,6 +130,14 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--show", type=int, default=50, help="print at most this many rows")
     command.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
     command.add_argument("--resume", action="store_true", help="skip inputs already in --output")
+    command.add_argument(
+        "--strict", action="store_true", help="exit 1 when an instance is outside the model's input contract"
+    )
+    command.add_argument(
+        "--accept-any",
+        action="store_true",
+        help="research use: classify every instance, ignoring the input contract (recorded in each row)",
+    )
     command.add_argument("--sr-dir", type=Path, help="write a DICOM Comprehensive SR per radiograph here")
     command.add_argument(
         "--metrics-port", type=int, help="expose the client's Prometheus metrics on 127.0.0.1:PORT"
