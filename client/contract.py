@@ -19,8 +19,7 @@ from pydicom.uid import (
     DigitalXRayImageStorageForProcessing,
 )
 
-from radserve.client.dicom import Radiograph, radiographs_from_dataset
-from radserve.client.dicom._read import read_dataset
+from radserve.client.dicom import Radiograph, radiographs_from_dataset, read_dataset
 from radserve.errors import NotAcceptedError
 from radserve.model_card import InputContract
 

@@ -271,3 +271,14 @@ def test_in_memory_dataset_without_file_meta() -> None:
     expected = radiographs_from_dataset(ds, "with-meta")[0].pixels
     del ds.file_meta
     np.testing.assert_array_equal(radiographs_from_dataset(ds, "memory")[0].pixels, expected)
+
+
+def test_display_bench_runs_and_compares_both_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from radserve.loadtests.display_bench import main
+
+    assert main(["--matrix", "300", "240", "--size", "64", "--repeats", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["matrix"] == [300, 240] and len(report["one_pass_ms"]) == 2
+    assert report["max_grey_level_difference"] <= 1 and report["speed_up"]["median"] > 0
