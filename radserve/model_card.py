@@ -8,6 +8,7 @@ Cards written before a field existed stay readable: the field takes its default.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -109,7 +110,7 @@ class ModelCard:
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with some fields changed."""
-        return ModelCard.from_dict({**self.to_dict(), **changes})
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
