@@ -7,7 +7,7 @@ PyTorch reference on the parity samples, synthetic seed 0). It is then applied t
 radiographs (another seed) and to every image of pydicom's test files that the default input
 contract refuses (CT, MR, US, NM, palette colour, RGB, ...; each instance once, at most 4 frames),
 preprocessed as the client does with ``--accept-any``. Prints JSON: the threshold and the flagged
-share of each set.
+share of each set, and the AUROC of the top probability as a detector of the non-radiographs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom.data
+from sklearn.metrics import roc_auc_score
 
 from radserve.client.contract import read_accepted
 from radserve.client.preprocess import model_input
@@ -72,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     held_out = top(sample_images(card, args.held_out, seed=7))
     names, others = non_radiographs(card)
     other_top = top(others)
+    is_other = np.r_[np.zeros(held_out.size), np.ones(other_top.size)]
     report = {
         "threshold": threshold,
+        # 0.5: the top probability does not tell the two sets apart; 1.0: it separates them fully
+        "auroc": float(roc_auc_score(is_other, -np.r_[held_out, other_top])),
         "held_out_radiographs": {
             "count": int(held_out.size),
             "flagged": float((held_out < threshold).mean()),

@@ -181,3 +181,14 @@ def test_accept_any_classifies_everything_and_says_so(
     frames = pydicom.dcmread(shipped("examples_ybr_color.dcm"), stop_before_pixels=True).NumberOfFrames
     assert len(rows) == len(radiographs) + len(NON_RADIOGRAPHS) + 1 + int(frames) - 1
     assert all(row["status"] == "ok" and row["accept_any"] is True for row in rows)
+
+
+def test_ood_rates_measures_both_sets(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from radserve.loadtests.ood_rates import main
+
+    assert main(["--checkpoint", str(tiny_checkpoint), "--held-out", "5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["held_out_radiographs"]["count"] == 5 and 0 <= report["auroc"] <= 1
+    names = report["non_radiographs"]["top_probability"]
+    assert report["non_radiographs"]["count"] == len(names) and "CT_small.dcm[1]" in names
+    assert not any(name.startswith("MR_small_") for name in names)  # one row per instance
