@@ -21,7 +21,7 @@ from radserve.client.metrics import ClientMetrics
 from radserve.client.packing import RequestPacker
 from radserve.client.results import ResultRow
 from radserve.errors import InputError
-from radserve.model_card import ModelCard
+from radserve.model_card import InputContract, ModelCard
 from radserve.security import ClientTls
 from radserve.settings import SETTINGS
 
@@ -35,6 +35,9 @@ class RunSummary:
     errors: int = 0
     seconds: float = 0.0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    not_accepted: int = 0  # instances outside the model's input contract (not errors)
+    not_accepted_by_reason: dict[str, int] = field(default_factory=dict)
+    out_of_distribution: int = 0  # classified radiographs flagged ``ood``
 
     @property
     def radiographs_per_second(self) -> float:
@@ -43,6 +46,11 @@ class RunSummary:
     def count(self, row: ResultRow) -> None:
         if row.status == "ok":
             self.radiographs += 1
+            self.out_of_distribution += row.ood is True
+        elif row.status == "not_accepted":
+            self.not_accepted += 1
+            reasons = self.not_accepted_by_reason
+            reasons[row.error_reason] = reasons.get(row.error_reason, 0) + 1
         else:
             self.errors += 1
             self.errors_by_reason[row.error_reason] = self.errors_by_reason.get(row.error_reason, 0) + 1
@@ -71,6 +79,8 @@ class ClassifyOptions:
     metrics: ClientMetrics | None = None
     # Modules each decode worker imports before its first file (e.g. a site's pydicom decoder plugins).
     decode_worker_imports: tuple[str, ...] = ()
+    # Research use: classify every instance, whatever the model's input contract (recorded in each row).
+    accept_any: bool = False
 
 
 def _with_reports(rows: list[ResultRow], card: ModelCard, folder: Path) -> list[ResultRow]:
@@ -120,6 +130,8 @@ async def classify(
     ) as client:
         await client.wait_ready(model, options.ready_timeout_seconds)
         card = await client.model_card(model)
+        if options.accept_any:
+            card = card.replace(accepts=InputContract.any())
         async with (
             DecodePool(options.workers, options.decode_worker_imports) as decoders,
             RequestPacker(
@@ -139,6 +151,8 @@ async def classify(
                     if not prepared.error_reason:
                         metrics.preprocess_seconds.labels(model).observe(prepared.seconds)
                     rows = await classify_prepared(prepared, model, card, packer)
+                    if options.accept_any:
+                        rows = [replace(row, accept_any=True) for row in rows]
                     if options.sr_dir is not None:
                         rows = await asyncio.to_thread(_with_reports, rows, card, options.sr_dir)
                     for row in rows:

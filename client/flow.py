@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radserve.client.dicom import captured_warnings, decode_file, display
+from radserve.client.contract import check_contract
+from radserve.client.dicom import captured_warnings, decode_dataset, display, read_dataset
 from radserve.client.packing import Answer, RequestPacker
 from radserve.client.preprocess import model_input
-from radserve.client.results import ResultRow
+from radserve.client.results import ResultRow, Status
 from radserve.client.rows import error_row, internal_error, prediction_row
-from radserve.errors import InferenceError, InputError
+from radserve.errors import InferenceError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard
 
 LOGGER = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class PreparedFile:
     error_reason: str = ""
     error: str = ""
     seconds: float = 0.0  # time the worker spent on the file (radserve_preprocess_seconds)
+    status: Status = "error"  # of the row that reports error_reason: error, or not_accepted
 
 
 def prepare_file(path: str, card: ModelCard) -> PreparedFile:
@@ -60,12 +62,16 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
     started = time.perf_counter()
     try:
         with captured_warnings(path):  # pydicom's warnings may quote patient attributes
-            decoded = decode_file(path)  # 1. decode
+            dataset = read_dataset(path)
+            check_contract(dataset, card.accepts, path)  # 0. the model's input contract, header only
+            decoded = decode_dataset(dataset, path)  # 1. decode
             radiographs = display(decoded)  # 2. display LUT
         prepared = tuple(
             PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card))  # 3. resize
             for r in radiographs
         )
+    except NotAcceptedError as refusal:
+        return PreparedFile(path, error_reason=refusal.reason, error=str(refusal), status="not_accepted")
     except InputError as error:
         return PreparedFile(path, error_reason=error.reason, error=str(error))
     except (KeyboardInterrupt, SystemExit):
@@ -81,7 +87,9 @@ async def classify_prepared(
 ) -> list[ResultRow]:
     """Steps 4 and 5, request → result row: the rows of one prepared file (one per radiograph)."""
     if prepared.error_reason:
-        return [error_row(prepared.path, model, prepared.error_reason, prepared.error)]
+        return [
+            error_row(prepared.path, model, prepared.error_reason, prepared.error, status=prepared.status)
+        ]
     answers = await asyncio.gather(
         *(packer.infer(item.image) for item in prepared.radiographs),  # 4. request
         return_exceptions=True,

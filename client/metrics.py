@@ -2,7 +2,8 @@
 
 Series (base units, ``_total`` counters, histograms so that quantiles aggregate across clients):
 
-- ``radserve_radiographs_total{model,outcome}``: result rows, ``outcome`` ``ok`` or ``error``;
+- ``radserve_radiographs_total{model,outcome}``: result rows, ``outcome`` ``ok``, ``error`` or
+  ``not_accepted`` (outside the model's input contract);
   radiographs/s is ``rate(radserve_radiographs_total{outcome="ok"}[1m])``, never a gauge.
 - ``radserve_errors_total{model,reason}``: error rows by reason (``not_dicom``, ``inference_failed``, ...).
 - ``radserve_preprocess_seconds{model}``: decode + display processing + resize of one file.
@@ -51,7 +52,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     60.0,
 )
 
-OUTCOMES = ("ok", "error")
+OUTCOMES = ("ok", "error", "not_accepted")
 
 
 class ClientMetrics:
@@ -119,7 +120,7 @@ class ClientMetrics:
         self, model: str, status: str, error_reason: str = "", end_to_end: float | None = None
     ) -> None:
         """Count one result row; ``end_to_end`` seconds since its file was submitted."""
-        outcome = "ok" if status == "ok" else "error"
+        outcome = status if status in OUTCOMES else "error"
         self.radiographs.labels(model, outcome).inc()
         if outcome == "error":
             self.errors.labels(model, error_reason or "unknown").inc()

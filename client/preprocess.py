@@ -7,13 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from radserve.client.dicom import Radiograph, read_radiographs, resize
+from radserve.client.dicom import Radiograph, read_radiographs
 from radserve.model_card import ModelCard
 
 
 def model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:
     """``uint8 [1, H, W]`` at the model's input size, resized as its card says."""
-    return resize(radiograph.pixels, card.input_size, card.resize)[np.newaxis]
+    return radiograph.resized(card.input_size, card.resize)[np.newaxis]
 
 
 def write_model_inputs(path: Path, card: ModelCard, output: Path) -> list[Path]:

@@ -27,7 +27,7 @@ class Progress:
         self._paths.add(row.path)
         if row.status == "ok":
             self.radiographs += 1
-        else:
+        elif row.status == "error":
             self.errors += 1
         now = time.monotonic()
         if self.enabled and now - self._drawn >= self.interval:

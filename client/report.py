@@ -21,18 +21,26 @@ def print_rows(rows: Sequence[ResultRow], total: int) -> None:
         if row.status == "ok":
             print(f"{name:<{width}}  {row.label:<12} {row.score:>6.3f} {row.latency_ms:>8.1f}")
         else:
-            print(f"{name:<{width}}  ERROR {row.error_reason}: {row.error}")
+            what = "NOT ACCEPTED" if row.status == "not_accepted" else "ERROR"
+            print(f"{name:<{width}}  {what} {row.error_reason}: {row.error}")
     if total > len(ordered):
         print(f"... {total - len(ordered)} more rows")
 
 
 def print_summary(summary: RunSummary, model: str) -> None:
-    errors = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.errors_by_reason.items()))
+    errors = _by_reason(summary.errors_by_reason)
+    refused = _by_reason(summary.not_accepted_by_reason)
     print(
-        f"{model}: {summary.files} files, {summary.radiographs} radiographs classified, "
+        f"{model}: {summary.files} files, {summary.radiographs} radiographs classified "
+        f"({summary.out_of_distribution} flagged out of distribution), "
+        f"{summary.not_accepted} not accepted{f' ({refused})' if refused else ''}, "
         f"{summary.errors} errors{f' ({errors})' if errors else ''} in {summary.seconds:.2f} s: "
         f"{summary.radiographs_per_second:.1f} radiographs/s"
     )
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
 
 
 def _short(path: str) -> str:

@@ -1,4 +1,5 @@
-"""Result rows: one per radiograph (a prediction) or per failed input (an error and its reason)."""
+"""Result rows: one per radiograph (a prediction), per failed input (an error and its reason) or per
+instance outside the model's input contract (``not_accepted`` and the attribute refused)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import IO, Any, Literal
 
 from radserve.settings import SETTINGS
 
-Status = Literal["ok", "error"]
+Status = Literal["ok", "error", "not_accepted"]
 
 # Error reasons that may pass on another try: ``--resume`` does these inputs again.
 TRANSIENT_REASONS = frozenset(
@@ -37,8 +38,10 @@ class ResultRow:
     score: float | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     latency_ms: float | None = None
-    error_reason: str = ""
+    error_reason: str = ""  # for not_accepted: the attribute refused (modality, sop_class, ...)
     error: str = ""
+    ood: bool | None = None  # score (top probability) below the card's OOD threshold; None: no threshold
+    accept_any: bool = False  # classified with --accept-any: the input contract was not checked
 
     @property
     def key(self) -> tuple[str, str, int | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from radserve.client.grpc_client import Prediction
-from radserve.client.results import ResultRow
+from radserve.client.results import ResultRow, Status
 from radserve.model_card import ModelCard
 
 
@@ -20,6 +20,7 @@ def prediction_row(
 ) -> ResultRow:
     """The row of one classified radiograph: ``probabilities`` ``[C]`` from the request ``prediction``."""
     best = int(np.argmax(probabilities))
+    threshold = card.ood_threshold
     return ResultRow(
         path=path,
         status="ok",
@@ -33,6 +34,7 @@ def prediction_row(
             label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)
         },
         latency_ms=round(prediction.latency_seconds * 1000, 3),
+        ood=None if threshold is None else bool(probabilities[best] < threshold),
     )
 
 
@@ -43,9 +45,11 @@ def error_row(
     error: str,
     sop_instance_uid: str = "",
     frame: int | None = None,
+    status: Status = "error",
 ) -> ResultRow:
-    """The row of a file (or one of its radiographs) that got no prediction, and why."""
-    return ResultRow(path, "error", sop_instance_uid, frame, model=model, error_reason=reason, error=error)
+    """The row of a file (or one of its radiographs) that got no prediction (``error``, or
+    ``not_accepted`` outside the model's input contract), and why."""
+    return ResultRow(path, status, sop_instance_uid, frame, model=model, error_reason=reason, error=error)
 
 
 def internal_error(path: str, error: BaseException) -> str:

@@ -25,7 +25,7 @@ from radserve.export.precision import PRECISIONS, convert_fp16, quantize_int8, v
 from radserve.export.repository import publish
 from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
-from radserve.model_card import ModelCard, Precision
+from radserve.model_card import InputContract, ModelCard, Precision
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ class ExportRequest:
     work_dir: Path | None = None
     # int8 activations: "s8s8" (TensorRT), "u8s8" (fast ONNX Runtime CPU kernels), "auto": by target
     int8_scheme: str = "auto"
+    # what the model accepts (written into its card); None keeps the source's (radiograph defaults)
+    accepts: InputContract | None = None
 
     def resolved_int8_scheme(self) -> str:
         if self.int8_scheme != "auto":
@@ -157,7 +159,12 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
         work.mkdir(parents=True, exist_ok=True)
         fp32_path = work / f"{request.name}_fp32.onnx"
         export_onnx(loaded.model, loaded.card, fp32_path)
-        base_card = loaded.card.replace(tool_versions=tool_versions())
+        validation = "the samples folder" if request.sample_folder else "synthetic radiographs"
+        base_card = loaded.card.replace(
+            tool_versions=tool_versions(),
+            accepts=request.accepts or loaded.card.accepts,
+            ood=ood_threshold(reference, validation),
+        )
         fp32_report = compare(reference, onnx_probabilities(fp32_path, images), "pytorch fp32")
         LOGGER.info("parity fp32 %s", fp32_report)
         gate(fp32_report, *_thresholds(request, "fp32"), f"{request.name} (onnxruntime fp32)")
@@ -203,6 +210,24 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
             for precision, card, report, path in candidates
         ]
     return ExportResult(tuple(published))
+
+
+def ood_threshold(
+    probabilities: np.ndarray, validation: str, quantile: float = SETTINGS.contract.ood_quantile
+) -> dict[str, object]:
+    """The out-of-distribution threshold on the top probability, from the export's validation radiographs.
+
+    A prediction whose top probability is below it is flagged ``ood``: by construction about
+    ``quantile`` of radiographs like the validation ones are flagged.
+    """
+    top = probabilities.max(axis=1)
+    return {
+        "score": "max_softmax",
+        "threshold": round(float(np.quantile(top, quantile)), 6),
+        "quantile": quantile,
+        "samples": int(top.size),
+        "validation": validation,
+    }
 
 
 def _calibration_images(card: ModelCard, request: ExportRequest) -> np.ndarray:

@@ -13,8 +13,12 @@ LOGGER = logging.getLogger(__name__)
 
 
 def wire_images(card: ModelCard, folder: str, limit: int = 64) -> list[np.ndarray]:
-    """``uint8 [1, 1, H, W]`` requests from ``folder`` (or synthetic radiographs when empty)."""
-    from radserve.client.dicom import radiographs_from_dataset, read_radiographs
+    """``uint8 [1, 1, H, W]`` requests from ``folder`` (or synthetic radiographs when empty).
+
+    Files outside the model's input contract are left out by the same check ``classify`` applies.
+    """
+    from radserve.client.contract import read_accepted
+    from radserve.client.dicom import radiographs_from_dataset
     from radserve.client.inputs import discover
     from radserve.client.preprocess import model_input
     from radserve.synthetic.dataset import REGIONS, synthetic_dataset
@@ -23,7 +27,7 @@ def wire_images(card: ModelCard, folder: str, limit: int = 64) -> list[np.ndarra
     if folder:
         for path in discover([folder]).files:
             try:
-                images.extend(model_input(r, card) for r in read_radiographs(path))
+                images.extend(model_input(r, card) for r in read_accepted(path, card.accepts))
             except InputError as error:
                 LOGGER.warning("left out: %s", error)
             if len(images) >= limit:

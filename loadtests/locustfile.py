@@ -5,8 +5,9 @@
         --csv build/loadtest/locust --html build/loadtest/locust.html
 
 Each user owns one gRPC channel (a ``tritonclient.grpc.InferenceServerClient``) and sends
-radiographs preprocessed once by the client's own pipeline (decode → display LUT → resize, exactly
-as ``radserve classify`` does), cycled. Every request is reported through Locust's ``request`` event.
+radiographs preprocessed once by the client's own pipeline (input contract check → decode → display
+LUT → resize, exactly as ``radserve classify`` does: files the model does not accept are left out),
+cycled. Every request is reported through Locust's ``request`` event.
 
 **gRPC and gevent.** Locust runs users as greenlets. gRPC's C core blocks the OS thread it is called
 from, so a plain gRPC call freezes every user of the process; gRPC's own gevent integration

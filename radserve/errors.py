@@ -21,6 +21,14 @@ class InputError(RadserveError):
         super().__init__(f"{path}: {detail}")
 
 
+class NotAcceptedError(InputError):
+    """A valid DICOM instance outside the model's input contract (e.g. a CT sent to a radiograph model).
+
+    ``reason`` names the attribute that failed (``modality``, ``sop_class``, ``photometric``,
+    ``for_processing``, ``body_part``, ``view_position``); it is a refusal, not a failure.
+    """
+
+
 class ModelCardError(RadserveError):
     """A model's metadata is missing or inconsistent."""
 

@@ -1,12 +1,14 @@
 """The one description of a served model, written by export and read by everything else.
 
 Export writes it beside the model (``model_card.json``) and into the model's Triton config as the
-parameter ``radserve.model_card``, so a client learns the input size, resize mode and labels from
-the server over gRPC and never needs flags for them.
+parameter ``radserve.model_card``, so a client learns the input size, resize mode, labels and input
+contract (what the model accepts) from the server over gRPC and never needs flags for them.
+Cards written before a field existed stay readable: the field takes its default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +33,36 @@ ONNXRUNTIME_THREADS_PARAMETER = "onnxruntime_threads"
 
 
 @dataclass(frozen=True)
+class InputContract:
+    """The DICOM instances a model answers for, checked on the header before any pixel is decoded.
+
+    Each tuple lists accepted values of one attribute; an empty tuple accepts any value (and a
+    missing attribute). DX "For Processing" images (raw detector data) are refused unless
+    ``for_processing``.
+    """
+
+    modalities: tuple[str, ...] = SETTINGS.contract.modalities
+    sop_classes: tuple[str, ...] = SETTINGS.contract.sop_classes
+    photometric: tuple[str, ...] = SETTINGS.contract.photometric
+    body_parts: tuple[str, ...] = ()
+    view_positions: tuple[str, ...] = ()
+    for_processing: bool = False
+
+    @classmethod
+    def any(cls) -> InputContract:
+        """The contract of ``--accept-any``: every instance, For Processing included."""
+        return cls((), (), (), (), (), for_processing=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputContract:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelCardError(f"input contract has unknown fields {unknown}")
+        return cls(**{key: value if key == "for_processing" else tuple(value) for key, value in data.items()})
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a model is, what it expects on the wire and how it was validated.
 
@@ -51,6 +83,9 @@ class ModelCard:
     checkpoint_sha256: str = ""
     parity: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
+    accepts: InputContract = field(default_factory=InputContract)
+    # out-of-distribution flag: {"score": "max_softmax", "threshold": t, ...} chosen at export
+    ood: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -69,9 +104,15 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def ood_threshold(self) -> float | None:
+        """Predictions whose top probability is below this are flagged out of distribution."""
+        threshold = self.ood.get("threshold")
+        return None if threshold is None else float(threshold)
+
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with some fields changed."""
-        return ModelCard(**{**self.to_dict(), **changes})
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +130,8 @@ class ModelCard:
         for key in ("labels", "input_size", "mean", "std"):
             if key in values:
                 values[key] = tuple(values[key])
+        if isinstance(values.get("accepts"), dict):
+            values["accepts"] = InputContract.from_dict(values["accepts"])
         return cls(**values)
 
     @classmethod

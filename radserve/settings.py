@@ -78,9 +78,7 @@ class ClientDefaults:
     images_per_request: int = _unit(8, "radiographs packed into one request at most, when ready together")
     retry_budget_ratio: float = _unit(0.1, "retries earned per request sent (at most 10 % extra load)")
     retry_budget_burst: float = _unit(10.0, "retries; the budget's start and cap (its window)")
-    deadline_retries: int = _unit(
-        1, "retries of a request past its deadline (inference is idempotent)"
-    )
+    deadline_retries: int = _unit(1, "retries of a request past its deadline (inference is idempotent)")
     results_fsync_rows: int = _unit(64, "rows written between two fsyncs of the results file")
     results_fsync_seconds: float = _unit(1.0, "s at most between two fsyncs of the results file")
 
@@ -91,6 +89,17 @@ class ServerDefaults:
 
     ready_timeout_seconds: float = _unit(120.0, "s to wait for tritonserver to be ready")
     stop_timeout_seconds: float = _unit(30.0, "s for in-flight requests to finish on SIGTERM")
+
+
+@dataclass(frozen=True, slots=True)
+class ContractDefaults:
+    """What an exported radiograph model accepts unless ``radserve export --accept-*`` says otherwise."""
+
+    modalities: tuple[str, ...] = ("CR", "DX")  # DICOM Modality (0008,0060) values
+    # SOP Class UIDs: CR Image Storage, Digital X-Ray Image Storage - For Presentation
+    sop_classes: tuple[str, ...] = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1")
+    photometric: tuple[str, ...] = ("MONOCHROME1", "MONOCHROME2")  # Photometric Interpretation values
+    ood_quantile: float = 0.05  # fraction of validation radiographs below the OOD threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +133,7 @@ class Settings:
     client: ClientDefaults = field(default_factory=ClientDefaults)
     server: ServerDefaults = field(default_factory=ServerDefaults)
     export: ExportDefaults = field(default_factory=ExportDefaults)
+    contract: ContractDefaults = field(default_factory=ContractDefaults)
 
     @property
     def grpc_url(self) -> str:

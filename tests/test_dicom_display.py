@@ -14,6 +14,7 @@ from pydicom.sequence import Sequence
 from radserve.client.dicom import radiographs_from_dataset, read_radiographs, resize
 from radserve.client.dicom._display import display_lut, display_params
 from radserve.client.dicom._read import pixel_info
+from radserve.model_card import ResizeMode
 from tests._dicom_factory import (
     PATIENT_ID,
     PATIENT_NAME,
@@ -258,9 +259,60 @@ def test_letterbox_keeps_aspect_and_centres_on_black() -> None:
     assert rows[0] == 30 and rows[-1] == 59
 
 
+@pytest.mark.parametrize(
+    ("size", "mode"), [((224, 224), "stretch"), ((224, 224), "letterbox"), ((97, 131), "stretch")]
+)
+def test_table_applied_while_resizing_matches_the_table_then_opencv_area(
+    size: tuple[int, int], mode: ResizeMode
+) -> None:
+    """The one-pass resize of ``lut[values]`` against the two passes it replaced (full-size 8-bit
+    image, then cv2.INTER_AREA) on synthetic radiographs of every storage variant and pydicom's
+    files: at most 1 grey level apart (float rounding), nearly always equal."""
+    from radserve.synthetic.dataset import REGIONS, synthetic_dataset
+
+    rng = np.random.default_rng(5)
+    radiographs = [
+        radiograph
+        for index in range(12)
+        for radiograph in radiographs_from_dataset(
+            synthetic_dataset(REGIONS[index % 5], rng, matrix=(int(rng.integers(240, 700)), 300)), "syn"
+        )
+    ]
+    for name in ("CT_small.dcm", "MR_small_padded.dcm", "SC_rgb_rle.dcm", "examples_palette.dcm"):
+        radiographs += read_radiographs(shipped(name))
+    differing = 0
+    for radiograph in radiographs:
+        ours = radiograph.resized(size, mode)
+        np.testing.assert_array_equal(ours, resize(radiograph.pixels, size, mode))  # same pass on grey
+        reference = two_pass_reference(radiograph.pixels, size, mode)
+        assert np.abs(ours.astype(int) - reference).max() <= 1
+        differing += int((ours != reference).sum())
+    assert differing <= 1e-3 * len(radiographs) * size[0] * size[1]
+
+
+def two_pass_reference(image: np.ndarray, size: tuple[int, int], mode: ResizeMode) -> np.ndarray:
+    """cv2.INTER_AREA (INTER_LINEAR to enlarge) of the display-ready image (letterbox: centred on black)."""
+    height, width = size
+    scale = min(height / image.shape[0], width / image.shape[1])
+    inner = (
+        (height, width)
+        if mode == "stretch"
+        else (round(image.shape[0] * scale), round(image.shape[1] * scale))
+    )
+    out = np.zeros(size, np.uint8)
+    top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
+    shrinking = inner[0] * inner[1] < image.size
+    out[top : top + inner[0], left : left + inner[1]] = cv2.resize(
+        image, inner[::-1], interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
+    return out
+
+
 def test_resize_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
-        resize(np.zeros((4, 4), np.uint16), (2, 2), "stretch")
+        resize(np.zeros((4, 4), np.uint16), (2, 2), "stretch")  # stored values need their table
+    with pytest.raises(ValueError):
+        resize(np.zeros((4, 4), np.uint16), (2, 2), "stretch", np.zeros(4096, np.uint8))
     with pytest.raises(ValueError):
         resize(np.zeros((4, 4), np.uint8), (2, 2), "crop")  # type: ignore[arg-type]
 
@@ -271,3 +323,14 @@ def test_in_memory_dataset_without_file_meta() -> None:
     expected = radiographs_from_dataset(ds, "with-meta")[0].pixels
     del ds.file_meta
     np.testing.assert_array_equal(radiographs_from_dataset(ds, "memory")[0].pixels, expected)
+
+
+def test_display_bench_runs_and_compares_both_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from radserve.loadtests.display_bench import main
+
+    assert main(["--matrix", "300", "240", "--size", "64", "--repeats", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["matrix"] == [300, 240] and len(report["one_pass_ms"]) == 2
+    assert report["max_grey_level_difference"] <= 1 and report["speed_up"]["median"] > 0

@@ -2,7 +2,9 @@
 
 ``read_radiographs(path)`` turns a DICOM file into one :class:`Radiograph` per frame whose
 ``pixels`` are the uint8 greyscale image a radiologist would see (bones bright): see
-:mod:`client.dicom._display` for the pipeline. Every failure is a
+:mod:`client.dicom._display` for the pipeline. A radiograph keeps its stored values and display table
+apart, so that :meth:`Radiograph.resized` looks values up while it resizes (one pass, no full-size
+8-bit image). Every failure is a
 :class:`radserve.errors.InputError` naming the file and a short ``reason`` code: ``unreadable``,
 ``not_dicom``, ``truncated``, ``no_pixel_data``, ``unsupported_transfer_syntax``,
 ``unsupported_photometric``, ``bad_dimensions``, ``inconsistent_attributes``, ``decode_failed``.
@@ -25,9 +27,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from radserve.client.dicom._decode import Decoded, decode
-from radserve.client.dicom._display import DisplayParams, display_params, render_colour, render_mono
+from radserve.client.dicom._display import IDENTITY, DisplayParams, display_params, render_colour, render_mono
 from radserve.client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info, read_dataset
-from radserve.client.dicom._resize import resize
+from radserve.client.dicom._resize import ResizeMode, apply_lut, resize
 from radserve.errors import InputError
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "decode_file",
     "display",
     "radiographs_from_dataset",
+    "read_dataset",
     "read_radiographs",
     "resize",
 ]
@@ -48,12 +51,22 @@ _LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Radiograph:
-    """One display-ready frame of a DICOM file."""
+    """One frame of a DICOM file, display-ready as ``lut[values]``."""
 
     path: str
     sop_instance_uid: str
     frame: int | None  # 1-based frame number for multi-frame files, None for single-frame
-    pixels: np.ndarray  # uint8 H x W, display-ready: 0 = black, 255 = white
+    values: np.ndarray  # uint8 or uint16 H x W: stored values (grey levels when ``lut`` is the identity)
+    lut: np.ndarray  # uint8 display table indexed by ``values`` (IDENTITY for grey levels)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """uint8 H x W, display-ready: 0 = black, 255 = white."""
+        return apply_lut(self.values, self.lut)
+
+    def resized(self, size: tuple[int, int], mode: ResizeMode) -> np.ndarray:
+        """The display-ready image at ``size`` = (height, width), the table applied while resizing."""
+        return resize(self.values, size, mode, self.lut)
 
 
 def read_radiographs(path: str | os.PathLike[str]) -> list[Radiograph]:
@@ -134,16 +147,17 @@ def decode_dataset(ds: Dataset, path: str) -> DecodedFile:
 
 
 def display(decoded: DecodedFile) -> list[Radiograph]:
-    """The display step: each frame through the display LUT (or colour to grey) as uint8."""
+    """The display step: each frame's stored values with its display table (colour: grey levels)."""
     result = []
     with _input_errors(decoded.path):
         for index, frame in enumerate(decoded.decoded.frames):
-            if decoded.params is not None:
-                pixels = render_mono(frame, decoded.params)
-            else:
-                pixels = render_colour(frame, decoded.decoded)
+            values, lut = (
+                render_mono(frame, decoded.params)
+                if decoded.params is not None
+                else (render_colour(frame, decoded.decoded), IDENTITY)
+            )
             number = index + 1 if decoded.multi_frame else None
-            result.append(Radiograph(decoded.path, decoded.sop_instance_uid, number, pixels))
+            result.append(Radiograph(decoded.path, decoded.sop_instance_uid, number, values, lut))
     return result
 
 

@@ -118,6 +118,7 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
         metrics=metrics,
         tls=tls,
         admin_key=admin_key,
+        accept_any=args.accept_any,
     )
     try:
         summary = asyncio.run(classify(files, args.model, on_rows, options))
@@ -129,9 +130,10 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
             metrics.write_textfile(args.metrics_file)
         metrics.stop_serving()
     if not args.quiet:
-        print_rows(shown, total=summary.radiographs + summary.errors)
+        print_rows(shown, total=summary.radiographs + summary.errors + summary.not_accepted)
     print_summary(summary, args.model)
-    return EXIT_INPUT_FAILURES if summary.errors else EXIT_OK
+    failed = summary.errors or (args.strict and summary.not_accepted)
+    return EXIT_INPUT_FAILURES if failed else EXIT_OK
 
 
 def _positive(text: str) -> int:
@@ -175,6 +177,14 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
     command.add_argument(
         "--resume", action="store_true", help="skip inputs done in --output (transient errors are redone)"
+    )
+    command.add_argument(
+        "--strict", action="store_true", help="exit 1 when an instance is outside the model's input contract"
+    )
+    command.add_argument(
+        "--accept-any",
+        action="store_true",
+        help="research use: classify every instance, ignoring the input contract (recorded in each row)",
     )
     command.add_argument("--sr-dir", type=Path, help="write a DICOM Comprehensive SR per radiograph here")
     command.add_argument(

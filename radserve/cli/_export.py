@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radserve.cli._common import EXIT_FAILURE, EXIT_OK
 from radserve.errors import RadserveError
 from radserve.settings import SETTINGS
+
+if TYPE_CHECKING:
+    from radserve.model_card import InputContract
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -35,6 +39,7 @@ def _export(args: argparse.Namespace) -> int:
     elif args.target == "embedded-gpu":
         batching = replace(batching, max_batch_size=batching.gpu_max_batch_size)
     options = ServingOptions(batching=batching, tensorrt_accelerator=args.trt_accelerator)
+    accepts = _contract(args)
     result = export_checkpoint(
         ExportRequest(
             checkpoint=args.checkpoint,
@@ -58,6 +63,7 @@ def _export(args: argparse.Namespace) -> int:
             ),
             work_dir=args.work_dir,
             int8_scheme=args.int8_scheme,
+            accepts=accepts,
         )
     )
     for variant in result.variants:
@@ -68,6 +74,26 @@ def _export(args: argparse.Namespace) -> int:
             f"max abs diff {parity.max_abs_diff:.2e}, max rel diff {parity.max_rel_diff:.2e}"
         )
     return EXIT_OK
+
+
+def _contract(args: argparse.Namespace) -> InputContract | None:
+    """The input contract the flags set (defaults for the fields not given); None without a flag."""
+    from radserve.model_card import InputContract
+
+    given = {
+        name: tuple(value)
+        for name, value in (
+            ("modalities", args.accept_modality),
+            ("sop_classes", args.accept_sop_class),
+            ("photometric", args.accept_photometric),
+            ("body_parts", args.accept_body_part),
+            ("view_positions", args.accept_view_position),
+        )
+        if value is not None
+    }
+    if args.accept_for_processing:
+        given["for_processing"] = True
+    return InputContract(**given) if given else None
 
 
 def _repo_check(args: argparse.Namespace) -> int:
@@ -88,6 +114,23 @@ def _add_source_arguments(export: argparse.ArgumentParser) -> None:
     source.add_argument("--mean", type=float, nargs=3, default=list(SETTINGS.export.mean))
     source.add_argument("--std", type=float, nargs=3, default=list(SETTINGS.export.std))
     source.add_argument("--temperature", type=float, default=1.0)
+
+
+def _add_contract_arguments(export: argparse.ArgumentParser) -> None:
+    contract = export.add_argument_group(
+        "input contract (what the model accepts; default: CR and DX radiographs, MONOCHROME1/2)"
+    )
+    for flag, meaning in (
+        ("modality", "DICOM Modality values, e.g. CR DX RF"),
+        ("sop-class", "SOP Class UIDs"),
+        ("photometric", "Photometric Interpretations, e.g. MONOCHROME1 MONOCHROME2"),
+        ("body-part", "Body Part Examined values (default: any)"),
+        ("view-position", "View Position values (default: any)"),
+    ):
+        contract.add_argument(f"--accept-{flag}", nargs="*", metavar="VALUE", help=f"{meaning}; none: any")
+    contract.add_argument(
+        "--accept-for-processing", action="store_true", help="accept DX For Processing (raw detector) images"
+    )
 
 
 def _add_gate_arguments(export: argparse.ArgumentParser) -> None:
@@ -160,6 +203,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         f"{SETTINGS.batching.gpu_max_batch_size})",
     )
     _add_source_arguments(export)
+    _add_contract_arguments(export)
     _add_gate_arguments(export)
     _add_engine_arguments(export)
     export.set_defaults(run=_export)
