@@ -17,14 +17,14 @@ import radserve.client.flow as flow
 from radserve.client.dicom import Radiograph
 from radserve.model_card import ModelCard
 
-_decode_file = dicom.decode_file
+_decode_dataset = dicom.decode_dataset
 _model_input = flow.model_input
 
 
-def _crashing_decode_file(path: str) -> dicom.DecodedFile:
+def _crashing_decode_dataset(ds: object, path: str) -> dicom.DecodedFile:
     if "segfault" in Path(path).name:
         ctypes.string_at(0)  # SIGSEGV, as a broken codec would
-    return _decode_file(path)
+    return _decode_dataset(ds, path)
 
 
 def _failing_model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:
@@ -33,5 +33,5 @@ def _failing_model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:
     return _model_input(radiograph, card)
 
 
-flow.decode_file = _crashing_decode_file
+flow.decode_dataset = _crashing_decode_dataset
 flow.model_input = _failing_model_input

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.uid import DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage
 
-from radserve.client.classify import prepare_file
+from radserve.client.flow import prepare_file
 from radserve.client.contract import check_contract, read_accepted
 from radserve.errors import InputError, NotAcceptedError
 from radserve.export.pipeline import ExportResult

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from radserve.client.classify import prepare_file
+from radserve.client.flow import prepare_file
 from radserve.export.pipeline import ExportResult
 from radserve.server_config.triton import TritonServer
 from radserve.synthetic.dataset import SyntheticRecord
