@@ -15,7 +15,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test,loadtest]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test,loadtest,clinical]"
 	touch $(STAMP)
 
 $(DEMO_CHECKPOINT): | $(STAMP)

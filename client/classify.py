@@ -157,6 +157,8 @@ def _prediction_row(
 ) -> ResultRow:
     probabilities = prediction.probabilities[0]
     best = int(np.argmax(probabilities))
+    by_label = {label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)}
+    decision, threshold = card.decide(by_label)
     return ResultRow(
         path=path,
         status="ok",
@@ -166,10 +168,10 @@ def _prediction_row(
         model_version=prediction.model_version,
         label=card.labels[best],
         score=round(float(probabilities[best]), 6),
-        probabilities={
-            label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)
-        },
+        probabilities=by_label,
         latency_ms=round(prediction.latency_seconds * 1000, 3),
+        decision=decision,
+        threshold=threshold,
     )
 
 

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import numpy as np
@@ -48,6 +48,7 @@ class Prediction:
     latency_seconds: float
     attempts: int
     model_version: str = ""  # the version that answered
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # outputs asked for besides probabilities
 
 
 @dataclass
@@ -144,11 +145,14 @@ class AsyncRadiographClient:
             raise ModelCardError(f"model {model!r} on {endpoint.url} has no {MODEL_CARD_PARAMETER} parameter")
         return ModelCard.from_json(parameter.string_value)
 
-    async def infer(self, model: str, images: np.ndarray) -> Prediction:
-        """Probabilities ``[B, C]`` for wire images ``uint8 [B, 1, H, W]``, retrying transient failures."""
+    async def infer(self, model: str, images: np.ndarray, extra_outputs: Sequence[str] = ()) -> Prediction:
+        """Probabilities ``[B, C]`` for wire images ``uint8 [B, 1, H, W]``, retrying transient failures.
+
+        ``extra_outputs`` names further outputs of the model to return in ``Prediction.extra``.
+        """
         inputs = [grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")]
         inputs[0].set_data_from_numpy(images)
-        outputs = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+        outputs = [grpcclient.InferRequestedOutput(name) for name in (OUTPUT_NAME, *extra_outputs)]
         policy = self.retry
         started = time.monotonic()
         attempt = 0
@@ -166,6 +170,7 @@ class AsyncRadiographClient:
                         time.monotonic() - sent,
                         attempt + 1,
                         result.get_response().model_version,
+                        {name: result.as_numpy(name) for name in extra_outputs},
                     )
                 except InferenceServerException as error:
                     status = error.status() or ""

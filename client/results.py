@@ -28,6 +28,9 @@ class ResultRow:
     latency_ms: float | None = None
     error_reason: str = ""
     error: str = ""
+    # under the model card's operating points: the label decided (or "negative") and its threshold
+    decision: str = ""
+    threshold: float | None = None
 
     @property
     def key(self) -> tuple[str, str, int | None]:

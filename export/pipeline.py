@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import platform
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +83,11 @@ class ExportRequest:
     work_dir: Path | None = None
     # int8 activations: "s8s8" (TensorRT), "u8s8" (fast ONNX Runtime CPU kernels), "auto": by target
     int8_scheme: str = "auto"
+    # model card fields set on the source's card before export (radserve calibrate --publish:
+    # temperature, calibration, operating_points); the temperature goes into the graph
+    card_updates: Mapping[str, Any] = field(default_factory=dict)
+    # also publish the Grad-CAM companion NAME_gradcam (export/gradcam.py)
+    gradcam: bool = False
 
     def resolved_int8_scheme(self) -> str:
         if self.int8_scheme != "auto":
@@ -102,6 +109,7 @@ class Variant:
 @dataclass(frozen=True)
 class ExportResult:
     variants: tuple[Variant, ...]
+    gradcam_dir: Path | None = None  # the Grad-CAM companion's version folder, when published
 
     @property
     def card(self) -> ModelCard:
@@ -143,6 +151,8 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     if unknown or not request.precisions:
         raise ExportError(f"precisions must be some of {list(PRECISIONS)}, got {list(request.precisions)}")
     loaded = load_source(request.checkpoint, request.name, request.program)
+    if request.card_updates:
+        loaded = replace(loaded, card=loaded.card.replace(**request.card_updates))
     images = sample_images(loaded.card, request.samples, request.sample_folder)
     reference = torch_probabilities(loaded.model, loaded.card, images)
     with tempfile.TemporaryDirectory(prefix="radserve-export-") as temporary:
@@ -198,7 +208,22 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
             )
             for precision, card, report, path in candidates
         ]
-    return ExportResult(tuple(published))
+        companion = None
+        if request.gradcam:
+            from radserve.export.gradcam import publish_gradcam
+
+            companion = publish_gradcam(
+                loaded.model,
+                base_card,
+                images,
+                reference,
+                work,
+                request.repository,
+                request.target,
+                request.options,
+                request.keep_versions,
+            )
+    return ExportResult(tuple(published), companion)
 
 
 def _calibration_images(card: ModelCard, request: ExportRequest) -> np.ndarray:

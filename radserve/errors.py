@@ -35,3 +35,7 @@ class InferenceError(RadserveError):
 
 class ExportError(RadserveError):
     """A model cannot be exported or was refused publication (e.g. failed its parity gate)."""
+
+
+class ClinicalError(RadserveError):
+    """An evaluation, calibration or threshold cannot be computed (bad truth file, too few cases)."""

@@ -82,11 +82,23 @@ class ExportDefaults:
     fp32_min_top1: float = 1.0  # fraction of samples agreeing with PyTorch fp32
     fp32_max_abs_diff: float = 1e-3  # probability
     reduced_min_top1: float = 0.99  # fp16 and int8
+    gradcam_min_correlation: float = 0.99  # Pearson r of each served Grad-CAM map vs PyTorch autograd
     tensorrt_workspace_gib: float = 2.0  # GiB
 
     @property
     def tensorrt_workspace_bytes(self) -> int:
         return int(self.tensorrt_workspace_gib * (1 << 30))
+
+
+@dataclass(frozen=True, slots=True)
+class ClinicalDefaults:
+    """Evaluation, calibration and operating thresholds of a served model (radserve.clinical)."""
+
+    ece_bins: int = 15  # equal-width confidence bins of the expected calibration error
+    bootstrap_resamples: int = 1000  # resamples of the 95 % intervals
+    bootstrap_seed: int = 0  # seed of the bootstrap resampling
+    confidence_level: float = 0.95  # coverage of the bootstrap intervals
+    min_calibration_set: int = 50  # radiographs needed to fit a temperature or a threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +112,7 @@ class Settings:
     client: ClientDefaults = field(default_factory=ClientDefaults)
     server: ServerDefaults = field(default_factory=ServerDefaults)
     export: ExportDefaults = field(default_factory=ExportDefaults)
+    clinical: ClinicalDefaults = field(default_factory=ClinicalDefaults)
 
     @property
     def grpc_url(self) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from radserve.cli._common import EXIT_FAILURE, EXIT_OK
 from radserve.errors import RadserveError
+from radserve.model_card import ModelCard
 from radserve.settings import SETTINGS
 
 
@@ -56,6 +57,7 @@ def _export(args: argparse.Namespace) -> int:
             ),
             work_dir=args.work_dir,
             int8_scheme=args.int8_scheme,
+            gradcam=args.gradcam,
         )
     )
     for variant in result.variants:
@@ -64,6 +66,12 @@ def _export(args: argparse.Namespace) -> int:
             f"published {variant.version_dir} ({variant.card.architecture}, {variant.precision}); parity vs "
             f"{parity.reference} on {parity.samples} samples: top-1 {parity.top1_agreement:.1%}, "
             f"max abs diff {parity.max_abs_diff:.2e}, max rel diff {parity.max_rel_diff:.2e}"
+        )
+    if result.gradcam_dir is not None:
+        figures = ModelCard.read(result.gradcam_dir).parity["gradcam_vs_autograd"]
+        print(
+            f"published {result.gradcam_dir} (Grad-CAM companion); maps vs PyTorch autograd on "
+            f"{figures['samples']} samples: min Pearson r {figures['min_pearson']:.6f}"
         )
     return EXIT_OK
 
@@ -147,6 +155,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--target", choices=("embedded", "onnxruntime", "tensorrt"), default="embedded")
     export.add_argument("--keep-versions", type=int, help="keep only the newest N versions on disk")
     export.add_argument("--max-batch-size", type=int, help="Triton max_batch_size (TensorRT profile max)")
+    export.add_argument(
+        "--gradcam",
+        action="store_true",
+        help="also publish the Grad-CAM companion NAME_gradcam (radserve explain)",
+    )
     _add_source_arguments(export)
     _add_gate_arguments(export)
     _add_engine_arguments(export)
