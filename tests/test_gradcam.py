@@ -31,6 +31,7 @@ from radserve.synthetic.dataset import SyntheticRecord
 ARCHITECTURES = ("resnet18", "efficientnet_b0", "mobilenet_v3_small")
 LABELS = ("shoulder", "elbow", "hand", "pelvis", "knee")
 SIZE = 96
+Served = tuple[TritonServer, dict[str, torch.nn.Module]]  # the server and each architecture's network
 
 
 def _network(architecture: str) -> torch.nn.Module:
@@ -71,7 +72,7 @@ def reference_gradcam(network: torch.nn.Module, card: ModelCard, image: np.ndarr
 @pytest.fixture(scope="module")
 def served(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[TritonServer, dict[str, torch.nn.Module]]]:
+) -> Iterator[Served]:
     repository = tmp_path_factory.mktemp("gradcam-repository")
     work = tmp_path_factory.mktemp("gradcam-work")
     networks = {}
@@ -88,7 +89,7 @@ def served(
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_served_gradcam_matches_autograd(
-    served: tuple[TritonServer, dict[str, torch.nn.Module]],
+    served: Served,
     dicom_records: list[SyntheticRecord],
     architecture: str,
 ) -> None:
@@ -111,26 +112,15 @@ def test_served_gradcam_matches_autograd(
 
 
 def test_explain_writes_overlay_and_secondary_capture(
-    served: tuple[TritonServer, dict[str, torch.nn.Module]],
+    served: Served,
     dicom_records: list[SyntheticRecord],
     tmp_path: Path,
 ) -> None:
     server, _ = served
     source = dicom_records[0].path
     output = tmp_path / "overlay.png"
-    code = main(
-        [
-            "explain",
-            source,
-            "--model",
-            "resnet18",
-            "--output",
-            str(output),
-            "--url",
-            server.grpc_url,
-            "--dicom",
-        ]
-    )
+    explain = ["explain", source, "--model", "resnet18", "--output", str(output), "--url", server.grpc_url]
+    code = main([*explain, "--dicom"])
     assert code == 0
     overlay = cv2.imread(str(output))
     assert overlay.shape == (SIZE, SIZE, 3)
@@ -141,27 +131,11 @@ def test_explain_writes_overlay_and_secondary_capture(
     assert capture.StudyInstanceUID == original.StudyInstanceUID
     assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == original.SOPInstanceUID
     assert capture.pixel_array.shape == (SIZE, SIZE, 3)
-    assert (
-        main(
-            [
-                "explain",
-                source,
-                "--model",
-                "resnet18",
-                "--output",
-                str(output),
-                "--url",
-                server.grpc_url,
-                "--label",
-                "skull",
-            ]
-        )
-        == 2
-    )
+    assert main([*explain, "--label", "skull"]) == 2  # not a label of the model: one-line error
 
 
 def test_repository_with_companions_passes_repo_check(
-    served: tuple[TritonServer, dict[str, torch.nn.Module]],
+    served: Served,
 ) -> None:
     server, _ = served
     report = check_repository(server.repository)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from radserve.cli._common import EXIT_OK
-from radserve.cli._evaluate import add_labeled_arguments, labeled_set
+from radserve.cli._evaluate import add_labeled_arguments, labeled_set, serving
 from radserve.errors import ClinicalError
 from radserve.settings import SETTINGS
 
@@ -20,7 +20,8 @@ from radserve.settings import SETTINGS
 def _calibrate(args: argparse.Namespace) -> int:
     from radserve.clinical.calibration import fit_temperature, operating_points, parse_rules, scaled
 
-    labeled = labeled_set(args)
+    with serving(args) as url:
+        labeled = labeled_set(args, url)
     card = labeled.card
     rules = parse_rules(args.threshold or [], card.labels)
     y_true, probabilities = labeled.y_true, labeled.probabilities

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,18 +18,43 @@ if TYPE_CHECKING:
 _LISTED = 20  # excluded rows printed (all of them are in evaluation.json)
 
 
+@contextlib.contextmanager
+def serving(args: argparse.Namespace) -> Iterator[str]:
+    """The gRPC URL to use: ``--url``, or an embedded server on free ports over ``--serve-repository``."""
+    if args.serve_repository is None:
+        yield args.url
+        return
+    from radserve.server_config.triton import TritonServer, free_ports
+
+    with TritonServer(args.serve_repository, ports=free_ports()) as server:
+        print(
+            f"tritonserver ready on {server.grpc_url} (repository {args.serve_repository})", file=sys.stderr
+        )
+        yield server.grpc_url
+
+
+def add_server_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--url", default=SETTINGS.grpc_url, help="Triton gRPC HOST:PORT[,HOST:PORT...]")
+    command.add_argument(
+        "--serve-repository",
+        type=Path,
+        metavar="DIR",
+        help="instead of --url: serve DIR with the embedded tritonserver for this run",
+    )
+
+
 def add_labeled_arguments(command: argparse.ArgumentParser) -> None:
     """Arguments of the verbs that classify labelled radiographs through a served model."""
     command.add_argument("paths", nargs="+", help="DICOM files and folders")
     command.add_argument("--model", required=True)
     command.add_argument("--truth", type=Path, required=True, help="CSV: sop_instance_uid or path, and label")
     command.add_argument("--label-column", help="the truth CSV's label column (default: label, else region)")
-    command.add_argument("--url", default=SETTINGS.grpc_url, help="Triton gRPC HOST:PORT[,HOST:PORT...]")
+    add_server_arguments(command)
     command.add_argument("--max-in-flight", type=int, default=SETTINGS.client.max_in_flight)
     command.add_argument("--workers", type=int, default=SETTINGS.client.decode_workers)
 
 
-def labeled_set(args: argparse.Namespace) -> LabeledSet:
+def labeled_set(args: argparse.Namespace, url: str) -> LabeledSet:
     """Read the truth file, classify the inputs through the served model, join them."""
     from radserve.client.classify import ClassifyOptions
     from radserve.client.inputs import discover
@@ -38,7 +65,7 @@ def labeled_set(args: argparse.Namespace) -> LabeledSet:
     inputs = discover(args.paths)
     if inputs.sidecars:
         print(f"left out {len(inputs.sidecars)} side file(s) in the folders", file=sys.stderr)
-    options = ClassifyOptions(url=args.url.split(","), max_in_flight=args.max_in_flight, workers=args.workers)
+    options = ClassifyOptions(url=url.split(","), max_in_flight=args.max_in_flight, workers=args.workers)
     labeled = classify_with_truth(inputs.files, args.model, truth, options)
     excluded = labeled.excluded
     for row in excluded[:_LISTED]:
@@ -53,7 +80,8 @@ def labeled_set(args: argparse.Namespace) -> LabeledSet:
 def _evaluate(args: argparse.Namespace) -> int:
     from radserve.clinical.evaluate import summary_lines, write_evaluation
 
-    labeled = labeled_set(args)
+    with serving(args) as url:
+        labeled = labeled_set(args, url)
     report = write_evaluation(labeled, args.out)
     print("\n".join(summary_lines(report)))
     print(f"wrote {args.out}/predictions.jsonl, evaluation.json, roc.png, reliability.png, confusion.png")

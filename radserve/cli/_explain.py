@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from radserve.cli._common import EXIT_FAILURE, EXIT_OK
-from radserve.settings import SETTINGS
+from radserve.cli._evaluate import add_server_arguments, serving
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -15,7 +15,8 @@ def _explain(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() != ".png":
         print(f"radserve explain: {args.output}: output must end in .png")
         return EXIT_FAILURE
-    explanation = explain_file(args.file, args.model, args.url, args.label)
+    with serving(args) as url:
+        explanation = explain_file(args.file, args.model, url, args.label)
     write_png(explanation, args.output)
     print(
         f"wrote {args.output}: Grad-CAM of {explanation.label} (probability {explanation.probability:.3f}) "
@@ -33,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--model", required=True, help="the classifier (its companion NAME_gradcam answers)")
     explain.add_argument("--output", type=Path, required=True, help="OUT.png")
     explain.add_argument("--label", help="class to explain (default: the predicted one)")
-    explain.add_argument("--url", default=SETTINGS.grpc_url, help="Triton gRPC HOST:PORT")
+    add_server_arguments(explain)
     explain.add_argument(
         "--dicom",
         action="store_true",
