@@ -58,6 +58,12 @@ class TemperatureFit:
     nll_before: float
     nll_after: float
 
+    @property
+    def at_bound(self) -> bool:
+        """The fit stopped at the search bound: the probabilities carry (almost) no information."""
+        log_temperature = math.log(self.temperature)
+        return min(abs(log_temperature - bound) for bound in _LOG_TEMPERATURE_BOUNDS) < 1e-3
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,

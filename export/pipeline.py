@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from radserve.errors import ExportError
+from radserve.export.checkpoint import LoadedCheckpoint
 from radserve.export.model_config import ServingOptions, Target
 from radserve.export.onnx_export import export_onnx
 from radserve.export.parity import ParityReport, compare, gate, onnx_probabilities, torch_probabilities
@@ -86,7 +87,8 @@ class ExportRequest:
     # model card fields set on the source's card before export (radserve calibrate --publish:
     # temperature, calibration, operating_points); the temperature goes into the graph
     card_updates: Mapping[str, Any] = field(default_factory=dict)
-    # also publish the Grad-CAM companion NAME_gradcam (export/gradcam.py)
+    # also publish the Grad-CAM companion NAME_gradcam (export/gradcam.py; beside a TensorRT plan as
+    # an onnxruntime model)
     gradcam: bool = False
 
     def resolved_int8_scheme(self) -> str:
@@ -191,39 +193,56 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
             candidates.append((precision, card, report, path))
 
         if request.target == "tensorrt":
-            return _publish_engines(request, candidates, images, reference, work)
-        published = [
-            Variant(
-                precision,
-                card,
-                report,
-                publish(
-                    request.repository,
-                    card,
-                    path,
-                    request.target,
-                    request.options,
-                    keep_versions=request.keep_versions,
-                ),
+            result = _publish_engines(request, candidates, images, reference, work)
+        else:
+            result = ExportResult(
+                tuple(
+                    Variant(
+                        precision,
+                        card,
+                        report,
+                        publish(
+                            request.repository,
+                            card,
+                            path,
+                            request.target,
+                            request.options,
+                            keep_versions=request.keep_versions,
+                        ),
+                    )
+                    for precision, card, report, path in candidates
+                )
             )
-            for precision, card, report, path in candidates
-        ]
-        companion = None
         if request.gradcam:
-            from radserve.export.gradcam import publish_gradcam
-
-            companion = publish_gradcam(
-                loaded.model,
-                base_card,
-                images,
-                reference,
-                work,
-                request.repository,
-                request.target,
-                request.options,
-                request.keep_versions,
+            result = replace(
+                result, gradcam_dir=_publish_gradcam(request, loaded, base_card, images, reference, work)
             )
-    return ExportResult(tuple(published), companion)
+    return result
+
+
+def _publish_gradcam(
+    request: ExportRequest,
+    loaded: LoadedCheckpoint,
+    card: ModelCard,
+    images: np.ndarray,
+    reference: np.ndarray,
+    work: Path,
+) -> Path:
+    """The Grad-CAM companion: ONNX on the CPU targets, ``onnxruntime`` beside a TensorRT plan."""
+    from radserve.export.gradcam import publish_gradcam
+
+    target: Target = "onnxruntime" if request.target == "tensorrt" else request.target
+    return publish_gradcam(
+        loaded.model,
+        card,
+        images,
+        reference,
+        work,
+        request.repository,
+        target,
+        request.options,
+        request.keep_versions,
+    )
 
 
 def _calibration_images(card: ModelCard, request: ExportRequest) -> np.ndarray:

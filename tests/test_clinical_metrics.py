@@ -58,6 +58,9 @@ def test_fitted_temperature_recovers_the_true_one() -> None:
     assert fit.temperature == pytest.approx(1 / 0.3, rel=0.1)
     assert fit.nll_after < fit.nll_before
     assert fit.ece_after < 0.5 * fit.ece_before
+    assert not fit.at_bound
+    uninformative = fit_temperature(truth, np.random.default_rng(2).dirichlet([0.2] * 3, len(truth)))
+    assert uninformative.at_bound  # probabilities unrelated to the labels: flattened as far as allowed
     calibrated = scaled(probabilities, fit.temperature)
     assert np.allclose(calibrated.sum(axis=1), 1.0)
 

@@ -34,6 +34,11 @@ def _calibrate(args: argparse.Namespace) -> int:
         + (" (kept: --keep-temperature)" if args.keep_temperature else "")
     )
     print(f"ECE {fit.ece_before:.4f} -> {fit.ece_after:.4f}, NLL {fit.nll_before:.4f} -> {fit.nll_after:.4f}")
+    if fit.at_bound:
+        print(
+            "note: the temperature reached its search bound: on this set the model's probabilities "
+            "carry little information"
+        )
     points = operating_points(y_true, scaled(probabilities, factor), card.labels, rules) if rules else {}
     for label, point in points.items():
         print(
