@@ -15,6 +15,7 @@ maps with PyTorch autograd Grad-CAM (:func:`autograd_gradcam`) on the parity sam
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -140,18 +141,37 @@ def onnx_gradcam(path: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
 
 
-def publish_gradcam(
-    network: nn.Module,
-    card: ModelCard,
-    images: np.ndarray,
-    reference: np.ndarray,
-    work: Path,
-    repository: Path,
-    target: Target = "embedded",
-    options: ServingOptions | None = None,
-    keep_versions: int | None = None,
-) -> Path:
-    """Export, gate and publish the companion of ``card``'s model; returns its version folder.
+@dataclass(frozen=True)
+class GradCamCompanion:
+    """A gated companion graph, ready to publish."""
+
+    card: ModelCard
+    onnx_path: Path
+    map_shape: tuple[int, int, int]  # [C, h, w] per radiograph
+
+    def publish(
+        self,
+        repository: Path,
+        target: Target = "embedded",
+        options: ServingOptions | None = None,
+        keep_versions: int | None = None,
+    ) -> Path:
+        """Add the companion as the next version of ``NAME_gradcam``; returns its version folder."""
+        return publish(
+            repository,
+            self.card,
+            self.onnx_path,
+            target,
+            options,
+            keep_versions=keep_versions,
+            extra_outputs=[(GRADCAM_OUTPUT, list(self.map_shape))],
+        )
+
+
+def build_gradcam(
+    network: nn.Module, card: ModelCard, images: np.ndarray, reference: np.ndarray, work: Path
+) -> GradCamCompanion:
+    """Export and gate the companion of ``card``'s model (:class:`ExportError` when refused).
 
     Gates: the probabilities as the classifier's fp32 gate; every map of the predicted class
     correlates with autograd Grad-CAM at ``SETTINGS.export.gradcam_min_correlation`` or better.
@@ -178,15 +198,5 @@ def publish_gradcam(
         "mean_pearson": float(np.mean(correlations)),
     }
     LOGGER.info("Grad-CAM vs autograd %s", figures)
-    companion = companion.replace(
-        parity={"onnxruntime_fp32": report.to_dict(), "gradcam_vs_autograd": figures}
-    )
-    return publish(
-        repository,
-        companion,
-        path,
-        target,
-        options,
-        keep_versions=keep_versions,
-        extra_outputs=[(GRADCAM_OUTPUT, [card.num_classes, *maps.shape[2:]])],
-    )
+    parity = {"onnxruntime_fp32": report.to_dict(), "gradcam_vs_autograd": figures}
+    return GradCamCompanion(companion.replace(parity=parity), path, tuple(maps.shape[1:]))

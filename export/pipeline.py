@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.model_card import ModelCard, Precision
 from radserve.settings import SETTINGS
+
+if TYPE_CHECKING:
+    from radserve.export.gradcam import GradCamCompanion
 
 LOGGER = logging.getLogger(__name__)
 
@@ -192,57 +195,59 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
             )
             candidates.append((precision, card, report, path))
 
+        # the companion is gated before anything is published
+        companion = _gradcam_companion(request, loaded, base_card, images, reference, work)
         if request.target == "tensorrt":
-            result = _publish_engines(request, candidates, images, reference, work)
-        else:
-            result = ExportResult(
-                tuple(
-                    Variant(
-                        precision,
-                        card,
-                        report,
-                        publish(
-                            request.repository,
-                            card,
-                            path,
-                            request.target,
-                            request.options,
-                            keep_versions=request.keep_versions,
-                        ),
-                    )
-                    for precision, card, report, path in candidates
-                )
+            # beside a TensorRT plan the companion runs on ONNX Runtime (onnxruntime target)
+            return _with_companion(
+                _publish_engines(request, candidates, images, reference, work),
+                companion,
+                request,
+                "onnxruntime",
             )
-        if request.gradcam:
-            result = replace(
-                result, gradcam_dir=_publish_gradcam(request, loaded, base_card, images, reference, work)
+        published = [
+            Variant(
+                precision,
+                card,
+                report,
+                publish(
+                    request.repository,
+                    card,
+                    path,
+                    request.target,
+                    request.options,
+                    keep_versions=request.keep_versions,
+                ),
             )
+            for precision, card, report, path in candidates
+        ]
+        result = _with_companion(ExportResult(tuple(published)), companion, request, request.target)
     return result
 
 
-def _publish_gradcam(
+def _with_companion(
+    result: ExportResult, companion: GradCamCompanion | None, request: ExportRequest, target: Target
+) -> ExportResult:
+    """``result`` after publishing the Grad-CAM companion, when there is one."""
+    if companion is None:
+        return result
+    folder = companion.publish(request.repository, target, request.options, request.keep_versions)
+    return replace(result, gradcam_dir=folder)
+
+
+def _gradcam_companion(
     request: ExportRequest,
     loaded: LoadedCheckpoint,
     card: ModelCard,
     images: np.ndarray,
     reference: np.ndarray,
     work: Path,
-) -> Path:
-    """The Grad-CAM companion: ONNX on the CPU targets, ``onnxruntime`` beside a TensorRT plan."""
-    from radserve.export.gradcam import publish_gradcam
+) -> GradCamCompanion | None:
+    if not request.gradcam:
+        return None
+    from radserve.export.gradcam import build_gradcam
 
-    target: Target = "onnxruntime" if request.target == "tensorrt" else request.target
-    return publish_gradcam(
-        loaded.model,
-        card,
-        images,
-        reference,
-        work,
-        request.repository,
-        target,
-        request.options,
-        request.keep_versions,
-    )
+    return build_gradcam(loaded.model, card, images, reference, work)
 
 
 def _calibration_images(card: ModelCard, request: ExportRequest) -> np.ndarray:

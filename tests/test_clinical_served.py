@@ -20,6 +20,7 @@ from sklearn import metrics
 
 from radserve.cli import main
 from radserve.export.pipeline import ExportRequest, export_checkpoint
+from radserve.export.repo_check import check_repository
 from radserve.model_card import ModelCard
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.synthetic.dataset import write_synthetic_set
@@ -43,7 +44,9 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def clinical_repository(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
     repository = tmp_path_factory.mktemp("clinical-repository")
     export_checkpoint(
-        ExportRequest(tiny_checkpoint, MODEL, repository, samples=8, card_updates={"temperature": 0.3})
+        ExportRequest(
+            tiny_checkpoint, MODEL, repository, samples=8, card_updates={"temperature": 0.3}, gradcam=True
+        )
     )
     return repository
 
@@ -241,6 +244,11 @@ def test_fitted_temperature_halves_ece_on_held_out_data(
 ) -> None:
     card = ModelCard.from_repository(clinical_repository, MODEL)
     assert card.temperature > 0.3 and card.calibration["n"] == 60
+    # the Grad-CAM companion was re-published with the same temperature, and the repository is valid
+    companion = ModelCard.from_repository(clinical_repository, f"{MODEL}_gradcam")
+    assert companion.temperature == card.temperature
+    assert companion.parity["gradcam_vs_autograd"]["min_pearson"] >= 0.99
+    assert check_repository(clinical_repository).ok
     assert card.calibration["ece_after"] < card.calibration["ece_before"]
     code, after = _evaluate(calibrated, sets["held_out"], tmp_path)
     assert code == 0 and after["model_version"] == "2"

@@ -20,7 +20,7 @@ import torch
 from radserve.cli import main
 from radserve.clinical.explain import explain_file
 from radserve.export.architectures import build_model
-from radserve.export.gradcam import gradcam_name, publish_gradcam
+from radserve.export.gradcam import build_gradcam, gradcam_name
 from radserve.export.parity import torch_probabilities
 from radserve.export.repo_check import check_repository
 from radserve.export.samples import sample_images
@@ -80,7 +80,9 @@ def served(
         network = _network(architecture)
         card = ModelCard(name=architecture, architecture=architecture, labels=LABELS, input_size=(SIZE, SIZE))
         images = sample_images(card, 4)
-        publish_gradcam(network, card, images, torch_probabilities(network, card, images), work, repository)
+        build_gradcam(network, card, images, torch_probabilities(network, card, images), work).publish(
+            repository
+        )
         networks[architecture] = network
     log = tmp_path_factory.mktemp("gradcam-triton") / "tritonserver.log"
     with TritonServer(repository, ports=free_ports(), log_file=log) as server:
