@@ -23,7 +23,7 @@ from radserve.client.dicom import read_radiographs
 from radserve.client.grpc_client import AsyncRadiographClient
 from radserve.client.preprocess import model_input
 from radserve.client.sr import read_source_header
-from radserve.errors import ClinicalError
+from radserve.errors import ClinicalError, ServerError
 from radserve.model_card import GRADCAM_OUTPUT, GRADCAM_SUFFIX
 from radserve.settings import SETTINGS
 
@@ -72,7 +72,13 @@ async def explain(
     companion = companion_name(model)
     radiograph = read_radiographs(path)[0]
     async with AsyncRadiographClient(url) as client:
-        await client.wait_ready(companion)
+        try:
+            await client.wait_ready(companion)
+        except ServerError as error:
+            hint = (
+                f"the Grad-CAM companion is published by radserve export CHECKPOINT --name {model} --gradcam"
+            )
+            raise ClinicalError(f"{error} ({hint})") from None
         card = await client.model_card(companion)
         if label is not None and label not in card.labels:
             raise ClinicalError(f"label {label!r} is not one of {companion}'s labels {list(card.labels)}")

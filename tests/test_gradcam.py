@@ -117,6 +117,7 @@ def test_explain_writes_overlay_and_secondary_capture(
     served: Served,
     dicom_records: list[SyntheticRecord],
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     server, _ = served
     source = dicom_records[0].path
@@ -134,6 +135,8 @@ def test_explain_writes_overlay_and_secondary_capture(
     assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == original.SOPInstanceUID
     assert capture.pixel_array.shape == (SIZE, SIZE, 3)
     assert main([*explain, "--label", "skull"]) == 2  # not a label of the model: one-line error
+    assert main([*explain[:3], "unknown", *explain[4:]]) == 2  # no companion: named, with the fix
+    assert "--gradcam" in capsys.readouterr().err
 
 
 def test_repository_with_companions_passes_repo_check(
