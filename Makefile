@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 BUILD := build
 DEMO_CHECKPOINT := $(BUILD)/demo-resnet18.pt
 DEMO_DICOM := $(BUILD)/demo-dicom
+DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
 .PHONY: demo test lint format install clean prometheus dicom3tools loadtest bench soak gpu-bundle
@@ -15,20 +16,32 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test,loadtest]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test,loadtest,clinical]"
 	touch $(STAMP)
 
 $(DEMO_CHECKPOINT): | $(STAMP)
 	$(RADSERVE) -v train --output $@
 
+# The demo model and its Grad-CAM companion demo_gradcam (radserve explain).
 $(REPOSITORY)/demo/config.pbtxt: $(DEMO_CHECKPOINT)
-	$(RADSERVE) export $(DEMO_CHECKPOINT) --name demo --repository $(REPOSITORY)
+	$(RADSERVE) export $(DEMO_CHECKPOINT) --name demo --repository $(REPOSITORY) --gradcam
+
+$(REPOSITORY)/demo_gradcam/config.pbtxt: $(REPOSITORY)/demo/config.pbtxt
+	@test -f $@ || $(RADSERVE) export $(DEMO_CHECKPOINT) --name demo --repository $(REPOSITORY) --gradcam
 
 $(DEMO_DICOM)/manifest.csv: | $(STAMP)
 	$(RADSERVE) synth $(DEMO_DICOM) --count 60 --seed 2026
 
-demo: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
+# Held-out radiographs for the evaluation (other seed than the demo folder and the training set).
+$(DEMO_EVAL)/manifest.csv: | $(STAMP)
+	$(RADSERVE) synth $(DEMO_EVAL) --count 120 --seed 2027 --matrix 1024 832 --compressed-share 0
+
+demo: $(REPOSITORY)/demo/config.pbtxt $(REPOSITORY)/demo_gradcam/config.pbtxt $(DEMO_DICOM)/manifest.csv $(DEMO_EVAL)/manifest.csv
 	$(RADSERVE) demo $(DEMO_DICOM) --model demo --repository $(REPOSITORY) --output $(BUILD)/demo-results.jsonl
+	$(RADSERVE) evaluate $(DEMO_EVAL) --model demo --truth $(DEMO_EVAL)/manifest.csv --out $(BUILD)/evaluation \
+	  --serve-repository $(REPOSITORY)
+	$(RADSERVE) explain $(DEMO_EVAL)/synthetic_00003.dcm --model demo --output $(BUILD)/demo-gradcam.png \
+	  --serve-repository $(REPOSITORY)
 
 # Prometheus and promtool for tests/test_prometheus.py: Debian's package, installed as root on a fresh
 # machine (no service is started; the test starts its own on loopback). Without root it is skipped.

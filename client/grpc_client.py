@@ -40,6 +40,7 @@ class Prediction:
     latency_seconds: float
     attempts: int
     model_version: str = ""  # the version that answered
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # outputs asked for besides probabilities
 
 
 @dataclass
@@ -169,12 +170,15 @@ class AsyncRadiographClient:
         )
         return ModelCard.from_json(parameters[MODEL_CARD_PARAMETER].string_value), version
 
-    async def infer(self, model: str, images: np.ndarray) -> Prediction:
+    async def infer(self, model: str, images: np.ndarray, extra_outputs: Sequence[str] = ()) -> Prediction:
         """Probabilities ``[B, C]`` for wire images ``uint8 [B, 1, H, W]``, retrying transient failures
-        within the retry budget (:mod:`radserve.client.retry`)."""
+        within the retry budget (:mod:`radserve.client.retry`).
+
+        ``extra_outputs`` names further outputs of the model to return in ``Prediction.extra``.
+        """
         inputs = [grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")]
         inputs[0].set_data_from_numpy(images)
-        outputs = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+        outputs = [grpcclient.InferRequestedOutput(name) for name in (OUTPUT_NAME, *extra_outputs)]
         policy = self.retry
         started = time.monotonic()
         attempt = deadline_retries = 0
@@ -193,7 +197,9 @@ class AsyncRadiographClient:
                         outputs=outputs,
                         client_timeout=policy.request_timeout_seconds,
                     )
-                    return _prediction(result, pinned, endpoint.url, time.monotonic() - sent, attempt + 1)
+                    return _prediction(
+                        result, pinned, endpoint.url, time.monotonic() - sent, attempt + 1, extra_outputs
+                    )
                 except InferenceServerException as error:
                     status, message = error.status() or "", error.message() or ""
                     kind = failure_kind(status, message)
@@ -220,10 +226,13 @@ def _channel(address: str, tls: ClientTls | None) -> grpcclient.InferenceServerC
     return grpcclient.InferenceServerClient(address, channel_args=options, **secure)
 
 
-def _prediction(result: Any, pinned: str, url: str, latency: float, attempts: int) -> Prediction:
+def _prediction(
+    result: Any, pinned: str, url: str, latency: float, attempts: int, extra_outputs: Sequence[str]
+) -> Prediction:
     version = result.get_response().model_version
     if pinned and version != pinned:
         raise InferenceError(
             f"{url}: version {version} answered a request pinned to version {pinned}", "version_mismatch"
         )
-    return Prediction(result.as_numpy(OUTPUT_NAME), latency, attempts, version)
+    extra = {name: result.as_numpy(name) for name in extra_outputs}
+    return Prediction(result.as_numpy(OUTPUT_NAME), latency, attempts, version, extra)

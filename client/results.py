@@ -42,6 +42,9 @@ class ResultRow:
     error: str = ""
     ood: bool | None = None  # score (top probability) below the card's OOD threshold; None: no threshold
     accept_any: bool = False  # classified with --accept-any: the input contract was not checked
+    # under the model card's operating points: the label decided (or "negative") and its threshold
+    decision: str = ""
+    threshold: float | None = None
 
     @property
     def key(self) -> tuple[str, str, int | None]:

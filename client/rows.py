@@ -20,7 +20,9 @@ def prediction_row(
 ) -> ResultRow:
     """The row of one classified radiograph: ``probabilities`` ``[C]`` from the request ``prediction``."""
     best = int(np.argmax(probabilities))
-    threshold = card.ood_threshold
+    by_label = {label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)}
+    decision, threshold = card.decide(by_label)
+    ood_threshold = card.ood_threshold
     return ResultRow(
         path=path,
         status="ok",
@@ -30,11 +32,11 @@ def prediction_row(
         model_version=prediction.model_version,
         label=card.labels[best],
         score=round(float(probabilities[best]), 6),
-        probabilities={
-            label: round(float(p), 6) for label, p in zip(card.labels, probabilities, strict=True)
-        },
+        probabilities=by_label,
         latency_ms=round(prediction.latency_seconds * 1000, 3),
-        ood=None if threshold is None else bool(probabilities[best] < threshold),
+        ood=None if ood_threshold is None else bool(probabilities[best] < ood_threshold),
+        decision=decision,
+        threshold=threshold,
     )
 
 

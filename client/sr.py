@@ -21,6 +21,8 @@ Content tree (Comprehensive SR, no standard template; private codes use ``99RADS
                           (SOP Class, SOP Instance, Referenced Frame Number for multi-frame)
         CONTAINS  NUM (99RADSERVE, RS0002, "Class probability") = p, unit {ratio}   (one per class)
           HAS CONCEPT MOD  TEXT (99RADSERVE, RS0004, "Class") = label
+        CONTAINS  TEXT (99RADSERVE, RS0005, "Decision") = label or "negative"  (model card with
+          HAS PROPERTIES  NUM (99RADSERVE, RS0006, "Threshold") = t, {ratio}   operating points only)
 
 The source is also listed in the Current Requested Procedure Evidence Sequence.
 """
@@ -79,6 +81,8 @@ ROOT_TITLE = CodedConcept("RS0001", CODING_SCHEME, "Radiograph classification")
 CLASS_PROBABILITY = CodedConcept("RS0002", CODING_SCHEME, "Class probability")
 PROBABILITY = CodedConcept("RS0003", CODING_SCHEME, "Probability")
 CLASS = CodedConcept("RS0004", CODING_SCHEME, "Class")
+DECISION = CodedConcept("RS0005", CODING_SCHEME, "Decision")
+THRESHOLD = CodedConcept("RS0006", CODING_SCHEME, "Threshold")
 FINDING = CodedConcept("121071", "DCM", "Finding")
 MEASUREMENT_GROUP = CodedConcept("125007", "DCM", "Measurement Group")
 SOURCE_OF_MEASUREMENT = CodedConcept("121112", "DCM", "Source of Measurement")
@@ -280,6 +284,20 @@ def _content(
             [TextContentItem(CLASS, label, relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD)]
         )
         group_items.append(item)
+    if row.decision:
+        decision = TextContentItem(DECISION, row.decision, relationship_type=RelationshipTypeValues.CONTAINS)
+        if row.threshold is not None:
+            decision.ContentSequence = ContentSequence(
+                [
+                    NumContentItem(
+                        THRESHOLD,
+                        float(row.threshold),
+                        RATIO,
+                        relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
+                    )
+                ]
+            )
+        group_items.append(decision)
     group.ContentSequence = group_items
 
     device = DeviceObserverIdentifyingAttributes(

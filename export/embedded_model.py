@@ -33,7 +33,7 @@ class TritonPythonModel:
             os.path.join(folder, filename), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self.input_name = config["input"][0]["name"]
-        self.output_name = config["output"][0]["name"]
+        self.output_names = [output["name"] for output in config["output"]]
 
     def execute(self, requests: list[Any]) -> list[Any]:
         images = [
@@ -42,14 +42,19 @@ class TritonPythonModel:
         sizes = [len(image) for image in images]
         batch = images[0] if len(images) == 1 else np.concatenate(images)
         try:
-            (probabilities,) = self.session.run([self.output_name], {self.input_name: batch})
+            outputs = self.session.run(self.output_names, {self.input_name: batch})
         except Exception as error:  # one bad batch must answer every request, not kill the model
             failure = pb_utils.TritonError(f"inference failed: {error}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=failure) for _ in requests]
+        bounds = np.cumsum(sizes)[:-1]
+        parts = [np.split(output, bounds) for output in outputs]
         responses = []
-        for part in np.split(probabilities, np.cumsum(sizes)[:-1]):
-            tensor = pb_utils.Tensor(self.output_name, np.ascontiguousarray(part, dtype=np.float32))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+        for index in range(len(requests)):
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(part[index], dtype=np.float32))
+                for name, part in zip(self.output_names, parts, strict=True)
+            ]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 
     def finalize(self) -> None:

@@ -6,6 +6,7 @@ Triton's schema by construction; :func:`parse_config` reads one back with the sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -64,8 +65,12 @@ def build_config(
     target: Target,
     options: ServingOptions | None = None,
     engine: EngineMetadata | None = None,
+    extra_outputs: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> pb.ModelConfig:
     """The Triton configuration serving ``card``'s model on ``target``.
+
+    ``extra_outputs`` (name, dims without the batch) follow ``probabilities``: FP32 tensors of a
+    companion model, e.g. the Grad-CAM maps (export/gradcam.py).
 
     For ``tensorrt``, ``engine`` is the plan's metadata: Triton's TensorRT backend rejects a
     ``max_batch_size`` above the optimization profile's max, so a larger one raises
@@ -89,6 +94,8 @@ def build_config(
     config.output.add(
         name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[card.num_classes], label_filename=LABELS_FILE
     )
+    for name, dims in extra_outputs:
+        config.output.add(name=name, data_type=pb.TYPE_FP32, dims=list(dims))
 
     dynamic = config.dynamic_batching
     preferred = padded_batch_sizes(batching.max_batch_size) if target == "embedded-gpu" else None

@@ -19,9 +19,19 @@ OPSET = SETTINGS.export.opset
 MAX_EXPORT_BATCH = 1024
 
 
-def export_onnx(network: torch.nn.Module, card: ModelCard, path: Path) -> onnx.ModelProto:
-    """Export ``network`` wrapped in its :class:`ServingGraph` to ``path`` (weights inside the file)."""
-    graph = ServingGraph(network, card).eval()
+def export_onnx(
+    network: torch.nn.Module,
+    card: ModelCard,
+    path: Path,
+    *,
+    graph: torch.nn.Module | None = None,
+    outputs: tuple[str, ...] = (OUTPUT_NAME,),
+) -> onnx.ModelProto:
+    """Export ``network`` wrapped in its :class:`ServingGraph` to ``path`` (weights inside the file).
+
+    ``graph`` replaces the serving graph (same wire input) for a companion model with ``outputs``.
+    """
+    graph = (graph or ServingGraph(network, card)).eval()
     height, width = card.input_size
     example = torch.zeros((2, 1, height, width), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
@@ -31,7 +41,7 @@ def export_onnx(network: torch.nn.Module, card: ModelCard, path: Path) -> onnx.M
             graph,
             (example,),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(outputs),
             dynamo=True,
             opset_version=OPSET,
             dynamic_shapes={"image": {0: batch}},
@@ -42,14 +52,14 @@ def export_onnx(network: torch.nn.Module, card: ModelCard, path: Path) -> onnx.M
         raise RuntimeError("torch.onnx.export returned no program")
     model = program.model_proto
     model.doc_string = f"radserve {card.name}: {card.architecture}, labels {list(card.labels)}"
-    check_onnx(model)
+    check_onnx(model, outputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path), save_as_external_data=False)
     LOGGER.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return model
 
 
-def check_onnx(model: onnx.ModelProto) -> None:
+def check_onnx(model: onnx.ModelProto, expected_outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> None:
     """Validate the graph and its wire signature."""
     onnx.checker.check_model(model, full_check=True)
     opsets = {entry.domain: entry.version for entry in model.opset_import}
@@ -57,5 +67,6 @@ def check_onnx(model: onnx.ModelProto) -> None:
         raise ValueError(f"ONNX opset {opsets} is older than 17")
     inputs = [tensor.name for tensor in model.graph.input]
     outputs = [tensor.name for tensor in model.graph.output]
-    if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-        raise ValueError(f"graph signature {inputs} -> {outputs}, expected {[INPUT_NAME]} -> {[OUTPUT_NAME]}")
+    if inputs != [INPUT_NAME] or outputs != list(expected_outputs):
+        expected = f"{[INPUT_NAME]} -> {list(expected_outputs)}"
+        raise ValueError(f"graph signature {inputs} -> {outputs}, expected {expected}")

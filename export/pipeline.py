@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import platform
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from radserve.errors import ExportError
+from radserve.export.checkpoint import LoadedCheckpoint
 from radserve.export.model_config import ServingOptions, Target
 from radserve.export.onnx_export import export_onnx
 from radserve.export.parity import ParityReport, compare, gate, onnx_probabilities, torch_probabilities
@@ -27,6 +30,9 @@ from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.model_card import InputContract, ModelCard, Precision
 from radserve.settings import SETTINGS
+
+if TYPE_CHECKING:
+    from radserve.export.gradcam import GradCamCompanion
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,6 +89,12 @@ class ExportRequest:
     int8_scheme: str = "auto"
     # what the model accepts (written into its card); None keeps the source's (radiograph defaults)
     accepts: InputContract | None = None
+    # model card fields set on the source's card before export (radserve calibrate --publish:
+    # temperature, calibration, operating_points); the temperature goes into the graph
+    card_updates: Mapping[str, Any] = field(default_factory=dict)
+    # also publish the Grad-CAM companion NAME_gradcam (export/gradcam.py; beside a TensorRT plan as
+    # an onnxruntime model)
+    gradcam: bool = False
 
     def resolved_int8_scheme(self) -> str:
         if self.int8_scheme != "auto":
@@ -104,6 +116,7 @@ class Variant:
 @dataclass(frozen=True)
 class ExportResult:
     variants: tuple[Variant, ...]
+    gradcam_dir: Path | None = None  # the Grad-CAM companion's version folder, when published
 
     @property
     def card(self) -> ModelCard:
@@ -149,6 +162,8 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     if unknown or not request.precisions:
         raise ExportError(f"precisions must be some of {list(PRECISIONS)}, got {list(request.precisions)}")
     loaded = load_source(request.checkpoint, request.name, request.program)
+    if request.card_updates:
+        loaded = replace(loaded, card=loaded.card.replace(**request.card_updates))
     images = sample_images(loaded.card, request.samples, request.sample_folder)
     reference = torch_probabilities(loaded.model, loaded.card, images)
     with tempfile.TemporaryDirectory(prefix="radserve-export-") as temporary:
@@ -191,8 +206,16 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
             )
             candidates.append((precision, card, report, path))
 
+        # the companion is gated before anything is published
+        companion = _gradcam_companion(request, loaded, base_card, images, reference, work)
         if request.target == "tensorrt":
-            return _publish_engines(request, candidates, images, reference, work)
+            # beside a TensorRT plan the companion runs on ONNX Runtime (onnxruntime target)
+            return _with_companion(
+                _publish_engines(request, candidates, images, reference, work),
+                companion,
+                request,
+                "onnxruntime",
+            )
         published = [
             Variant(
                 precision,
@@ -209,7 +232,33 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
             )
             for precision, card, report, path in candidates
         ]
-    return ExportResult(tuple(published))
+        result = _with_companion(ExportResult(tuple(published)), companion, request, request.target)
+    return result
+
+
+def _with_companion(
+    result: ExportResult, companion: GradCamCompanion | None, request: ExportRequest, target: Target
+) -> ExportResult:
+    """``result`` after publishing the Grad-CAM companion, when there is one."""
+    if companion is None:
+        return result
+    folder = companion.publish(request.repository, target, request.options, request.keep_versions)
+    return replace(result, gradcam_dir=folder)
+
+
+def _gradcam_companion(
+    request: ExportRequest,
+    loaded: LoadedCheckpoint,
+    card: ModelCard,
+    images: np.ndarray,
+    reference: np.ndarray,
+    work: Path,
+) -> GradCamCompanion | None:
+    if not request.gradcam:
+        return None
+    from radserve.export.gradcam import build_gradcam
+
+    return build_gradcam(loaded.model, card, images, reference, work)
 
 
 def ood_threshold(

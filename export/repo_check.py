@@ -21,6 +21,7 @@ from radserve.export.hashing import file_sha256
 from radserve.export.model_config import LABELS_FILE, WEIGHTS_FILE_PARAMETER, parse_config
 from radserve.export.repository import CONFIG_FILE
 from radserve.model_card import (
+    GRADCAM_OUTPUT,
     INPUT_NAME,
     MODEL_CARD_FILE,
     MODEL_CARD_PARAMETER,
@@ -112,9 +113,11 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
     report.target = _target(config)
     if config.name and config.name != model_dir.name:
         problems.append(f"config name {config.name!r} differs from the folder name {model_dir.name!r}")
-    if len(config.input) != 1 or len(config.output) != 1:
+    extra_outputs = [output.name for output in config.output[1:]]
+    if len(config.input) != 1 or not config.output or extra_outputs not in ([], [GRADCAM_OUTPUT]):
         problems.append(
-            f"expected one input and one output, config has {len(config.input)}/{len(config.output)}"
+            f"expected one input and one output (a Grad-CAM companion: + {GRADCAM_OUTPUT}), "
+            f"config has {len(config.input)}/{len(config.output)}"
         )
         return
     wire, out = config.input[0], config.output[0]
@@ -217,7 +220,7 @@ def _check_version(
         if not (folder / "model.py").is_file():
             problems.append(f"{where}: no model.py (the Python backend's model)")
         onnx_name = config.parameters["onnx_model_filename"].string_value or "model.onnx"
-        _check_onnx(folder / onnx_name, where, input_size, classes, problems)
+        _check_onnx(folder / onnx_name, where, input_size, classes, problems, _output_names(config))
     elif target == "embedded-gpu":
         if not (folder / "model.py").is_file():
             problems.append(f"{where}: no model.py (the Python backend's model)")
@@ -225,7 +228,12 @@ def _check_version(
         _check_weights(weights, where, card, problems)
     elif target == "onnxruntime":
         _check_onnx(
-            folder / (config.default_model_filename or "model.onnx"), where, input_size, classes, problems
+            folder / (config.default_model_filename or "model.onnx"),
+            where,
+            input_size,
+            classes,
+            problems,
+            _output_names(config),
         )
     elif target == "tensorrt":
         _check_plan(
@@ -241,8 +249,17 @@ def _check_version(
     return card
 
 
+def _output_names(config: pb.ModelConfig) -> tuple[str, ...]:
+    return tuple(output.name for output in config.output)
+
+
 def _check_onnx(
-    path: Path, where: str, input_size: tuple[int, int], classes: int, problems: list[str]
+    path: Path,
+    where: str,
+    input_size: tuple[int, int],
+    classes: int,
+    problems: list[str],
+    output_names: tuple[str, ...] = (OUTPUT_NAME,),
 ) -> None:
     if not path.is_file():
         problems.append(f"{where}: no {path.name}")
@@ -253,7 +270,11 @@ def _check_onnx(
         problems.append(f"{where}: {path.name} is not a readable ONNX model: {error}")
         return
     expected = [(model.graph.input, INPUT_NAME, onnx.TensorProto.UINT8, [None, 1, *input_size])]
-    expected.append((model.graph.output, OUTPUT_NAME, onnx.TensorProto.FLOAT, [None, classes]))
+    expected.append((model.graph.output[:1], OUTPUT_NAME, onnx.TensorProto.FLOAT, [None, classes]))
+    names = [tensor.name for tensor in model.graph.output]
+    if names != list(output_names):
+        problems.append(f"{where}: {path.name} outputs {names}, the config expects {list(output_names)}")
+        return
     for tensors, name, elem_type, shape in expected:
         names = [tensor.name for tensor in tensors]
         if names != [name]:

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,11 +56,13 @@ def publish(
     keep_versions: int | None = None,
     extra_files: dict[str, Path] | None = None,
     engine: EngineMetadata | None = None,
+    extra_outputs: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> Path:
     """Add ``model_file`` as the next version of ``card.name``; returns the version folder.
 
     ``extra_files`` (name → source) are copied into the version folder beside the model (e.g. the
-    TensorRT plan's metadata); ``engine`` is that metadata, checked against the config's batching.
+    TensorRT plan's metadata); ``engine`` is that metadata, checked against the config's batching;
+    ``extra_outputs`` are the further outputs of a companion model (see :func:`build_config`).
     """
     options = options or ServingOptions()
     if keep_versions is not None:
@@ -70,7 +73,7 @@ def publish(
     model_dir = repository / card.name
     version = (model_versions(model_dir) or [0])[-1] + 1
     # the config is built first: a configuration Triton would reject stops the export here
-    config = build_config(card, target, options, engine)
+    config = build_config(card, target, options, engine, extra_outputs)
     config.parameters[MODEL_VERSION_PARAMETER].string_value = str(version)
     repository.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{card.name}-", dir=repository))

@@ -24,7 +24,11 @@ class ServingGraph(torch.nn.Module):
         self.register_buffer("scale", scale)
         self.inverse_temperature = 1.0 / card.temperature
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def normalized(self, image: torch.Tensor) -> torch.Tensor:
+        """The network's input: ``uint8 [B, 1, H, W]`` → normalized float RGB ``[B, 3, H, W]``."""
         pixels = image.to(torch.float32).expand(-1, 3, -1, -1)
-        logits = self.network((pixels - self.mean) * self.scale)
+        return (pixels - self.mean) * self.scale
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.network(self.normalized(image))
         return torch.softmax(logits * self.inverse_temperature, dim=1)

@@ -57,3 +57,7 @@ class ExportError(RadserveError):
 
 class DecodeWorkersError(RadserveError):
     """The decode worker processes of a run could not start (one error for the run, not per file)."""
+
+
+class ClinicalError(RadserveError):
+    """An evaluation, calibration or threshold cannot be computed (bad truth file, too few cases)."""

@@ -26,6 +26,12 @@ MODEL_CARD_PARAMETER = "radserve.model_card"
 MODEL_VERSION_PARAMETER = "radserve.model_version"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+# The Grad-CAM companion of a model (published by ``radserve export --gradcam``): same wire input,
+# outputs ``probabilities`` and ``gradcam`` [C, h, w] (one map per class at the last conv block).
+GRADCAM_OUTPUT = "gradcam"
+GRADCAM_SUFFIX = "_gradcam"
+# The decision of a row whose probabilities reach no operating point's threshold.
+NEGATIVE_DECISION = "negative"
 # Config parameters of the embedded target: instance count and ONNX Runtime threads are set by the
 # serving host when ``radserve serve`` starts (radserve.server_config.serving_view).
 HOST_SIZED_PARAMETER = "radserve.host_sized"
@@ -79,6 +85,11 @@ class ModelCard:
     mean: tuple[float, float, float] = SETTINGS.export.mean
     std: tuple[float, float, float] = SETTINGS.export.std
     temperature: float = 1.0
+    # label -> {threshold, rule, sensitivity, specificity, n}: chosen on a validation set
+    # (``radserve calibrate --threshold``), applied by the client (each row's ``decision``).
+    operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # how ``temperature`` was fitted: {n, ece_before, ece_after, nll_before, nll_after, ...}
+    calibration: dict[str, Any] = field(default_factory=dict)
     precision: Precision = "fp32"
     checkpoint_sha256: str = ""
     parity: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +110,13 @@ class ModelCard:
             raise ModelCardError(f"model {self.name!r}: resize must be letterbox or stretch")
         if self.temperature <= 0:
             raise ModelCardError(f"model {self.name!r}: temperature must be > 0")
+        for label, point in self.operating_points.items():
+            if label not in self.labels:
+                raise ModelCardError(f"model {self.name!r}: operating point for unknown label {label!r}")
+            if not 0.0 <= float(point.get("threshold", -1)) <= 1.0:
+                raise ModelCardError(
+                    f"model {self.name!r}: operating point of {label!r} needs a threshold in [0, 1]"
+                )
 
     @property
     def num_classes(self) -> int:
@@ -109,6 +127,22 @@ class ModelCard:
         """Predictions whose top probability is below this are flagged out of distribution."""
         threshold = self.ood.get("threshold")
         return None if threshold is None else float(threshold)
+
+    def decide(self, probabilities: dict[str, float]) -> tuple[str, float | None]:
+        """(decision, threshold used) for one radiograph under the card's operating points.
+
+        The decision is the label with the highest probability among those at or above their
+        threshold, else ``negative`` with the threshold of the most probable label that has an
+        operating point. Without operating points: ``("", None)``.
+        """
+        if not self.operating_points:
+            return "", None
+        ranked = sorted(self.operating_points, key=lambda label: probabilities[label], reverse=True)
+        for label in ranked:
+            threshold = float(self.operating_points[label]["threshold"])
+            if probabilities[label] >= threshold:
+                return label, threshold
+        return NEGATIVE_DECISION, float(self.operating_points[ranked[0]]["threshold"])
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with some fields changed."""

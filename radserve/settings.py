@@ -116,10 +116,22 @@ class ExportDefaults:
     reduced_min_top1: float = _unit(0.99, "fp16 and int8")
     tensorrt_workspace_gib: float = _unit(2.0, "GiB")
     gpu_fp16_max_abs_diff: float = _unit(1e-2, "probability; embedded-gpu fp16 network vs PyTorch fp32")
+    gradcam_min_correlation: float = _unit(0.99, "Pearson r of each served Grad-CAM map vs PyTorch autograd")
 
     @property
     def tensorrt_workspace_bytes(self) -> int:
         return int(self.tensorrt_workspace_gib * (1 << 30))
+
+
+@dataclass(frozen=True, slots=True)
+class ClinicalDefaults:
+    """Evaluation, calibration and operating thresholds of a served model (radserve.clinical)."""
+
+    ece_bins: int = 15  # equal-width confidence bins of the expected calibration error
+    bootstrap_resamples: int = 1000  # resamples of the 95 % intervals
+    bootstrap_seed: int = 0  # seed of the bootstrap resampling
+    confidence_level: float = 0.95  # coverage of the bootstrap intervals
+    min_calibration_set: int = 50  # radiographs needed to fit a temperature or a threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +146,7 @@ class Settings:
     server: ServerDefaults = field(default_factory=ServerDefaults)
     export: ExportDefaults = field(default_factory=ExportDefaults)
     contract: ContractDefaults = field(default_factory=ContractDefaults)
+    clinical: ClinicalDefaults = field(default_factory=ClinicalDefaults)
 
     @property
     def grpc_url(self) -> str:

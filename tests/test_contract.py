@@ -11,8 +11,8 @@ import pydicom
 import pytest
 from pydicom.uid import DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage
 
-from radserve.client.flow import prepare_file
 from radserve.client.contract import check_contract, read_accepted
+from radserve.client.flow import prepare_file
 from radserve.errors import InputError, NotAcceptedError
 from radserve.export.pipeline import ExportResult
 from radserve.model_card import InputContract, ModelCard

@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from radserve.settings import ENV_PREFIX, Settings, load_settings, render_settings_table, settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("radserve", "client", "export", "server_config", "loadtests", "synthetic")
+PACKAGES = ("radserve", "client", "clinical", "export", "server_config", "loadtests", "synthetic")
 # Functions allowed past 80 lines: data tables (each phantom builder lists the bones of one region).
 DATA_TABLES = {"_hand", "_elbow", "_knee", "_pelvis", "_shoulder"}
 
@@ -31,12 +31,16 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+_UPPER = ("radserve.export", "radserve.loadtests", "radserve.synthetic", "radserve.cli")
+
+
 @pytest.mark.parametrize(
     ("folder", "forbidden"),
     [
-        ("server_config", ("radserve.client", "radserve.export", "radserve.loadtests", "radserve.synthetic")),
-        ("client", ("radserve.export", "radserve.loadtests", "radserve.synthetic", "radserve.cli")),
-        ("radserve", ("radserve.client", "radserve.export", "radserve.loadtests", "radserve.server_config")),
+        ("server_config", ("radserve.client", *_UPPER, "radserve.clinical")),
+        ("client", (*_UPPER, "radserve.clinical")),
+        ("clinical", _UPPER),
+        ("radserve", ("radserve.client", "radserve.clinical", "radserve.server_config", *_UPPER[:3])),
     ],
 )
 def test_layers_point_down(folder: str, forbidden: tuple[str, ...]) -> None:
@@ -52,7 +56,7 @@ def test_layers_point_down(folder: str, forbidden: tuple[str, ...]) -> None:
 
 def test_no_bare_top_level_imports() -> None:
     """Everything is imported through the radserve namespace, never as a generic top-level name."""
-    bare = ("client", "export", "server_config", "loadtests", "synthetic")
+    bare = ("client", "clinical", "export", "server_config", "loadtests", "synthetic")
     offences = [
         f"{path.relative_to(ROOT)} imports {name}"
         for folder in (*PACKAGES, "tests")

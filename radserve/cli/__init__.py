@@ -1,4 +1,4 @@
-"""The ``radserve`` command line: synth, train, export, serve, classify, bench.
+"""The ``radserve`` command line: synth, train, export, serve, classify, evaluate, calibrate, explain, bench.
 
 Each verb lives in its own module and imports the package it drives only when it runs, so
 ``radserve classify`` never loads PyTorch. Exit codes: 0 success; 1 the run finished but some inputs
@@ -12,13 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from radserve.cli import _bench, _classify, _data, _export, _serve, _settings
+from radserve.cli import _bench, _calibrate, _classify, _data, _evaluate, _explain, _export, _serve, _settings
 from radserve.cli._common import EXIT_FAILURE, EXIT_INPUT_FAILURES, EXIT_OK
 from radserve.errors import RadserveError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INPUT_FAILURES", "EXIT_OK", "build_parser", "main"]
 
-_VERBS = (_data, _export, _serve, _classify, _bench, _settings)
+_VERBS = (_data, _export, _serve, _classify, _evaluate, _calibrate, _explain, _bench, _settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

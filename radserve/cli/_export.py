@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from radserve.cli._common import EXIT_FAILURE, EXIT_OK
 from radserve.errors import RadserveError
+from radserve.model_card import ModelCard
 from radserve.settings import SETTINGS
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def _export(args: argparse.Namespace) -> int:
             work_dir=args.work_dir,
             int8_scheme=args.int8_scheme,
             accepts=accepts,
+            gradcam=args.gradcam,
         )
     )
     for variant in result.variants:
@@ -72,6 +74,12 @@ def _export(args: argparse.Namespace) -> int:
             f"published {variant.version_dir} ({variant.card.architecture}, {variant.precision}); parity vs "
             f"{parity.reference} on {parity.samples} samples: top-1 {parity.top1_agreement:.1%}, "
             f"max abs diff {parity.max_abs_diff:.2e}, max rel diff {parity.max_rel_diff:.2e}"
+        )
+    if result.gradcam_dir is not None:
+        figures = ModelCard.read(result.gradcam_dir).parity["gradcam_vs_autograd"]
+        print(
+            f"published {result.gradcam_dir} (Grad-CAM companion); maps vs PyTorch autograd on "
+            f"{figures['samples']} samples: min Pearson r {figures['min_pearson']:.6f}"
         )
     return EXIT_OK
 
@@ -201,6 +209,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="Triton max_batch_size (TensorRT profile max; embedded-gpu: largest padded size, default "
         f"{SETTINGS.batching.gpu_max_batch_size})",
+    )
+    export.add_argument(
+        "--gradcam",
+        action="store_true",
+        help="also publish the Grad-CAM companion NAME_gradcam (radserve explain)",
     )
     _add_source_arguments(export)
     _add_contract_arguments(export)
