@@ -95,11 +95,13 @@ class ServerDefaults:
 class ContractDefaults:
     """What an exported radiograph model accepts unless ``radserve export --accept-*`` says otherwise."""
 
-    modalities: tuple[str, ...] = ("CR", "DX")  # DICOM Modality (0008,0060) values
-    # SOP Class UIDs: CR Image Storage, Digital X-Ray Image Storage - For Presentation
-    sop_classes: tuple[str, ...] = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1")
-    photometric: tuple[str, ...] = ("MONOCHROME1", "MONOCHROME2")  # Photometric Interpretation values
-    ood_quantile: float = 0.05  # fraction of validation radiographs below the OOD threshold
+    modalities: tuple[str, ...] = _unit(("CR", "DX"), "DICOM Modality (0008,0060) values")
+    sop_classes: tuple[str, ...] = _unit(
+        ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1"),
+        "SOP Class UIDs: CR Image Storage, Digital X-Ray Image Storage - For Presentation",
+    )
+    photometric: tuple[str, ...] = _unit(("MONOCHROME1", "MONOCHROME2"), "Photometric Interpretation values")
+    ood_quantile: float = _unit(0.05, "fraction of validation radiographs below the OOD threshold")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +129,11 @@ class ExportDefaults:
 class ClinicalDefaults:
     """Evaluation, calibration and operating thresholds of a served model (radserve.clinical)."""
 
-    ece_bins: int = 15  # equal-width confidence bins of the expected calibration error
-    bootstrap_resamples: int = 1000  # resamples of the 95 % intervals
-    bootstrap_seed: int = 0  # seed of the bootstrap resampling
-    confidence_level: float = 0.95  # coverage of the bootstrap intervals
-    min_calibration_set: int = 50  # radiographs needed to fit a temperature or a threshold
+    ece_bins: int = _unit(15, "equal-width confidence bins of the expected calibration error")
+    bootstrap_resamples: int = _unit(1000, "resamples of the 95 % intervals")
+    bootstrap_seed: int = _unit(0, "seed of the bootstrap resampling")
+    confidence_level: float = _unit(0.95, "coverage of the bootstrap intervals")
+    min_calibration_set: int = _unit(50, "radiographs needed to fit a temperature or a threshold")
 
 
 @dataclass(frozen=True, slots=True)
