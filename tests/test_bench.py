@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,22 +29,44 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "bench.json").read_text())
     assert [p["concurrency"] for p in result["served"]] == [1, 4, 16]
-    assert all(p["images_per_second"] > 0 and p["p95_ms"] >= p["p50_ms"] > 0 for p in result["served"])
-    assert result["raw"] and result["naive"]["images_per_second"] > 0
-    assert result["end_to_end"]["images_per_second"] > 0 and result["end_to_end"]["extra"]["errors"] == 0
-    assert set(result["ratios"]) == {"served_over_raw", "served_over_naive", "end_to_end_over_served"}
+    assert [p["concurrency"] for p in result["naive"]] == [1, 4, 16]  # the same concurrencies as served
+    for point in (*result["raw"], *result["served"], *result["naive"], result["end_to_end"]):
+        assert len(point["runs"]) == 3  # every point measured 3 times, every run kept
+        low, high = point["images_per_second_range"]
+        assert 0 < low <= point["images_per_second"] <= high
+        assert point["p95_ms"] >= point["p50_ms"] > 0
+    assert result["end_to_end"]["extra"]["errors"] == 0
+    # the raw line: both layouts at every batch, and the best of them all
+    cores = os.cpu_count() or 1
+    layouts = sorted({f"1x{cores}", f"{cores}x1"})
+    assert result["raw_layouts_tried"] == layouts == sorted({p["layout"] for p in result["raw"]})
+    assert {(p["layout"], p["batch"]) for p in result["raw"]} == {(lay, b) for lay in layouts for b in (1, 8)}
+    winner = max(result["raw"], key=lambda p: p["images_per_second"])
+    assert result["raw_best"] == {k: winner[k] for k in ("layout", "batch", "images_per_second")}
+    ratios = result["ratios"]
+    served_best = max(p["images_per_second"] for p in result["served"])
+    assert ratios["served_over_raw"] == round(served_best / winner["images_per_second"], 3)
+    assert set(ratios["served_over_naive_per_concurrency"]) == {"1", "4", "16"}
+    assert (ratios["served_over_raw"] > 1.02) == bool(result["warnings"])
+    assert result["naive_engine"] == "ThreadingHTTPServer + PyTorch eager fp32"
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for path in ("raw", "served", "naive", "end_to_end", "served_over_raw"):
         assert path in done.stdout
 
 
 def test_tune_quick_prints_the_best_configuration_within_budget(
-    repository: Path, tiny_export: ExportResult
+    repository: Path, tiny_export: ExportResult, tmp_path: Path
 ) -> None:
     done = _radserve(
         "tune", TINY_MODEL, "--repository", str(repository), "--quick", "--concurrency", "4",
-        "--seconds", "1", "--max-seconds", "15", "--latency-budget-ms", "5000",
+        "--seconds", "0.5", "--max-seconds", "30", "--latency-budget-ms", "5000",
+        "--out", str(tmp_path / "tune.json"),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "best: instances" in done.stdout
     assert "BatchingDefaults(" in done.stdout
+    tuned = json.loads((tmp_path / "tune.json").read_text())
+    assert tuned["candidates"] and all(len(c["point"]["runs"]) == 3 for c in tuned["candidates"])
+    within = [c for c in tuned["candidates"] if c["point"]["p95_ms"] <= 5000]
+    chosen = max(within, key=lambda c: c["point"]["images_per_second"])  # the median picks
+    assert tuned["best"] == {k: chosen[k] for k in ("instances", "threads", "queue_delay_us", "preferred")}
