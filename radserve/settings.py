@@ -82,6 +82,7 @@ class ExportDefaults:
     fp32_min_top1: float = 1.0  # fraction of samples agreeing with PyTorch fp32
     fp32_max_abs_diff: float = 1e-3  # probability
     reduced_min_top1: float = 0.99  # fp16 and int8
+    reduced_max_abs_diff: float = 0.01  # probability, fp16 and int8
     tensorrt_workspace_gib: float = 2.0  # GiB
 
     @property
