@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from radserve.export.pipeline import ExportResult
+from radserve.loadtests.tables import bench_table, replace_block, tune_table
 
 TINY_MODEL = "tiny"
 
@@ -52,6 +53,18 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for path in ("raw", "served", "naive", "end_to_end", "served_over_raw"):
         assert path in done.stdout
+    # the README row is generated from this JSON
+    row = bench_table([result]).splitlines()[2]
+    assert f"| {result['ratios']['served_over_raw']:.2f} |" in row
+    assert f"({winner['layout']}, b{winner['batch']})" in row
+
+
+def test_readme_tables_are_generated_between_markers() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in ("bench-table", "tune-table"):
+        assert replace_block(readme, name, "NEW").count("NEW") == 1
+    text = "a\n<!-- radserve:x -->\nold\n<!-- /radserve:x -->\nb"
+    assert replace_block(text, "x", "new") == "a\n<!-- radserve:x -->\nnew\n<!-- /radserve:x -->\nb"
 
 
 def test_tune_quick_prints_the_best_configuration_within_budget(
@@ -70,3 +83,4 @@ def test_tune_quick_prints_the_best_configuration_within_budget(
     within = [c for c in tuned["candidates"] if c["point"]["p95_ms"] <= 5000]
     chosen = max(within, key=lambda c: c["point"]["images_per_second"])  # the median picks
     assert tuned["best"] == {k: chosen[k] for k in ("instances", "threads", "queue_delay_us", "preferred")}
+    assert tune_table(tuned).count("**yes**") == 1
