@@ -120,7 +120,8 @@ def measure_served(
 def measure_end_to_end(
     url: str, model: str, folder: Path, seconds: float, max_in_flight: int, repeats: int = REPEATS
 ) -> Point:
-    """The classify runner over ``folder`` (repeated until ``seconds``): DICOM files to result rows."""
+    """The classify runner over ``folder`` (whole passes until ``seconds``, after whole passes for the
+    warm-up): DICOM files to result rows."""
     from radserve.client.classify import ClassifyOptions, classify
     from radserve.client.inputs import discover
 
@@ -128,7 +129,7 @@ def measure_end_to_end(
     options = ClassifyOptions(url=url, max_in_flight=max_in_flight)
     errors = 0
 
-    def measure(_: int) -> Run:
+    def passes(duration: float) -> Run:
         nonlocal errors
         latencies: list[float] = []
         radiographs = 0
@@ -137,7 +138,7 @@ def measure_end_to_end(
         def on_rows(rows: list[Any]) -> None:
             latencies.extend((row.latency_ms or 0) / 1000 for row in rows if row.status == "ok")
 
-        while elapsed < seconds or not radiographs:
+        while elapsed < duration or not radiographs:
             summary = asyncio.run(classify(files, model, on_rows, options))
             radiographs += summary.radiographs
             errors += summary.errors
@@ -145,6 +146,10 @@ def measure_end_to_end(
             if not summary.radiographs:
                 break
         return timed_run(latencies, radiographs, elapsed)
+
+    def measure(_: int) -> Run:
+        passes(warm_up_seconds(seconds))
+        return passes(seconds)
 
     (runs,) = interleaved([0], measure, repeats)
     return Point(
@@ -169,6 +174,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     from radserve.server_config.triton import TritonServer, free_ports
     from radserve.settings import SETTINGS, cpu_split
 
+    load_before = os.getloadavg()[0]
     quick = args.quick
     seconds = args.seconds or (0.5 if quick else 5.0)
     repeats = args.repeats
@@ -215,6 +221,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         end_to_end=end_to_end,
         repeats=repeats,
         seconds=seconds,
+        load_before=load_before,
     )
 
 

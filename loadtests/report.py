@@ -16,6 +16,8 @@ from radserve.loadtests.points import Point, best
 SERVED_OVER_RAW_LIMIT = 1.02
 # a point whose runs spread more than this (max/min) was measured on a disturbed machine
 NOISY_SPREAD = 1.05
+# a 1-minute load average above this share of the cores before the run: other processes compete
+SHARED_LOAD = 0.5
 
 
 @dataclass
@@ -33,6 +35,12 @@ class BenchResult:
     end_to_end: Point | None
     repeats: int
     seconds: float
+    load_before: float = 0.0  # 1-minute load average of the machine before the run started
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes were using the cores when the run started."""
+        return self.load_before > SHARED_LOAD * self.cpu_count
 
     @property
     def raw_best(self) -> Point:
@@ -80,6 +88,12 @@ class BenchResult:
             cause = f"the served batches (mean {served_batch:.1f}) are larger than every raw batch tried"
         elif self.served_layout not in layouts:
             cause = f"the served layout {self.served_layout} was not among the raw layouts {sorted(layouts)}"
+        elif self.shared:
+            cause = (
+                f"the machine is shared (load average {self.load_before:.1f} on {self.cpu_count} cores "
+                "before the run): the served path's many busy processes (client, tritonserver, stubs) "
+                "take a larger share of the cores than the raw engine's; rerun on a quiet machine"
+            )
         elif noisy:
             cause = (
                 "the machine's load changed during the run ("
@@ -106,6 +120,7 @@ class BenchResult:
             "cpu_count": self.cpu_count,
             "repeats": self.repeats,
             "seconds_per_run": self.seconds,
+            "load_average_before": round(self.load_before, 2),
             "served_layout": self.served_layout,
             "raw_layouts_tried": sorted({p.layout for p in self.raw}),
             "raw_best": {
@@ -178,7 +193,7 @@ def plot(result: BenchResult, path: Path) -> None:
     )
     for points, style, label in (
         (result.served, "o-", "served (Triton, gRPC)"),
-        (result.naive, "^:", "naive"),
+        (result.naive, "^:", f"naive ({result.naive_label})"),
     ):
         if not points:
             continue

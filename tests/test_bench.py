@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from radserve.export.pipeline import ExportResult
+from radserve.loadtests.points import Point, Run
+from radserve.loadtests.report import BenchResult
 from radserve.loadtests.tables import bench_table, replace_block, tune_table
 
 TINY_MODEL = "tiny"
@@ -84,3 +86,32 @@ def test_tune_quick_prints_the_best_configuration_within_budget(
     chosen = max(within, key=lambda c: c["point"]["images_per_second"])  # the median picks
     assert tuned["best"] == {k: chosen[k] for k in ("instances", "threads", "queue_delay_us", "preferred")}
     assert tune_table(tuned).count("**yes**") == 1
+
+
+def _point(path: str, rates: tuple[float, ...], batch: int = 1, layout: str = "", **extra: float) -> Point:
+    return Point(path, 2, batch, [Run(round(rate * 10), 10.0) for rate in rates], layout, dict(extra))
+
+
+def test_served_above_raw_warns_with_the_likely_cause() -> None:
+    def result(served: Point, **changes: object) -> BenchResult:
+        fields = {
+            "model": "m", "architecture": "resnet18", "input_size": (224, 224), "precision": "fp32",
+            "cpu_count": 2, "served_layout": "2x1", "raw": [_point("raw", (100, 100, 100), 8, "2x1")],
+            "served": [served], "naive": [], "naive_precision": "", "end_to_end": None, "repeats": 3,
+            "seconds": 5.0,
+        } | changes  # fmt: skip
+        return BenchResult(**fields)  # type: ignore[arg-type]
+
+    assert result(_point("served", (101, 102, 101))).warnings() == []  # within 1.02
+    above = _point("served", (110, 110, 110), average_batch_size=4.0)
+    causes = {
+        "larger than every raw batch": result(_point("served", (110, 110, 110), average_batch_size=16.0)),
+        "was not among the raw layouts": result(above, served_layout="4x1"),
+        "the machine is shared": result(above, load_before=3.0),
+        "load changed during the run": result(_point("served", (100, 110, 130))),
+        "other settings than the served model": result(above),
+    }
+    for cause, bench in causes.items():
+        (warning,) = bench.warnings()
+        assert warning.startswith("served/raw is 1.10") and cause in warning, warning
+        assert bench.to_dict()["warnings"] == [warning]
