@@ -5,7 +5,8 @@
 Serves the model's newest version (host-sized, as ``radserve serve`` does) with the current
 ``export/embedded_model.py`` and, with ``--before``, a second copy with another ``model.py`` (e.g.
 ``git show main:export/embedded_model.py > /tmp/before.py``); the copies are measured in alternating
-rounds in one run, so their ratios compare like with like. Per request (medians, µs):
+rounds in one run (ABBA order), so their ratios compare like with like; ``--before`` the current
+file itself shows the noise (an A/A run). Per request (medians, µs):
 
 - client: building the gRPC request from the wire image (``InferInput`` + ``set_data_from_numpy``);
 - model.py stages from ``RADSERVE_STAGE_LOG``: inputs, concatenation, ONNX Runtime, responses;
@@ -104,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             servers[name] = TritonServer(repository, ports=free_ports()).start()
         os.environ.pop("RADSERVE_STAGE_LOG")
         try:
-            for _ in range(args.rounds):
-                for name, server in servers.items():
+            for round_index in range(args.rounds):
+                order = list(servers.items())
+                for name, server in order if round_index % 2 == 0 else order[::-1]:  # ABBA: no order bias
                     for concurrency in (1, 16):
                         (point,) = measure_served(
                             server.grpc_url, args.model, images, (concurrency,), args.seconds, repeats=1
