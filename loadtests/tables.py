@@ -34,7 +34,7 @@ def bench_row(result: dict[str, Any]) -> str:
         f"{result['architecture']} {result['precision']} @ {result['input_size'][0]}",
         f"{_figure(raw)} ({raw['layout']}, b{raw['batch']})",
         f"{_figure(served)} (c{served['concurrency']})",
-        f"{ratios['served_over_raw']:.2f}",
+        f"{ratios['served_over_raw']:.2f}" + (" (see its warning)" if result.get("warnings") else ""),
     ]
     if result["naive"]:
         naive = _best(result["naive"])
