@@ -116,3 +116,25 @@ def test_served_above_raw_warns_with_the_likely_cause() -> None:
         (warning,) = bench.warnings()
         assert warning.startswith("served/raw is 1.10") and cause in warning, warning
         assert bench.to_dict()["warnings"] == [warning]
+
+
+def test_naive_fp16_engine_keeps_normalisation_and_softmax_in_float32() -> None:
+    import torch
+
+    from radserve.export.architectures import build_model
+    from radserve.export.serving_graph import ServingGraph
+    from radserve.loadtests.naive import eager_precision
+    from radserve.loadtests.naive_server import HalfGraph
+    from radserve.model_card import ModelCard
+
+    assert [eager_precision(p) for p in ("fp32", "fp16", "int8")] == ["fp32", "fp16", "fp32"]
+    torch.manual_seed(0)
+    card = ModelCard("naive", "resnet18", ("a", "b", "c"), (64, 64))
+    graph = ServingGraph(build_model("resnet18", 3), card).eval()
+    image = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    with torch.inference_mode():
+        reference = graph(image)
+        half = HalfGraph(graph).eval()(image)
+    assert half.dtype == torch.float32 and next(graph.network.parameters()).dtype == torch.float16
+    torch.testing.assert_close(half.sum(dim=1), torch.ones(2))
+    assert (half - reference).abs().max() < 0.01
