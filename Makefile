@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus dicom3tools loadtest bench soak gpu-bundle
+.PHONY: demo test lint format install clean prometheus dicom3tools loadtest bench bench-docs soak gpu-bundle
 
 install: $(STAMP)
 
@@ -78,6 +78,30 @@ SOAK_SECONDS ?= 600
 soak: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(PY) -m radserve.loadtests.soak --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
 	  --seconds $(SOAK_SECONDS) --out $(BUILD)/soak
+
+
+# The README's benchmark and tuning tables and docs/bench/, on a QUIET machine (~45 min on 2 cores):
+# ResNet-18 (demo weights) fp32 + INT8, EfficientNet-B0 and MobileNetV3-Small (random weights), 120
+# uncompressed realistic-size DICOM files; every point 3 runs of 5 s.
+BENCH_REPOSITORY := $(BUILD)/bench-repository
+BENCH_DICOM := $(BUILD)/bench-dicom
+BENCH_MODELS := resnet18:resnet18-224-fp32 resnet18_int8:resnet18-224-int8 \
+  efficientnet_b0:efficientnet_b0-224-fp32 mobilenet_v3_small:mobilenet_v3_small-224-fp32
+bench-docs: $(DEMO_CHECKPOINT)
+	rm -rf $(BENCH_REPOSITORY) $(BENCH_DICOM)
+	$(RADSERVE) synth $(BENCH_DICOM) --count 120 --seed 2026 --compressed-share 0
+	$(RADSERVE) export $(DEMO_CHECKPOINT) --name resnet18 --repository $(BENCH_REPOSITORY) --precision fp32 int8
+	for arch in efficientnet_b0 mobilenet_v3_small; do \
+	  $(PY) -m radserve.loadtests.random_checkpoint $$arch $(BUILD)/$$arch.pt && \
+	  $(RADSERVE) export $(BUILD)/$$arch.pt --name $$arch --repository $(BENCH_REPOSITORY) --min-top1 0 \
+	    || exit 1; done  # random weights: near-uniform probabilities, top-1 is noise (max abs diff still gated)
+	for entry in $(BENCH_MODELS); do model=$${entry%%:*}; file=$${entry##*:}; \
+	  $(RADSERVE) bench --model $$model --repository $(BENCH_REPOSITORY) --dicom $(BENCH_DICOM) \
+	    --out $(BUILD)/bench/$$model && cp $(BUILD)/bench/$$model/bench.json docs/bench/$$file.json && \
+	  cp $(BUILD)/bench/$$model/bench.png docs/bench/$$file.png || exit 1; done
+	$(RADSERVE) tune resnet18 --repository $(BENCH_REPOSITORY) --concurrency 16 --out docs/bench/tune-resnet18.json
+	$(PY) -m radserve.loadtests.tables --readme README.md --tune docs/bench/tune-resnet18.json \
+	  --bench $(foreach entry,$(BENCH_MODELS),docs/bench/$(lastword $(subst :, ,$(entry))).json)
 
 test: $(STAMP) prometheus dicom3tools
 	$(PY) -m ruff check .

@@ -30,6 +30,7 @@ from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.model_card import InputContract, ModelCard, Precision
 from radserve.settings import SETTINGS
+from radserve.synthetic.dataset import REGIONS
 
 if TYPE_CHECKING:
     from radserve.export.gradcam import GradCamCompanion
@@ -45,8 +46,8 @@ DEFAULT_MIN_TOP1: dict[Precision, float] = {
 }
 DEFAULT_MAX_ABS_DIFF: dict[Precision, float | None] = {
     "fp32": _GATES.fp32_max_abs_diff,
-    "fp16": None,
-    "int8": None,
+    "fp16": _GATES.reduced_max_abs_diff,
+    "int8": _GATES.reduced_max_abs_diff,
 }
 
 
@@ -192,7 +193,7 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
                 if precision == "fp16":
                     convert_fp16(fp32_path, path)
                 else:
-                    calibration = _calibration_images(loaded.card, request)
+                    calibration = _calibration_images(loaded.card, request, len(images))
                     quantize_int8(fp32_path, path, calibration, scheme=request.resolved_int8_scheme())
                 report = compare(reference, onnx_probabilities(path, images), "pytorch fp32")
                 LOGGER.info("parity %s %s", precision, report)
@@ -279,9 +280,26 @@ def ood_threshold(
     }
 
 
-def _calibration_images(card: ModelCard, request: ExportRequest) -> np.ndarray:
-    """Calibration radiographs: other synthetic ones than the parity samples, or from the folder."""
-    return sample_images(card, request.calibration_samples, request.sample_folder, seed=1)
+def _calibration_images(card: ModelCard, request: ExportRequest, parity_images: int) -> np.ndarray:
+    """Calibration radiographs, disjoint from the parity samples: the folder's radiographs after
+    those, or other synthetic ones (another seed)."""
+    if request.sample_folder is None and set(card.labels) != set(REGIONS):
+        LOGGER.warning(
+            "%s: calibrating int8 on synthetic phantoms (no --samples-from): the activation ranges "
+            "of this model's real radiographs (anatomy, collimation, implants, noise, detectors) are "
+            "not the phantoms', so the quantization may clip them and move probabilities near your "
+            "operating threshold by more than the parity gate, measured on the same phantoms, shows; "
+            "calibrate and gate on real radiographs with --samples-from DIR",
+            request.name,
+        )
+    try:
+        return sample_images(
+            card, request.calibration_samples, request.sample_folder, seed=1, skip=parity_images
+        )
+    except ValueError as error:
+        raise ExportError(
+            f"{error}: int8 calibration needs radiographs other than the {parity_images} parity samples"
+        ) from None
 
 
 def _publish_engines(

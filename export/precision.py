@@ -1,12 +1,17 @@
 """Reduced-precision variants of the FP32 serving graph, as ONNX (design decision 3).
 
-* ``fp16``: mixed precision with the graph's inputs/outputs kept (UINT8 in, float32 out); the softmax
-  stays in float32 (``FP32_OPS``), the rest runs in float16. The normalization runs in float16 too:
-  ``(x - 255 * mean) / (255 * std)`` of integer pixels 0..255 loses < 1e-3 relative, measured as no
-  loss of agreement (keeping it in float32 with the converter's node block list breaks its type
-  inference on these graphs).
+Both keep the two ends of the graph exact, in float32: the uint8 → float normalisation before the
+first convolution (:func:`_preamble`) and the temperature-scaled softmax after the logits
+(:func:`_tail`), so that probabilities are not rounded to float16 or to 1/256 steps next to a
+calibrated operating threshold.
+
+* ``fp16``: the network between the normalised image and the logits is converted to float16
+  (onnxruntime's converter on that subgraph alone, float32 at its edges) and spliced back between
+  the float32 ends: one cast in, one cast out.
 * ``int8``: static Q/DQ quantization with symmetric int8 weights (per channel), calibrated on
-  radiographs preprocessed exactly as the client does, in one of two schemes (:data:`INT8_SCHEMES`):
+  radiographs preprocessed exactly as the client does; the normalisation and the last layer (the
+  classifier producing the logits, then the softmax) are left in float32. One of two schemes
+  (:data:`INT8_SCHEMES`):
   ``s8s8`` (symmetric int8 activations) is what TensorRT's explicit quantization accepts; ``u8s8``
   (asymmetric uint8 activations) is what ONNX Runtime's x86 CPU kernels run fast. Measured here
   (resnet18 @ 224, 2 threads, loadtests/precision_bench.py): u8s8 is about 3x FP32, while s8s8 is no
@@ -31,13 +36,14 @@ import numpy as np
 import onnx
 
 from radserve.export.onnx_export import check_onnx
-from radserve.model_card import INPUT_NAME, Precision
+from radserve.model_card import INPUT_NAME, OUTPUT_NAME, Precision
 
 LOGGER = logging.getLogger(__name__)
 
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
-# Kept in float32 in the fp16 variant: the softmax of the output (its sum must stay 1).
-FP32_OPS = ("Softmax",)
+# operators that end the float32 preamble and start the float32 tail
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+_MAX_END_NODES = 16  # a longer preamble or tail is not the serving graph's: leave the graph as it is
 CALIBRATION_BATCH = 8
 # int8 scheme -> (activation type, symmetric activations); weights are always symmetric int8
 INT8_SCHEMES: dict[str, tuple[str, bool]] = {"s8s8": ("QInt8", True), "u8s8": ("QUInt8", False)}
@@ -49,22 +55,48 @@ def variant_name(name: str, precision: Precision) -> str:
 
 
 def convert_fp16(source: Path, destination: Path) -> onnx.ModelProto:
-    """Mixed-precision copy of ``source``: float16 inside, the graph's inputs and outputs unchanged."""
+    """Mixed-precision copy of ``source``: float16 between the float32 normalisation and softmax."""
+    from onnx.utils import Extractor
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(source))
+    preamble, tail = _preamble(model), _tail(model, include_weighted=False)
+    if not preamble or not tail:
+        raise ValueError(f"{source}: no normalisation before the first convolution or no softmax tail")
+    body_input = _edge(preamble, model, forward=True)
+    body_output = _edge(tail, model, forward=False)
+    body = Extractor(onnx.shape_inference.infer_shapes(model)).extract_model([body_input], [body_output])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converted = convert_float_to_float16(
-            model,
-            keep_io_types=True,
-            op_block_list=list(FP32_OPS),
-            disable_shape_infer=False,
-        )
-    _sort_topologically(converted.graph)  # the converter appends the casts it adds at the end
+        body = convert_float_to_float16(body, keep_io_types=True, disable_shape_infer=False)
+    converted = _splice(model, body)
     check_onnx(converted)
     onnx.save_model(converted, str(destination), save_as_external_data=False)
     return converted
+
+
+def _splice(model: onnx.ModelProto, body: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the nodes ``body`` replaces swapped for ``body``'s (same edge tensor names)."""
+    replaced = {output for node in body.graph.node for output in node.output}
+    outer = [node for node in model.graph.node if not replaced.intersection(node.output)]
+    used = {name for node in outer for name in node.input}
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer if tensor.name in used}
+    for tensor in body.graph.initializer:
+        kept = initializers.get(tensor.name)
+        if kept is not None and kept.data_type != tensor.data_type:
+            raise ValueError(f"initializer {tensor.name} is used in float32 and in float16")
+        initializers[tensor.name] = tensor
+    graph = onnx.helper.make_graph(
+        [*outer, *body.graph.node],
+        model.graph.name,
+        model.graph.input,
+        model.graph.output,
+        list(initializers.values()),
+    )
+    _sort_topologically(graph)
+    spliced = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    spliced.metadata_props.extend(model.metadata_props)
+    return spliced
 
 
 def quantize_int8(
@@ -117,7 +149,9 @@ def quantize_int8(
                 reduce_range=reduce_range,
                 activation_type=QuantType[activation_type],
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=_normalization_nodes(model),
+                nodes_to_exclude=[
+                    node.name for node in (*_preamble(model), *_tail(model, include_weighted=True))
+                ],
                 extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
             )
     quantized = onnx.load(str(destination))
@@ -125,26 +159,58 @@ def quantize_int8(
     return quantized
 
 
-def _normalization_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes between the graph input and the first Conv (cast, expand, normalize)."""
+def _preamble(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes between the graph input and the first weighted operator (cast, expand, normalise)."""
+    return _end_nodes(model, forward=True, include_weighted=False)
+
+
+def _tail(model: onnx.ModelProto, include_weighted: bool) -> list[onnx.NodeProto]:
+    """The nodes after the last weighted operator (temperature, softmax), and that operator if asked."""
+    return _end_nodes(model, forward=False, include_weighted=include_weighted)
+
+
+def _end_nodes(model: onnx.ModelProto, forward: bool, include_weighted: bool) -> list[onnx.NodeProto]:
+    """Nodes reached from the graph input (``forward``) or back from its output, up to the weighted
+    operators met; [] when that region is longer than a preamble or tail."""
+    producers = {output: node for node in model.graph.node for output in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    names: list[str] = []
-    frontier = [INPUT_NAME]
-    seen: set[str] = set()
+    nodes: list[onnx.NodeProto] = []
+    seen: set[int] = set()
+    frontier = [INPUT_NAME if forward else OUTPUT_NAME]
     while frontier:
         tensor = frontier.pop()
-        for node in consumers.get(tensor, []):
-            if node.op_type in ("Conv", "Gemm", "MatMul") or node.name in seen:
+        reached = consumers.get(tensor, []) if forward else [producers[tensor]] if tensor in producers else []
+        for node in reached:
+            if id(node) in seen:
                 continue
-            seen.add(node.name)
-            names.append(node.name)
-            frontier.extend(node.output)
-        if len(names) > 16:  # not a short preamble: leave the graph as it is
+            seen.add(id(node))
+            weighted = node.op_type in WEIGHTED_OPS
+            if weighted and not include_weighted:
+                continue
+            nodes.append(node)
+            if not weighted:
+                frontier.extend(node.output if forward else node.input)
+        if len(nodes) > _MAX_END_NODES:
             return []
-    return names
+    return nodes
+
+
+def _edge(nodes: list[onnx.NodeProto], model: onnx.ModelProto, forward: bool) -> str:
+    """The one tensor crossing between ``nodes`` (the preamble or tail) and the rest of ``model``."""
+    inside = {id(node) for node in nodes}
+    produced = {output for node in nodes for output in node.output}
+    consumed = {name for node in nodes for name in node.input}
+    rest = [node for node in model.graph.node if id(node) not in inside]
+    if forward:
+        edges = {name for node in rest for name in node.input if name in produced}
+    else:
+        edges = {output for node in rest for output in node.output if output in consumed}
+    if len(edges) != 1:
+        raise ValueError(f"expected one tensor between the graph's end and its body, found {sorted(edges)}")
+    return edges.pop()
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:

@@ -19,8 +19,11 @@ LOGGER = logging.getLogger(__name__)
 SAMPLE_MATRIX = (512, 416)
 
 
-def sample_images(card: ModelCard, count: int, folder: Path | None = None, seed: int = 0) -> np.ndarray:
-    """``uint8 [N, 1, H, W]``: radiographs from ``folder``, or synthetic ones of every region."""
+def sample_images(
+    card: ModelCard, count: int, folder: Path | None = None, seed: int = 0, skip: int = 0
+) -> np.ndarray:
+    """``uint8 [N, 1, H, W]``: radiographs from ``folder`` after its first ``skip`` ones (in file
+    order), or synthetic ones of every region drawn with ``seed``."""
     images: list[np.ndarray] = []
     if folder is not None:
         for path in discover([folder]).files:
@@ -30,10 +33,11 @@ def sample_images(card: ModelCard, count: int, folder: Path | None = None, seed:
                 LOGGER.warning("sample skipped: %s", error)
                 continue
             images.extend(model_input(radiograph, card) for radiograph in radiographs)
-            if len(images) >= count:
+            if len(images) >= skip + count:
                 break
+        images = images[skip:]
         if not images:
-            raise ValueError(f"no readable radiograph in {folder}")
+            raise ValueError(f"no readable radiograph in {folder} after the first {skip}")
     else:
         rng = np.random.default_rng(seed)
         for index in range(count):

@@ -86,6 +86,53 @@ def load_network(checkpoint: Path | None, arch: str, size: int) -> tuple[object,
     return build_model(arch, card.num_classes), card
 
 
+def make_variants(
+    network: object, card: ModelCard, calibration: np.ndarray, folder: Path, alternatives: bool
+) -> dict[str, Path]:
+    """The ONNX files of every variant, made by export's own functions."""
+    variants = {
+        "fp32": folder / "fp32.onnx",
+        "fp16": folder / "fp16.onnx",
+        "int8 (u8s8, CPU targets)": folder / "int8.onnx",
+        "int8 (s8s8, TensorRT)": folder / "int8_s8s8.onnx",
+    }
+    export_onnx(network, card, variants["fp32"])  # type: ignore[arg-type]
+    convert_fp16(variants["fp32"], variants["fp16"])
+    quantize_int8(variants["fp32"], variants["int8 (u8s8, CPU targets)"], calibration, scheme="u8s8")
+    quantize_int8(variants["fp32"], variants["int8 (s8s8, TensorRT)"], calibration, scheme="s8s8")
+    if alternatives:
+        settings_by_name = {
+            "int8_qoperator_u8s8": {"quant_format": "QOperator", "scheme": "u8s8"},
+            "int8_qdq_u8s8_reduce_range": {"scheme": "u8s8", "reduce_range": True},
+            "int8_qdq_u8s8_per_tensor": {"scheme": "u8s8", "per_channel": False},
+            "int8_qdq_s8s8_per_tensor": {"per_channel": False},
+        }
+        for name, settings in settings_by_name.items():
+            variants[name] = folder / f"{name}.onnx"
+            quantize_int8(variants["fp32"], variants[name], calibration, **settings)  # type: ignore[arg-type]
+    return variants
+
+
+def print_table(
+    rows: list[Row], card: ModelCard, source: str, threads: int, batches: list[int], samples: int
+) -> None:
+    print(
+        f"\n{card.architecture} @ {card.input_size[0]}x{card.input_size[1]} ({source}), "
+        f"ONNX Runtime {onnxruntime.__version__}, {threads} threads, {samples} radiographs"
+    )
+    header = " | ".join(f"b{batch}" for batch in batches)
+    print(f"| variant | {header} | best img/s | vs fp32 | top-1 agreement | max abs diff | MB |")
+    print("|---" * (len(batches) + 6) + "|")
+    base = rows[0].best_img_per_s
+    for row in rows:
+        rates = " | ".join(f"{row.img_per_s[batch]:.1f}" for batch in batches)
+        print(
+            f"| {row.variant} | {rates} | {row.best_img_per_s:.1f} (b{row.best_batch}) | "
+            f"{row.best_img_per_s / base:.2f}x | {row.top1_agreement_vs_fp32:.1%} | "
+            f"{row.max_abs_diff_vs_fp32:.2e} | {row.file_mb} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -108,27 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration = sample_images(card, args.calibration_samples, seed=1)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="radserve-bench-") as work:
-        folder = Path(work)
-        variants = {
-            "fp32": folder / "fp32.onnx",
-            "fp16": folder / "fp16.onnx",
-            "int8 (u8s8, CPU targets)": folder / "int8.onnx",
-            "int8 (s8s8, TensorRT)": folder / "int8_s8s8.onnx",
-        }
-        export_onnx(network, card, variants["fp32"])  # type: ignore[arg-type]
-        convert_fp16(variants["fp32"], variants["fp16"])
-        quantize_int8(variants["fp32"], variants["int8 (u8s8, CPU targets)"], calibration, scheme="u8s8")
-        quantize_int8(variants["fp32"], variants["int8 (s8s8, TensorRT)"], calibration, scheme="s8s8")
-        if args.int8_alternatives:
-            alternatives = {
-                "int8_qoperator_u8s8": {"quant_format": "QOperator", "scheme": "u8s8"},
-                "int8_qdq_u8s8_reduce_range": {"scheme": "u8s8", "reduce_range": True},
-                "int8_qdq_u8s8_per_tensor": {"scheme": "u8s8", "per_channel": False},
-                "int8_qdq_s8s8_per_tensor": {"per_channel": False},
-            }
-            for name, settings in alternatives.items():
-                variants[name] = folder / f"{name}.onnx"
-                quantize_int8(variants["fp32"], variants[name], calibration, **settings)  # type: ignore[arg-type]
+        variants = make_variants(network, card, calibration, Path(work), args.int8_alternatives)
         reference = probabilities(session(variants["fp32"], args.threads), images)
         for name, path in variants.items():
             runner = session(path, args.threads)
@@ -151,21 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             LOGGER.info("%s", rows[-1])
 
     source = str(args.checkpoint) if args.checkpoint else f"random-init {args.arch}"
-    print(
-        f"\n{card.architecture} @ {card.input_size[0]}x{card.input_size[1]} ({source}), "
-        f"ONNX Runtime {onnxruntime.__version__}, {args.threads} threads, {len(images)} radiographs"
-    )
-    header = " | ".join(f"b{batch}" for batch in args.batches)
-    print(f"| variant | {header} | best img/s | vs fp32 | top-1 agreement | max abs diff | MB |")
-    print("|---" * (len(args.batches) + 6) + "|")
-    base = rows[0].best_img_per_s
-    for row in rows:
-        rates = " | ".join(f"{row.img_per_s[batch]:.1f}" for batch in args.batches)
-        print(
-            f"| {row.variant} | {rates} | {row.best_img_per_s:.1f} (b{row.best_batch}) | "
-            f"{row.best_img_per_s / base:.2f}x | {row.top1_agreement_vs_fp32:.1%} | "
-            f"{row.max_abs_diff_vs_fp32:.2e} | {row.file_mb} |"
-        )
+    print_table(rows, card, source, args.threads, args.batches, len(images))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {

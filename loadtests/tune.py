@@ -3,21 +3,26 @@
 Like Triton's model analyzer, on a small scale: each candidate (dynamic batching preferred sizes and
 queue delay, CPU instance count, ONNX Runtime threads per instance) is written as a config variant
 of the model's newest version into a temporary repository, tritonserver is restarted on it, and the
-served path is measured at the client's concurrency. The best candidate is the highest throughput
-whose p95 stays within ``--latency-budget-ms``. Bounded by ``--max-seconds``.
+served path is measured at the client's concurrency, ``--repeats`` times (interleaved runs with the
+server up; figures are medians). The best candidate is the highest median throughput whose median
+p95 stays within ``--latency-budget-ms``. Bounded by ``--max-seconds``. Every run goes into
+``--out`` (JSON), from which the README's tuning table is generated (``loadtests/tables.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from radserve.loadtests.bench import Point, latest_version, measure_served, wire_images
+from radserve.loadtests.bench import latest_version, measure_served, wire_images
+from radserve.loadtests.points import REPEATS, Point
 from radserve.model_card import ModelCard
 from radserve.settings import SETTINGS, BatchingDefaults
 
@@ -75,8 +80,6 @@ def write_variant(repository: Path, model: str, candidate: Candidate, into: Path
 
 
 def main(args: argparse.Namespace) -> int:
-    import os
-
     from radserve.server_config.triton import TritonServer, free_ports
 
     card = ModelCard.read(latest_version(args.repository, args.model))
@@ -94,20 +97,30 @@ def main(args: argparse.Namespace) -> int:
             repository = write_variant(args.repository, args.model, candidate, Path(work))
             with TritonServer(repository, ports=free_ports()) as server:
                 (point,) = measure_served(
-                    server.grpc_url, args.model, images, (args.concurrency,), args.seconds, server.metrics_url
+                    server.grpc_url,
+                    args.model,
+                    images,
+                    (args.concurrency,),
+                    args.seconds,
+                    server.metrics_url,
+                    args.repeats,
                 )
             results.append((candidate, point))
             within = "ok " if point.p95_ms <= args.latency_budget_ms else "over"
+            low, high = point.spread
             print(
-                f"  {within} {point.images_per_second:7.1f} img/s  p95 {point.p95_ms:7.1f} ms  "
+                f"  {within} {point.images_per_second:7.1f} ({low:.1f}-{high:.1f}) img/s  "
+                f"p95 {point.p95_ms:7.1f} ms  "
                 f"batch {point.extra.get('average_batch_size', 0):5.2f}  {candidate}",
                 flush=True,
             )
     within_budget = [(c, p) for c, p in results if p.p95_ms <= args.latency_budget_ms]
-    if not within_budget:
+    choice = max(within_budget, key=lambda item: item[1].images_per_second) if within_budget else None
+    write_results(args, card, results, choice[0] if choice else None)
+    if choice is None:
         print("no configuration meets the latency budget; lower the concurrency or raise the budget")
         return 1
-    best, point = max(within_budget, key=lambda item: item[1].images_per_second)
+    best, point = choice
     print(f"best: {best}: {point.images_per_second:.1f} img/s, p95 {point.p95_ms:.1f} ms")
     print(
         f"serve with it: RADSERVE_BATCHING_MAX_CPU_INSTANCES={best.instances} (threads: cores / instances); "
@@ -117,12 +130,36 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_results(
+    args: argparse.Namespace, card: ModelCard, results: list[tuple[Candidate, Point]], best: Candidate | None
+) -> None:
+    """Every candidate's runs and the choice, as JSON (``--out``)."""
+    payload = {
+        "model": args.model,
+        "architecture": card.architecture,
+        "input_size": list(card.input_size),
+        "precision": card.precision,
+        "cpu_count": os.cpu_count() or 1,
+        "concurrency": args.concurrency,
+        "latency_budget_ms": args.latency_budget_ms,
+        "repeats": args.repeats,
+        "seconds_per_run": args.seconds,
+        "candidates": [dataclasses.asdict(c) | {"point": p.to_dict()} for c, p in results],
+        "best": dataclasses.asdict(best) if best else None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model name in the repository")
     parser.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
     parser.add_argument("--dicom", type=Path, help="DICOM folder for the requests (synthetic if absent)")
     parser.add_argument("--concurrency", type=int, default=SETTINGS.client.max_in_flight)
     parser.add_argument("--latency-budget-ms", type=float, default=500.0, help="p95 the config must meet")
-    parser.add_argument("--seconds", type=float, default=4.0, help="measuring time per candidate")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measuring time per run")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per candidate (median picks)")
+    parser.add_argument("--out", type=Path, default=Path("build/tune/tune.json"), help="JSON of every run")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="stop sweeping after this")
     parser.add_argument("--quick", action="store_true", help="fewer candidates")

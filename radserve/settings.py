@@ -119,6 +119,7 @@ class ExportDefaults:
     tensorrt_workspace_gib: float = _unit(2.0, "GiB")
     gpu_fp16_max_abs_diff: float = _unit(1e-2, "probability; embedded-gpu fp16 network vs PyTorch fp32")
     gradcam_min_correlation: float = _unit(0.99, "Pearson r of each served Grad-CAM map vs PyTorch autograd")
+    reduced_max_abs_diff: float = _unit(0.01, "probability, fp16 and int8")
 
     @property
     def tensorrt_workspace_bytes(self) -> int:

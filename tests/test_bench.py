@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from radserve.export.pipeline import ExportResult
+from radserve.loadtests.points import Point, Run
+from radserve.loadtests.report import BenchResult
+from radserve.loadtests.tables import bench_table, replace_block, tune_table
 
 TINY_MODEL = "tiny"
 
@@ -28,22 +32,109 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "bench.json").read_text())
     assert [p["concurrency"] for p in result["served"]] == [1, 4, 16]
-    assert all(p["images_per_second"] > 0 and p["p95_ms"] >= p["p50_ms"] > 0 for p in result["served"])
-    assert result["raw"] and result["naive"]["images_per_second"] > 0
-    assert result["end_to_end"]["images_per_second"] > 0 and result["end_to_end"]["extra"]["errors"] == 0
-    assert set(result["ratios"]) == {"served_over_raw", "served_over_naive", "end_to_end_over_served"}
+    assert [p["concurrency"] for p in result["naive"]] == [1, 4, 16]  # the same concurrencies as served
+    for point in (*result["raw"], *result["served"], *result["naive"], result["end_to_end"]):
+        assert len(point["runs"]) == 3  # every point measured 3 times, every run kept
+        low, high = point["images_per_second_range"]
+        assert 0 < low <= point["images_per_second"] <= high
+        assert point["p95_ms"] >= point["p50_ms"] > 0
+    assert result["end_to_end"]["extra"]["errors"] == 0
+    # the raw line: both layouts at every batch, and the best of them all
+    cores = os.cpu_count() or 1
+    layouts = sorted({f"1x{cores}", f"{cores}x1"})
+    assert result["raw_layouts_tried"] == layouts == sorted({p["layout"] for p in result["raw"]})
+    assert {(p["layout"], p["batch"]) for p in result["raw"]} == {(lay, b) for lay in layouts for b in (1, 8)}
+    winner = max(result["raw"], key=lambda p: p["images_per_second"])
+    assert result["raw_best"] == {k: winner[k] for k in ("layout", "batch", "images_per_second")}
+    ratios = result["ratios"]
+    served_best = max(p["images_per_second"] for p in result["served"])
+    assert ratios["served_over_raw"] == round(served_best / winner["images_per_second"], 3)
+    assert set(ratios["served_over_naive_per_concurrency"]) == {"1", "4", "16"}
+    assert (ratios["served_over_raw"] > 1.02) == bool(result["warnings"])
+    assert result["naive_engine"] == "ThreadingHTTPServer + PyTorch eager fp32"
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for path in ("raw", "served", "naive", "end_to_end", "served_over_raw"):
         assert path in done.stdout
+    # the README row is generated from this JSON
+    row = bench_table([result]).splitlines()[2]
+    warned = " (see its warning)" if result["warnings"] else ""
+    assert f"| {result['ratios']['served_over_raw']:.2f}{warned} |" in row
+    assert f"({winner['layout']}, b{winner['batch']})" in row
+
+
+def test_readme_tables_are_generated_between_markers() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in ("bench-table", "tune-table"):
+        assert replace_block(readme, name, "NEW").count("NEW") == 1
+    text = "a\n<!-- radserve:x -->\nold\n<!-- /radserve:x -->\nb"
+    assert replace_block(text, "x", "new") == "a\n<!-- radserve:x -->\nnew\n<!-- /radserve:x -->\nb"
 
 
 def test_tune_quick_prints_the_best_configuration_within_budget(
-    repository: Path, tiny_export: ExportResult
+    repository: Path, tiny_export: ExportResult, tmp_path: Path
 ) -> None:
     done = _radserve(
         "tune", TINY_MODEL, "--repository", str(repository), "--quick", "--concurrency", "4",
-        "--seconds", "1", "--max-seconds", "15", "--latency-budget-ms", "5000",
+        "--seconds", "0.5", "--max-seconds", "30", "--latency-budget-ms", "5000",
+        "--out", str(tmp_path / "tune.json"),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "best: instances" in done.stdout
     assert "BatchingDefaults(" in done.stdout
+    tuned = json.loads((tmp_path / "tune.json").read_text())
+    assert tuned["candidates"] and all(len(c["point"]["runs"]) == 3 for c in tuned["candidates"])
+    within = [c for c in tuned["candidates"] if c["point"]["p95_ms"] <= 5000]
+    chosen = max(within, key=lambda c: c["point"]["images_per_second"])  # the median picks
+    assert tuned["best"] == {k: chosen[k] for k in ("instances", "threads", "queue_delay_us", "preferred")}
+    assert tune_table(tuned).count("**yes**") == 1
+
+
+def _point(path: str, rates: tuple[float, ...], batch: int = 1, layout: str = "", **extra: float) -> Point:
+    return Point(path, 2, batch, [Run(round(rate * 10), 10.0) for rate in rates], layout, dict(extra))
+
+
+def test_served_above_raw_warns_with_the_likely_cause() -> None:
+    def result(served: Point, **changes: object) -> BenchResult:
+        fields = {
+            "model": "m", "architecture": "resnet18", "input_size": (224, 224), "precision": "fp32",
+            "cpu_count": 2, "served_layout": "2x1", "raw": [_point("raw", (100, 100, 100), 8, "2x1")],
+            "served": [served], "naive": [], "naive_precision": "", "end_to_end": None, "repeats": 3,
+            "seconds": 5.0,
+        } | changes  # fmt: skip
+        return BenchResult(**fields)  # type: ignore[arg-type]
+
+    assert result(_point("served", (101, 102, 101))).warnings() == []  # within 1.02
+    above = _point("served", (110, 110, 110), average_batch_size=4.0)
+    causes = {
+        "larger than every raw batch": result(_point("served", (110, 110, 110), average_batch_size=16.0)),
+        "was not among the raw layouts": result(above, served_layout="4x1"),
+        "the machine is shared": result(above, load_before=3.0),
+        "load changed during the run": result(_point("served", (100, 110, 130))),
+        "other settings than the served model": result(above),
+    }
+    for cause, bench in causes.items():
+        (warning,) = bench.warnings()
+        assert warning.startswith("served/raw is 1.10") and cause in warning, warning
+        assert bench.to_dict()["warnings"] == [warning]
+
+
+def test_naive_fp16_engine_keeps_normalisation_and_softmax_in_float32() -> None:
+    import torch
+
+    from radserve.export.architectures import build_model
+    from radserve.export.serving_graph import ServingGraph
+    from radserve.loadtests.naive import eager_precision
+    from radserve.loadtests.naive_server import HalfGraph
+    from radserve.model_card import ModelCard
+
+    assert [eager_precision(p) for p in ("fp32", "fp16", "int8")] == ["fp32", "fp16", "fp32"]
+    torch.manual_seed(0)
+    card = ModelCard("naive", "resnet18", ("a", "b", "c"), (64, 64))
+    graph = ServingGraph(build_model("resnet18", 3), card).eval()
+    image = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    with torch.inference_mode():
+        reference = graph(image)
+        half = HalfGraph(graph).eval()(image)
+    assert half.dtype == torch.float32 and next(graph.network.parameters()).dtype == torch.float16
+    torch.testing.assert_close(half.sum(dim=1), torch.ones(2))
+    assert (half - reference).abs().max() < 0.01

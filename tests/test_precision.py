@@ -45,6 +45,7 @@ def test_variants_are_published_side_by_side(variants: tuple[Path, ExportResult]
         assert card.parity["onnxruntime_fp32"]["top1_agreement"] == 1.0
         figures = card.parity[f"onnxruntime_{variant.precision}"]
         assert figures["top1_agreement"] >= 0.99
+        assert figures["max_abs_diff"] <= 0.01  # the default gate of every variant
         assert figures["samples"] == 32
         assert {"max_abs_diff", "max_rel_diff"} <= figures.keys()
         assert card.tool_versions["onnxruntime"]
@@ -63,6 +64,51 @@ def test_variant_graphs_keep_the_wire_signature(variants: tuple[Path, ExportResu
     assert counts["fp32"]["float16_initializers"] == 0 and "QuantizeLinear" not in counts["fp32"]
     assert counts["fp16"]["float16_initializers"] > 0
     assert counts["int8"]["QuantizeLinear"] > 0 and counts["int8"]["int8_initializers"] > 0
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in model.graph.node for output in node.output}
+
+
+def test_reduced_graphs_keep_normalisation_and_softmax_in_float32(
+    variants: tuple[Path, ExportResult],
+) -> None:
+    _, result = variants
+    for variant in result.variants[1:]:
+        model = onnx.load(str(variant.version_dir / "model.onnx"))
+        producers = _producers(model)
+        initializers = {tensor.name: tensor.data_type for tensor in model.graph.initializer}
+        softmax = producers["probabilities"]
+        assert softmax.op_type == "Softmax", variant.precision  # nothing rounds the probabilities after it
+        logits = producers[softmax.input[0]]
+        # fp16: one cast of the float16 logits to float32; int8: the classifier in float, no Q/DQ pair
+        assert logits.op_type == {"fp16": "Cast", "int8": "Gemm"}[variant.precision]
+        cast = next(node for node in model.graph.node if node.input[0] == "image")
+        assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT
+        normalisation = [node for node in model.graph.node if node.op_type in ("Sub", "Mul")][:2]
+        for node in normalisation:
+            constants = [name for name in node.input if name in initializers]
+            assert constants and all(initializers[name] == onnx.TensorProto.FLOAT for name in constants)
+
+
+def test_calibration_is_disjoint_from_parity_and_phantoms_warn_for_a_real_model(
+    tiny_export: ExportResult, dicom_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from radserve.export.pipeline import _calibration_images
+
+    card = tiny_export.card
+    request = ExportRequest(Path("x.pt"), "x", Path("."), sample_folder=dicom_folder, calibration_samples=4)
+    parity = sample_images(card, 6, dicom_folder)
+    calibration = _calibration_images(card, request, len(parity))
+    assert len(calibration) == 4
+    assert not any(np.array_equal(a, b) for a in parity for b in calibration)
+    assert "phantoms" not in caplog.text
+    real = card.replace(labels=("normal", "pneumothorax"))
+    synthetic = _calibration_images(
+        real, ExportRequest(Path("x.pt"), "x", Path("."), calibration_samples=2), 6
+    )
+    assert len(synthetic) == 2
+    assert "calibrating int8 on synthetic phantoms" in caplog.text and "--samples-from" in caplog.text
 
 
 def test_int8_gate_refuses_and_publishes_nothing(tiny_checkpoint: Path, tmp_path: Path) -> None:
