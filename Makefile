@@ -9,7 +9,7 @@ DEMO_CHECKPOINT := $(BUILD)/demo-resnet18.pt
 DEMO_DICOM := $(BUILD)/demo-dicom
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus loadtest bench
+.PHONY: demo test lint format install clean prometheus dcmtk nginx loadtest bench
 
 install: $(STAMP)
 
@@ -30,13 +30,26 @@ $(DEMO_DICOM)/manifest.csv: | $(STAMP)
 demo: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(RADSERVE) demo $(DEMO_DICOM) --model demo --repository $(REPOSITORY) --output $(BUILD)/demo-results.jsonl
 
-# Prometheus and promtool for tests/test_prometheus.py: Debian's package, installed as root on a fresh
-# machine (no service is started; the test starts its own on loopback). Without root it is skipped.
-prometheus:
-	@command -v prometheus >/dev/null 2>&1 || { \
+# Debian tools the tests drive, installed as root on a fresh machine (no service is started: each test
+# starts its own on loopback). Without root their tests are skipped. $(1): a command, $(2): its package.
+define debian_tool
+	@command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	  else echo "prometheus is not installed and cannot be installed here: its tests will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  else echo "$(2) is not installed and cannot be installed here: its tests will be skipped"; fi; }
+endef
+
+# Prometheus and promtool for tests/test_prometheus.py.
+prometheus:
+	$(call debian_tool,prometheus,prometheus)
+
+# dcmtk's storescu, echoscu and storescp for tests/test_listen.py.
+dcmtk:
+	$(call debian_tool,storescu,dcmtk)
+
+# nginx in front of replicas for tests/test_nginx.py (started with a temporary prefix, never the service).
+nginx:
+	$(call debian_tool,nginx,nginx)
 
 # Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
 loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
@@ -47,7 +60,7 @@ loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 bench: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(RADSERVE) bench --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) --out $(BUILD)/bench
 
-test: $(STAMP) prometheus
+test: $(STAMP) prometheus dcmtk nginx
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

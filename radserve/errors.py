@@ -35,3 +35,7 @@ class InferenceError(RadserveError):
 
 class ExportError(RadserveError):
     """A model cannot be exported or was refused publication (e.g. failed its parity gate)."""
+
+
+class ConfigurationError(RadserveError):
+    """A setting or option cannot be used (a malformed address, an unknown model, a bad combination)."""
