@@ -37,14 +37,8 @@ def _render(args: argparse.Namespace) -> int:
 def _nginx(args: argparse.Namespace) -> int:
     from radserve.server_config.load_balancer import NginxConfig, render_nginx_config
 
-    config = NginxConfig(
-        replicas=args.replica,
-        listen=args.listen,
-        prefix=args.prefix,
-        tls_certificate=args.tls_cert,
-        tls_key=args.tls_key,
-    )
-    sys.stdout.write(render_nginx_config(config))
+    tls = {"tls_certificate": args.tls_cert, "tls_key": args.tls_key}
+    sys.stdout.write(render_nginx_config(NginxConfig(args.replica, args.listen, args.prefix, **tls)))
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -11,11 +12,9 @@ from radserve.cli._common import EXIT_OK
 from radserve.settings import SETTINGS
 
 
-def _ssl_context(args: argparse.Namespace):  # -> ssl.SSLContext | None
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.tls_cert is None:
         return None
-    import ssl
-
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(args.tls_cert, args.tls_key)
     if args.tls_ca is not None:  # mutual TLS: callers must present a certificate from this CA
@@ -73,12 +72,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen.add_argument("--host", default=SETTINGS.host, help="address to listen on (0.0.0.0: all)")
     listen.add_argument("--port", type=int, default=SETTINGS.listen.port, help="DICOM port")
     listen.add_argument("--spool", type=Path, default=Path(SETTINGS.listen.spool))
-    listen.add_argument(
-        "--max-queue",
-        type=int,
-        default=SETTINGS.listen.max_queue,
-        help="instances waiting at most; beyond, C-STORE answers 0xA700 (out of resources)",
-    )
+    queue_help = "instances waiting at most; beyond, C-STORE answers 0xA700 (out of resources)"
+    listen.add_argument("--max-queue", type=int, default=SETTINGS.listen.max_queue, help=queue_help)
     listen.add_argument(
         "--allowed-calling", default="", help="comma-separated calling AE titles admitted (default: any)"
     )
