@@ -6,9 +6,11 @@ tritonserver; SR documents are forwarded to a real ``storescp``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -33,6 +36,7 @@ from radserve.client.classify import ClassifyOptions
 from radserve.client.listen import Listener, ListenOptions
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.synthetic.dataset import SyntheticRecord, write_synthetic_set
+from tests._certificates import self_signed
 
 TINY_MODEL = "tiny"  # exported by conftest's tiny_export
 
@@ -241,27 +245,54 @@ def test_kill_mid_transfer_and_restart_loses_nothing(
     assert Counter(row["sop_instance_uid"] for row in _rows(process.output)) == uids
 
 
-def test_full_queue_answers_out_of_resources(dicom_records: list[SyntheticRecord], tmp_path: Path) -> None:
-    # No server at the classify URL: nothing leaves the queue, so it fills.
-    options = ListenOptions(
-        model=TINY_MODEL,
-        output=tmp_path / "results.jsonl",
-        spool=tmp_path / "spool",
-        port=0,
-        max_queue=3,
-        classify=ClassifyOptions(url=f"127.0.0.1:{free_ports().grpc}", ready_timeout_seconds=0.5),
-    )
+@contextlib.contextmanager
+def _in_process(options: ListenOptions) -> Iterator[Listener]:
     listener = Listener(options)
     thread = threading.Thread(target=listener.run, daemon=True)
     thread.start()
     try:
         assert listener.wait_ready(30)
-        uncompressed = [r.path for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian]
-        sent = _storescu(listener.port, uncompressed[:5], "--no-halt")
+        yield listener
     finally:
         listener.stop()
         thread.join(30)
+
+
+def _unserved(tmp_path: Path, **options: Any) -> ListenOptions:
+    """A listener whose classify URL has no server: nothing leaves its queue."""
+    classify = ClassifyOptions(url=f"127.0.0.1:{free_ports().grpc}", ready_timeout_seconds=0.5)
+    return ListenOptions(
+        model=TINY_MODEL,
+        output=tmp_path / "r.jsonl",
+        spool=tmp_path / "spool",
+        port=0,
+        classify=classify,
+        **options,
+    )
+
+
+def test_dicom_over_tls(tmp_path: Path) -> None:
+    certificate, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    with _in_process(_unserved(tmp_path, ssl_context=context)) as listener:
+        port = str(listener.port)
+        secure = _dcmtk("echoscu", "+tla", "+cf", str(certificate), "-aec", "RADSERVE", "127.0.0.1", port)
+        assert secure.returncode == 0, secure.stdout + secure.stderr
+        assert _dcmtk("echoscu", "-aec", "RADSERVE", "127.0.0.1", port).returncode != 0  # no plain DICOM
+
+
+def test_full_queue_answers_out_of_resources(dicom_records: list[SyntheticRecord], tmp_path: Path) -> None:
+    options = _unserved(tmp_path, max_queue=3)
+    uncompressed = [r.path for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian]
+    with _in_process(options) as listener:
+        sent = _storescu(listener.port, uncompressed[:5], "--no-halt")
     assert "Refused: OutOfResources" in sent.stdout + sent.stderr, sent.stdout + sent.stderr
-    count = listener.metrics.instances.labels
-    assert (count("received")._value.get(), count("queue_full")._value.get()) == (3, 2)
+
+    def count(outcome: str) -> float | None:
+        return listener.metrics.registry.get_sample_value(
+            "radserve_listen_instances_total", {"outcome": outcome}
+        )
+
+    assert (count("received"), count("queue_full")) == (3, 2)
     assert len(list(options.spool.glob("*.dcm"))) == 3  # acknowledged ones stay for the next start

@@ -20,6 +20,7 @@ from radserve.server_config.load_balancer import NginxConfig, render_nginx_confi
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.server_config.triton_metrics import model_counters
 from radserve.synthetic.dataset import write_synthetic_set
+from tests._certificates import self_signed
 
 TINY_MODEL = "tiny"  # exported by conftest's tiny_export
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -103,34 +104,9 @@ def test_two_replicas_behind_nginx_survive_one_killed(replicas: list[TritonServe
 
 
 def test_tls_termination_config_is_accepted_by_nginx(tmp_path: Path) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "radserve.test")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "tls.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    certificate, key = self_signed(tmp_path)
     config = NginxConfig(
         ["127.0.0.1:1", "127.0.0.1:2"], f"127.0.0.1:{free_ports().grpc}", tmp_path / "prefix",
-        tls_certificate=tmp_path / "tls.crt", tls_key=tmp_path / "tls.key",
+        tls_certificate=certificate, tls_key=key,
     )  # fmt: skip
     assert "ssl http2" in _checked_config(config, tmp_path).read_text()
