@@ -110,15 +110,18 @@ class Listener:
         if self._waiting:
             LOGGER.info("draining %d instance(s) left in the spool", len(self._waiting))
         options = self.options
-        server = start_scp(
-            (options.host, options.port),
-            options.ae_title,
-            self.offer,
-            self.metrics,
-            allowed_calling=options.allowed_calling,
-            network_timeout=options.network_timeout,
-            ssl_context=options.ssl_context,
-        )
+        try:
+            server = start_scp(
+                (options.host, options.port),
+                options.ae_title,
+                self.offer,
+                self.metrics,
+                allowed_calling=options.allowed_calling,
+                network_timeout=options.network_timeout,
+                ssl_context=options.ssl_context,
+            )
+        except OSError as error:
+            raise ConfigurationError(f"cannot listen on {options.host}:{options.port}: {error}") from None
         self.port = int(server.server_address[1])
         self._ready.set()
         try:
