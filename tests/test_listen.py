@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import ssl
@@ -116,7 +117,10 @@ class _ListenProcess:
 
     def start(self) -> _ListenProcess:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self._args, stdout=log, stderr=subprocess.STDOUT)
+            # A session of its own: kill() ends its decoder processes too, as a crash of the host would.
+            self.process = subprocess.Popen(
+                self._args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         if self.process.poll() is not None:
             raise AssertionError(self.log.read_text())
         _wait_for(lambda: _echo(self.port) == 0,
@@ -132,7 +136,7 @@ class _ListenProcess:
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
     def stop(self) -> int:
