@@ -34,21 +34,23 @@ class Destination:
         return cls(title, host, int(port))
 
 
-def send_reports(folder: Path, destination: Destination, calling_ae_title: str, timeout: float) -> int:
+def send_reports(
+    folder: Path, destination: Destination, calling_ae_title: str, timeout: float
+) -> tuple[int, int]:
     """Send every SR in ``folder`` over one association; remove each one the destination stored.
 
-    Returns how many were stored; those refused or not sent stay for the next call.
+    Returns (stored, not stored); those not stored stay for the next call.
     """
     reports = sorted(folder.glob("*.dcm"))
     if not reports:
-        return 0
+        return 0, 0
     ae = AE(ae_title=calling_ae_title)
     ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = timeout
     ae.add_requested_context(ComprehensiveSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not association.is_established:
         LOGGER.warning("report destination %s refused or unreachable", destination)
-        return 0
+        return 0, len(reports)
     stored = 0
     try:
         for report in reports:
@@ -60,4 +62,4 @@ def send_reports(folder: Path, destination: Destination, calling_ae_title: str, 
                 LOGGER.warning("report destination %s did not store %s", destination, report.name)
     finally:
         association.release()
-    return stored
+    return stored, len(reports) - stored

@@ -8,8 +8,8 @@
 - ``radserve_listen_classified_total{outcome}``: received instances whose rows are written,
   ``ok`` (every row ok) or ``failed``; rows themselves are ``radserve_radiographs_total``.
 - ``radserve_listen_queue_depth``: instances spooled and not yet classified.
-- ``radserve_listen_reports_sent_total{outcome}``: SR documents forwarded by C-STORE (``ok``), and
-  attempts that left one for the next round (``failed``).
+- ``radserve_listen_reports_sent_total{outcome}``: SR documents stored by the report destination
+  (``ok``) and attempts that left one for the next try (``failed``: refused, or destination down).
 """
 
 from __future__ import annotations

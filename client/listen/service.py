@@ -4,7 +4,8 @@ Received instances are spooled (fsync) before the sender hears success, counted 
 queue (full: 0xA700, the sender retries later), and classified by :func:`classify` in rounds: a
 round takes instances from the queue for as long as it is not empty, so a steady stream is one run
 of the runner, and a quiet listener holds no decoder processes. Rows are the runner's rows, written
-to one results file as they come; an instance's spool file is removed once its rows are flushed.
+to one results file as they come; an instance's spool file is removed once its rows are fsync'ed.
+SR documents (``classify.sr_dir``) are forwarded to the report destination by a thread of their own.
 A restart drains what the spool still holds; an instance already in the results is acknowledged
 again without a second row.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import ssl
 import threading
@@ -34,6 +36,7 @@ __all__ = ["ListenOptions", "Listener"]
 LOGGER = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 0.2  # how often an idle listener looks at its stop flag
+_FORWARD_INTERVAL_SECONDS = 2.0  # how often SR documents waiting in sr_dir are forwarded
 
 
 @dataclass(frozen=True)
@@ -124,22 +127,30 @@ class Listener:
             raise ConfigurationError(f"cannot listen on {options.host}:{options.port}: {error}") from None
         self.port = int(server.server_address[1])
         self._ready.set()
+        forwarder = threading.Thread(target=self._forward_reports, name="radserve-sr-forward", daemon=True)
+        forwarder.start()
         try:
             with ResultWriter(options.output, append=True) as writer:
-                while not self._stop.is_set():
-                    if self._queue.empty():
-                        self._stop.wait(_IDLE_POLL_SECONDS)
-                        continue
-                    self._round(writer)
-                    self._forward_reports()
+                durable = os.open(options.output, os.O_RDONLY)  # fsync of the writer's file
+                try:
+                    while not self._stop.is_set():
+                        if self._queue.empty():
+                            self._stop.wait(_IDLE_POLL_SECONDS)
+                            continue
+                        self._round(writer, durable)
+                finally:
+                    os.close(durable)
         finally:
             server.shutdown()
+            self._stop.set()
+            forwarder.join()
 
-    def _round(self, writer: ResultWriter) -> None:
+    def _round(self, writer: ResultWriter, durable: int) -> None:
         taken: list[Path] = []
 
         def on_rows(rows: list[ResultRow]) -> None:
             writer.write(rows)
+            os.fsync(durable)  # the rows survive a power cut before their instance leaves the spool
             key = rows[0].path
             with self._lock:
                 self._done.add(key)
@@ -171,17 +182,23 @@ class Listener:
             yield path
 
     def _forward_reports(self) -> None:
+        """Every few seconds, and once more on stop: send the SRs waiting in ``sr_dir`` (own thread)."""
         destination = self.options.report_destination
         folder = self.options.classify.sr_dir
         if destination is None or folder is None:
             return
-        try:
-            sent = send_reports(folder, destination, self.options.ae_title, self.options.network_timeout)
-        except OSError as error:
-            LOGGER.warning("cannot forward reports to %s: %s", destination, error)
-            sent = 0
-        self.metrics.reports_sent.labels("ok").inc(sent)
-        self.metrics.reports_sent.labels("failed").inc(len(list(folder.glob("*.dcm"))))
+        stopping = False
+        while not stopping:
+            stopping = self._stop.wait(_FORWARD_INTERVAL_SECONDS)
+            try:
+                sent, unsent = send_reports(
+                    folder, destination, self.options.ae_title, self.options.network_timeout
+                )
+            except OSError as error:
+                LOGGER.warning("cannot forward reports to %s: %s", destination, error)
+                sent, unsent = 0, 1
+            self.metrics.reports_sent.labels("ok").inc(sent)
+            self.metrics.reports_sent.labels("failed").inc(unsent)
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether the DICOM port is open within ``timeout`` seconds (then :attr:`port` is set)."""
