@@ -1,4 +1,4 @@
-"""The ``radserve`` command line: synth, train, export, serve, classify, bench.
+"""The ``radserve`` command line: synth, train, export, serve, classify, bench, listen, deploy.
 
 Each verb lives in its own module and imports the package it drives only when it runs, so
 ``radserve classify`` never loads PyTorch. Exit codes: 0 success; 1 the run finished but some inputs
