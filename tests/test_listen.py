@@ -6,6 +6,7 @@ tritonserver; SR documents are forwarded to a real ``storescp``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -30,11 +31,13 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
+    MRImageStorage,
     RLELossless,
 )
 
-from radserve.client.classify import ClassifyOptions
+from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.listen import Listener, ListenOptions
+from radserve.client.results import ResultRow
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.synthetic.dataset import SyntheticRecord, write_synthetic_set
 from tests._certificates import self_signed
@@ -172,16 +175,40 @@ def listener(
         assert process.stop() == 0, process.log.read_text()
 
 
+def _as_mr(record: SyntheticRecord, folder: Path) -> SyntheticRecord:
+    """The same image as MR Image Storage (the future MRI system's SOP class)."""
+    dataset = pydicom.dcmread(record.path)
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    dataset.Modality = "MR"
+    dataset.save_as(folder / "mr.dcm", enforce_file_format=True)
+    return SyntheticRecord(
+        str(folder / "mr.dcm"), record.region, dataset.SOPInstanceUID, record.transfer_syntax
+    )
+
+
 def test_storescu_folder_gets_one_row_per_instance_and_srs_are_forwarded(
-    listener: _ListenProcess, dicom_records: list[SyntheticRecord], report_receiver: tuple[int, Path]
+    listener: _ListenProcess,
+    dicom_records: list[SyntheticRecord],
+    report_receiver: tuple[int, Path],
+    triton: TritonServer,
+    tmp_path: Path,
 ) -> None:
-    uids = _send_by_syntax(listener.port, dicom_records)
-    assert len(uids) > len(dicom_records) // 2
+    uncompressed = next(r for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian)
+    records = [*dicom_records, _as_mr(uncompressed, tmp_path)]
+    uids = _send_by_syntax(listener.port, records)
+    assert len(uids) > len(records) // 2
     _wait_for(lambda: {row["sop_instance_uid"] for row in _rows(listener.output)} >= uids, what="rows")
     rows = [row for row in _rows(listener.output) if row["sop_instance_uid"] in uids]
     assert Counter(row["sop_instance_uid"] for row in rows) == Counter(uids)
     assert {row["status"] for row in rows} == {"ok"}
-    assert listener.metric("radserve_listen_instances_total") >= len(uids)
+    # The rows are the classify runner's: same label and probabilities as a folder run of the same files.
+    direct: list[ResultRow] = []
+    sent = [Path(r.path) for r in records if r.sop_instance_uid in uids]
+    asyncio.run(classify(sent, TINY_MODEL, direct.extend, ClassifyOptions(url=triton.grpc_url, workers=1)))
+    expected = {row.sop_instance_uid: (row.label, row.probabilities) for row in direct}
+    assert {row["sop_instance_uid"]: (row["label"], row["probabilities"]) for row in rows} == expected
+    assert listener.metric('radserve_listen_instances_total{outcome="received"}') >= len(uids)
     assert listener.metric('radserve_radiographs_total{model="tiny",outcome="ok"}') >= len(uids)
     # Every SR reached the destination (compressed and uncompressed sources alike), none is left.
     _wait_for(lambda: len(list(report_receiver[1].glob("SR*"))) >= len(uids), 60, "forwarded SRs")
