@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus dicom3tools loadtest bench bench-docs soak gpu-bundle
+.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs soak gpu-bundle
 
 install: $(STAMP)
 
@@ -43,20 +43,30 @@ demo: $(REPOSITORY)/demo/config.pbtxt $(REPOSITORY)/demo_gradcam/config.pbtxt $(
 	$(RADSERVE) explain $(DEMO_EVAL)/synthetic_00003.dcm --model demo --output $(BUILD)/demo-gradcam.png \
 	  --serve-repository $(REPOSITORY)
 
-# Prometheus and promtool for tests/test_prometheus.py: Debian's package, installed as root on a fresh
-# machine (no service is started; the test starts its own on loopback). Without root it is skipped.
-prometheus:
-	@command -v prometheus >/dev/null 2>&1 || { \
+# Debian tools the tests drive, installed as root on a fresh machine (no service is started: each test
+# starts its own on loopback). Without root their tests are skipped. $(1): a command, $(2): its package.
+define debian_tool
+	@command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	  else echo "prometheus is not installed and cannot be installed here: its tests will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  else echo "$(2) is not installed and cannot be installed here: its tests will be skipped"; fi; }
+endef
 
-# dicom3tools' dciodvfy for the SR conformance test (tests/test_sr.py): Debian's package, as above.
+# Prometheus and promtool for tests/test_prometheus.py.
+prometheus:
+	$(call debian_tool,prometheus,prometheus)
+
+# dcmtk's storescu, echoscu and storescp for tests/test_listen.py.
+dcmtk:
+	$(call debian_tool,storescu,dcmtk)
+
+# nginx in front of replicas for tests/test_nginx.py (started with a temporary prefix, never the service).
+nginx:
+	$(call debian_tool,nginx,nginx)
+
+# dicom3tools' dciodvfy for the SR conformance test (tests/test_sr.py).
 dicom3tools:
-	@command -v dciodvfy >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; \
-	  else echo "dicom3tools is not installed and cannot be installed here: the SR conformance test will be skipped"; fi; }
+	$(call debian_tool,dciodvfy,dicom3tools)
 
 # Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
 loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
@@ -103,7 +113,7 @@ bench-docs: $(DEMO_CHECKPOINT)
 	$(PY) -m radserve.loadtests.tables --readme README.md --tune docs/bench/tune-resnet18.json \
 	  --bench $(foreach entry,$(BENCH_MODELS),docs/bench/$(lastword $(subst :, ,$(entry))).json)
 
-test: $(STAMP) prometheus dicom3tools
+test: $(STAMP) prometheus dicom3tools dcmtk nginx
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

@@ -61,3 +61,7 @@ class DecodeWorkersError(RadserveError):
 
 class ClinicalError(RadserveError):
     """An evaluation, calibration or threshold cannot be computed (bad truth file, too few cases)."""
+
+
+class ConfigurationError(RadserveError):
+    """A setting or option cannot be used (a malformed address, an unknown model, a bad combination)."""

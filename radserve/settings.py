@@ -84,6 +84,17 @@ class ClientDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenDefaults:
+    """``radserve listen``: the DICOM Storage SCP that classifies what the PACS sends."""
+
+    ae_title: str = "RADSERVE"  # AE title the listener answers to
+    port: int = 11112  # TCP port of the DICOM listener (the registered DICOM port)
+    max_queue: int = 1000  # instances received and not yet classified; beyond, C-STORE answers 0xA700
+    spool: str = "radserve-spool"  # folder where received instances wait (fsync'ed) until classified
+    network_timeout_seconds: float = 30.0  # s, DIMSE and network timeouts of associations
+
+
+@dataclass(frozen=True, slots=True)
 class ServerDefaults:
     """How ``radserve serve`` runs tritonserver."""
 
@@ -147,6 +158,7 @@ class Settings:
     batching: BatchingDefaults = field(default_factory=BatchingDefaults)
     client: ClientDefaults = field(default_factory=ClientDefaults)
     server: ServerDefaults = field(default_factory=ServerDefaults)
+    listen: ListenDefaults = field(default_factory=ListenDefaults)
     export: ExportDefaults = field(default_factory=ExportDefaults)
     contract: ContractDefaults = field(default_factory=ContractDefaults)
     clinical: ClinicalDefaults = field(default_factory=ClinicalDefaults)

@@ -77,3 +77,22 @@ class CertificateAuthority:
             names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return _write(self.folder, stem, builder.sign(self._key, hashes.SHA256()), key)
+
+
+def self_signed(folder: Path, common_name: str = "radserve.test") -> tuple[Path, Path]:
+    """(certificate, key) PEM files ``tls.crt``/``tls.key`` in ``folder``: self-signed, valid a day."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    issued = _write(folder, "tls", certificate, key)
+    return issued.cert, issued.key

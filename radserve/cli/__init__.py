@@ -1,4 +1,5 @@
-"""The ``radserve`` command line: synth, train, export, serve, classify, evaluate, calibrate, explain, bench.
+"""The ``radserve`` command line: synth, train, export, serve, classify, evaluate, calibrate, explain,
+bench, listen, deploy, settings.
 
 Each verb lives in its own module and imports the package it drives only when it runs, so
 ``radserve classify`` never loads PyTorch. Exit codes: 0 success; 1 the run finished but some inputs
@@ -12,13 +13,37 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from radserve.cli import _bench, _calibrate, _classify, _data, _evaluate, _explain, _export, _serve, _settings
+from radserve.cli import (
+    _bench,
+    _calibrate,
+    _classify,
+    _data,
+    _deploy,
+    _evaluate,
+    _explain,
+    _export,
+    _listen,
+    _serve,
+    _settings,
+)
 from radserve.cli._common import EXIT_FAILURE, EXIT_INPUT_FAILURES, EXIT_OK
 from radserve.errors import RadserveError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INPUT_FAILURES", "EXIT_OK", "build_parser", "main"]
 
-_VERBS = (_data, _export, _serve, _classify, _evaluate, _calibrate, _explain, _bench, _settings)
+_VERBS = (
+    _data,
+    _export,
+    _serve,
+    _classify,
+    _evaluate,
+    _calibrate,
+    _explain,
+    _bench,
+    _listen,
+    _deploy,
+    _settings,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

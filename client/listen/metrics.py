@@ -1,0 +1,64 @@
+"""The listener's Prometheus series, in the same registry as the classify runner's.
+
+- ``radserve_listen_associations_total{result}``: ``accepted``, ``rejected`` (calling AE title not
+  allowed, nothing acceptable proposed) or ``aborted``.
+- ``radserve_listen_instances_total{outcome}``: C-STORE requests by what the listener answered:
+  ``received`` (spooled, success), ``duplicate`` (already classified, success), ``queue_full``
+  (0xA700), ``spool_failed`` (0xA701, the spool could not be written), ``unreadable`` (0xC000).
+- ``radserve_listen_classified_total{outcome}``: received instances whose rows are written,
+  ``ok`` (every row ok) or ``failed``; rows themselves are ``radserve_radiographs_total``.
+- ``radserve_listen_queue_depth``: instances spooled and not yet classified.
+- ``radserve_listen_reports_sent_total{outcome}``: SR documents stored by the report destination
+  (``ok``) and attempts that left one for the next try (``failed``: refused, or destination down).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from radserve.client.metrics import ClientMetrics
+
+__all__ = ["ListenerMetrics"]
+
+
+class ListenerMetrics(ClientMetrics):
+    """The classify runner's series plus the listener's."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        self.associations = Counter(
+            "radserve_listen_associations",
+            "DICOM associations by result",
+            ["result"],
+            registry=self.registry,
+        )
+        self.instances = Counter(
+            "radserve_listen_instances",
+            "C-STORE requests by what the listener answered",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.classified = Counter(
+            "radserve_listen_classified",
+            "Received instances whose result rows are written",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "radserve_listen_queue_depth",
+            "Instances spooled and not yet classified",
+            registry=self.registry,
+        )
+        self.reports_sent = Counter(
+            "radserve_listen_reports_sent",
+            "SR documents forwarded to the report destination by C-STORE",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for result in ("accepted", "rejected", "aborted"):
+            self.associations.labels(result)
+        for outcome in ("received", "duplicate", "queue_full", "spool_failed", "unreadable"):
+            self.instances.labels(outcome)
+        for outcome in ("ok", "failed"):
+            self.classified.labels(outcome)
+            self.reports_sent.labels(outcome)

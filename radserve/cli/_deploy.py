@@ -1,0 +1,82 @@
+"""``radserve deploy render`` (Kubernetes and KServe manifests) and ``radserve deploy nginx``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from radserve.cli._common import EXIT_OK
+
+
+def _render(args: argparse.Namespace) -> int:
+    from radserve.server_config.kubernetes_manifests import DeploymentSpec, render_manifests, to_yaml
+
+    spec = DeploymentSpec(
+        model=args.model,
+        replicas=args.replicas,
+        gpu=args.gpu,
+        namespace=args.namespace,
+        repository=args.repository,
+        max_replicas=args.max_replicas,
+        queue_target_ms=args.queue_target_ms,
+        restricted_api_secret=args.restricted_api_secret,
+        tls_secret=args.tls_secret,
+    )
+    files = render_manifests(spec)
+    if args.output is None:
+        sys.stdout.write("---\n".join(to_yaml(manifests) for manifests in files.values()))
+        return EXIT_OK
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name, manifests in files.items():
+        (args.output / name).write_text(to_yaml(manifests), encoding="utf-8")
+        print(f"wrote {args.output / name}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _nginx(args: argparse.Namespace) -> int:
+    from radserve.server_config.load_balancer import NginxConfig, render_nginx_config
+
+    tls = {"tls_certificate": args.tls_cert, "tls_key": args.tls_key}
+    sys.stdout.write(render_nginx_config(NginxConfig(args.replica, args.listen, args.prefix, **tls)))
+    return EXIT_OK
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    deploy = commands.add_parser(
+        "deploy", help="render Kubernetes/KServe manifests or an nginx configuration"
+    )
+    verbs = deploy.add_subparsers(dest="deploy_command", required=True)
+
+    render = verbs.add_parser(
+        "render", help="Deployment, Services, HPA + adapter rule, KServe InferenceService"
+    )
+    render.add_argument("--model", required=True)
+    render.add_argument("--replicas", type=int, default=1, help="replicas (the HPA's minimum)")
+    render.add_argument("--gpu", action="store_true", help="one NVIDIA GPU per replica")
+    render.add_argument("--namespace", default="radserve")
+    render.add_argument(
+        "--repository",
+        default="pvc://radserve-model-repository",
+        help="pvc://CLAIM[/PATH] or s3://, gs://, as:// (credentials: Secret radserve-object-storage)",
+    )
+    render.add_argument(
+        "--max-replicas", type=int, default=0, help="HPA ceiling (default: 4 times --replicas)"
+    )
+    render.add_argument(
+        "--queue-target-ms", type=float, default=20.0, help="average queue time per request the HPA holds"
+    )
+    render.add_argument(
+        "--restricted-api-secret", default="", help="Secret (key admin-key) guarding Triton's admin APIs"
+    )
+    render.add_argument("--tls-secret", default="", help="kubernetes.io/tls Secret: serve gRPC over TLS")
+    render.add_argument("--output", type=Path, help="write one file per kind here (default: stdout)")
+    render.set_defaults(run=_render)
+
+    nginx = verbs.add_parser("nginx", help="nginx configuration balancing gRPC over tritonserver replicas")
+    nginx.add_argument("--replica", action="append", required=True, help="HOST:PORT, repeated")
+    nginx.add_argument("--listen", default="127.0.0.1:8001", help="HOST:PORT nginx listens on")
+    nginx.add_argument("--prefix", type=Path, default=Path("/var/lib/radserve-nginx"), help="pid, logs, temp")
+    nginx.add_argument("--tls-cert", type=Path, help="terminate TLS with this certificate (PEM)")
+    nginx.add_argument("--tls-key", type=Path, help="and its key (PEM)")
+    nginx.set_defaults(run=_nginx)

@@ -1,0 +1,92 @@
+"""``radserve listen``: a DICOM Storage SCP that classifies every instance it receives."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+from radserve.cli._common import EXIT_OK
+from radserve.settings import SETTINGS
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_ca is not None:  # mutual TLS: callers must present a certificate from this CA
+        context.load_verify_locations(args.tls_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from radserve.client.classify import ClassifyOptions
+    from radserve.client.listen import Destination, Listener, ListenerMetrics, ListenOptions
+
+    destination = Destination.parse(args.sr_destination) if args.sr_destination else None
+    sr_dir = args.sr_dir or (args.spool.parent / f"{args.spool.name}-reports" if destination else None)
+    metrics = ListenerMetrics()
+    options = ListenOptions(
+        model=args.model,
+        output=args.output,
+        spool=args.spool,
+        host=args.host,
+        port=args.port,
+        ae_title=args.ae_title,
+        max_queue=args.max_queue,
+        allowed_calling=tuple(title for title in args.allowed_calling.split(",") if title),
+        ssl_context=_ssl_context(args),
+        classify=ClassifyOptions(
+            url=args.url.split(","), max_in_flight=args.max_in_flight, workers=args.workers, sr_dir=sr_dir
+        ),
+        report_destination=destination,
+    )
+    listener = Listener(options, metrics)
+    signal.signal(signal.SIGTERM, lambda *_: listener.stop())
+    if args.metrics_port is not None:
+        port = metrics.serve(args.metrics_port)
+        print(f"listener metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
+    try:
+        listener.run()
+    except KeyboardInterrupt:
+        listener.stop()
+    finally:
+        metrics.stop_serving()
+    return EXIT_OK
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    listen = commands.add_parser(
+        "listen", help="receive DICOM by C-STORE (a Storage SCP) and classify each instance"
+    )
+    listen.add_argument("--model", required=True)
+    listen.add_argument("--output", type=Path, required=True, help="results file, .jsonl or .csv (appended)")
+    listen.add_argument(
+        "--url", default=SETTINGS.grpc_url, help="Triton gRPC HOST:PORT; several, comma-separated"
+    )
+    listen.add_argument("--ae-title", default=SETTINGS.listen.ae_title, help="the listener's AE title")
+    listen.add_argument("--host", default=SETTINGS.host, help="address to listen on (0.0.0.0: all)")
+    listen.add_argument("--port", type=int, default=SETTINGS.listen.port, help="DICOM port")
+    listen.add_argument("--spool", type=Path, default=Path(SETTINGS.listen.spool))
+    queue_help = "instances waiting at most; beyond, C-STORE answers 0xA700 (out of resources)"
+    listen.add_argument("--max-queue", type=int, default=SETTINGS.listen.max_queue, help=queue_help)
+    listen.add_argument(
+        "--allowed-calling", default="", help="comma-separated calling AE titles admitted (default: any)"
+    )
+    listen.add_argument("--max-in-flight", type=int, default=SETTINGS.client.max_in_flight)
+    listen.add_argument("--workers", type=int, default=SETTINGS.client.decode_workers)
+    listen.add_argument("--sr-dir", type=Path, help="write a DICOM Comprehensive SR per radiograph here")
+    listen.add_argument(
+        "--sr-destination", help="forward each SR by C-STORE to AE_TITLE@HOST:PORT (removed once stored)"
+    )
+    listen.add_argument("--tls-cert", type=Path, help="DICOM over TLS: the listener's certificate (PEM)")
+    listen.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    listen.add_argument("--tls-ca", type=Path, help="require callers' certificates from this CA (PEM)")
+    listen.add_argument(
+        "--metrics-port", type=int, help="expose the listener's Prometheus metrics on 127.0.0.1:PORT"
+    )
+    listen.set_defaults(run=_listen)
