@@ -97,7 +97,20 @@ def build_config(
     for name, dims in extra_outputs:
         config.output.add(name=name, data_type=pb.TYPE_FP32, dims=list(dims))
 
-    dynamic = config.dynamic_batching
+    _dynamic_batching(config.dynamic_batching, target, batching)
+    _instance_group(config.instance_group.add(), target, batching)
+    config.version_policy.latest.num_versions = options.versions_kept
+    config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
+    _target_parameters(config, card, target, options)
+    if options.warmup:
+        warmup = config.model_warmup.add(name="zeros", batch_size=1)
+        warmup.inputs[INPUT_NAME].data_type = pb.TYPE_UINT8
+        warmup.inputs[INPUT_NAME].dims.extend([1, height, width])
+        warmup.inputs[INPUT_NAME].zero_data = True
+    return config
+
+
+def _dynamic_batching(dynamic: pb.ModelDynamicBatching, target: Target, batching: BatchingDefaults) -> None:
     preferred = padded_batch_sizes(batching.max_batch_size) if target == "embedded-gpu" else None
     dynamic.preferred_batch_size.extend(
         size for size in preferred or batching.preferred_batch_sizes if size <= batching.max_batch_size
@@ -109,7 +122,8 @@ def build_config(
     policy.allow_timeout_override = True
     policy.max_queue_size = batching.max_queue_size
 
-    group = config.instance_group.add()
+
+def _instance_group(group: pb.ModelInstanceGroup, target: Target, batching: BatchingDefaults) -> None:
     if target == "embedded":
         # Sized by the serving host when `radserve serve` starts (HOST_SIZED_PARAMETER); 1 instance with
         # ONNX Runtime's default threads (all cores) for a tritonserver started by other means.
@@ -122,28 +136,23 @@ def build_config(
         group.kind = pb.ModelInstanceGroup.KIND_GPU
         group.count = batching.gpu_instances
 
-    config.version_policy.latest.num_versions = options.versions_kept
-    config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
+
+def _target_parameters(
+    config: pb.ModelConfig, card: ModelCard, target: Target, options: ServingOptions
+) -> None:
     if target == "embedded":
         config.parameters[HOST_SIZED_PARAMETER].string_value = "true"
         config.parameters[ONNXRUNTIME_THREADS_PARAMETER].string_value = "0"
         config.parameters["onnx_model_filename"].string_value = MODEL_FILES[target]
     elif target == "embedded-gpu":
         # fixed shapes (DESIGN decision 10): model.py pads each batch to one of these, one CUDA graph each
-        sizes = padded_batch_sizes(batching.max_batch_size)
+        sizes = padded_batch_sizes(options.batching.max_batch_size)
         config.parameters[PADDED_SIZES_PARAMETER].string_value = ",".join(map(str, sizes))
         config.parameters[WEIGHTS_FILE_PARAMETER].string_value = MODEL_FILES[target]
     elif target == "onnxruntime":
         _onnxruntime_options(config, card, options)
     else:
         config.optimization.cuda.graphs = options.cuda_graphs
-
-    if options.warmup:
-        warmup = config.model_warmup.add(name="zeros", batch_size=1)
-        warmup.inputs[INPUT_NAME].data_type = pb.TYPE_UINT8
-        warmup.inputs[INPUT_NAME].dims.extend([1, height, width])
-        warmup.inputs[INPUT_NAME].zero_data = True
-    return config
 
 
 def padded_batch_sizes(max_batch_size: int) -> tuple[int, ...]:

@@ -185,28 +185,7 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
         LOGGER.info("parity fp32 %s", fp32_report)
         gate(fp32_report, *_thresholds(request, "fp32"), f"{request.name} (onnxruntime fp32)")
 
-        candidates: list[tuple[Precision, ModelCard, ParityReport, Path]] = []
-        for precision in request.precisions:
-            path, report = fp32_path, fp32_report
-            if precision != "fp32":
-                path = work / f"{request.name}_{precision}.onnx"
-                if precision == "fp16":
-                    convert_fp16(fp32_path, path)
-                else:
-                    calibration = _calibration_images(loaded.card, request, len(images))
-                    quantize_int8(fp32_path, path, calibration, scheme=request.resolved_int8_scheme())
-                report = compare(reference, onnx_probabilities(path, images), "pytorch fp32")
-                LOGGER.info("parity %s %s", precision, report)
-                gate(report, *_thresholds(request, precision), f"{request.name} (onnxruntime {precision})")
-            figures = report.to_dict()
-            if precision == "int8":
-                figures["quantization"] = f"QDQ {request.resolved_int8_scheme()} per-channel"
-            parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"onnxruntime_{precision}": figures}
-            card = base_card.replace(
-                name=variant_name(request.name, precision), precision=precision, parity=parity
-            )
-            candidates.append((precision, card, report, path))
-
+        candidates = _gated_variants(request, base_card, images, reference, (fp32_path, fp32_report), work)
         # the companion is gated before anything is published
         companion = _gradcam_companion(request, loaded, base_card, images, reference, work)
         if request.target == "tensorrt":
@@ -235,6 +214,41 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
         ]
         result = _with_companion(ExportResult(tuple(published)), companion, request, request.target)
     return result
+
+
+def _gated_variants(
+    request: ExportRequest,
+    base_card: ModelCard,
+    images: np.ndarray,
+    reference: np.ndarray,
+    fp32: tuple[Path, ParityReport],
+    work: Path,
+) -> list[tuple[Precision, ModelCard, ParityReport, Path]]:
+    """Each requested precision converted from the fp32 ONNX and gated against PyTorch fp32."""
+    fp32_path, fp32_report = fp32
+    candidates: list[tuple[Precision, ModelCard, ParityReport, Path]] = []
+    for precision in request.precisions:
+        path, report = fp32_path, fp32_report
+        if precision != "fp32":
+            path = work / f"{request.name}_{precision}.onnx"
+            if precision == "fp16":
+                convert_fp16(fp32_path, path)
+            else:
+                calibration = _calibration_images(base_card, request, len(images))
+                quantize_int8(fp32_path, path, calibration, scheme=request.resolved_int8_scheme())
+            report = compare(reference, onnx_probabilities(path, images), "pytorch fp32")
+            LOGGER.info("parity %s %s", precision, report)
+            gate(report, *_thresholds(request, precision), f"{request.name} (onnxruntime {precision})")
+        figures = report.to_dict()
+        if precision == "int8":
+            figures["quantization"] = f"QDQ {request.resolved_int8_scheme()} per-channel"
+        parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"onnxruntime_{precision}": figures}
+        card = base_card.replace(
+            name=variant_name(request.name, precision), precision=precision, parity=parity
+        )
+        candidates.append((precision, card, report, path))
+
+    return candidates
 
 
 def _with_companion(
