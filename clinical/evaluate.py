@@ -39,8 +39,21 @@ def evaluation_report(labeled: LabeledSet) -> dict[str, Any]:
         figures = operating_point_figures(y_true == k, probabilities[:, k], float(point["threshold"]))
         points[label] = {**figures, "rule": point.get("rule", ""), "validation": point}
     report["operating_points"] = points
+    report["out_of_distribution"] = _ood_report(labeled, card.ood_threshold)
     report["excluded"] = labeled.excluded_report()
     return report
+
+
+def _ood_report(labeled: LabeledSet, threshold: float | None) -> dict[str, Any]:
+    """How many evaluated radiographs the card's out-of-distribution flag marked (issue: input contracts)."""
+    evaluated = [row for row in labeled.rows if not row["excluded"]]
+    flagged = sum(bool(row.get("ood")) for row in evaluated)
+    return {
+        "threshold": threshold,
+        "flagged": flagged,
+        "of": len(evaluated),
+        "rate": flagged / len(evaluated) if evaluated and threshold is not None else None,
+    }
 
 
 def write_evaluation(labeled: LabeledSet, out_dir: Path) -> dict[str, Any]:
@@ -78,6 +91,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"operating point {label} >= {point['threshold']:.4f} ({point['rule']}): "
             f"sensitivity {'n/a' if sensitivity is None else f'{sensitivity:.3f}'}, "
             f"specificity {'n/a' if specificity is None else f'{specificity:.3f}'}"
+        )
+    ood = report["out_of_distribution"]
+    if ood["threshold"] is not None:
+        lines.append(
+            f"flagged out of distribution: {ood['flagged']} of {ood['of']} "
+            f"(top probability < {ood['threshold']:.3f})"
         )
     for reason, count in report["excluded"]["by_reason"].items():
         lines.append(f"excluded {reason}: {count}")

@@ -155,6 +155,9 @@ def test_every_metric_recomputes_from_predictions(before: tuple[Path, dict]) -> 
         assert figures["ap"] == pytest.approx(metrics.average_precision_score(y == k, p[:, k]), abs=1e-9)
     for plot in ("roc.png", "reliability.png", "confusion.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ood = report["out_of_distribution"]  # the input contract's flag, counted from the rows
+    assert ood["of"] == 60 and ood["flagged"] == sum(bool(row["ood"]) for row in rows)
+    assert ood["threshold"] is not None and (ood["flagged"] == 0) == all(row["ood"] is False for row in rows)
 
 
 def test_bad_inputs_are_named_rows_and_counts_add_up(
