@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import platform
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.model_card import ModelCard, Precision
 from radserve.settings import SETTINGS
+from radserve.systems import get_system
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class ExportRequest:
     work_dir: Path | None = None
     # int8 activations: "s8s8" (TensorRT), "u8s8" (fast ONNX Runtime CPU kernels), "auto": by target
     int8_scheme: str = "auto"
+    # a served system's contract (radserve.systems) the checkpoint must fit; None: the checkpoint's own
+    system: str | None = None
 
     def resolved_int8_scheme(self) -> str:
         if self.int8_scheme != "auto":
@@ -143,6 +146,9 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     if unknown or not request.precisions:
         raise ExportError(f"precisions must be some of {list(PRECISIONS)}, got {list(request.precisions)}")
     loaded = load_source(request.checkpoint, request.name, request.program)
+    if request.system is not None:
+        card = get_system(request.system).apply(loaded.card, loaded.network_channels)
+        loaded = replace(loaded, card=card)
     images = sample_images(loaded.card, request.samples, request.sample_folder)
     reference = torch_probabilities(loaded.model, loaded.card, images)
     with tempfile.TemporaryDirectory(prefix="radserve-export-") as temporary:

@@ -17,6 +17,10 @@ def _export(args: argparse.Namespace) -> int:
     from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
     from radserve.export.sources import ProgramMetadata
 
+    if args.name is None:
+        if args.system is None:
+            raise RadserveError("--name is required (or --system, whose name is then the model's)")
+        args.name = args.system
     program = None
     if args.labels is not None or args.input_size is not None:
         if args.labels is None or args.input_size is None:
@@ -56,6 +60,7 @@ def _export(args: argparse.Namespace) -> int:
             ),
             work_dir=args.work_dir,
             int8_scheme=args.int8_scheme,
+            system=args.system,
         )
     )
     for variant in result.variants:
@@ -142,7 +147,10 @@ def _add_engine_arguments(export: argparse.ArgumentParser) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="export a checkpoint into a Triton model repository")
     export.add_argument("checkpoint", type=Path)
-    export.add_argument("--name", required=True, help="model name in the repository")
+    export.add_argument("--name", help="model name in the repository (default: the --system name)")
+    export.add_argument(
+        "--system", help="check the checkpoint against a served system's contract (radserve systems)"
+    )
     export.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
     export.add_argument("--target", choices=("embedded", "onnxruntime", "tensorrt"), default="embedded")
     export.add_argument("--keep-versions", type=int, help="keep only the newest N versions on disk")
