@@ -5,12 +5,10 @@ the way real CR / DX objects are stored (:mod:`radserve.synthetic.dataset`). A h
 of :mod:`radserve.client` never imports this package.
 """
 
+from radserve.synthetic._codecs import COMPRESSED_SYNTAXES, available_compressed_syntaxes, decode_stored
 from radserve.synthetic.dataset import (
-    COMPRESSED_SYNTAXES,
     REGIONS,
     SyntheticRecord,
-    available_compressed_syntaxes,
-    decode_stored,
     render_region,
     synthetic_dataset,
     write_synthetic_set,
