@@ -28,6 +28,7 @@ class ResultRow:
     latency_ms: float | None = None
     error_reason: str = ""
     error: str = ""
+    study_instance_uid: str = ""  # rows of study-level systems (MRI series): one row per study
 
     @property
     def key(self) -> tuple[str, str, int | None]:

@@ -57,7 +57,7 @@ def test_catalogue_lists_the_five_studies(capsys: pytest.CaptureFixture[str]) ->
 def test_contract_refusals_name_the_reason() -> None:
     spine = get_system("spine-view")
     card = ModelCard(name="x", architecture="efficientnet_b6", labels=("a", "b"), input_size=(132, 132))
-    with pytest.raises(ModelCardError, match="has 10 classes .* the checkpoint has 2"):
+    with pytest.raises(ModelCardError, match=r"has 10 classes .* the checkpoint has 2"):
         spine.apply(card, 3)
     card = card.replace(labels=SPINE_VIEW_LABELS)
     with pytest.raises(
