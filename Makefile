@@ -9,7 +9,7 @@ DEMO_CHECKPOINT := $(BUILD)/demo-resnet18.pt
 DEMO_DICOM := $(BUILD)/demo-dicom
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus loadtest bench
+.PHONY: demo test lint format install clean prometheus dicom3tools loadtest bench
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ prometheus:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "prometheus is not installed and cannot be installed here: its tests will be skipped"; fi; }
 
+# dciodvfy (dicom3tools) validates the DICOM SR documents in tests; skipped where it cannot be installed.
+dicom3tools:
+	@command -v dciodvfy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; \
+	  else echo "dicom3tools is not installed and cannot be installed here: dciodvfy checks will be skipped"; fi; }
+
 # Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
 loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(PY) -m radserve.loadtests.run --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
@@ -47,7 +54,7 @@ loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 bench: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(RADSERVE) bench --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) --out $(BUILD)/bench
 
-test: $(STAMP) prometheus
+test: $(STAMP) prometheus dicom3tools
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

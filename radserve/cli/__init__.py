@@ -12,13 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from radserve.cli import _bench, _classify, _data, _export, _serve, _systems
+from radserve.cli import _bench, _classify, _data, _export, _series, _serve, _systems
 from radserve.cli._common import EXIT_FAILURE, EXIT_INPUT_FAILURES, EXIT_OK
 from radserve.errors import RadserveError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INPUT_FAILURES", "EXIT_OK", "build_parser", "main"]
 
-_VERBS = (_data, _export, _serve, _classify, _bench, _systems)
+_VERBS = (_data, _export, _serve, _classify, _series, _bench, _systems)
 
 
 def build_parser() -> argparse.ArgumentParser:
