@@ -37,13 +37,13 @@ def wire_to_source(
     """A wire-image box on the ``source`` (rows, cols) image the client resized to ``size`` with ``mode``."""
     rows, cols = source
     top, left, height, width = placement(source, size, mode)
-    x0, y0, x1, y1 = box
     sx, sy = cols / width, rows / height
+    x0, y0, x1, y1 = _affine(box, sx, sy, -left * sx, -top * sy)
     return (
-        min(max((x0 - left) * sx, 0.0), cols),
-        min(max((y0 - top) * sy, 0.0), rows),
-        min(max((x1 - left) * sx, 0.0), cols),
-        min(max((y1 - top) * sy, 0.0), rows),
+        min(max(x0, 0.0), cols),
+        min(max(y0, 0.0), rows),
+        min(max(x1, 0.0), cols),
+        min(max(y1, 0.0), rows),
     )
 
 
@@ -51,8 +51,12 @@ def source_to_wire(
     box: tuple[float, float, float, float], source: tuple[int, int], size: tuple[int, int], mode: Resize
 ) -> tuple[float, float, float, float]:
     """The forward mapping (training targets, tests)."""
-    rows, cols = source
     top, left, height, width = placement(source, size, mode)
+    return _affine(box, width / source[1], height / source[0], left, top)
+
+
+def _affine(
+    box: tuple[float, float, float, float], sx: float, sy: float, dx: float, dy: float
+) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = box
-    sx, sy = width / cols, height / rows
-    return (left + x0 * sx, top + y0 * sy, left + x1 * sx, top + y1 * sy)
+    return (x0 * sx + dx, y0 * sy + dy, x1 * sx + dx, y1 * sy + dy)

@@ -37,7 +37,7 @@ def system_wire_images(
     """
     labels = np.arange(count, dtype=np.int64) % len(card.labels)
     jobs = [(system, card, seed, index, int(label), matrix) for index, label in enumerate(labels)]
-    if workers > 1 and count > 1:
+    if workers > 1 and count >= 64:  # a pool of spawned processes pays off for larger sets only
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             images = list(pool.map(_example, jobs, chunksize=8))

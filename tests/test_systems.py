@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import onnxruntime
@@ -14,6 +15,7 @@ from radserve.export.architectures import build_model
 from radserve.export.checkpoint import save_checkpoint
 from radserve.export.pipeline import ExportRequest, export_checkpoint
 from radserve.export.repo_check import check_repository
+from radserve.export.train import TrainingPlan, train_system
 from radserve.model_card import ModelCard
 from radserve.systems import SPINE_VIEW_LABELS, SYSTEMS, get_system
 
@@ -96,16 +98,43 @@ def test_export_refuses_a_checkpoint_that_does_not_fit(
     assert not (tmp_path / "repo" / "fracture").exists()
 
 
-def test_export_with_a_system_serves_the_study_size(tmp_path: Path) -> None:
-    labels = get_system("fracture").labels
-    checkpoint = _checkpoint(tmp_path / "fracture.pt", "mobilenet_v3_small", labels, 128)
-    result = export_checkpoint(ExportRequest(checkpoint, "fracture", tmp_path, samples=6, system="fracture"))
+def test_a_trained_demo_exports_at_the_study_size(tmp_path: Path) -> None:
+    plan = TrainingPlan(
+        architecture="mobilenet_v3_small",
+        input_size=128,
+        train_images=8,
+        held_out_images=4,
+        epochs=1,
+        batch_size=4,
+    )
+    report = train_system("fracture", plan, tmp_path / "fracture.pt")
+    assert report.system == "fracture" and report.held_out_images == 4
+    assert report.held_out_macro_auroc is not None and 0.0 <= report.held_out_macro_auroc <= 1.0
+    result = export_checkpoint(
+        ExportRequest(tmp_path / "fracture.pt", "fracture", tmp_path, samples=4, system="fracture")
+    )
     card = ModelCard.read(result.version_dir)
     assert (card.system, card.input_size, card.network_input_size) == ("fracture", (384, 384), (128, 128))
+    assert card.parity["onnxruntime_fp32"]["top1_agreement"] == 1.0
     session = onnxruntime.InferenceSession(str(result.version_dir / "model.onnx"))
     (wire,) = session.get_inputs()
     assert wire.shape[1:] == [1, 384, 384]
     assert check_repository(tmp_path).ok
+
+
+def test_synth_writes_each_radiograph_system_with_its_truth(tmp_path: Path) -> None:
+    for system in ("spine-view", "spondylolisthesis", "fracture"):
+        args = ["synth", str(tmp_path / system), "--system", system, "--count", "4", "--matrix", "160", "128"]
+        assert main(args) == EXIT_OK
+        rows = list(csv.DictReader((tmp_path / system / "manifest.csv").open()))
+        labels = get_system(system).labels
+        assert [row["label"] for row in rows] == [labels[i % len(labels)] for i in range(4)]
+        assert all(Path(row["path"]).is_file() for row in rows)
+        assert all(bool(row["box"]) == (row["label"] == "fracture") for row in rows)
+    again = tmp_path / "again"
+    main(["synth", str(again), "--system", "spine-view", "--count", "4", "--matrix", "160", "128"])
+    first = (tmp_path / "spine-view" / "spine-view_00003.dcm").read_bytes()
+    assert (again / "spine-view_00003.dcm").read_bytes() == first
 
 
 def test_mri_system_refuses_a_three_channel_network(tmp_path: Path) -> None:
