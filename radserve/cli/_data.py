@@ -42,6 +42,8 @@ def _train(args: argparse.Namespace) -> int:
         train_images=args.images,
         held_out_images=args.held_out,
         epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
         seed=args.seed,
     )
     output = args.output or Path("build") / (f"{system.name}.pt" if system else "demo-resnet18.pt")
@@ -76,5 +78,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--images", type=int, default=600)
     train.add_argument("--held-out", type=int, default=150)
     train.add_argument("--epochs", type=int, default=4)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=_train)
