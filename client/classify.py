@@ -23,7 +23,7 @@ from radserve.client.metrics import ClientMetrics
 from radserve.client.preprocess import model_input
 from radserve.client.results import ResultRow
 from radserve.client.sr import read_source_header, write_classification_sr
-from radserve.errors import InferenceError, InputError
+from radserve.errors import InferenceError, InputError, ModelCardError
 from radserve.model_card import ModelCard
 from radserve.settings import SETTINGS
 
@@ -218,6 +218,10 @@ async def classify(
         ) as client:
             await client.wait_ready(model, options.ready_timeout_seconds)
             card = await client.model_card(model)
+            if card.channels != 1:  # a study-level system (MRI series): radserve.client.mri_classify
+                raise ModelCardError(
+                    f"model {model!r} takes {card.channels}-channel studies: use classify-series"
+                )
 
             async def infer(path: str, item: PreparedRadiograph) -> ResultRow:
                 try:

@@ -15,8 +15,11 @@ import onnxruntime
 import pytest
 import torch
 
+from radserve.client.classify import ClassifyOptions
 from radserve.client.mri_classify import classify_studies, read_slices
 from radserve.client.mri_series import SliceFile, StudyError, study_tensor, weighting
+from radserve.client.sync_client import classify_paths
+from radserve.errors import ModelCardError
 from radserve.export.architectures import build_model
 from radserve.export.checkpoint import save_checkpoint
 from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
@@ -150,3 +153,9 @@ def test_a_folder_of_studies_gives_one_row_per_study(mri_server: TritonServer, t
     assert junk.error_reason == "not_dicom" and junk.path.endswith("junk.dcm")
     slices, errors = read_slices([str(p) for p in sorted((tmp_path / "mri" / "study_0000").glob("*.dcm"))])
     assert not errors and len(slices) >= 10
+
+
+def test_the_radiograph_runner_refuses_a_study_model(mri_server: TritonServer, tmp_path: Path) -> None:
+    write_mri_set(tmp_path / "one", 1, slices=3, matrix=MATRIX)
+    with pytest.raises(ModelCardError, match="takes 6-channel studies: use classify-series"):
+        classify_paths([str(tmp_path / "one")], "mri", ClassifyOptions(url=[mri_server.grpc_url], workers=1))
