@@ -20,7 +20,7 @@ from radserve.client.grpc_client import AsyncRadiographClient, RetryBudget, Retr
 from radserve.client.metrics import ClientMetrics
 from radserve.client.packing import RequestPacker
 from radserve.client.results import ResultRow
-from radserve.errors import InputError
+from radserve.errors import InputError, ModelCardError
 from radserve.model_card import InputContract, ModelCard
 from radserve.security import ClientTls
 from radserve.settings import SETTINGS
@@ -130,6 +130,10 @@ async def classify(
     ) as client:
         await client.wait_ready(model, options.ready_timeout_seconds)
         card = await client.model_card(model)
+        if card.channels != 1:  # a study-level system (MRI series): radserve.client.mri_classify
+            raise ModelCardError(
+                f"model {model!r} takes {card.channels}-channel studies: use classify-series"
+            )
         if options.accept_any:
             card = card.replace(accepts=InputContract.any())
         async with (

@@ -45,6 +45,9 @@ class ResultRow:
     # under the model card's operating points: the label decided (or "negative") and its threshold
     decision: str = ""
     threshold: float | None = None
+    study_instance_uid: str = ""  # rows of study-level systems (MRI series): one row per study
+    # detections on the source image: x0, y0, x1, y1 (pixel edges), score, label (radserve.client.boxes)
+    boxes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, int | None]:
@@ -61,7 +64,8 @@ class ResultWriter:
     """Writes rows to ``.jsonl`` or ``.csv`` as they arrive, flushed so a killed run keeps them, and
     fsync'ed every ``fsync_rows`` rows or ``fsync_seconds`` (and on close) so a host crash keeps them.
 
-    In CSV, ``probabilities`` is a JSON object in one column (labels differ between models).
+    In CSV, ``probabilities`` is a JSON object in one column (labels differ between models), and
+    ``boxes`` a JSON list.
     """
 
     def __init__(
@@ -95,7 +99,11 @@ class ResultWriter:
             writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS)
             for row in rows:
                 writer.writerow(
-                    row.to_dict() | {"probabilities": json.dumps(row.probabilities, sort_keys=True)}
+                    row.to_dict()
+                    | {
+                        "probabilities": json.dumps(row.probabilities, sort_keys=True),
+                        "boxes": json.dumps(row.boxes, sort_keys=True),
+                    }
                 )
         self._stream.write(buffer.getvalue())
         self._stream.flush()

@@ -23,18 +23,29 @@ Content tree (Comprehensive SR, no standard template; private codes use ``99RADS
           HAS CONCEPT MOD  TEXT (99RADSERVE, RS0004, "Class") = label
         CONTAINS  TEXT (99RADSERVE, RS0005, "Decision") = label or "negative"  (model card with
           HAS PROPERTIES  NUM (99RADSERVE, RS0006, "Threshold") = t, {ratio}   operating points only)
+        CONTAINS  TEXT (DCM 121071 "Finding") = a box's label                      (one per box)
+          HAS PROPERTIES  NUM (99RADSERVE, RS0003, "Probability") = its score
+          INFERRED FROM   SCOORD (DCM 111030 "Image Region") POLYLINE, closed rectangle
+            SELECTED FROM  IMAGE = the source (frame)
+
+Box coordinates are the source image's (column, row) with (0, 0) the top-left corner of the first
+pixel, as DICOM's SCOORD defines them and as the result rows give them (radserve.client.boxes).
 
 The source is also listed in the Current Requested Procedure Evidence Sequence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
+import warnings
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import (
@@ -44,11 +55,13 @@ from highdicom.sr import (
     ContainerContentItem,
     ContentSequence,
     DeviceObserverIdentifyingAttributes,
+    GraphicTypeValues,
     ImageContentItem,
     NumContentItem,
     ObservationContext,
     ObserverContext,
     RelationshipTypeValues,
+    ScoordContentItem,
     TextContentItem,
 )
 from pydicom.dataset import Dataset
@@ -87,6 +100,7 @@ FINDING = CodedConcept("121071", "DCM", "Finding")
 MEASUREMENT_GROUP = CodedConcept("125007", "DCM", "Measurement Group")
 SOURCE_OF_MEASUREMENT = CodedConcept("121112", "DCM", "Source of Measurement")
 RATIO = CodedConcept("{ratio}", "UCUM", "ratio")
+IMAGE_REGION = CodedConcept("111030", "DCM", "Image Region")
 
 _REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
 # Type 2 attributes highdicom reads from the source; absent ones are written empty.
@@ -298,6 +312,7 @@ def _content(
                 ]
             )
         group_items.append(decision)
+    group_items.extend(_box_items(row, header, frame))
     group.ContentSequence = group_items
 
     device = DeviceObserverIdentifyingAttributes(
@@ -314,6 +329,53 @@ def _content(
     root = ContainerContentItem(ROOT_TITLE, is_content_continuous=False)
     root.ContentSequence = ContentSequence([*context, group])
     return root
+
+
+def _box_items(row: ResultRow, header: Dataset, frame: int | None) -> list[TextContentItem]:
+    """One finding per detected box, inferred from a SCOORD rectangle on the source image."""
+    items = []
+    for box in row.boxes:
+        x0, y0, x1, y1 = (float(box[key]) for key in ("x0", "y0", "x1", "y1"))
+        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
+        region = ScoordContentItem(
+            IMAGE_REGION,
+            GraphicTypeValues.POLYLINE,
+            corners,
+            relationship_type=RelationshipTypeValues.INFERRED_FROM,
+        )
+        region.ContentSequence = ContentSequence(
+            [
+                ImageContentItem(
+                    name=SOURCE_OF_MEASUREMENT,
+                    referenced_sop_class_uid=header.SOPClassUID,
+                    referenced_sop_instance_uid=header.SOPInstanceUID,
+                    referenced_frame_numbers=frame,
+                    relationship_type=RelationshipTypeValues.SELECTED_FROM,
+                )
+            ]
+        )
+        finding = TextContentItem(
+            FINDING, str(box.get("label", "")) or "box", relationship_type=RelationshipTypeValues.CONTAINS
+        )
+        score = NumContentItem(
+            PROBABILITY,
+            float(box.get("score", 1.0)),
+            RATIO,
+            relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
+        )
+        finding.ContentSequence = ContentSequence([score, region])
+        items.append(finding)
+    return items
+
+
+@contextlib.contextmanager
+def _quiet_person_name_warnings() -> Iterator[None]:
+    """highdicom warns about one-component person names quoting them: patient names stay out of logs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"The string .* is unlikely to represent", category=UserWarning
+        )
+        yield
 
 
 def _radserve_version() -> str:

@@ -15,11 +15,37 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 
-def build_model(architecture: str, num_classes: int) -> torch.nn.Module:
-    """An untrained torchvision ``architecture`` with a ``num_classes`` head, in eval mode."""
+def build_model(architecture: str, num_classes: int, in_channels: int = 3) -> torch.nn.Module:
+    """An untrained torchvision ``architecture`` with a ``num_classes`` head, in eval mode.
+
+    ``in_channels`` other than 3 replaces the first convolution by one taking that many channels
+    (the MRI system's slice stack).
+    """
     import torchvision
 
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
     model = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        name, first = next((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d))
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        replacement = torch.nn.Conv2d(
+            in_channels,
+            first.out_channels,
+            first.kernel_size,
+            first.stride,
+            first.padding,
+            first.dilation,
+            first.groups,
+            first.bias is not None,
+        )
+        setattr(parent, name.rpartition(".")[2], replacement)
     return model.eval()
+
+
+def first_conv_channels(state_dict: dict[str, torch.Tensor]) -> int:
+    """Input channels of a network's first convolution, from its weights (first 4-D tensor)."""
+    for tensor in state_dict.values():
+        if tensor.ndim == 4:
+            return int(tensor.shape[1])
+    raise ValueError("the weights hold no convolution")

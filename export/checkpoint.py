@@ -10,7 +10,13 @@ Format (``torch.save`` of a dict, loaded with ``weights_only=True``)::
       "resize": "stretch" | "letterbox",
       "mean": [r, g, b], "std": [r, g, b],   # normalization of 0..1 RGB inputs
       "temperature": 1.0,                    # optional: temperature scaling of the logits
+      "system": "spine-view",                # optional: the contract it was trained for
+      "channels": 1,                         # optional: wire channels (6 for the MRI stack)
+      "network_input_size": [132, 132],      # optional: network size behind the wire's (demos)
       "state_dict": {...},
+
+The network's first convolution takes 3 channels (grey replicated to RGB) or ``channels`` when that
+is more than 1; it is read from the weights.
     }
 """
 
@@ -23,7 +29,7 @@ from typing import Any
 import torch
 
 from radserve.errors import ModelCardError
-from radserve.export.architectures import build_model
+from radserve.export.architectures import build_model, first_conv_channels
 from radserve.export.hashing import file_sha256
 from radserve.model_card import ModelCard
 
@@ -36,6 +42,7 @@ class LoadedCheckpoint:
 
     model: torch.nn.Module
     card: ModelCard
+    network_channels: int = 3  # input channels of the network's first convolution
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, card: ModelCard) -> None:
@@ -49,6 +56,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, card: ModelCard) -> None
         "mean": list(card.mean),
         "std": list(card.std),
         "temperature": card.temperature,
+        "system": card.system,
+        "channels": card.channels,
+        "network_input_size": list(card.network_input_size) if card.network_input_size else None,
         "state_dict": model.state_dict(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +84,10 @@ def load_checkpoint(path: Path, name: str) -> LoadedCheckpoint:
         | {"name": name, "checkpoint_sha256": file_sha256(path)}
     )
     try:
-        model = build_model(card.architecture, card.num_classes)
+        channels = first_conv_channels(payload["state_dict"])
+        if "channels" not in payload:  # a checkpoint from elsewhere: the weights say it
+            card = card.replace(channels=1 if channels == 3 else channels)
+        model = build_model(card.architecture, card.num_classes, channels)
     except ValueError as error:
         raise ModelCardError(f"checkpoint {path}: {error}") from None
     try:
@@ -85,4 +98,9 @@ def load_checkpoint(path: Path, name: str) -> LoadedCheckpoint:
             f"checkpoint {path}: weights do not fit {card.architecture} with "
             f"{card.num_classes} labels: {first}"
         ) from None
-    return LoadedCheckpoint(model=model.eval(), card=card)
+    if channels != (3 if card.channels == 1 else card.channels):
+        raise ModelCardError(
+            f"checkpoint {path}: its card says {card.channels} wire channel(s) but the network's first "
+            f"convolution takes {channels}"
+        )
+    return LoadedCheckpoint(model=model.eval(), card=card, network_channels=channels)

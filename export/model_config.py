@@ -90,7 +90,7 @@ def build_config(
         config.platform = "tensorrt_plan"
     if target not in PYTHON_TARGETS:  # the Python backend takes default_model_filename as its model.py
         config.default_model_filename = MODEL_FILES[target]
-    config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[1, height, width])
+    config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[card.channels, height, width])
     config.output.add(
         name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[card.num_classes], label_filename=LABELS_FILE
     )
@@ -105,7 +105,7 @@ def build_config(
     if options.warmup:
         warmup = config.model_warmup.add(name="zeros", batch_size=1)
         warmup.inputs[INPUT_NAME].data_type = pb.TYPE_UINT8
-        warmup.inputs[INPUT_NAME].dims.extend([1, height, width])
+        warmup.inputs[INPUT_NAME].dims.extend([card.channels, height, width])
         warmup.inputs[INPUT_NAME].zero_data = True
     return config
 

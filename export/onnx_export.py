@@ -33,7 +33,7 @@ def export_onnx(
     """
     graph = (graph or ServingGraph(network, card)).eval()
     height, width = card.input_size
-    example = torch.zeros((2, 1, height, width), dtype=torch.uint8)
+    example = torch.zeros((2, card.channels, height, width), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

@@ -31,6 +31,7 @@ from radserve.export.sources import ProgramMetadata, load_source
 from radserve.model_card import InputContract, ModelCard, Precision
 from radserve.settings import SETTINGS
 from radserve.synthetic.dataset import REGIONS
+from radserve.systems import get_system
 
 if TYPE_CHECKING:
     from radserve.export.gradcam import GradCamCompanion
@@ -96,6 +97,8 @@ class ExportRequest:
     # also publish the Grad-CAM companion NAME_gradcam (export/gradcam.py; beside a TensorRT plan as
     # an onnxruntime model)
     gradcam: bool = False
+    # a served system's contract (radserve.systems) the checkpoint must fit; None: the checkpoint's own
+    system: str | None = None
 
     def resolved_int8_scheme(self) -> str:
         if self.int8_scheme != "auto":
@@ -163,6 +166,9 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     if unknown or not request.precisions:
         raise ExportError(f"precisions must be some of {list(PRECISIONS)}, got {list(request.precisions)}")
     loaded = load_source(request.checkpoint, request.name, request.program)
+    if request.system is not None:
+        card = get_system(request.system).apply(loaded.card, loaded.network_channels)
+        loaded = replace(loaded, card=card)
     if request.card_updates:
         loaded = replace(loaded, card=loaded.card.replace(**request.card_updates))
     images = sample_images(loaded.card, request.samples, request.sample_folder)

@@ -121,9 +121,9 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
         )
         return
     wire, out = config.input[0], config.output[0]
-    if (wire.name, wire.data_type) != (INPUT_NAME, pb.TYPE_UINT8) or len(wire.dims) != 3 or wire.dims[0] != 1:
+    if (wire.name, wire.data_type) != (INPUT_NAME, pb.TYPE_UINT8) or len(wire.dims) != 3 or wire.dims[0] < 1:
         problems.append(
-            f"input must be {INPUT_NAME} UINT8 [1, H, W]; config has {wire.name} dims {list(wire.dims)}"
+            f"input must be {INPUT_NAME} UINT8 [C, H, W]; config has {wire.name} dims {list(wire.dims)}"
         )
         return
     if (out.name, out.data_type) != (OUTPUT_NAME, pb.TYPE_FP32) or len(out.dims) != 1:
@@ -216,11 +216,16 @@ def _check_version(
         _check_card(card, where, config.name or folder.parent.name, input_size, classes, labels, problems)
 
     target = report.target
+    channels = int(config.input[0].dims[0])
+    if card is not None and card.channels != channels:
+        problems.append(f"{where}: model card has {card.channels} input channel(s), config {channels}")
     if target == "embedded":
         if not (folder / "model.py").is_file():
             problems.append(f"{where}: no model.py (the Python backend's model)")
         onnx_name = config.parameters["onnx_model_filename"].string_value or "model.onnx"
-        _check_onnx(folder / onnx_name, where, input_size, classes, problems, _output_names(config))
+        _check_onnx(
+            folder / onnx_name, where, (channels, *input_size), classes, problems, _output_names(config)
+        )
     elif target == "embedded-gpu":
         if not (folder / "model.py").is_file():
             problems.append(f"{where}: no model.py (the Python backend's model)")
@@ -230,7 +235,7 @@ def _check_version(
         _check_onnx(
             folder / (config.default_model_filename or "model.onnx"),
             where,
-            input_size,
+            (channels, *input_size),
             classes,
             problems,
             _output_names(config),
@@ -256,7 +261,7 @@ def _output_names(config: pb.ModelConfig) -> tuple[str, ...]:
 def _check_onnx(
     path: Path,
     where: str,
-    input_size: tuple[int, int],
+    wire_shape: tuple[int, int, int],
     classes: int,
     problems: list[str],
     output_names: tuple[str, ...] = (OUTPUT_NAME,),
@@ -269,7 +274,7 @@ def _check_onnx(
     except Exception as error:  # protobuf raises DecodeError and others for a damaged file
         problems.append(f"{where}: {path.name} is not a readable ONNX model: {error}")
         return
-    expected = [(model.graph.input, INPUT_NAME, onnx.TensorProto.UINT8, [None, 1, *input_size])]
+    expected = [(model.graph.input, INPUT_NAME, onnx.TensorProto.UINT8, [None, *wire_shape])]
     expected.append((model.graph.output[:1], OUTPUT_NAME, onnx.TensorProto.FLOAT, [None, classes]))
     names = [tensor.name for tensor in model.graph.output]
     if names != list(output_names):

@@ -22,9 +22,14 @@ SAMPLE_MATRIX = (512, 416)
 def sample_images(
     card: ModelCard, count: int, folder: Path | None = None, seed: int = 0, skip: int = 0
 ) -> np.ndarray:
-    """``uint8 [N, 1, H, W]``: radiographs from ``folder`` after its first ``skip`` ones (in file
-    order), or synthetic ones of every region drawn with ``seed``."""
+    """``uint8 [N, C, H, W]``: radiographs from ``folder`` after its first ``skip`` ones (in file
+    order), or synthetic inputs of the card's system (every label), or synthetic radiographs of every
+    region, drawn with ``seed``."""
     images: list[np.ndarray] = []
+    if folder is None and card.system:
+        from radserve.export.system_data import system_wire_images
+
+        return system_wire_images(card.system, card, count, seed, SAMPLE_MATRIX)[0]
     if folder is not None:
         for path in discover([folder]).files:
             try:

@@ -72,9 +72,14 @@ class InputContract:
 class ModelCard:
     """What a model is, what it expects on the wire and how it was validated.
 
-    The wire input is one grayscale UINT8 image ``[1, H, W]`` per radiograph; normalization
-    (``mean``/``std`` on 0..1 pixels), channel replication and the softmax (after division by
-    ``temperature``) happen inside the model graph.
+    The wire input is ``channels`` UINT8 planes ``[channels, H, W]`` per input: one grey channel per
+    radiograph (replicated to RGB inside the graph), or a stack of MRI slices (``system``
+    ``vertebral-fracture-mri``). Normalization (``mean``/``std`` on 0..1 pixels; averaged to one
+    value for a multi-channel stack), channel replication and the softmax (after division by
+    ``temperature``) happen inside the model graph. ``network_input_size``, when set, is the smaller
+    size the network runs at behind an average pooling of the wire image by an integer factor (a demo
+    trained at reduced size served at its study's size); ``system`` names the contract it was checked
+    against (:mod:`radserve.systems`).
     """
 
     name: str
@@ -97,6 +102,9 @@ class ModelCard:
     accepts: InputContract = field(default_factory=InputContract)
     # out-of-distribution flag: {"score": "max_softmax", "threshold": t, ...} chosen at export
     ood: dict[str, Any] = field(default_factory=dict)
+    system: str = ""
+    channels: int = 1
+    network_input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -117,6 +125,24 @@ class ModelCard:
                 raise ModelCardError(
                     f"model {self.name!r}: operating point of {label!r} needs a threshold in [0, 1]"
                 )
+        if self.channels < 1:
+            raise ModelCardError(f"model {self.name!r}: channels must be >= 1")
+        if self.pooling == 0:
+            raise ModelCardError(
+                f"model {self.name!r}: network input size {self.network_input_size} is not the input size "
+                f"{self.input_size} divided by one integer"
+            )
+
+    @property
+    def pooling(self) -> int:
+        """The integer factor the graph averages the wire image down by (1: none; 0: inconsistent)."""
+        if self.network_input_size is None:
+            return 1
+        factors = {
+            size // net if net and size % net == 0 else 0
+            for size, net in zip(self.input_size, self.network_input_size, strict=True)
+        }
+        return factors.pop() if len(factors) == 1 else 0
 
     @property
     def num_classes(self) -> int:
@@ -161,8 +187,8 @@ class ModelCard:
         if missing:
             raise ModelCardError(f"model card lacks {sorted(missing)}")
         values = {key: value for key, value in data.items() if key in known}
-        for key in ("labels", "input_size", "mean", "std"):
-            if key in values:
+        for key in ("labels", "input_size", "mean", "std", "network_input_size"):
+            if values.get(key) is not None:
                 values[key] = tuple(values[key])
         if isinstance(values.get("accepts"), dict):
             values["accepts"] = InputContract.from_dict(values["accepts"])

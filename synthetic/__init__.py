@@ -2,15 +2,15 @@
 
 Procedural phantoms of five body regions (:mod:`radserve.synthetic.phantoms`) written as DICOM files
 the way real CR / DX objects are stored (:mod:`radserve.synthetic.dataset`). A hospital deployment
-of :mod:`radserve.client` never imports this package.
+of :mod:`radserve.client` never imports this package. Each served system's data (spine views,
+spondylolisthesis, fractures with boxes, MRI studies): :mod:`radserve.synthetic.systems`,
+:mod:`radserve.synthetic.mri`.
 """
 
+from radserve.synthetic._codecs import COMPRESSED_SYNTAXES, available_compressed_syntaxes, decode_stored
 from radserve.synthetic.dataset import (
-    COMPRESSED_SYNTAXES,
     REGIONS,
     SyntheticRecord,
-    available_compressed_syntaxes,
-    decode_stored,
     render_region,
     synthetic_dataset,
     write_synthetic_set,

@@ -14,13 +14,11 @@ import csv
 import datetime as _dt
 import os
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
@@ -28,29 +26,21 @@ from pydicom.uid import (
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    RLELossless,
     generate_uid,
 )
 
+from radserve.synthetic._codecs import (
+    NATIVE_SYNTAXES,
+    available_compressed_syntaxes,
+    decode_stored,
+    set_pixels,
+)
 from radserve.synthetic.phantoms import RenderInfo, render
 
 REGIONS: tuple[str, ...] = ("shoulder", "elbow", "hand", "pelvis", "knee")
 """Region labels, in the label order used by the demo model."""
 
-COMPRESSED_SYNTAXES: tuple[str, ...] = (
-    RLELossless,
-    JPEGLSLossless,
-    JPEG2000Lossless,
-    JPEGLosslessSV1,
-    HTJ2KLossless,
-)
-"""Lossless compressed transfer syntaxes the generator knows how to write (if an encoder is installed)."""
 
-_NATIVE_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _BODY_PART = {"shoulder": "SHOULDER", "elbow": "ELBOW", "hand": "HAND", "pelvis": "PELVIS", "knee": "KNEE"}
 _MANUFACTURER = "radserve synthetic"
 _DEFAULT_FIELD_MM = (250.0, 320.0)  # physical size of the long side of the detector, min..max
@@ -74,103 +64,6 @@ def render_region(region: str, rng: np.random.Generator, shape: tuple[int, int])
     """
     img, _ = render(region, rng, shape)
     return img
-
-
-# --------------------------------------------------------------------------- encoders
-
-
-@cache
-def available_compressed_syntaxes() -> tuple[str, ...]:
-    """The members of COMPRESSED_SYNTAXES this machine can encode, in COMPRESSED_SYNTAXES order."""
-    from pydicom.pixels import get_encoder
-
-    found = []
-    for uid in COMPRESSED_SYNTAXES:
-        if uid in (JPEGLosslessSV1, HTJ2KLossless):
-            try:
-                import imagecodecs
-            except ImportError:
-                continue
-            name = "jpeg8_encode" if uid == JPEGLosslessSV1 else "htj2k_encode"
-            if getattr(imagecodecs, name, None) is not None and _imagecodecs_roundtrip(uid):
-                found.append(uid)
-            continue
-        try:
-            if get_encoder(uid).is_available:
-                found.append(uid)
-        except (NotImplementedError, ValueError):
-            continue
-    return tuple(found)
-
-
-def _imagecodecs_roundtrip(uid: str) -> bool:
-    probe = (np.arange(64 * 48, dtype=np.uint16) * 13 % 4096).reshape(64, 48)
-    try:
-        return bool(np.array_equal(_decode_frame(uid, _encode_frame(uid, probe, 12)), probe))
-    except Exception:  # an encoder built without that codec
-        return False
-
-
-def _encode_frame(uid: str, arr: np.ndarray, bits_stored: int) -> bytes:
-    import imagecodecs
-
-    if uid == JPEGLosslessSV1:
-        data = bytes(imagecodecs.jpeg8_encode(arr, lossless=True, predictor=1, bitspersample=bits_stored))
-        if data[2:4] == b"\xff\xe0":  # drop the JFIF APP0 segment: not used by DICOM
-            data = data[:2] + data[4 + int.from_bytes(data[4:6], "big") :]
-        return data
-    if uid == HTJ2KLossless:
-        return bytes(imagecodecs.htj2k_encode(arr, reversible=True))
-    raise ValueError(f"no imagecodecs encoder for {uid}")
-
-
-def _decode_frame(uid: str, data: bytes) -> np.ndarray:
-    import imagecodecs
-
-    if uid == JPEGLosslessSV1:
-        return imagecodecs.jpeg8_decode(data)
-    if uid == HTJ2KLossless:
-        return imagecodecs.htj2k_decode(data)
-    raise ValueError(f"no imagecodecs decoder for {uid}")
-
-
-def _set_pixels(ds: Dataset, stored: np.ndarray, transfer_syntax: str) -> None:
-    """Store ``stored`` (uint16) in ``ds`` with ``transfer_syntax`` and set the file meta."""
-    ts = UID(transfer_syntax)
-    ds.file_meta.TransferSyntaxUID = ts
-    if ts in _NATIVE_SYNTAXES:
-        ds.PixelData = stored.tobytes()
-        ds["PixelData"].VR = "OW"
-        return
-    if ts in (JPEGLosslessSV1, HTJ2KLossless):
-        ds.PixelData = encapsulate([_encode_frame(ts, stored, int(ds.BitsStored))])
-        ds["PixelData"].VR = "OB"
-        ds["PixelData"].is_undefined_length = True
-    elif ts in (RLELossless, JPEGLSLossless, JPEG2000Lossless):
-        plugin = "pylibjpeg" if ts == RLELossless else ""
-        try:
-            ds.compress(ts, stored, encoding_plugin=plugin, generate_instance_uid=False)
-        except (RuntimeError, ValueError):
-            if not plugin:
-                raise
-            ds.compress(ts, stored, generate_instance_uid=False)  # pydicom's own RLE encoder
-    else:
-        raise ValueError(f"unsupported transfer syntax for synthetic images: {transfer_syntax}")
-    ds.file_meta.TransferSyntaxUID = ts
-    ds.LossyImageCompression = "00"
-
-
-def decode_stored(ds: Dataset) -> np.ndarray:
-    """Stored pixel values of a synthetic dataset, whatever its transfer syntax (pydicom where it can
-    decode, else imagecodecs on the single frame)."""
-    ts = ds.file_meta.TransferSyntaxUID
-    if ts in (JPEGLosslessSV1, HTJ2KLossless):
-        from pydicom.pixels import get_decoder
-
-        if not get_decoder(ts).is_available:
-            frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-            return _decode_frame(ts, frame).reshape(ds.Rows, ds.Columns)
-    return ds.pixel_array
 
 
 # --------------------------------------------------------------------------- dataset
@@ -218,8 +111,29 @@ def _build(
     else:
         rows, cols = int(matrix[0]), int(matrix[1])
     img, info = render(region, rng, (rows, cols))
+    kvp = {"hand": 50, "elbow": 55, "knee": 65, "shoulder": 70, "pelvis": 80}[region]
+    return radiograph_dataset(img, info, _BODY_PART[region], kvp, rng, matrix is None, transfer_syntax, index)
 
-    # -- acquisition / storage choices
+
+@dataclass(frozen=True)
+class _Stored:
+    """How a rendered image is stored: the pixel and modality choices, drawn from the rng."""
+
+    is_dx: bool
+    bits: int
+    mono1: bool
+    maxv: int
+    pixels: np.ndarray  # uint16 stored values
+    padding: bool
+    pad_value: int
+    slope: float
+    intercept: float
+    window: tuple[float, float]  # centre, width in stored values
+    window_mode: int  # 0 none, 1 one window, 2 two windows, 3 one window + function
+
+
+def _stored(img: np.ndarray, info: RenderInfo, rng: np.random.Generator, transfer_syntax: str) -> _Stored:
+    """Acquisition and storage choices: bit depth, MONOCHROME1/2, padding, rescale, the window."""
     is_dx = bool(rng.random() < 0.5)
     bits = int(rng.choice([12, 14, 15, 16]))
     if transfer_syntax == HTJ2KLossless:
@@ -256,7 +170,35 @@ def _build(
     p_lo, p_hi = np.percentile(sample, [1.0, 99.5])
     centre_s, width_s = (p_lo + p_hi) / 2.0, max(2.0, (p_hi - p_lo) * 1.05)
     window_mode = int(rng.integers(0, 4))  # 0 none, 1 one window, 2 two windows, 3 one window + function
+    return _Stored(
+        is_dx,
+        bits,
+        mono1,
+        maxv,
+        stored,
+        padding,
+        pad_value,
+        slope,
+        intercept,
+        (centre_s, width_s),
+        window_mode,
+    )
 
+
+def radiograph_dataset(
+    img: np.ndarray,
+    info: RenderInfo,
+    body_part: str,
+    kvp: int,
+    rng: np.random.Generator,
+    realistic_spacing: bool,
+    transfer_syntax: str,
+    index: int | None,
+) -> tuple[Dataset, np.ndarray, RenderInfo]:
+    """A rendered radiograph stored as a CR or DX object: (dataset, stored uint16 pixels, render info)."""
+    rows, cols = img.shape
+    stored = _stored(img, info, rng, transfer_syntax)
+    is_dx = stored.is_dx
     # -- UIDs and dates (deterministic from rng)
     study_uid, series_uid, sop_uid = _uid(rng, "study"), _uid(rng, "series"), _uid(rng, "sop")
     number = index + 1 if index is not None else int(rng.integers(1, 10000))
@@ -266,12 +208,10 @@ def _build(
     years = round(1 + info.age * 16)
     sex = str(rng.choice(["M", "F"]))
     spacing = rng.uniform(*_DEFAULT_FIELD_MM) / max(rows, cols)
-    if matrix is None:
+    if realistic_spacing:
         spacing = float(np.clip(spacing, 0.1, 0.15))
     spacing = round(float(spacing), 4)
-    kvp = {"hand": 50, "elbow": 55, "knee": 65, "shoulder": 70, "pelvis": 80}[region] + int(
-        rng.integers(-5, 6)
-    )
+    kvp += int(rng.integers(-5, 6))
 
     sop_class = DigitalXRayImageStorageForPresentation if is_dx else ComputedRadiographyImageStorage
     meta = FileMetaDataset()
@@ -294,8 +234,8 @@ def _build(
     ds.Manufacturer = _MANUFACTURER
     ds.InstitutionName = _MANUFACTURER
     ds.ReferringPhysicianName = ""
-    ds.StudyDescription = f"XR {_BODY_PART[region]}"
-    ds.SeriesDescription = f"{_BODY_PART[region]} {info.view}"
+    ds.StudyDescription = f"XR {body_part}"
+    ds.SeriesDescription = f"{body_part} {info.view}"
     ds.ManufacturerModelName = "phantom"
     ds.PatientName = f"SYNTHETIC^{number:04d}"
     ds.PatientID = f"SYN{number:06d}"
@@ -304,7 +244,7 @@ def _build(
     ds.PatientAge = f"{years:03d}Y"
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "synthetic data, no real patient"
-    ds.BodyPartExamined = _BODY_PART[region]
+    ds.BodyPartExamined = body_part
     ds.KVP = str(kvp)
     ds.SoftwareVersions = "radserve-synthetic-1"
     ds.ViewPosition = info.view if info.view in ("AP", "PA") else ("LL" if info.laterality == "L" else "RL")
@@ -321,6 +261,16 @@ def _build(
     ds.ImagerPixelSpacing = [_ds(spacing), _ds(spacing)]
     if rng.random() < 0.5:
         ds.PixelSpacing = [_ds(spacing), _ds(spacing)]
+    _image_modules(ds, stored, rng)
+    set_pixels(ds, stored.pixels, transfer_syntax)
+    return ds, stored.pixels, info
+
+
+def _image_modules(ds: Dataset, stored: _Stored, rng: np.random.Generator) -> None:
+    """DX detector, Image Pixel, modality LUT, presentation LUT and VOI LUT attributes."""
+    is_dx, mono1, bits, maxv = stored.is_dx, stored.mono1, stored.bits, stored.maxv
+    slope, intercept = stored.slope, stored.intercept
+    (centre_s, width_s), window_mode = stored.window, stored.window_mode
     if is_dx:
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.DetectorType = str(rng.choice(["SCINTILLATOR", "DIRECT"]))
@@ -329,13 +279,13 @@ def _build(
         ds.PixelIntensityRelationshipSign = 1 if mono1 else -1
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
-    ds.Rows, ds.Columns = rows, cols
+    ds.Rows, ds.Columns = stored.pixels.shape
     ds.BitsAllocated = 16
     ds.BitsStored = bits
     ds.HighBit = bits - 1
     ds.PixelRepresentation = 0
-    if padding:
-        ds.PixelPaddingValue = pad_value
+    if stored.padding:
+        ds.PixelPaddingValue = stored.pad_value
     ds.RescaleIntercept = _ds(intercept)
     ds.RescaleSlope = _ds(slope)
     ds.RescaleType = "US"
@@ -353,8 +303,6 @@ def _build(
             ds.WindowWidth = _ds(width)
         if window_mode == 3:
             ds.VOILUTFunction = str(rng.choice(["LINEAR", "SIGMOID"]))
-    _set_pixels(ds, stored, transfer_syntax)
-    return ds, stored, info
 
 
 # --------------------------------------------------------------------------- sets
@@ -406,7 +354,7 @@ def write_synthetic_set(
         ds, stored, _ = _build(region, np.random.default_rng([seed, i]), matrix, ts, i)
         path = out / f"synthetic_{i:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
-        if verify and ts not in _NATIVE_SYNTAXES:
+        if verify and ts not in NATIVE_SYNTAXES:
             back = decode_stored(pydicom.dcmread(path))
             if back.shape != stored.shape or not np.array_equal(back, stored):
                 raise RuntimeError(f"{path}: {UID(ts).name} round trip is not lossless")

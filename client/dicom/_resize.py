@@ -54,18 +54,26 @@ def resize(
     rows, cols = image.shape
     if rows < 1 or cols < 1:
         raise ValueError(f"cannot resize an empty image {image.shape}")
-    if mode == "stretch":
+    top, left, inner_h, inner_w = placement((rows, cols), (height, width), mode)
+    if (inner_h, inner_w) == (height, width):
         return _scale(image, lut, height, width)
+    out = np.zeros((height, width), dtype=np.uint8)
+    out[top : top + inner_h, left : left + inner_w] = _scale(image, lut, inner_h, inner_w)
+    return out
+
+
+def placement(source: tuple[int, int], size: tuple[int, int], mode: ResizeMode) -> tuple[int, int, int, int]:
+    """Where :func:`resize` puts a ``source`` (rows, cols) image in ``size``: (top, left, height, width)."""
+    rows, cols = source
+    height, width = size
+    if mode == "stretch":
+        return 0, 0, height, width
     if mode != "letterbox":
         raise ValueError(f"mode must be 'letterbox' or 'stretch', got {mode!r}")
     scale = min(height / rows, width / cols)
     inner_h = min(height, max(1, round(rows * scale)))
     inner_w = min(width, max(1, round(cols * scale)))
-    out = np.zeros((height, width), dtype=np.uint8)
-    top = (height - inner_h) // 2
-    left = (width - inner_w) // 2
-    out[top : top + inner_h, left : left + inner_w] = _scale(image, lut, inner_h, inner_w)
-    return out
+    return (height - inner_h) // 2, (width - inner_w) // 2, inner_h, inner_w
 
 
 def _scale(image: np.ndarray, lut: np.ndarray, height: int, width: int) -> np.ndarray:

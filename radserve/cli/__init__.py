@@ -23,8 +23,10 @@ from radserve.cli import (
     _explain,
     _export,
     _listen,
+    _series,
     _serve,
     _settings,
+    _systems,
 )
 from radserve.cli._common import EXIT_FAILURE, EXIT_INPUT_FAILURES, EXIT_OK
 from radserve.errors import RadserveError
@@ -36,6 +38,7 @@ _VERBS = (
     _export,
     _serve,
     _classify,
+    _series,
     _evaluate,
     _calibrate,
     _explain,
@@ -43,6 +46,7 @@ _VERBS = (
     _listen,
     _deploy,
     _settings,
+    _systems,
 )
 
 

@@ -12,6 +12,14 @@ def _synth(args: argparse.Namespace) -> int:
     from radserve.synthetic import write_synthetic_set
 
     matrix = tuple(args.matrix) if args.matrix else None
+    if args.system:
+        from radserve.synthetic.systems import write_system_set
+
+        manifest = write_system_set(
+            args.system, args.out_dir, args.count, seed=args.seed, matrix=matrix or (640, 528)
+        )
+        print(f"wrote {args.count} synthetic {args.system} examples to {args.out_dir}; truth in {manifest}")
+        return EXIT_OK
     records = write_synthetic_set(
         args.out_dir, args.count, seed=args.seed, matrix=matrix, compressed_share=args.compressed_share
     )
@@ -24,20 +32,26 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from radserve.export.train import TrainingPlan, train
+    from radserve.export.train import TrainingPlan, train, train_system
+    from radserve.systems import get_system
 
+    system = get_system(args.system) if args.system else None
     plan = TrainingPlan(
-        architecture=args.arch,
-        input_size=args.input_size,
+        architecture=args.arch or (system.architecture if system else "resnet18"),
+        input_size=args.input_size or (system.demo_input_size[0] if system else 224),
         train_images=args.images,
         held_out_images=args.held_out,
         epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
         seed=args.seed,
     )
-    report = train(plan, args.output)
+    output = args.output or Path("build") / (f"{system.name}.pt" if system else "demo-resnet18.pt")
+    report = train_system(system.name, plan, output) if system else train(plan, output)
+    auroc = "" if report.held_out_macro_auroc is None else f", macro AUROC {report.held_out_macro_auroc:.3f}"
     print(
-        f"saved {args.output}: {report.architecture}, held-out accuracy {report.held_out_accuracy:.1%} "
-        f"on {report.held_out_images} images, {report.seconds:.0f} s"
+        f"saved {output}: {report.architecture}, held-out accuracy {report.held_out_accuracy:.1%}{auroc} "
+        f"on {report.held_out_images} inputs, {report.seconds:.0f} s"
     )
     return EXIT_OK
 
@@ -49,14 +63,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--matrix", type=int, nargs=2, metavar=("ROWS", "COLUMNS"), help="fixed matrix size")
     synth.add_argument("--compressed-share", type=float, default=0.25)
+    synth.add_argument("--system", help="write a served system's synthetic data instead (radserve systems)")
     synth.set_defaults(run=_synth)
 
     train = commands.add_parser("train", help="train the demo classifier on synthetic radiographs")
-    train.add_argument("--output", type=Path, default=Path("build/demo-resnet18.pt"))
-    train.add_argument("--arch", default="resnet18")
-    train.add_argument("--input-size", type=int, default=224)
+    train.add_argument(
+        "--system", help="train a served system's demo (radserve systems) on its synthetic data"
+    )
+    train.add_argument("--output", type=Path, help="default build/demo-resnet18.pt, or build/SYSTEM.pt")
+    train.add_argument("--arch", help="default resnet18, or the system's architecture")
+    train.add_argument(
+        "--input-size", type=int, help="network input size (default 224, or the system's demo size)"
+    )
     train.add_argument("--images", type=int, default=600)
     train.add_argument("--held-out", type=int, default=150)
     train.add_argument("--epochs", type=int, default=4)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=_train)

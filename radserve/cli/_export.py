@@ -22,6 +22,10 @@ def _export(args: argparse.Namespace) -> int:
     from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
     from radserve.export.sources import ProgramMetadata
 
+    if args.name is None:
+        if args.system is None:
+            raise RadserveError("--name is required (or --system, whose name is then the model's)")
+        args.name = args.system
     program = None
     if args.labels is not None or args.input_size is not None:
         if args.labels is None or args.input_size is None:
@@ -66,6 +70,7 @@ def _export(args: argparse.Namespace) -> int:
             int8_scheme=args.int8_scheme,
             accepts=accepts,
             gradcam=args.gradcam,
+            system=args.system,
         )
     )
     for variant in result.variants:
@@ -195,7 +200,10 @@ def _add_engine_arguments(export: argparse.ArgumentParser) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="export a checkpoint into a Triton model repository")
     export.add_argument("checkpoint", type=Path)
-    export.add_argument("--name", required=True, help="model name in the repository")
+    export.add_argument("--name", help="model name in the repository (default: the --system name)")
+    export.add_argument(
+        "--system", help="check the checkpoint against a served system's contract (radserve systems)"
+    )
     export.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
     export.add_argument(
         "--target",

@@ -1,0 +1,195 @@
+"""The five served systems: one contract each (architecture, labels, input, outputs), from the studies.
+
+Export (``radserve export --system NAME``) checks a checkpoint against its system's contract and
+records the system in the model card; the client, training of the demos and the benchmarks read the
+same contract. A contract is what the study published; a demo trained here may run its network at a
+smaller size inside the served graph (see :attr:`radserve.model_card.ModelCard.network_input_size`),
+the wire keeps the study's input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from radserve.errors import ModelCardError
+from radserve.model_card import ModelCard, ResizeMode
+
+_VIEWS = ("ap", "lateral")
+_SPINE_CATEGORIES = (
+    "preop_normal",  # native spine, normal alignment
+    "preop_deformity",  # native spine, scoliosis (AP) or listhesis/kyphosis (lateral)
+    "postop_fixation",  # pedicle screws and rods
+    "postop_interbody",  # interbody cage (+ screws)
+    "postop_arthroplasty",  # disc prosthesis
+)
+SPINE_VIEW_LABELS: tuple[str, ...] = tuple(f"{view}_{kind}" for view in _VIEWS for kind in _SPINE_CATEGORIES)
+
+
+@dataclass(frozen=True)
+class System:
+    """One study's served contract.
+
+    ``channels`` is the wire layout: 1 grey channel per radiograph (replicated to RGB inside the graph,
+    so the network's first convolution takes 3), or the MRI stack T1W+T2W x (lesion slice ± k), which
+    the network takes as is. ``demo_input_size`` is the size the synthetic demo's network runs at.
+    """
+
+    name: str
+    architectures: tuple[str, ...]  # the study's first; others selectable
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]
+    channels: int
+    modality: str
+    resize: ResizeMode
+    outputs: tuple[str, ...]  # beyond probabilities
+    demo_input_size: tuple[int, int]
+    study: str
+
+    @property
+    def architecture(self) -> str:
+        return self.architectures[0]
+
+    @property
+    def network_channels(self) -> int:
+        """Input channels of the network's first convolution."""
+        return 3 if self.channels == 1 else self.channels
+
+    def apply(self, card: ModelCard, network_channels: int) -> ModelCard:
+        """``card`` bound to this contract, or :class:`ModelCardError` naming why it does not fit.
+
+        The served input size becomes the study's; a checkpoint trained at a smaller size (an integer
+        divisor of it) runs its network at that size behind an average pooling inside the graph.
+        """
+        where = f"system {self.name!r}"
+        if card.architecture not in self.architectures and card.architecture not in (
+            "torchscript",
+            "torch.export",
+        ):
+            raise ModelCardError(
+                f"{where} is served with {' or '.join(self.architectures)}; "
+                f"the checkpoint is {card.architecture}"
+            )
+        if card.num_classes != len(self.labels):
+            raise ModelCardError(
+                f"{where} has {len(self.labels)} classes {list(self.labels)}; the checkpoint has "
+                f"{card.num_classes} ({list(card.labels)})"
+            )
+        if tuple(card.labels) != self.labels:
+            raise ModelCardError(
+                f"{where}: the checkpoint's labels {list(card.labels)} differ from the system's "
+                f"{list(self.labels)} (same order required)"
+            )
+        if network_channels != self.network_channels:
+            layout = "1 grey channel replicated to RGB" if self.channels == 1 else f"{self.channels} channels"
+            raise ModelCardError(
+                f"{where} takes {layout}: the network's first convolution must take {self.network_channels} "
+                f"input channels; the checkpoint's takes {network_channels}"
+            )
+        trained = tuple(card.network_input_size or card.input_size)
+        try:
+            return card.replace(
+                system=self.name,
+                channels=self.channels,
+                input_size=self.input_size,
+                network_input_size=None if trained == self.input_size else trained,
+                resize=self.resize,
+            )
+        except ModelCardError:
+            raise ModelCardError(
+                f"{where} is served at {self.input_size[0]}x{self.input_size[1]}; the checkpoint was "
+                f"trained at {trained[0]}x{trained[1]}, not the same integer divisor of both sides"
+            ) from None
+
+    def describe(self) -> str:
+        """One line per field, for ``radserve systems``."""
+        shape = f"[{self.channels}, {self.input_size[0]}, {self.input_size[1]}] uint8"
+        return "\n".join(
+            (
+                f"{self.name}: {self.study}",
+                f"  architecture  {', '.join(self.architectures)}",
+                f"  labels        {', '.join(self.labels)}",
+                f"  input         {self.modality}, {shape} per {'study' if self.channels > 1 else 'image'}, "
+                f"{self.resize}",
+                f"  outputs       probabilities{''.join(', ' + output for output in self.outputs)}",
+                f"  demo          network at {self.demo_input_size[0]} px behind the "
+                f"{self.input_size[0]} px wire",
+            )
+        )
+
+
+MRI_SLICES_EACH_SIDE = 1  # k: lesion slice ± k per sequence (the study used k = 1)
+
+SYSTEMS: dict[str, System] = {
+    system.name: system
+    for system in (
+        System(
+            name="spine-view",
+            architectures=("efficientnet_b6",),
+            labels=SPINE_VIEW_LABELS,
+            input_size=(528, 528),
+            channels=1,
+            modality="spine radiograph (AP or lateral)",
+            resize="letterbox",
+            outputs=(),
+            demo_input_size=(132, 132),
+            study="spine radiograph view and operative status",
+        ),
+        System(
+            name="spondylolisthesis",
+            architectures=("efficientnet_v2_m",),
+            labels=("normal", "spondylolysis", "degenerative_spondylolisthesis"),
+            input_size=(480, 480),
+            channels=1,
+            modality="lateral lumbar radiograph",
+            resize="letterbox",
+            outputs=("grad-cam",),
+            demo_input_size=(120, 120),
+            study="lumbar spondylolysis and spondylolisthesis",
+        ),
+        System(
+            name="body-region",
+            architectures=("resnet18",),
+            labels=("shoulder", "elbow", "hand", "pelvis", "knee"),
+            input_size=(224, 224),
+            channels=1,
+            modality="radiograph",
+            resize="letterbox",
+            outputs=(),
+            demo_input_size=(112, 112),
+            study="pediatric radiograph body region",
+        ),
+        System(
+            name="vertebral-fracture-mri",
+            architectures=("resnet50",),
+            labels=("benign", "malignant"),
+            input_size=(224, 224),
+            channels=2 * (2 * MRI_SLICES_EACH_SIDE + 1),
+            modality="MRI: sagittal T1W + T2W series, lesion slice ± 1 "
+            "(channels T1 s-1, s, s+1, T2 s-1, s, s+1)",
+            resize="stretch",
+            outputs=("one row per study",),
+            demo_input_size=(112, 112),
+            study="benign vs malignant vertebral compression fracture on MRI",
+        ),
+        System(
+            name="fracture",
+            architectures=("mobilenet_v3_small", "resnet18", "efficientnet_b0"),
+            labels=("fracture", "no_fracture"),
+            input_size=(384, 384),
+            channels=1,
+            modality="extremity radiograph",
+            resize="letterbox",
+            outputs=("temperature", "operating threshold", "boxes"),
+            demo_input_size=(128, 128),
+            study="extremity fracture detection",
+        ),
+    )
+}
+
+
+def get_system(name: str) -> System:
+    """The system called ``name``; :class:`ModelCardError` lists the known ones otherwise."""
+    try:
+        return SYSTEMS[name]
+    except KeyError:
+        raise ModelCardError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}") from None

@@ -1,0 +1,161 @@
+"""MRI studies → one tensor and one row per study: grouping, T1W/T2W, slice order, named error rows.
+
+The end-to-end test serves a real (random-weight) 6-channel ResNet-50 export of the
+vertebral-fracture-mri system in the real tritonserver.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from radserve.client.classify import ClassifyOptions
+from radserve.client.mri_classify import classify_studies, read_slices
+from radserve.client.mri_series import SliceFile, StudyError, study_tensor, weighting
+from radserve.client.sync_client import classify_paths
+from radserve.errors import ModelCardError
+from radserve.export.architectures import build_model
+from radserve.export.checkpoint import save_checkpoint
+from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
+from radserve.model_card import ModelCard
+from radserve.server_config.triton import TritonServer, free_ports
+from radserve.synthetic.mri import mri_study, write_mri_set
+from radserve.systems import get_system
+
+MATRIX = (64, 64)
+SYSTEM = get_system("vertebral-fracture-mri")
+CARD = ModelCard(
+    name="mri",
+    architecture="resnet50",
+    labels=SYSTEM.labels,
+    input_size=(64, 64),
+    channels=SYSTEM.channels,
+    resize="stretch",
+)
+
+
+def _slices(seed: int = 0, **kwargs: object) -> list[SliceFile]:
+    study = mri_study("malignant", np.random.default_rng(seed), slices=7, matrix=MATRIX, **kwargs)
+    return [SliceFile(f"s{i}.dcm", ds) for i, ds in enumerate(study.datasets)]
+
+
+def test_synthetic_study_is_mr_storage_with_two_sequences() -> None:
+    study = mri_study("benign", np.random.default_rng(1), slices=7, matrix=MATRIX, extra_series=True)
+    assert {str(ds.SOPClassUID) for ds in study.datasets} == {"1.2.840.10008.5.1.4.1.1.4"}
+    assert len({str(ds.SeriesInstanceUID) for ds in study.datasets}) == 3
+    assert {str(ds.StudyInstanceUID) for ds in study.datasets} == {study.study_instance_uid}
+    assert all(ds.BitsAllocated == 16 and ds.Modality == "MR" for ds in study.datasets)
+    weightings = [weighting(ds) for ds in study.datasets if "SAG" in ds.SeriesDescription]
+    assert weightings.count("T1") == weightings.count("T2") == 7
+    again = mri_study("benign", np.random.default_rng(1), slices=7, matrix=MATRIX, extra_series=True)
+    assert [ds.SOPInstanceUID for ds in again.datasets] == [ds.SOPInstanceUID for ds in study.datasets]
+    assert np.array_equal(again.datasets[3].pixel_array, study.datasets[3].pixel_array)
+
+
+def test_study_tensor_stacks_t1_then_t2_around_the_lesion() -> None:
+    slices = _slices()
+    tensor = study_tensor("s", slices, CARD)
+    assert tensor.shape == (6, 64, 64) and tensor.dtype == np.uint8
+    t1_mean, t2_mean = tensor[:3].mean(), tensor[3:].mean()
+    assert t1_mean != pytest.approx(t2_mean, abs=1.0)
+    shuffled = slices.copy()
+    random.Random(3).shuffle(shuffled)
+    assert np.array_equal(study_tensor("s", shuffled, CARD), tensor)
+    with_extra = _slices(extra_series=True)
+    assert np.array_equal(study_tensor("s", with_extra, CARD), tensor)
+    moved = study_tensor("s", slices, CARD, lesion_index=2)
+    assert not np.array_equal(moved, tensor)
+
+
+def test_sequence_falls_back_to_the_series_description() -> None:
+    ds = _slices()[0].dataset
+    del ds.RepetitionTime
+    ds.SeriesDescription = "sag T2W"
+    assert weighting(ds) == "T2"
+    ds.ScanningSequence = "IR"
+    assert weighting(ds) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("drop_t2", "missing_t2w_series"),
+        ("single_slice", "too_few_slices"),
+        ("gap", "inconsistent_slice_spacing"),
+        ("edge", "too_few_slices"),
+    ],
+)
+def test_a_study_that_cannot_be_built_names_why(change: str, reason: str) -> None:
+    slices = _slices()
+    lesion = None
+    if change == "drop_t2":
+        slices = [s for s in slices if "T2" not in s.dataset.SeriesDescription]
+    elif change == "single_slice":
+        t2 = [s for s in slices if "T2" in s.dataset.SeriesDescription]
+        slices = [s for s in slices if "T1" in s.dataset.SeriesDescription] + t2[:1]
+    elif change == "gap":
+        slices = [
+            s for s in slices if s.dataset.InstanceNumber != 3 or "T1" not in s.dataset.SeriesDescription
+        ]
+    else:
+        lesion = 0
+    with pytest.raises(StudyError) as raised:
+        study_tensor("s", slices, CARD, lesion_index=lesion)
+    assert raised.value.reason == reason
+
+
+@pytest.fixture(scope="module")
+def mri_export(tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("mri-model")
+    card = CARD.replace(input_size=(112, 112))
+    save_checkpoint(folder / "mri.pt", build_model("resnet50", 2, 6), card)
+    request = ExportRequest(folder / "mri.pt", "mri", folder / "repo", samples=4, system=SYSTEM.name)
+    return export_checkpoint(request)
+
+
+@pytest.fixture(scope="module")
+def mri_server(mri_export: ExportResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    log = tmp_path_factory.mktemp("mri-triton") / "tritonserver.log"
+    with TritonServer(mri_export.version_dir.parent.parent, ports=free_ports(), log_file=log) as server:
+        yield server
+
+
+def test_mri_export_takes_six_channels(mri_export: ExportResult) -> None:
+    assert mri_export.card.channels == 6 and mri_export.card.input_size == (224, 224)
+    session = onnxruntime.InferenceSession(str(mri_export.version_dir / "model.onnx"))
+    images = np.random.default_rng(0).integers(0, 256, (3, 6, 224, 224), dtype=np.uint8)
+    (probabilities,) = session.run(None, {"image": images})
+    assert probabilities.shape == (3, 2)
+
+
+def test_a_folder_of_studies_gives_one_row_per_study(mri_server: TritonServer, tmp_path: Path) -> None:
+    studies = write_mri_set(tmp_path / "mri", 3, seed=5, slices=5, matrix=MATRIX, extra_series_share=0.5)
+    broken = tmp_path / "mri" / "study_0002"
+    for path in broken.glob("s2_*.dcm"):  # no T2W series left in the third study
+        path.unlink()
+    (tmp_path / "mri" / "junk.dcm").write_bytes(b"not dicom")
+    rows = classify_studies([tmp_path / "mri"], "mri", mri_server.grpc_url)
+    by_study = {row.study_instance_uid: row for row in rows if row.study_instance_uid}
+    assert set(by_study) == {study.study_instance_uid for study in studies}
+    assert len(rows) == 4  # three studies and the unreadable file
+    ok = [by_study[s.study_instance_uid] for s in studies[:2]]
+    assert all(row.status == "ok" and row.label in SYSTEM.labels and row.model_version == "1" for row in ok)
+    assert all(sum(row.probabilities.values()) == pytest.approx(1.0, abs=1e-5) for row in ok)
+    assert by_study[studies[2].study_instance_uid].error_reason == "missing_t2w_series"
+    (junk,) = [row for row in rows if not row.study_instance_uid]
+    assert junk.error_reason == "not_dicom" and junk.path.endswith("junk.dcm")
+    slices, errors = read_slices([str(p) for p in sorted((tmp_path / "mri" / "study_0000").glob("*.dcm"))])
+    assert not errors and len(slices) >= 10
+
+
+def test_the_radiograph_runner_refuses_a_study_model(mri_server: TritonServer, tmp_path: Path) -> None:
+    write_mri_set(tmp_path / "one", 1, slices=3, matrix=MATRIX)
+    with pytest.raises(ModelCardError, match="takes 6-channel studies: use classify-series"):
+        classify_paths([str(tmp_path / "one")], "mri", ClassifyOptions(url=[mri_server.grpc_url], workers=1))
