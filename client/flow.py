@@ -55,11 +55,13 @@ class PreparedFile:
     error: str = ""
     seconds: float = 0.0  # time the worker spent on the file (radserve_preprocess_seconds)
     status: Status = "error"  # of the row that reports error_reason: error, or not_accepted
+    sop_instance_uid: str = ""  # of a refused instance (its header was read)
 
 
 def prepare_file(path: str, card: ModelCard) -> PreparedFile:
-    """Steps 1 to 3, decode → display LUT → resize, for every frame of ``path``."""
+    """Steps 0 to 3, contract → decode → display LUT → resize, for every frame of ``path``."""
     started = time.perf_counter()
+    dataset = None
     try:
         with captured_warnings(path):  # pydicom's warnings may quote patient attributes
             dataset = read_dataset(path)
@@ -71,7 +73,10 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
             for r in radiographs
         )
     except NotAcceptedError as refusal:
-        return PreparedFile(path, error_reason=refusal.reason, error=str(refusal), status="not_accepted")
+        uid = str(dataset.get("SOPInstanceUID", "")) if dataset is not None else ""
+        return PreparedFile(
+            path, error_reason=refusal.reason, error=str(refusal), status="not_accepted", sop_instance_uid=uid
+        )
     except InputError as error:
         return PreparedFile(path, error_reason=error.reason, error=str(error))
     except (KeyboardInterrupt, SystemExit):
@@ -88,7 +93,14 @@ async def classify_prepared(
     """Steps 4 and 5, request → result row: the rows of one prepared file (one per radiograph)."""
     if prepared.error_reason:
         return [
-            error_row(prepared.path, model, prepared.error_reason, prepared.error, status=prepared.status)
+            error_row(
+                prepared.path,
+                model,
+                prepared.error_reason,
+                prepared.error,
+                prepared.sop_instance_uid,
+                status=prepared.status,
+            )
         ]
     answers = await asyncio.gather(
         *(packer.infer(item.image) for item in prepared.radiographs),  # 4. request

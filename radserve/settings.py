@@ -87,11 +87,11 @@ class ClientDefaults:
 class ListenDefaults:
     """``radserve listen``: the DICOM Storage SCP that classifies what the PACS sends."""
 
-    ae_title: str = "RADSERVE"  # AE title the listener answers to
-    port: int = 11112  # TCP port of the DICOM listener (the registered DICOM port)
-    max_queue: int = 1000  # instances received and not yet classified; beyond, C-STORE answers 0xA700
-    spool: str = "radserve-spool"  # folder where received instances wait (fsync'ed) until classified
-    network_timeout_seconds: float = 30.0  # s, DIMSE and network timeouts of associations
+    ae_title: str = _unit("RADSERVE", "AE title the listener answers to")
+    port: int = _unit(11112, "TCP port of the DICOM listener (the registered DICOM port)")
+    max_queue: int = _unit(1000, "instances received and not yet classified; beyond, C-STORE answers 0xA700")
+    spool: str = _unit("radserve-spool", "folder where received instances wait (fsync'ed) until classified")
+    network_timeout_seconds: float = _unit(30.0, "s, DIMSE and network timeouts of associations")
 
 
 @dataclass(frozen=True, slots=True)

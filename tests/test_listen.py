@@ -195,16 +195,21 @@ def test_storescu_folder_gets_one_row_per_instance_and_srs_are_forwarded(
     tmp_path: Path,
 ) -> None:
     uncompressed = next(r for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian)
-    records = [*dicom_records, _as_mr(uncompressed, tmp_path)]
-    uids = _send_by_syntax(listener.port, records)
-    assert len(uids) > len(records) // 2
-    _wait_for(lambda: {row["sop_instance_uid"] for row in _rows(listener.output)} >= uids, what="rows")
-    rows = [row for row in _rows(listener.output) if row["sop_instance_uid"] in uids]
-    assert Counter(row["sop_instance_uid"] for row in rows) == Counter(uids)
+    mr = _as_mr(uncompressed, tmp_path)
+    received = _send_by_syntax(listener.port, [*dicom_records, mr])
+    assert mr.sop_instance_uid in received and len(received) > len(dicom_records) // 2
+    _wait_for(lambda: {row["sop_instance_uid"] for row in _rows(listener.output)} >= received, what="rows")
+    rows = [row for row in _rows(listener.output) if row["sop_instance_uid"] in received]
+    assert Counter(row["sop_instance_uid"] for row in rows) == Counter(received)
+    # the MR instance is stored, then refused by the radiograph model's input contract (one shared check)
+    (refused,) = (row for row in rows if row["sop_instance_uid"] == mr.sop_instance_uid)
+    assert refused["status"] == "not_accepted" and refused["error_reason"] == "modality", refused
+    uids = received - {mr.sop_instance_uid}
+    rows = [row for row in rows if row["sop_instance_uid"] in uids]
     assert {row["status"] for row in rows} == {"ok"}
     # The rows are the classify runner's: same label and probabilities as a folder run of the same files.
     direct: list[ResultRow] = []
-    sent = [Path(r.path) for r in records if r.sop_instance_uid in uids]
+    sent = [Path(r.path) for r in dicom_records if r.sop_instance_uid in uids]
     asyncio.run(classify(sent, TINY_MODEL, direct.extend, ClassifyOptions(url=triton.grpc_url, workers=1)))
     expected = {row.sop_instance_uid: (row.label, row.probabilities) for row in direct}
     assert {row["sop_instance_uid"]: (row["label"], row["probabilities"]) for row in rows} == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,10 +17,21 @@ from radserve.export.model_config import ServingOptions
 from radserve.export.pipeline import ExportResult
 from radserve.export.repository import publish
 from radserve.server_config.triton import TritonServer, free_ports
-from radserve.server_config.triton_metrics import model_counters
+from radserve.server_config.triton_metrics import ModelCounters, model_counters
 from radserve.settings import SETTINGS
 
 CLIENTS, IN_FLIGHT, QUEUE = 64, 8, 8
+
+
+def _settled(read: Callable[[], ModelCounters], requests: float, seconds: float = 10.0) -> ModelCounters:
+    """Triton's counters once they reach ``requests`` (they trail the responses a little), or at the
+    deadline: the caller asserts on what they say."""
+    deadline = time.monotonic() + seconds
+    counted = read()
+    while counted.requests < requests and time.monotonic() < deadline:
+        time.sleep(0.1)
+        counted = read()
+    return counted
 
 
 def test_overload_sheds_within_the_retry_budget(tiny_export: ExportResult, tmp_path: Path) -> None:
@@ -44,7 +56,8 @@ def test_overload_sheds_within_the_retry_budget(tiny_export: ExportResult, tmp_p
     with TritonServer(repository, ports=free_ports()) as server:
         before = model_counters(server.metrics_url, "shed")
         outcomes = asyncio.run(everyone(server.grpc_url))
-        counted = model_counters(server.metrics_url, "shed") - before
+        served = sum(isinstance(outcome, Prediction) for outcome in outcomes)
+        counted = _settled(lambda: model_counters(server.metrics_url, "shed") - before, served)
         after = asyncio.run(client_run(server.grpc_url))
     inputs = CLIENTS * IN_FLIGHT
     ok = [outcome for outcome in outcomes if isinstance(outcome, Prediction)]
