@@ -68,13 +68,6 @@ nginx:
 dicom3tools:
 	$(call debian_tool,dciodvfy,dicom3tools)
 
-# dciodvfy (dicom3tools) validates the DICOM SR documents in tests; skipped where it cannot be installed.
-dicom3tools:
-	@command -v dciodvfy >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; \
-	  else echo "dicom3tools is not installed and cannot be installed here: dciodvfy checks will be skipped"; fi; }
-
 # Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
 loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(PY) -m radserve.loadtests.run --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
