@@ -149,7 +149,8 @@ def write_dicom_set(folder: Path, matrix: tuple[int, int] = MATRIX) -> list[dict
     from radserve.client.dicom import read_radiographs
     from radserve.client.dicom._decode import decode
     from radserve.client.dicom._read import pixel_info, read_dataset
-    from radserve.synthetic.dataset import _set_pixels, synthetic_dataset
+    from radserve.synthetic._codecs import set_pixels
+    from radserve.synthetic.dataset import synthetic_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
     base = synthetic_dataset("pelvis", np.random.default_rng(2), matrix=matrix)
@@ -168,7 +169,7 @@ def write_dicom_set(folder: Path, matrix: tuple[int, int] = MATRIX) -> list[dict
     for name, syntax, encoder in variants:
         ds = copy.deepcopy(base)
         if encoder is None:
-            _set_pixels(ds, stored, syntax)
+            set_pixels(ds, stored, syntax)
         else:  # a second JPEG Lossless encoder (liblj92): nvJPEG's support differs by stream (FACTS)
             ds.PixelData = encapsulate([bytes(encoder(stored, bitspersample=int(ds.BitsStored)))])
             ds["PixelData"].VR = "OB"
