@@ -38,7 +38,8 @@ def bench_row(result: dict[str, Any]) -> str:
     ]
     if result["naive"]:
         naive = _best(result["naive"])
-        engine = result["naive_engine"].split("PyTorch eager ")[-1]
+        engine = result["naive_engine"].split("PyTorch eager ", 1)[1].strip()  # "fp32", "fp32 (...)"
+        engine = engine.split(" (")[0] + (", no CPU int8" if "int8" in engine else "")
         per_concurrency = " / ".join(f"{v:.1f}" for v in ratios["served_over_naive_per_concurrency"].values())
         cells += [
             f"{_figure(naive)} (c{naive['concurrency']}, eager {engine})",
