@@ -32,7 +32,7 @@ import numpy as np
 
 from radserve.loadtests.points import REPEATS, Point, Run, interleaved, timed_run, warm_up_seconds
 from radserve.loadtests.report import BenchResult, plot
-from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard
+from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard, model_versions
 
 LOGGER = logging.getLogger(__name__)
 
@@ -40,12 +40,11 @@ CONCURRENCIES = (1, 2, 4, 8, 16)
 
 
 def latest_version(repository: Path, model: str) -> Path:
-    versions = sorted(
-        (entry for entry in (repository / model).iterdir() if entry.name.isdigit()), key=lambda p: int(p.name)
-    )
+    """The newest version folder of ``model`` (:func:`radserve.model_card.model_versions`)."""
+    versions = model_versions(repository / model)
     if not versions:
         raise FileNotFoundError(f"no version of {model} in {repository}")
-    return versions[-1]
+    return repository / model / str(versions[-1])
 
 
 async def _served(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import numpy as np
 
 from radserve.loadtests.points import REPEATS, Point, Run, interleaved, timed_run, warm_up_seconds
 from radserve.model_card import ModelCard, Precision
+from radserve.server_config.triton import free_ports
 
 
 def eager_precision(precision: Precision) -> str:
@@ -28,16 +28,10 @@ def eager_precision(precision: Precision) -> str:
     return "fp16" if precision == "fp16" else "fp32"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def naive_server(card: ModelCard, precision: str) -> Iterator[int]:
     """``naive_server`` for ``card``'s architecture in a subprocess, running; yields its port."""
-    port = free_port()
+    port = free_ports().http  # one free loopback port
     height, width = card.input_size
     command = [
         sys.executable, "-m", "radserve.loadtests.naive_server", "--architecture", card.architecture,

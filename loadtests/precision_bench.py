@@ -28,6 +28,7 @@ import onnxruntime
 from radserve.export.onnx_export import export_onnx
 from radserve.export.precision import convert_fp16, quantize_int8
 from radserve.export.samples import sample_images
+from radserve.loadtests.raw import cpu_session
 from radserve.model_card import INPUT_NAME, ModelCard
 
 LOGGER = logging.getLogger(__name__)
@@ -43,14 +44,6 @@ class Row:
     top1_agreement_vs_fp32: float
     max_abs_diff_vs_fp32: float
     file_mb: float
-
-
-def session(path: Path, threads: int) -> onnxruntime.InferenceSession:
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def throughput(runner: onnxruntime.InferenceSession, images: np.ndarray, batch: int, seconds: float) -> float:
@@ -156,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="radserve-bench-") as work:
         variants = make_variants(network, card, calibration, Path(work), args.int8_alternatives)
-        reference = probabilities(session(variants["fp32"], args.threads), images)
+        reference = probabilities(cpu_session(variants["fp32"], args.threads), images)
         for name, path in variants.items():
-            runner = session(path, args.threads)
+            runner = cpu_session(path, args.threads)
             candidate = probabilities(runner, images)
             rates = {
                 batch: round(throughput(runner, images, batch, args.seconds), 1) for batch in args.batches

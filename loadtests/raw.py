@@ -57,7 +57,7 @@ def batch_feeds(images: Sequence[np.ndarray], batch: int) -> list[np.ndarray]:
     ]
 
 
-def _session(onnx_path: str, threads: int):  # type: ignore[no-untyped-def]
+def cpu_session(onnx_path: str | Path, threads: int):  # type: ignore[no-untyped-def]
     """A session configured as the embedded model configures its own (export/embedded_model.py)."""
     import onnxruntime
 
@@ -65,7 +65,7 @@ def _session(onnx_path: str, threads: int):  # type: ignore[no-untyped-def]
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
 def _run_for(session, feeds: list[np.ndarray], until: float) -> tuple[list[float], float]:  # type: ignore[no-untyped-def]
@@ -84,7 +84,7 @@ def _run_for(session, feeds: list[np.ndarray], until: float) -> tuple[list[float
 def _worker(connection: Connection, onnx_path: str, threads: int, images: list[np.ndarray]) -> None:
     """Serve ``(command, batch, seconds[, start])`` messages: ``warm`` answers when warm, ``run``
     measures from ``start`` (time.monotonic, shared by the processes) and answers (latencies, start, end)."""
-    session = _session(onnx_path, threads)
+    session = cpu_session(onnx_path, threads)
     connection.send("ready")
     feeds: dict[int, list[np.ndarray]] = {}
     while (message := connection.recv()) is not None:
