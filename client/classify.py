@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from radserve.client.decode_pool import DecodePool
 from radserve.client.flow import classify_prepared
 from radserve.client.grpc_client import AsyncRadiographClient, RetryBudget, RetryPolicy
 from radserve.client.metrics import ClientMetrics
 from radserve.client.packing import RequestPacker
+from radserve.client.preparers import Decode, Preparers
 from radserve.client.results import ResultRow
 from radserve.errors import InputError, ModelCardError
 from radserve.model_card import InputContract, ModelCard
@@ -68,6 +68,7 @@ class ClassifyOptions:
     max_in_flight: int = SETTINGS.client.max_in_flight  # radiographs on the wire at once
     images_per_request: int = SETTINGS.client.images_per_request  # radiographs packed at most
     workers: int = SETTINGS.client.decode_workers  # decode worker processes
+    decode: Decode = SETTINGS.client.decode  # type: ignore[assignment]  # cpu, or gpu first (client/gpu_prepare.py)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     budget: RetryBudget | None = None  # retry budget; one per run when not given
     tls: ClientTls | None = None  # TLS to the servers (mutual with a client certificate)
@@ -120,14 +121,17 @@ async def classify(
     metrics = options.metrics or ClientMetrics()
     metrics.model(model)
 
-    async with AsyncRadiographClient(
-        options.url,
-        max_in_flight=options.max_in_flight,
-        retry=options.retry,
-        budget=options.budget,
-        tls=options.tls,
-        admin_key=options.admin_key,
-    ) as client:
+    async with (
+        Preparers(options.decode, options.workers, options.decode_worker_imports, metrics, model) as decoders,
+        AsyncRadiographClient(
+            options.url,
+            max_in_flight=options.max_in_flight,
+            retry=options.retry,
+            budget=options.budget,
+            tls=options.tls,
+            admin_key=options.admin_key,
+        ) as client,
+    ):
         await client.wait_ready(model, options.ready_timeout_seconds)
         card = await client.model_card(model)
         if card.channels != 1:  # a study-level system (MRI series): radserve.client.mri_classify
@@ -136,16 +140,13 @@ async def classify(
             )
         if options.accept_any:
             card = card.replace(accepts=InputContract.any())
-        async with (
-            DecodePool(options.workers, options.decode_worker_imports) as decoders,
-            RequestPacker(
-                client,
-                model,
-                images_per_request=options.images_per_request,
-                max_in_flight=options.max_in_flight,
-                metrics=metrics,
-            ) as packer,
-        ):
+        async with RequestPacker(
+            client,
+            model,
+            images_per_request=options.images_per_request,
+            max_in_flight=options.max_in_flight,
+            metrics=metrics,
+        ) as packer:
 
             async def worker() -> None:
                 for path in pending:

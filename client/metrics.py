@@ -76,6 +76,12 @@ class ClientMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.decoded_files = Counter(
+            "radserve_decoded_files",
+            "Files prepared, by decoder (cpu, gpu) and why a --decode gpu run left a file to the CPU",
+            ["model", "decoder", "fallback_reason"],
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "radserve_request_seconds",
             "One gRPC inference request (its last attempt), seen from the client",

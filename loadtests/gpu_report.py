@@ -32,10 +32,12 @@ def _served_lines(report: dict[str, Any]) -> list[str]:
         lines.append("| " + " | ".join(f"{rate:,.0f}" for rate in raw.values()) + " |")
     parity = served.get("parity")
     if parity:
+        margins = parity.get("disagreement_margins")
+        near = f"; the reference's top-1 margin where they disagree: {list(margins)}" if margins else ""
         lines += [
             "",
             f"Served parity vs PyTorch fp32 on the CPU ({parity['samples']} radiographs): top-1 "
-            f"{parity['top1_agreement']:.1%}, max abs diff {parity['max_abs_diff']:.2e}.",
+            f"{parity['top1_agreement']:.1%}, max abs diff {parity['max_abs_diff']:.2e}{near}.",
         ]
     if served.get("points"):
         lines += ["", "| radiographs per request | in flight | img/s | p50 ms | p99 ms | served / raw |"]
@@ -72,11 +74,24 @@ def _decode_lines(report: dict[str, Any]) -> list[str]:
             f"| {name} | {entry.get('bit_exact', '-')} | {entry.get('gpu_one_ms', '-')} | "
             f"{entry.get('gpu_batched_per_s', '-')} | {cpu} | {entry.get('error', '')} |"
         )
-    lines.append("")
-    lines.append(
-        f"Host-to-GPU copy of the uncompressed pixels: {decode.get('h2d_uncompressed_ms')} ms; window LUT + "
-        f"letterbox resize to 224 on the GPU: {decode.get('gpu_lut_resize_224_per_s')} radiographs/s."
-    )
+    lines += ["", f"Host-to-GPU copy of the uncompressed pixels: {decode.get('h2d_uncompressed_ms')} ms."]
+    client = decode.get("client_224") or {}
+    if client:
+        lines += [
+            "",
+            "The client's `--decode gpu` (decode + display table + letterbox to 224) vs its CPU path:",
+            "",
+            "| file | on GPU | max grey diff | GPU ms/file | CPU ms/file | fallback / error |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {entry['on_gpu']} | {entry.get('max_grey_diff', '-')} | "
+            f"{entry.get('gpu_ms', '-')} | {entry.get('cpu_ms', '-')} | "
+            f"{entry.get('fallback_reason', entry.get('error', ''))} |"
+            for name, entry in client.items()
+        ]
+    elif decode.get("client_error"):
+        lines += ["", f"The client's `--decode gpu` failed: {decode['client_error']}"]
     return lines
 
 

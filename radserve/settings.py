@@ -69,6 +69,7 @@ class ClientDefaults:
         "processes decoding DICOM",
         per_host=lambda: max(1, min(4, os.cpu_count() or 1)),
     )
+    decode: str = _unit("cpu", "where files are decoded and resized: cpu (workers) or gpu (nvImageCodec)")
     request_timeout_seconds: float = _unit(60.0, "s, deadline of one gRPC request")
     retry_initial_backoff_seconds: float = _unit(0.1, "s")
     retry_max_backoff_seconds: float = _unit(5.0, "s")

@@ -98,7 +98,7 @@ def _pydicom_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
         arr = arr[np.newaxis]
     frames = [_unsigned(f) for f in arr]
     for i, frame in enumerate(frames):
-        _check_shape(frame, info, i, path)
+        check_shape(frame, info, i, path)
     return _finish(ds, info, frames, _kind_for(photometric), path)
 
 
@@ -115,11 +115,8 @@ def _finish(ds: Dataset, info: PixelInfo, frames: list[np.ndarray], kind: Kind, 
     return Decoded(rgb, "RGB", 8 * rgb[0].dtype.itemsize)
 
 
-def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
-    """JPEG family, JPEG-LS, JPEG 2000 and HTJ2K frames via imagecodecs."""
-    import imagecodecs  # only compressed files need it (a GPU host may decode them with nvImageCodec)
-
-    uid = info.transfer_syntax
+def encoded_frames(ds: Dataset, info: PixelInfo, path: str) -> list[bytes]:
+    """The encapsulated Pixel Data's ``info.frames`` frames; :class:`InputError` if it cannot be split."""
     offsets = None
     if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
         offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
@@ -135,9 +132,17 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
             "decode_failed",
             f"encapsulated Pixel Data holds {len(encoded)} frame(s), NumberOfFrames is {info.frames}",
         )
+    return encoded[: info.frames]
+
+
+def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
+    """JPEG family, JPEG-LS, JPEG 2000 and HTJ2K frames via imagecodecs."""
+    import imagecodecs  # only compressed files need it (a GPU host may decode them with nvImageCodec)
+
+    uid = info.transfer_syntax
     kind = _kind_for(info.photometric)
     frames = []
-    for i, data in enumerate(encoded[: info.frames]):
+    for i, data in enumerate(encoded_frames(ds, info, path)):
         try:
             if uid in JPEG_SYNTAXES:
                 frame, kind = _decode_jpeg(data, info)
@@ -156,7 +161,7 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
         frame = _unsigned(frame)
         if frame.ndim == 3 and frame.shape[2] == 1:
             frame = frame[:, :, 0]
-        _check_shape(frame, info, i, path)
+        check_shape(frame, info, i, path)
         frames.append(frame)
     return _finish(ds, info, frames, kind, path)
 
@@ -234,7 +239,7 @@ def _unsigned(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def _check_shape(frame: np.ndarray, info: PixelInfo, index: int, path: str) -> None:
+def check_shape(frame: np.ndarray, info: PixelInfo, index: int, path: str) -> None:
     expected = (info.rows, info.columns) + ((3,) if info.samples == 3 else ())
     if frame.shape != expected:
         got = "x".join(str(n) for n in frame.shape)

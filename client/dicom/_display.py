@@ -297,8 +297,13 @@ def needs_auto_window(params: DisplayParams) -> bool:
 def auto_window(frame: np.ndarray, params: DisplayParams) -> tuple[float, float]:
     """The percentile window of a frame's non-padding modality values (from a histogram)."""
     bits = 8 * frame.dtype.itemsize
+    return window_from_counts(_histogram(frame, bits), params, bits)
+
+
+def window_from_counts(counts: np.ndarray, params: DisplayParams, bits: int) -> tuple[float, float]:
+    """:func:`auto_window` from the frame's histogram of container values (``2**bits`` counts)."""
     table = _table(params, bits)
-    counts = _histogram(frame, bits)
+    counts = np.array(counts, dtype=np.int64)
     counts[table.padding] = 0
     cumulative = np.cumsum(counts[table.order])
     total = cumulative[-1]

@@ -109,6 +109,21 @@ def _area_table(source: int, target: int) -> tuple[np.ndarray, ...]:
     return first, end, before, after, inverse
 
 
+def area_weights(source: int, target: int) -> np.ndarray:
+    """The ``target x source`` matrix of :func:`_area_table`'s weights: row ``i`` averages the input
+    cells output ``i`` covers (a shrink along one axis is one matrix product; the GPU path uses it)."""
+    first, end, before, after, inverse = _area_table(source, target)
+    weights = np.zeros((target, source), np.float32)
+    for index in range(target):
+        weights[index, first[index] : end[index]] = 1.0
+        if before[index]:
+            weights[index, first[index] - 1] += before[index]
+        if after[index]:
+            weights[index, end[index]] += after[index]
+        weights[index] *= inverse[index]
+    return weights
+
+
 @njit(cache=True, nogil=True)
 def _lut_area(
     image, lut, y_first, y_end, y_before, y_after, y_inverse, x_first, x_end, x_before, x_after, x_inverse

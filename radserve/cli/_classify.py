@@ -114,6 +114,7 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
         max_in_flight=args.max_in_flight,
         images_per_request=args.images_per_request,
         workers=args.workers,
+        decode=args.decode,
         sr_dir=args.sr_dir,
         metrics=metrics,
         tls=tls,
@@ -172,6 +173,13 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--workers", type=_positive, default=SETTINGS.client.decode_workers, help="decode worker processes"
+    )
+    command.add_argument(
+        "--decode",
+        choices=("cpu", "gpu"),
+        default=SETTINGS.client.decode,
+        help="gpu: nvImageCodec decodes JPEG 2000, HTJ2K and JPEG Lossless and the display table and resize "
+        "run on the GPU (extra 'gpu'); other files fall back to the CPU workers, counted in the metrics",
     )
     command.add_argument("--show", type=int, default=50, help="print at most this many rows")
     command.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
