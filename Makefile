@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs soak gpu-bundle
+.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-systems soak gpu-bundle
 
 install: $(STAMP)
 
@@ -114,6 +114,16 @@ bench-docs: $(DEMO_CHECKPOINT)
 	$(RADSERVE) tune resnet18 --repository $(BENCH_REPOSITORY) --concurrency 16 --out docs/bench/tune-resnet18.json
 	$(PY) -m radserve.loadtests.tables --readme README.md --tune docs/bench/tune-resnet18.json \
 	  --bench $(foreach entry,$(BENCH_MODELS),docs/bench/$(lastword $(subst :, ,$(entry))).json)
+
+# The five systems at their study input sizes (random-init study architectures, served with each
+# system's contract): docs/bench/system-NAME.json and the README's systems table.
+SYSTEMS := spine-view spondylolisthesis body-region vertebral-fracture-mri fracture
+bench-systems: | $(STAMP)
+	for system in $(SYSTEMS); do \
+	  $(RADSERVE) bench --system $$system --batches 1 4 8 --concurrency 1 4 8 --seconds 3 \
+	    --out $(BUILD)/bench/system-$$system && \
+	  cp $(BUILD)/bench/system-$$system/bench.json docs/bench/system-$$system.json || exit 1; done
+	$(PY) -m radserve.loadtests.tables --readme README.md --systems $(foreach s,$(SYSTEMS),docs/bench/system-$(s).json)
 
 test: $(STAMP) prometheus dicom3tools dcmtk nginx
 	$(PY) -m ruff check .

@@ -178,36 +178,53 @@ def run(args: argparse.Namespace) -> BenchResult:
     seconds = args.seconds or (0.5 if quick else 5.0)
     repeats = args.repeats
     concurrencies = tuple(args.concurrency or ((1, 4, 16) if quick else CONCURRENCIES))
-    version = latest_version(args.repository, args.model)
-    card = ModelCard.read(version)
-    images = wire_images(card, args.dicom)
     cores = os.cpu_count() or 1
-    raw = measure_raw(version / "model.onnx", images, seconds, (1, 8) if quick else BATCHES, cores, repeats)
-    naive, naive_precision = (
-        ([], "") if args.no_naive else measure_naive(card, images, concurrencies, seconds, repeats)
-    )
     with tempfile.TemporaryDirectory(prefix="radserve-bench-") as work:
-        folder = args.dicom
-        if folder is None:
-            from radserve.synthetic.dataset import write_synthetic_set
+        repository, model, folder = args.repository, args.model, args.dicom
+        if args.system:
+            from radserve.loadtests.system_bench import system_model
 
-            folder = Path(work) / "dicom"
-            write_synthetic_set(folder, 12 if quick else 60, seed=3, matrix=(640, 528))
-        with TritonServer(args.repository, ports=free_ports()) as server:
+            exported = system_model(args.system, Path(work))
+            repository, model, folder, images = (
+                exported.repository,
+                exported.model,
+                exported.dicom,
+                exported.images,
+            )
+            card = ModelCard.read(latest_version(repository, model))
+        else:
+            card = ModelCard.read(latest_version(repository, model))
+            images = wire_images(card, folder)
+            if folder is None:
+                from radserve.synthetic.dataset import write_synthetic_set
+
+                folder = Path(work) / "dicom"
+                write_synthetic_set(folder, 12 if quick else 60, seed=3, matrix=(640, 528))
+        version = latest_version(repository, model)
+        batches = args.batches or ((1, 8) if quick else BATCHES)
+        raw = measure_raw(version / "model.onnx", images, seconds, batches, cores, repeats)
+        naive, naive_precision = (
+            ([], "")
+            if args.no_naive or args.system
+            else measure_naive(card, images, concurrencies, seconds, repeats)
+        )
+        with TritonServer(repository, ports=free_ports()) as server:
             served = measure_served(
-                server.grpc_url, args.model, images, concurrencies, seconds, server.metrics_url, repeats
+                server.grpc_url, model, images, concurrencies, seconds, server.metrics_url, repeats
             )
-            end_to_end = measure_end_to_end(
-                server.grpc_url,
-                args.model,
-                folder,
-                seconds if quick else 2 * seconds,
-                args.max_in_flight,
-                repeats,
-            )
+            end_to_end = None
+            if folder is not None:
+                end_to_end = measure_end_to_end(
+                    server.grpc_url,
+                    model,
+                    folder,
+                    seconds if quick else 2 * seconds,
+                    args.max_in_flight,
+                    repeats,
+                )
     instances, threads = cpu_split(SETTINGS.batching.max_cpu_instances, cores)
     return BenchResult(
-        model=args.model,
+        model=model,
         architecture=card.architecture,
         input_size=card.input_size,
         precision=card.precision,
@@ -227,7 +244,13 @@ def run(args: argparse.Namespace) -> BenchResult:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from radserve.settings import SETTINGS
 
-    parser.add_argument("--model", required=True, help="model name in the repository")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model", help="model name in the repository")
+    target.add_argument(
+        "--system",
+        help="a served system (radserve systems) at its study input size: a random-init model of its "
+        "architecture exported with its contract into a scratch repository (no naive baseline)",
+    )
     parser.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
     parser.add_argument("--dicom", type=Path, help="DICOM folder for requests and the end-to-end path")
     parser.add_argument(
@@ -235,6 +258,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seconds", type=float, help="measuring time per run (default 5, quick 0.5)")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per point (median and range)")
+    parser.add_argument("--batches", type=int, nargs="+", help="raw batch sizes (default 1-32, quick 1 8)")
     parser.add_argument("--max-in-flight", type=int, default=SETTINGS.client.max_in_flight)
     parser.add_argument("--no-naive", action="store_true", help="skip the PyTorch eager baseline")
     parser.add_argument(

@@ -4,7 +4,7 @@
         --readme README.md
 
 Prints the tables; with ``--readme`` also replaces the text between ``<!-- radserve:NAME -->`` and
-``<!-- /radserve:NAME -->`` (NAME ``bench-table`` / ``tune-table``) in that file.
+``<!-- /radserve:NAME -->`` (NAME ``bench-table`` / ``systems-table`` / ``tune-table``) in that file.
 """
 
 from __future__ import annotations
@@ -62,6 +62,28 @@ def bench_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join([header, "|---" * 8 + "|", *(bench_row(result) for result in results)])
 
 
+def systems_table(results: Sequence[dict[str, Any]]) -> str:
+    """One row per served system (``radserve bench --system``): raw and served at each's best."""
+    lines = [
+        "| system | network @ study input | raw img/s (layout, batch) | served img/s | served / raw | "
+        "end-to-end radiographs/s |",
+        "|---" * 6 + "|",
+    ]
+    for result in results:
+        raw, served = _best(result["raw"]), _best(result["served"])
+        end_to_end = result["end_to_end"]
+        cells = [
+            result["model"],
+            f"{result['architecture']} @ {result['input_size'][0]}",
+            f"{_figure(raw)} ({raw['layout']}, b{raw['batch']})",
+            f"{_figure(served)} (c{served['concurrency']})",
+            f"{result['ratios']['served_over_raw']:.2f}",
+            _figure(end_to_end) if end_to_end else "- (study tensors)",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def tune_table(result: dict[str, Any]) -> str:
     best = result["best"]
     lines = [
@@ -92,11 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, nargs="*", default=[], help="bench.json files, in row order")
     parser.add_argument("--tune", type=Path, help="a tune.json file")
+    parser.add_argument(
+        "--systems", type=Path, nargs="*", default=[], help="bench.json files of --system runs"
+    )
     parser.add_argument("--readme", type=Path, help="write the tables into this file's marked blocks")
     args = parser.parse_args(argv)
     blocks = {}
     if args.bench:
         blocks["bench-table"] = bench_table([json.loads(path.read_text()) for path in args.bench])
+    if args.systems:
+        blocks["systems-table"] = systems_table([json.loads(path.read_text()) for path in args.systems])
     if args.tune:
         blocks["tune-table"] = tune_table(json.loads(args.tune.read_text()))
     for name, block in blocks.items():

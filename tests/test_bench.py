@@ -138,3 +138,20 @@ def test_naive_fp16_engine_keeps_normalisation_and_softmax_in_float32() -> None:
     assert half.dtype == torch.float32 and next(graph.network.parameters()).dtype == torch.float16
     torch.testing.assert_close(half.sum(dim=1), torch.ones(2))
     assert (half - reference).abs().max() < 0.01
+
+
+def test_bench_system_serves_the_study_contract_at_its_input_size(tmp_path: Path) -> None:
+    """``--system``: the study's architecture and input size, exported with the system's contract; the
+    MRI system's requests are [1, 6, H, W] study tensors and it has no end-to-end folder path."""
+    done = _radserve(
+        "bench", "--system", "vertebral-fracture-mri", "--quick", "--repeats", "1", "--batches", "1",
+        "--concurrency", "2", "--seconds", "0.3", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert (result["model"], result["architecture"], result["input_size"]) == (
+        "vertebral-fracture-mri", "resnet50", [224, 224]
+    )  # fmt: skip
+    assert result["served"][0]["images_per_second"] > 0 and result["raw"]
+    assert result["naive"] == [] and result["end_to_end"] is None
+    assert "served_over_raw" in result["ratios"]
