@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from radserve.loadtests import cpu_profile
 from radserve.loadtests.points import REPEATS, Point, Run, interleaved, timed_run, warm_up_seconds
 from radserve.loadtests.report import BenchResult, plot
 from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard, model_versions
@@ -48,7 +49,12 @@ def latest_version(repository: Path, model: str) -> Path:
 
 
 async def _served(
-    url: str, model: str, images: Sequence[np.ndarray], concurrency: int, seconds: float
+    url: str,
+    model: str,
+    images: Sequence[np.ndarray],
+    concurrency: int,
+    seconds: float,
+    server_pid: int | None = None,
 ) -> Run:
     import tritonclient.grpc.aio as grpcclient
 
@@ -76,13 +82,18 @@ async def _served(
         deadline = time.perf_counter() + warm_up_seconds(seconds)  # fill the batcher, settle
         await asyncio.gather(*(user(i) for i in range(concurrency)))
         measuring = True
+        cpu_before = cpu_profile.sample(server_pid) if server_pid else None
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(*(user(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_profile.sample(server_pid) if server_pid else None
     finally:
         await client.close()
-    return timed_run(latencies, len(latencies), elapsed)
+    run = timed_run(latencies, len(latencies), elapsed)
+    if cpu_before is not None and cpu_after is not None:
+        run.extra["cpu_ms_per_image"] = cpu_profile.per_image(cpu_before, cpu_after, len(latencies))
+    return run
 
 
 def measure_served(
@@ -93,13 +104,15 @@ def measure_served(
     seconds: float,
     metrics_url: str = "",
     repeats: int = REPEATS,
+    server_pid: int | None = None,
 ) -> list[Point]:
-    """Triton over gRPC, one request per radiograph, ``concurrency`` requests in flight."""
+    """Triton over gRPC, one request per radiograph, ``concurrency`` requests in flight; with
+    ``server_pid``, each run's CPU cost per radiograph by process (:mod:`.cpu_profile`)."""
     from radserve.server_config.triton_metrics import model_counters
 
     def measure(concurrency: int) -> Run:
         before = model_counters(metrics_url, model) if metrics_url else None
-        run = asyncio.run(_served(url, model, images, concurrency, seconds))
+        run = asyncio.run(_served(url, model, images, concurrency, seconds, server_pid))
         if before is not None:  # includes the warm-up's requests: same load, same batches
             run.extra["average_batch_size"] = round(
                 (model_counters(metrics_url, model) - before).average_batch_size, 2
@@ -210,7 +223,14 @@ def run(args: argparse.Namespace) -> BenchResult:
         )
         with TritonServer(repository, ports=free_ports()) as server:
             served = measure_served(
-                server.grpc_url, model, images, concurrencies, seconds, server.metrics_url, repeats
+                server.grpc_url,
+                model,
+                images,
+                concurrencies,
+                seconds,
+                server.metrics_url,
+                repeats,
+                server.pid,
             )
             end_to_end = None
             if folder is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radserve.loadtests import cpu_profile
 from radserve.loadtests.points import Point, best
 
 # served/raw above this means the raw line is not the engine's limit (or the machine changed)
@@ -56,6 +57,10 @@ class BenchResult:
         if self.naive_precision and self.naive_precision != self.precision:
             label += f" (PyTorch eager has no CPU {self.precision})"
         return label
+
+    def cpu_profile(self) -> dict[str, Any]:
+        """CPU cost per radiograph by process at the best served point, and the served/raw bound."""
+        return cpu_profile.profile(self.served_best, self.raw_best, self.cpu_count)
 
     def ratios(self) -> dict[str, Any]:
         served = self.served_best.images_per_second
@@ -134,6 +139,7 @@ class BenchResult:
             "naive": [p.to_dict() for p in self.naive],
             "end_to_end": self.end_to_end.to_dict() if self.end_to_end else None,
             "ratios": self.ratios(),
+            "cpu_profile": self.cpu_profile(),
             "warnings": self.warnings(),
         }
 
@@ -174,6 +180,7 @@ class BenchResult:
         lines.append(f"at each path's best: {ratios}  (* = best of its path)")
         if self.naive:
             lines.append(f"naive = {self.naive_label}")
+        lines += cpu_profile.describe(self.cpu_profile())
         return "\n".join(lines)
 
 

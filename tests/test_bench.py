@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from radserve.export.pipeline import ExportResult
 from radserve.loadtests.points import Point, Run
 from radserve.loadtests.report import BenchResult
@@ -52,6 +54,17 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
     assert set(ratios["served_over_naive_per_concurrency"]) == {"1", "4", "16"}
     assert (ratios["served_over_raw"] > 1.02) == bool(result["warnings"])
     assert result["naive_engine"] == "ThreadingHTTPServer + PyTorch eager fp32"
+    # where the cores went at the best served point: every party's CPU per radiograph, and the bound
+    profile = result["cpu_profile"]
+    costs = profile["cpu_ms_per_image"]
+    assert costs["client"] > 0 and costs["tritonserver"] > 0 and costs["backends"] > 0
+    assert costs["total"] == pytest.approx(
+        costs["client"] + costs["tritonserver"] + costs["backends"], abs=2e-3
+    )
+    assert profile["served_over_raw_bound"] == pytest.approx(
+        profile["raw_engine_cpu_ms_per_image"] / costs["total"], abs=2e-3
+    )
+    assert "CPU per radiograph" in done.stdout
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for path in ("raw", "served", "naive", "end_to_end", "served_over_raw"):
         assert path in done.stdout
