@@ -31,13 +31,23 @@ from typing import Any
 import numpy as np
 
 from radserve.loadtests import cpu_profile
-from radserve.loadtests.points import REPEATS, Point, Run, interleaved, timed_run, warm_up_seconds
+from radserve.loadtests.points import (
+    REPEATS,
+    Point,
+    Run,
+    config_label,
+    interleaved,
+    packed,
+    timed_run,
+    warm_up_seconds,
+)
 from radserve.loadtests.report import BenchResult, plot
 from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard, model_versions
 
 LOGGER = logging.getLogger(__name__)
 
 CONCURRENCIES = (1, 2, 4, 8, 16)
+PER_REQUEST = (1, 8)  # radiographs per request: one, and the client's default packing
 
 
 def latest_version(repository: Path, model: str) -> Path:
@@ -55,12 +65,13 @@ async def _served(
     concurrency: int,
     seconds: float,
     server_pid: int | None = None,
+    per_request: int = 1,
 ) -> Run:
     import tritonclient.grpc.aio as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
     requests = []
-    for image in images:
+    for image in packed(images, per_request):
         request = grpcclient.InferInput(INPUT_NAME, list(image.shape), "UINT8")
         request.set_data_from_numpy(image)
         requests.append([request])
@@ -90,9 +101,9 @@ async def _served(
         cpu_after = cpu_profile.sample(server_pid) if server_pid else None
     finally:
         await client.close()
-    run = timed_run(latencies, len(latencies), elapsed)
+    run = timed_run(latencies, len(latencies) * per_request, elapsed)
     if cpu_before is not None and cpu_after is not None:
-        run.extra["cpu_ms_per_image"] = cpu_profile.per_image(cpu_before, cpu_after, len(latencies))
+        run.extra["cpu_ms_per_image"] = cpu_profile.per_image(cpu_before, cpu_after, run.images)
     return run
 
 
@@ -100,28 +111,29 @@ def measure_served(
     url: str,
     model: str,
     images: Sequence[np.ndarray],
-    concurrencies: Sequence[int],
+    configs: Sequence[tuple[int, int]],
     seconds: float,
     metrics_url: str = "",
     repeats: int = REPEATS,
     server_pid: int | None = None,
 ) -> list[Point]:
-    """Triton over gRPC, one request per radiograph, ``concurrency`` requests in flight; with
+    """Triton over gRPC at each (requests in flight, radiographs per request) of ``configs``; with
     ``server_pid``, each run's CPU cost per radiograph by process (:mod:`.cpu_profile`)."""
     from radserve.server_config.triton_metrics import model_counters
 
-    def measure(concurrency: int) -> Run:
+    def measure(config: tuple[int, int]) -> Run:
+        concurrency, per_request = config
         before = model_counters(metrics_url, model) if metrics_url else None
-        run = asyncio.run(_served(url, model, images, concurrency, seconds, server_pid))
+        run = asyncio.run(_served(url, model, images, concurrency, seconds, server_pid, per_request))
         if before is not None:  # includes the warm-up's requests: same load, same batches
             run.extra["average_batch_size"] = round(
                 (model_counters(metrics_url, model) - before).average_batch_size, 2
             )
-        LOGGER.info("served c=%d: %.1f img/s", concurrency, run.images_per_second)
+        LOGGER.info("served %s: %.1f img/s", config_label(*config), run.images_per_second)
         return run
 
-    runs = interleaved(list(concurrencies), measure, repeats)
-    points = [Point("served", c, 1, point_runs) for c, point_runs in zip(concurrencies, runs, strict=True)]
+    runs = interleaved(list(configs), measure, repeats)
+    points = [Point("served", c, k, point_runs) for (c, k), point_runs in zip(configs, runs, strict=True)]
     for point in points:
         batches = [run.extra["average_batch_size"] for run in point.runs if "average_batch_size" in run.extra]
         if batches:
@@ -191,6 +203,8 @@ def run(args: argparse.Namespace) -> BenchResult:
     seconds = args.seconds or (0.5 if quick else 5.0)
     repeats = args.repeats
     concurrencies = tuple(args.concurrency or ((1, 4, 16) if quick else CONCURRENCIES))
+    per_request = tuple(args.images_per_request or ((1,) if quick else PER_REQUEST))
+    configs = [(c, k) for k in per_request for c in concurrencies]
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="radserve-bench-") as work:
         repository, model, folder = args.repository, args.model, args.dicom
@@ -219,14 +233,14 @@ def run(args: argparse.Namespace) -> BenchResult:
         naive, naive_precision = (
             ([], "")
             if args.no_naive or args.system
-            else measure_naive(card, images, concurrencies, seconds, repeats)
+            else measure_naive(card, images, configs, seconds, repeats)
         )
         with TritonServer(repository, ports=free_ports()) as server:
             served = measure_served(
                 server.grpc_url,
                 model,
                 images,
-                concurrencies,
+                configs,
                 seconds,
                 server.metrics_url,
                 repeats,
@@ -278,6 +292,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seconds", type=float, help="measuring time per run (default 5, quick 0.5)")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per point (median and range)")
+    parser.add_argument(
+        "--images-per-request",
+        type=int,
+        nargs="+",
+        help=f"radiographs per request of the served and naive paths (default {PER_REQUEST}, quick 1)",
+    )
     parser.add_argument("--batches", type=int, nargs="+", help="raw batch sizes (default 1-32, quick 1 8)")
     parser.add_argument("--max-in-flight", type=int, default=SETTINGS.client.max_in_flight)
     parser.add_argument("--no-naive", action="store_true", help="skip the PyTorch eager baseline")

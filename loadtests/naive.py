@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from radserve.loadtests.points import REPEATS, Point, Run, interleaved, timed_run, warm_up_seconds
+from radserve.loadtests.points import REPEATS, Point, Run, interleaved, packed, timed_run, warm_up_seconds
 from radserve.model_card import ModelCard, Precision
 from radserve.server_config.triton import free_ports
 
@@ -94,20 +94,23 @@ def _load(port: int, images: Sequence[np.ndarray], concurrency: int, seconds: fl
 def measure_naive(
     card: ModelCard,
     images: Sequence[np.ndarray],
-    concurrencies: Sequence[int],
+    configs: Sequence[tuple[int, int]],
     seconds: float,
     repeats: int = REPEATS,
 ) -> tuple[list[Point], str]:
-    """Points per concurrency, and the PyTorch eager precision that ran (see ``eager_precision``)."""
+    """Points per (requests in flight, radiographs per request), the same as the served path's, and
+    the PyTorch eager precision that ran (see ``eager_precision``)."""
     precision = eager_precision(card.precision)
 
-    def measure(concurrency: int) -> Run:
-        _load(port, images, concurrency, warm_up_seconds(seconds))
+    def measure(config: tuple[int, int]) -> Run:
+        concurrency, per_request = config
+        requests = packed(images, per_request)
+        _load(port, requests, concurrency, warm_up_seconds(seconds))
         started = time.perf_counter()
-        latencies = _load(port, images, concurrency, seconds)
-        return timed_run(latencies, len(latencies), time.perf_counter() - started)
+        latencies = _load(port, requests, concurrency, seconds)
+        return timed_run(latencies, len(latencies) * per_request, time.perf_counter() - started)
 
     with naive_server(card, precision) as port:
-        runs = interleaved(list(concurrencies), measure, repeats)
-    points = [Point("naive", c, 1, point_runs) for c, point_runs in zip(concurrencies, runs, strict=True)]
+        runs = interleaved(list(configs), measure, repeats)
+    points = [Point("naive", c, k, point_runs) for (c, k), point_runs in zip(configs, runs, strict=True)]
     return points, precision

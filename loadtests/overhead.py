@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, server in order if round_index % 2 == 0 else order[::-1]:  # ABBA: no order bias
                     for concurrency in (1, 16):
                         (point,) = measure_served(
-                            server.grpc_url, args.model, images, (concurrency,), args.seconds, repeats=1
+                            server.grpc_url, args.model, images, ((concurrency, 1),), args.seconds, repeats=1
                         )
                         results[name].setdefault(f"p50_us_c{concurrency}", []).append(point.p50_ms * 1000)
                         results[name].setdefault(f"img_s_c{concurrency}", []).append(point.images_per_second)

@@ -103,6 +103,22 @@ class Point:
         }
 
 
+def packed(images: Sequence[np.ndarray], per_request: int) -> list[np.ndarray]:
+    """``images`` (``[1, C, H, W]`` each) as requests of ``per_request`` radiographs, cycling through them."""
+    if per_request == 1:
+        return list(images)
+    count = len(images)
+    return [
+        np.concatenate([images[(start + index) % count] for index in range(per_request)])
+        for start in range(0, count, per_request)
+    ]
+
+
+def config_label(concurrency: int, per_request: int) -> str:
+    """How a (requests in flight, radiographs per request) configuration is named in ratios and tables."""
+    return str(concurrency) if per_request == 1 else f"{concurrency}x{per_request}"
+
+
 def interleaved(configs: Sequence[Config], measure: Callable[[Config], Run], repeats: int) -> list[list[Run]]:
     """``repeats`` runs of every config, round by round; the runs of each config, in config order."""
     runs: list[list[Run]] = [[] for _ in configs]

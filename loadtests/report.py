@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from radserve.loadtests import cpu_profile
-from radserve.loadtests.points import Point, best
+from radserve.loadtests.points import Point, best, config_label
 
 # served/raw above this means the raw line is not the engine's limit (or the machine changed)
 SERVED_OVER_RAW_LIMIT = 1.02
@@ -67,11 +67,13 @@ class BenchResult:
         ratios: dict[str, Any] = {"served_over_raw": round(served / self.raw_best.images_per_second, 3)}
         if self.naive:
             ratios["served_over_naive_at_best"] = round(served / best(self.naive).images_per_second, 3)
-            naive = {p.concurrency: p.images_per_second for p in self.naive}
+            naive = {(p.concurrency, p.batch): p.images_per_second for p in self.naive}
             ratios["served_over_naive_per_concurrency"] = {
-                str(p.concurrency): round(p.images_per_second / naive[p.concurrency], 3)
+                config_label(p.concurrency, p.batch): round(
+                    p.images_per_second / naive[p.concurrency, p.batch], 3
+                )
                 for p in self.served
-                if naive.get(p.concurrency)
+                if naive.get((p.concurrency, p.batch))
             }
         if self.end_to_end is not None:
             ratios["end_to_end_over_served"] = round(self.end_to_end.images_per_second / served, 3)
@@ -145,7 +147,7 @@ class BenchResult:
 
     def table(self) -> str:
         raw_best = self.raw_best.images_per_second
-        naive = {p.concurrency: p.images_per_second for p in self.naive}
+        naive = {(p.concurrency, p.batch): p.images_per_second for p in self.naive}
         lines = [
             f"{self.model} ({self.architecture} @ {self.input_size[0]}x{self.input_size[1]}, "
             f"{self.precision}), "
@@ -159,8 +161,8 @@ class BenchResult:
             ips = p.images_per_second
             low, high = p.spread
             versus_naive = (
-                f"{ips / naive[p.concurrency]:>6.2f}"
-                if p.path == "served" and naive.get(p.concurrency)
+                f"{ips / naive[p.concurrency, p.batch]:>6.2f}"
+                if p.path == "served" and naive.get((p.concurrency, p.batch))
                 else f"{'-':>6}"
             )
             marked = (
@@ -198,12 +200,19 @@ def plot(result: BenchResult, path: Path) -> None:
         ls="--",
         label=f"raw ORT ({raw_best.layout}, b{raw_best.batch})",
     )
-    for points, style, label in (
-        (result.served, "o-", "served (Triton, gRPC)"),
-        (result.naive, "^:", f"naive ({result.naive_label})"),
-    ):
-        if not points:
-            continue
+    lines = [
+        (
+            [p for p in points if p.batch == per_request],
+            style,
+            name + (f", {per_request} per request" if per_request > 1 else ""),
+        )
+        for points, style, name in (
+            (result.served, "o-", "served (Triton, gRPC)"),
+            (result.naive, "^:", f"naive ({result.naive_label})"),
+        )
+        for per_request in sorted({p.batch for p in points})
+    ]
+    for points, style, label in lines:
         concurrency = [p.concurrency for p in points]
         spread = [
             [p.images_per_second - p.spread[0] for p in points],
@@ -217,7 +226,7 @@ def plot(result: BenchResult, path: Path) -> None:
         e2e = result.end_to_end
         left.plot([e2e.concurrency], [e2e.images_per_second], "s", color="g", label="end-to-end from DICOM")
         right.plot([e2e.concurrency], [e2e.p95_ms], "s", color="g", label="end-to-end request p95")
-    ticks = [p.concurrency for p in result.served]
+    ticks = sorted({p.concurrency for p in result.served})
     for axis, label in ((left, "radiographs/s (median, range)"), (right, "p95 latency (ms)")):
         axis.set_xscale("log", base=2)
         axis.set_xticks(ticks, [str(c) for c in ticks])

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from radserve.loadtests.points import config_label
+
 
 def _figure(point: dict[str, Any]) -> str:
     low, high = point["images_per_second_range"]
@@ -33,7 +35,7 @@ def bench_row(result: dict[str, Any]) -> str:
     cells = [
         f"{result['architecture']} {result['precision']} @ {result['input_size'][0]}",
         f"{_figure(raw)} ({raw['layout']}, b{raw['batch']})",
-        f"{_figure(served)} (c{served['concurrency']})",
+        f"{_figure(served)} (c{config_label(served['concurrency'], served['batch'])})",
         f"{ratios['served_over_raw']:.2f}" + (" (see its warning)" if result.get("warnings") else ""),
     ]
     if result["naive"]:
@@ -42,7 +44,7 @@ def bench_row(result: dict[str, Any]) -> str:
         engine = engine.split(" (")[0] + (", no CPU int8" if "int8" in engine else "")
         per_concurrency = " / ".join(f"{v:.1f}" for v in ratios["served_over_naive_per_concurrency"].values())
         cells += [
-            f"{_figure(naive)} (c{naive['concurrency']}, eager {engine})",
+            f"{_figure(naive)} (c{config_label(naive['concurrency'], naive['batch'])}, eager {engine})",
             f"{ratios['served_over_naive_at_best']:.2f}",
             per_concurrency,
         ]
@@ -54,7 +56,9 @@ def bench_row(result: dict[str, Any]) -> str:
 
 
 def bench_table(results: Sequence[dict[str, Any]]) -> str:
-    concurrencies = "/".join(str(p["concurrency"]) for p in results[0]["served"]) if results else ""
+    concurrencies = (
+        "/".join(config_label(p["concurrency"], p["batch"]) for p in results[0]["served"]) if results else ""
+    )
     header = (
         "| model | raw img/s (layout, batch) | served img/s | served / raw | naive img/s | "
         f"served / naive at best | served / naive at c = {concurrencies} | end-to-end radiographs/s |"
@@ -76,7 +80,7 @@ def systems_table(results: Sequence[dict[str, Any]]) -> str:
             result["model"],
             f"{result['architecture']} @ {result['input_size'][0]}",
             f"{_figure(raw)} ({raw['layout']}, b{raw['batch']})",
-            f"{_figure(served)} (c{served['concurrency']})",
+            f"{_figure(served)} (c{config_label(served['concurrency'], served['batch'])})",
             f"{result['ratios']['served_over_raw']:.2f}",
             _figure(end_to_end) if end_to_end else "- (study tensors)",
         ]

@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
                     server.grpc_url,
                     args.model,
                     images,
-                    (args.concurrency,),
+                    ((args.concurrency, 1),),
                     args.seconds,
                     server.metrics_url,
                     args.repeats,

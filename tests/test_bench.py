@@ -29,12 +29,15 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
 ) -> None:
     done = _radserve(
         "bench", "--model", TINY_MODEL, "--repository", str(repository), "--dicom", str(dicom_folder),
-        "--quick", "--out", str(tmp_path),
+        "--quick", "--images-per-request", "1", "4", "--out", str(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "bench.json").read_text())
-    assert [p["concurrency"] for p in result["served"]] == [1, 4, 16]
-    assert [p["concurrency"] for p in result["naive"]] == [1, 4, 16]  # the same concurrencies as served
+    configs = [(c, k) for k in (1, 4) for c in (1, 4, 16)]  # (requests in flight, radiographs per request)
+    assert [(p["concurrency"], p["batch"]) for p in result["served"]] == configs
+    assert [(p["concurrency"], p["batch"]) for p in result["naive"]] == configs  # the same as served
+    for point in result["served"]:  # each request carried its radiographs: images = requests x per request
+        assert all(run["images"] % point["batch"] == 0 for run in point["runs"])
     for point in (*result["raw"], *result["served"], *result["naive"], result["end_to_end"]):
         assert len(point["runs"]) == 3  # every point measured 3 times, every run kept
         low, high = point["images_per_second_range"]
@@ -51,7 +54,7 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
     ratios = result["ratios"]
     served_best = max(p["images_per_second"] for p in result["served"])
     assert ratios["served_over_raw"] == round(served_best / winner["images_per_second"], 3)
-    assert set(ratios["served_over_naive_per_concurrency"]) == {"1", "4", "16"}
+    assert set(ratios["served_over_naive_per_concurrency"]) == {"1", "4", "16", "1x4", "4x4", "16x4"}
     assert (ratios["served_over_raw"] > 1.02) == bool(result["warnings"])
     assert result["naive_engine"] == "ThreadingHTTPServer + PyTorch eager fp32"
     # where the cores went at the best served point: every party's CPU per radiograph, and the bound
