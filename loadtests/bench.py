@@ -26,11 +26,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from radserve.loadtests import cpu_profile
+from radserve.loadtests.end_to_end import measure_end_to_end
 from radserve.loadtests.points import (
     REPEATS,
     Point,
@@ -141,50 +141,6 @@ def measure_served(
     return points
 
 
-def measure_end_to_end(
-    url: str, model: str, folder: Path, seconds: float, max_in_flight: int, repeats: int = REPEATS
-) -> Point:
-    """The classify runner over ``folder`` (whole passes until ``seconds``, after whole passes for the
-    warm-up): DICOM files to result rows."""
-    from radserve.client.classify import ClassifyOptions, classify
-    from radserve.client.inputs import discover
-
-    files = discover([folder]).files
-    options = ClassifyOptions(url=url, max_in_flight=max_in_flight)
-    errors = 0
-
-    def passes(duration: float) -> Run:
-        nonlocal errors
-        latencies: list[float] = []
-        radiographs = 0
-        elapsed = 0.0
-
-        def on_rows(rows: list[Any]) -> None:
-            latencies.extend((row.latency_ms or 0) / 1000 for row in rows if row.status == "ok")
-
-        while elapsed < duration or not radiographs:
-            summary = asyncio.run(classify(files, model, on_rows, options))
-            radiographs += summary.radiographs
-            errors += summary.errors
-            elapsed += summary.seconds
-            if not summary.radiographs:
-                break
-        return timed_run(latencies, radiographs, elapsed)
-
-    def measure(_: int) -> Run:
-        passes(warm_up_seconds(seconds))
-        return passes(seconds)
-
-    (runs,) = interleaved([0], measure, repeats)
-    return Point(
-        "end_to_end",
-        max_in_flight,
-        1,
-        runs,
-        extra={"files": len(files), "errors": errors, "workers": options.workers},
-    )
-
-
 def wire_images(card: ModelCard, folder: Path | None, count: int = 16) -> list[np.ndarray]:
     """``uint8 [1, 1, H, W]`` requests, preprocessed by the client's pipeline."""
     from radserve.loadtests.images import wire_images as from_folder
@@ -255,6 +211,7 @@ def run(args: argparse.Namespace) -> BenchResult:
                     seconds if quick else 2 * seconds,
                     args.max_in_flight,
                     repeats,
+                    server.pid,
                 )
     instances, threads = cpu_split(SETTINGS.batching.max_cpu_instances, cores)
     return BenchResult(

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from radserve.loadtests.points import Point
+from radserve.loadtests.points import Point, config_label
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class CpuSample:
     """Cumulative CPU seconds (user + system) of each party, and of the whole machine."""
 
     client: float
+    decode_workers: float  # the client's child processes (radserve classify's decode pool)
     tritonserver: float
     backends: float  # the stub processes under tritonserver (ONNX Runtime runs there)
     machine_busy: float
@@ -35,21 +36,32 @@ def _seconds(times: Any) -> float:
     return float(times.user + times.system)
 
 
+def _total(processes: Sequence[psutil.Process]) -> float:
+    seconds = 0.0
+    for process in processes:
+        try:
+            seconds += _seconds(process.cpu_times())
+        except psutil.NoSuchProcess:  # a worker that ended meanwhile: its time is gone with it
+            continue
+    return seconds
+
+
 def sample(server_pid: int) -> CpuSample:
     """CPU seconds so far of this process (the client), ``server_pid`` and its children, the machine."""
     server = psutil.Process(server_pid)
-    backends = 0.0
-    for child in server.children(recursive=True):
-        try:
-            backends += _seconds(child.cpu_times())
-        except psutil.NoSuchProcess:
-            continue
+    stubs = server.children(recursive=True)
+    serving = {server_pid, *(stub.pid for stub in stubs)}
+    client = psutil.Process()
+    workers = [child for child in client.children(recursive=True) if child.pid not in serving]
+    own = client.cpu_times()
     machine = psutil.cpu_times()
     total = sum(machine)
     return CpuSample(
-        client=_seconds(psutil.Process().cpu_times()),
+        client=_seconds(own),
+        # live workers, and those that ended (their time moves into the parent's children_* fields)
+        decode_workers=_total(workers) + own.children_user + own.children_system,
         tritonserver=_seconds(server.cpu_times()),
-        backends=backends,
+        backends=_total(stubs),
         machine_busy=total - machine.idle - getattr(machine, "iowait", 0.0),
         machine_total=total,
     )
@@ -61,7 +73,7 @@ def per_image(before: CpuSample, after: CpuSample, images: int) -> dict[str, flo
         return {}
     costs = {
         name: round(1000 * (getattr(after, name) - getattr(before, name)) / images, 3)
-        for name in ("client", "tritonserver", "backends")
+        for name in ("client", "decode_workers", "tritonserver", "backends")
     }
     costs["total"] = round(sum(costs.values()), 3)
     elapsed = after.machine_total - before.machine_total
@@ -71,37 +83,64 @@ def per_image(before: CpuSample, after: CpuSample, images: int) -> dict[str, flo
     return costs
 
 
-def profile(served: Point, raw: Point, cores: int) -> dict[str, Any]:
-    """The served point's median CPU costs against the raw engine's, and the bound they set."""
-    runs = sorted(
-        (run for run in served.runs if run.extra.get("cpu_ms_per_image")),
-        key=lambda run: run.images_per_second,
-    )
-    if not runs or raw.images_per_second <= 0:
+def _median_run_costs(point: Point) -> dict[str, float]:
+    """The CPU costs of ``point``'s median run by throughput, whole (they add up; medians would not)."""
+    runs = [run for run in point.runs if run.extra.get("cpu_ms_per_image")]
+    if not runs:
         return {}
-    costs = runs[(len(runs) - 1) // 2].extra["cpu_ms_per_image"]  # the median run's, whole (they add up)
+    runs.sort(key=lambda run: run.images_per_second)
+    return runs[(len(runs) - 1) // 2].extra["cpu_ms_per_image"]
+
+
+def profile(served: Point, raw: Point, cores: int) -> dict[str, Any]:
+    """The served point's CPU costs against the raw engine's, and the bound they set."""
+    costs = _median_run_costs(served)
+    if not costs or not costs["total"] or raw.images_per_second <= 0:
+        return {}
     engine = 1000 * cores / raw.images_per_second
     return {
         "concurrency": served.concurrency,
+        "per_request": served.batch,
         "cpu_ms_per_image": costs,
         "raw_engine_cpu_ms_per_image": round(engine, 3),
         "outside_engine_cpu_ms_per_image": round(costs["total"] - engine, 3),
-        "served_over_raw_bound": round(engine / costs["total"], 3) if costs["total"] else 0.0,
-        "served_bound_images_per_second": round(1000 * cores / costs["total"], 1) if costs["total"] else 0.0,
+        "served_over_raw_bound": round(engine / costs["total"], 3),
+        "served_bound_images_per_second": round(1000 * cores / costs["total"], 1),
     }
 
 
-def describe(figures: dict[str, Any]) -> Sequence[str]:
-    """Lines for the bench table."""
-    if not figures:
-        return []
-    costs = figures["cpu_ms_per_image"]
-    return [
-        f"CPU per radiograph at c={figures['concurrency']} (median run): client {costs['client']:.2f} ms, "
+def end_to_end_profile(point: Point | None, cores: int) -> dict[str, Any]:
+    """The end-to-end path's CPU per radiograph (decode workers included) and the rate it allows."""
+    costs = _median_run_costs(point) if point is not None else {}
+    if not costs or not costs["total"]:
+        return {}
+    return {"cpu_ms_per_image": costs, "bound_images_per_second": round(1000 * cores / costs["total"], 1)}
+
+
+def _costs(costs: dict[str, float]) -> str:
+    return (
+        f"client {costs['client']:.2f} ms, decode workers {costs['decode_workers']:.2f} ms, "
         f"tritonserver {costs['tritonserver']:.2f} ms, "
-        f"backend stubs (ONNX Runtime) {costs['backends']:.2f} ms, "
-        f"total {costs['total']:.2f} ms; machine busy {costs['machine_busy_share']:.0%}",
-        f"raw engine {figures['raw_engine_cpu_ms_per_image']:.2f} ms per radiograph: "
-        f"{figures['outside_engine_cpu_ms_per_image']:.2f} ms outside it bound served/raw at "
-        f"{figures['served_over_raw_bound']:.2f} on these cores",
-    ]
+        f"backend stubs (ONNX Runtime) {costs['backends']:.2f} ms, total {costs['total']:.2f} ms; "
+        f"machine busy {costs['machine_busy_share']:.0%}"
+    )
+
+
+def describe(figures: dict[str, Any], end_to_end: dict[str, Any]) -> Sequence[str]:
+    """Lines for the bench table."""
+    lines = []
+    if figures:
+        lines += [
+            f"CPU per radiograph, served at c={config_label(figures['concurrency'], figures['per_request'])} "
+            "(median run): " + _costs(figures["cpu_ms_per_image"]),
+            f"  raw engine {figures['raw_engine_cpu_ms_per_image']:.2f} ms per radiograph: "
+            f"{figures['outside_engine_cpu_ms_per_image']:.2f} ms outside it bound served/raw at "
+            f"{figures['served_over_raw_bound']:.2f} on these cores",
+        ]
+    if end_to_end:
+        lines += [
+            "CPU per radiograph, end to end (median run): " + _costs(end_to_end["cpu_ms_per_image"]),
+            f"  these cores allow at most {end_to_end['bound_images_per_second']:.1f} radiographs/s "
+            "end to end",
+        ]
+    return lines

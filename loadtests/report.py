@@ -142,6 +142,7 @@ class BenchResult:
             "end_to_end": self.end_to_end.to_dict() if self.end_to_end else None,
             "ratios": self.ratios(),
             "cpu_profile": self.cpu_profile(),
+            "end_to_end_cpu_profile": cpu_profile.end_to_end_profile(self.end_to_end, self.cpu_count),
             "warnings": self.warnings(),
         }
 
@@ -182,7 +183,10 @@ class BenchResult:
         lines.append(f"at each path's best: {ratios}  (* = best of its path)")
         if self.naive:
             lines.append(f"naive = {self.naive_label}")
-        lines += cpu_profile.describe(self.cpu_profile())
+        end_to_end = (
+            cpu_profile.end_to_end_profile(self.end_to_end, self.cpu_count) if self.end_to_end else {}
+        )
+        lines += cpu_profile.describe(self.cpu_profile(), end_to_end)
         return "\n".join(lines)
 
 
