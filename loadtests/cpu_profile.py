@@ -4,9 +4,10 @@ on served/raw they imply.
 On a CPU host the client, tritonserver and the Python-backend stubs (which run ONNX Runtime) share the
 same cores. Sampling each one's user + system CPU time around a timed run gives the CPU cost of one
 radiograph in each. With the machine busy, the served rate cannot exceed ``cores / total cost``; the
-raw engine's cost is ``cores / raw rate`` (its best layout keeps every core busy), so everything
+raw engine's cost is its workers' CPU time per radiograph, so everything
 outside ONNX Runtime bounds served/raw at ``raw cost / total cost``: the physical limit of this host,
-whatever the serving software does, unless that work moves off these cores.
+whatever the serving software does, unless that work moves off these cores. The raw workers report
+their own CPU time, so the bound holds on a shared machine too (where ``cores / raw rate`` would not).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def profile(served: Point, raw: Point, cores: int) -> dict[str, Any]:
     costs = _median_run_costs(served)
     if not costs or not costs["total"] or raw.images_per_second <= 0:
         return {}
-    engine = 1000 * cores / raw.images_per_second
+    # the raw workers' own CPU time per radiograph; cores / rate only when they did not report it
+    engine = _median_run_costs(raw).get("engine") or 1000 * cores / raw.images_per_second
     return {
         "concurrency": served.concurrency,
         "per_request": served.batch,

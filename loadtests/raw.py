@@ -95,8 +95,9 @@ def _worker(connection: Connection, onnx_path: str, threads: int, images: list[n
             connection.send("warm")
             continue
         time.sleep(max(0.0, start[0] - time.monotonic()))
+        cpu = time.process_time()  # every thread of this process: the engine's CPU cost
         latencies, finished = _run_for(session, batch_feed, start[0] + seconds)
-        connection.send((latencies, start[0], finished))
+        connection.send((latencies, start[0], finished, time.process_time() - cpu))
 
 
 class LayoutWorkers:
@@ -134,12 +135,14 @@ class LayoutWorkers:
         for connection in self._connections:
             connection.send(("run", batch, seconds, start))
         answers = self._gather()
-        latencies = [latency for worker_latencies, _, _ in answers for latency in worker_latencies]  # type: ignore[misc]
+        latencies = [latency for worker_latencies, *_ in answers for latency in worker_latencies]  # type: ignore[misc]
         # each process's rate over its own window; the processes ran over the same window
-        rate = sum(len(lat) * batch / (end - begin) for lat, begin, end in answers)  # type: ignore[misc]
+        rate = sum(len(lat) * batch / (end - begin) for lat, begin, end, _ in answers)  # type: ignore[misc]
         images = len(latencies) * batch
         run = timed_run(latencies, images, images / rate)
         run.extra["processes"] = self.layout.processes
+        cpu = sum(seconds for *_, seconds in answers)  # type: ignore[misc]
+        run.extra["cpu_ms_per_image"] = {"engine": round(1000 * cpu / images, 3)}
         return run
 
     def close(self) -> None:
