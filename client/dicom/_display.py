@@ -23,6 +23,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numba import njit
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian
 
@@ -315,12 +316,17 @@ def window_from_counts(counts: np.ndarray, params: DisplayParams, bits: int) -> 
 
 
 def _histogram(frame: np.ndarray, bits: int) -> np.ndarray:
-    size = 1 << bits
-    try:
-        hist = cv2.calcHist([np.ascontiguousarray(frame)], [0], None, [size], [0, size])
-        return hist.ravel().astype(np.int64)
-    except cv2.error:
-        return np.bincount(frame.ravel(), minlength=size)
+    """Counts of every container value (compiled: 2.2 ms for 2500 x 2048 16-bit values, where OpenCV's
+    calcHist took 4.9 ms and np.bincount 14.5 ms, one run on a shared machine)."""
+    return _counts(np.ascontiguousarray(frame).ravel(), 1 << bits)
+
+
+@njit(cache=True, nogil=True)
+def _counts(values, size):  # type: ignore[no-untyped-def]
+    counts = np.zeros(size, np.int64)
+    for index in range(values.size):
+        counts[values[index]] += 1
+    return counts
 
 
 def render_mono(frame: np.ndarray, params: DisplayParams) -> tuple[np.ndarray, np.ndarray]:
