@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-systems soak gpu-bundle
+.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-tune bench-systems soak gpu-bundle
 
 install: $(STAMP)
 
@@ -90,9 +90,11 @@ soak: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	  --seconds $(SOAK_SECONDS) --out $(BUILD)/soak
 
 
-# The README's benchmark and tuning tables and docs/bench/, on a QUIET machine (~45 min on 2 cores):
-# ResNet-18 (demo weights) fp32 + INT8, EfficientNet-B0 and MobileNetV3-Small (random weights), 120
-# uncompressed realistic-size DICOM files; every point 3 runs of 5 s.
+# The README's benchmark table and docs/bench/, on a QUIET machine (~20 min on 2 cores): ResNet-18 (demo
+# weights) fp32 + INT8, EfficientNet-B0 and MobileNetV3-Small (random weights), 120 uncompressed
+# realistic-size DICOM files; every point 3 runs of 3 s; served and naive at 1, 4, 16 requests in
+# flight of 1 and 8 radiographs. `make bench-tune` (~15 min) regenerates the tuning table.
+BENCH_ARGS := --concurrency 1 4 16 --batches 1 8 16 32 --seconds 3
 BENCH_REPOSITORY := $(BUILD)/bench-repository
 BENCH_DICOM := $(BUILD)/bench-dicom
 BENCH_MODELS := resnet18:resnet18-224-fp32 resnet18_int8:resnet18-224-int8 \
@@ -108,19 +110,23 @@ bench-docs: $(DEMO_CHECKPOINT)
 	  $(RADSERVE) export $(BUILD)/$$arch.pt --name $$arch --repository $(BENCH_REPOSITORY) --min-top1 0 \
 	    || exit 1; done  # random weights: near-uniform probabilities, top-1 is noise (max abs diff still gated)
 	for entry in $(BENCH_MODELS); do model=$${entry%%:*}; file=$${entry##*:}; \
-	  $(RADSERVE) bench --model $$model --repository $(BENCH_REPOSITORY) --dicom $(BENCH_DICOM) \
+	  $(RADSERVE) bench --model $$model --repository $(BENCH_REPOSITORY) --dicom $(BENCH_DICOM) $(BENCH_ARGS) \
 	    --out $(BUILD)/bench/$$model && cp $(BUILD)/bench/$$model/bench.json docs/bench/$$file.json && \
 	  cp $(BUILD)/bench/$$model/bench.png docs/bench/$$file.png || exit 1; done
-	$(RADSERVE) tune resnet18 --repository $(BENCH_REPOSITORY) --concurrency 16 --out docs/bench/tune-resnet18.json
-	$(PY) -m radserve.loadtests.tables --readme README.md --tune docs/bench/tune-resnet18.json \
+	$(PY) -m radserve.loadtests.tables --readme README.md \
 	  --bench $(foreach entry,$(BENCH_MODELS),docs/bench/$(lastword $(subst :, ,$(entry))).json)
+
+bench-tune: | $(STAMP)
+	test -d $(BENCH_REPOSITORY)/resnet18 || { echo "run make bench-docs first"; exit 1; }
+	$(RADSERVE) tune resnet18 --repository $(BENCH_REPOSITORY) --concurrency 16 --out docs/bench/tune-resnet18.json
+	$(PY) -m radserve.loadtests.tables --readme README.md --tune docs/bench/tune-resnet18.json
 
 # The five systems at their study input sizes (random-init study architectures, served with each
 # system's contract): docs/bench/system-NAME.json and the README's systems table.
 SYSTEMS := spine-view spondylolisthesis body-region vertebral-fracture-mri fracture
 bench-systems: | $(STAMP)
 	for system in $(SYSTEMS); do \
-	  $(RADSERVE) bench --system $$system --batches 1 4 8 --concurrency 1 4 8 --seconds 3 \
+	  $(RADSERVE) bench --system $$system --batches 1 4 8 --concurrency 1 4 8 --seconds 2 \
 	    --out $(BUILD)/bench/system-$$system && \
 	  cp $(BUILD)/bench/system-$$system/bench.json docs/bench/system-$$system.json || exit 1; done
 	$(PY) -m radserve.loadtests.tables --readme README.md --systems $(foreach s,$(SYSTEMS),docs/bench/system-$(s).json)
