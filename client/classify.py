@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from radserve.client.decode_pool import DecodePool
+from radserve.client.detection import find_detector
 from radserve.client.flow import classify_prepared
 from radserve.client.grpc_client import AsyncRadiographClient, RetryBudget, RetryPolicy
 from radserve.client.metrics import ClientMetrics
@@ -136,6 +137,7 @@ async def classify(
             )
         if options.accept_any:
             card = card.replace(accepts=InputContract.any())
+        detector = await find_detector(client, model, card, options.ready_timeout_seconds)
         async with (
             DecodePool(options.workers, options.decode_worker_imports) as decoders,
             RequestPacker(
@@ -154,7 +156,7 @@ async def classify(
                     prepared = await decoders.prepare(str(path), card)
                     if not prepared.error_reason:
                         metrics.preprocess_seconds.labels(model).observe(prepared.seconds)
-                    rows = await classify_prepared(prepared, model, card, packer)
+                    rows = await classify_prepared(prepared, model, card, packer, detector)
                     if options.accept_any:
                         rows = [replace(row, accept_any=True) for row in rows]
                     if options.sr_dir is not None:
