@@ -3,7 +3,7 @@
 The images are the wire images the client sends (display pipeline and letterbox of
 :mod:`radserve.export.system_data`), half of them with a fracture and its box mapped onto the wire
 image, half without (no box: every anchor is background). The network runs at ``size`` (SSDlite's
-320 by default) inside :class:`radserve.export.detector.DetectorGraph`'s preprocessing.
+320 px, 256 for the demo) inside :class:`radserve.export.detector.DetectorGraph`'s preprocessing.
 """
 
 from __future__ import annotations
@@ -14,41 +14,32 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from radserve.export.detector import build_network, detector_card, save_detector
-from radserve.export.train import _augment
+from radserve.export.detector import DETECTOR_ARCHITECTURE, build_network, detector_card, save_detector
+from radserve.export.train import TrainingPlan, augment, recalibrate_batch_norm, run_epochs
 from radserve.settings import SETTINGS
 from radserve.systems import get_system
 
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DetectorPlan:
-    """How the demo detector is trained; the defaults take a few minutes on 2 CPU cores."""
-
-    system: str = "fracture"
-    size: int = 320
-    train_images: int = 600
-    epochs: int = 8
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    matrix: tuple[int, int] = (640, 528)
-    seed: int = 0
-    max_detections: int = SETTINGS.export.detector_max_detections
+# The demo: SSDlite at 256 px (320 is SSDlite's own size), a few minutes on 2 CPU cores.
+DEMO_PLAN = TrainingPlan(
+    architecture=DETECTOR_ARCHITECTURE, input_size=256, train_images=480, epochs=6, batch_size=16
+)
 
 
 @dataclass(frozen=True)
 class DetectorReport:
-    architecture: str
+    """What :func:`train_detector` did (also written beside the checkpoint as ``.report.json``)."""
+
     system: str
-    size: int
-    train_images: int
-    train_boxes: int
-    epochs: int
+    plan: dict[str, Any]  # the TrainingPlan (input_size: the network's)
+    train_boxes: int  # training radiographs with a fracture box
     final_train_loss: float
     seconds: float
 
@@ -68,33 +59,31 @@ def _flipped(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], width
     return images.flip(-1), mirrored
 
 
-def _recalibrate_batch_norm(network: nn.Module, images: torch.Tensor) -> None:
-    """Batch-norm statistics as the exact average over the training images (cf. export/train.py)."""
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    network.train()
-    with torch.no_grad():
-        for start in range(0, len(images), 32):
-            batch, _ = network.transform(_inputs(images[start : start + 32]))
-            network.head(list(network.backbone(batch.tensors).values()))
-    for norm, momentum in zip(norms, momenta, strict=True):
-        norm.momentum = momentum
-    network.eval()
+def _features(network: nn.Module, images: torch.Tensor) -> None:
+    """Backbone and heads of SSD on a batch (what batch-norm recalibration runs)."""
+    batch, _ = network.transform(_inputs(images))
+    network.head(list(network.backbone(batch.tensors).values()))
 
 
-def train_detector(plan: DetectorPlan, checkpoint: Path) -> DetectorReport:
-    """Train the detector per ``plan`` on synthetic radiographs of its system and save it."""
+def train_detector(
+    system: str,
+    plan: TrainingPlan,
+    checkpoint: Path,
+    max_detections: int = SETTINGS.export.detector_max_detections,
+) -> DetectorReport:
+    """Train ``system``'s detector per ``plan`` (``input_size``: the network's) on its synthetic
+    radiographs and save it."""
     from radserve.export.system_data import system_wire_examples
 
     started = time.monotonic()
-    card = detector_card(plan.system, plan.system, plan.max_detections)
-    contract = get_system(plan.system)
+    card = detector_card(system, system, max_detections)
     workers = min(8, os.cpu_count() or 1)
     wire, _, boxes = system_wire_examples(
-        plan.system, card.replace(labels=contract.labels), plan.train_images, plan.seed, plan.matrix, workers
+        card.replace(labels=get_system(system).labels),
+        plan.train_images,
+        plan.seed,
+        matrix=plan.matrix,
+        workers=workers,
     )
     LOGGER.info("rendered %d radiographs in %.0f s", len(wire), time.monotonic() - started)
     targets = [
@@ -105,39 +94,25 @@ def train_detector(plan: DetectorPlan, checkpoint: Path) -> DetectorReport:
         for box in boxes
     ]
     torch.manual_seed(plan.seed)
-    network = build_network(card.num_classes, plan.size, plan.max_detections)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
-    steps = plan.epochs * -(-len(wire) // plan.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=plan.learning_rate, total_steps=steps)
-    generator = torch.Generator().manual_seed(plan.seed)
+    network = build_network(card.num_classes, plan.input_size, max_detections)
     images = torch.from_numpy(wire)
-    loss = torch.tensor(0.0)
-    for epoch in range(plan.epochs):
-        network.train()
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(order), plan.batch_size):
-            index = order[start : start + plan.batch_size]
-            batch, batch_targets = _augment(images[index], generator), [targets[i] for i in index]
-            if torch.rand(1, generator=generator).item() < 0.5:
-                batch, batch_targets = _flipped(batch, batch_targets, images.shape[-1])
-            losses = network(_inputs(batch), batch_targets)
-            loss = losses["bbox_regression"] + losses["classification"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        LOGGER.info(
-            "epoch %d/%d loss %.4f (%.0f s)", epoch + 1, plan.epochs, loss.item(), time.monotonic() - started
-        )
-    _recalibrate_batch_norm(network, images)
-    save_detector(checkpoint, network, card, plan.size)
+
+    def step(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        batch, batch_targets = augment(images[index], generator), [targets[i] for i in index]
+        if torch.rand(1, generator=generator).item() < 0.5:
+            batch, batch_targets = _flipped(batch, batch_targets, images.shape[-1])
+        losses = network(_inputs(batch), batch_targets)
+        return losses["bbox_regression"] + losses["classification"]
+
+    network.train()
+    loss = run_epochs(plan, network, len(images), step, started)
+    recalibrate_batch_norm(network, images, lambda batch: _features(network, batch))
+    network.eval()
+    save_detector(checkpoint, network, card, plan.input_size)
     report = DetectorReport(
-        architecture=card.architecture,
-        system=plan.system,
-        size=plan.size,
-        train_images=len(wire),
+        system=system,
+        plan=asdict(plan),
         train_boxes=sum(box is not None for box in boxes),
-        epochs=plan.epochs,
         final_train_loss=float(loss.item()),
         seconds=round(time.monotonic() - started, 1),
     )

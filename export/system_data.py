@@ -37,20 +37,18 @@ def system_wire_images(
 
     Example ``i`` uses ``np.random.default_rng([seed, i])`` whatever ``workers`` (processes) is.
     """
-    labels = np.arange(count, dtype=np.int64) % len(card.labels)
-    images, labels, _ = system_wire_examples(system, card, count, seed, matrix, workers)
+    images, labels, _ = system_wire_examples(
+        card.replace(system=system), count, seed, matrix=matrix, workers=workers
+    )
     return images, labels
 
 
 def system_wire_examples(
-    system: str,
-    card: ModelCard,
-    count: int,
-    seed: int,
-    matrix: tuple[int, int] = (640, 528),
-    workers: int = 1,
+    card: ModelCard, count: int, seed: int, *, matrix: tuple[int, int] = (640, 528), workers: int = 1
 ) -> tuple[np.ndarray, np.ndarray, list[WireBox | None]]:
-    """:func:`system_wire_images` and each example's box on the wire image (pixel edges), if any."""
+    """:func:`system_wire_images` of ``card.system`` and each example's box on the wire image (pixel
+    edges), if any."""
+    system = card.system
     labels = np.arange(count, dtype=np.int64) % len(card.labels)
     jobs = [(system, card, seed, index, int(label), matrix) for index, label in enumerate(labels)]
     if workers > 1 and count >= 64:  # a pool of spawned processes pays off for larger sets only

@@ -46,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
         train_images=args.images or 600,
         held_out_images=args.held_out,
         epochs=args.epochs or 4,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 32,
         learning_rate=args.learning_rate,
         seed=args.seed,
     )
@@ -61,23 +61,24 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_detector(args: argparse.Namespace) -> int:
-    from radserve.export.detector_train import DetectorPlan, train_detector
+    from radserve.export.detector_train import DEMO_PLAN, train_detector
 
     if not args.system:
         raise RadserveError("--detector needs --system (a system with boxes, e.g. fracture)")
-    plan = DetectorPlan(system=args.system, seed=args.seed)
     plan = replace(
-        plan,
-        size=args.input_size or plan.size,
-        train_images=args.images or plan.train_images,
-        epochs=args.epochs or plan.epochs,
+        DEMO_PLAN,
+        input_size=args.input_size or DEMO_PLAN.input_size,
+        train_images=args.images or DEMO_PLAN.train_images,
+        epochs=args.epochs or DEMO_PLAN.epochs,
+        batch_size=args.batch_size or DEMO_PLAN.batch_size,
         learning_rate=args.learning_rate,
+        seed=args.seed,
     )
     output = args.output or Path("build") / f"{args.system}_detector.pt"
-    report = train_detector(plan, output)
+    report = train_detector(args.system, plan, output)
     print(
-        f"saved {output}: {report.architecture} at {report.size} px, {report.train_images} radiographs "
-        f"({report.train_boxes} boxes), {report.epochs} epochs, final loss {report.final_train_loss:.3f}, "
+        f"saved {output}: {plan.architecture} at {plan.input_size} px, {plan.train_images} radiographs "
+        f"({report.train_boxes} boxes), {plan.epochs} epochs, final loss {report.final_train_loss:.3f}, "
         f"{report.seconds:.0f} s"
     )
     return EXIT_OK
@@ -105,10 +106,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--detector", action="store_true", help="train the system's box detector (SSDlite) instead"
     )
-    train.add_argument("--images", type=int, help="default 600")
+    train.add_argument("--images", type=int, help="default 600 (classifier), 480 (detector)")
     train.add_argument("--held-out", type=int, default=150)
-    train.add_argument("--epochs", type=int, help="default 4 (classifier), 8 (detector)")
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--epochs", type=int, help="default 4 (classifier), 6 (detector)")
+    train.add_argument("--batch-size", type=int, help="default 32 (classifier), 16 (detector)")
     train.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=_train)
