@@ -17,7 +17,7 @@ import numpy as np
 from radserve.client.boxes import Box, wire_to_source
 from radserve.client.grpc_client import AsyncRadiographClient
 from radserve.errors import ModelCardError, ServerError
-from radserve.model_card import BOXES_OUTPUT, CLASSES_OUTPUT, DETECTOR_SUFFIX, SCORES_OUTPUT, ModelCard
+from radserve.model_card import DETECTION_OUTPUTS, DETECTOR_SUFFIX, ModelCard
 from radserve.settings import SETTINGS
 from radserve.systems import SYSTEMS
 
@@ -34,30 +34,17 @@ class Detector:
     async def boxes(self, image: np.ndarray, source: tuple[int, int]) -> list[dict[str, Any]]:
         """Detections on wire image ``uint8 [1, H, W]`` as boxes on the ``source`` (rows, cols) image."""
         prediction = await self.client.infer(
-            self.name,
-            image[np.newaxis],
-            extra_outputs=(BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT),
-            primary=False,
+            self.name, image[np.newaxis], extra_outputs=DETECTION_OUTPUTS, primary=False
         )
-        found = []
-        boxes, scores, classes = (
-            prediction.extra[name][0] for name in (BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT)
-        )
+        boxes, scores, classes = (prediction.extra[name][0] for name in DETECTION_OUTPUTS)
         card = self.card
+        found = []
         for box, score, label in zip(boxes, scores, classes, strict=True):
             if score < self.min_score:
                 continue
-            x0, y0, x1, y1 = wire_to_source(tuple(map(float, box)), source, card.input_size, card.resize)
-            found.append(
-                Box(
-                    round(x0, 2),
-                    round(y0, 2),
-                    round(x1, 2),
-                    round(y1, 2),
-                    round(float(score), 6),
-                    card.labels[int(label)],
-                )
-            )
+            edges = wire_to_source(tuple(map(float, box)), source, card.input_size, card.resize)
+            x0, y0, x1, y1 = (round(value, 2) for value in edges)
+            found.append(Box(x0, y0, x1, y1, round(float(score), 6), card.labels[int(label)]))
         return [box.to_dict() for box in sorted(found, key=lambda b: -b.score)]
 
 
