@@ -44,6 +44,8 @@ class Detector:
                 continue
             edges = wire_to_source(tuple(map(float, box)), source, card.input_size, card.resize)
             x0, y0, x1, y1 = (round(value, 2) for value in edges)
+            if x1 <= x0 or y1 <= y0:  # on the letterbox's padding only: nothing of the source
+                continue
             found.append(Box(x0, y0, x1, y1, round(float(score), 6), card.labels[int(label)]))
         return [box.to_dict() for box in sorted(found, key=lambda b: -b.score)]
 

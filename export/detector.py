@@ -218,7 +218,8 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     x1, y1 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
     area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area - inter, 1e-9)
+    same = np.abs(boxes - box).max(axis=1) <= 1e-2  # also boxes of no area (clipped at an edge)
+    return np.where(same, 1.0, inter / np.maximum(area - inter, 1e-9))
 
 
 def compare_detections(
@@ -227,16 +228,27 @@ def compare_detections(
     reference_name: str,
     min_score: float = _SETTINGS.detector_parity_min_score,
     min_iou: float = _SETTINGS.detector_parity_min_iou,
+    tolerance: float = _SETTINGS.detector_parity_max_score_diff,
 ) -> DetectionParity:
-    """Match each side's detections above ``min_score`` to the other side's by IoU (same class)."""
+    """Match each side's detections above ``min_score`` to the other side's by IoU (same class).
+
+    Where an image's K slots are all taken, detections scoring within ``tolerance`` of the lowest kept
+    score are not compared: which of several equal scores makes the cut is arbitrary.
+    """
     compared = matched = 0
     worst_iou, worst_score = 1.0, 0.0
+    floors = [
+        max(min_score, float(min(a[1][-1], b[1][-1])) + tolerance)
+        if min(a[1][-1], b[1][-1]) > 0
+        else min_score
+        for a, b in zip(reference, candidate, strict=True)
+    ]
     for ours, theirs in ((reference, candidate), (candidate, reference)):
-        for (boxes, scores, classes), (other_boxes, other_scores, other_classes) in zip(
-            ours, theirs, strict=True
+        for (boxes, scores, classes), (other_boxes, other_scores, other_classes), floor in zip(
+            ours, theirs, floors, strict=True
         ):
             for box, score, label in zip(boxes, scores, classes, strict=True):
-                if score < min_score:
+                if score < floor:
                     continue
                 compared += 1
                 same = other_classes == label

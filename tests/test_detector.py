@@ -108,6 +108,9 @@ def test_the_gate_refuses_moved_boxes_and_other_scores(detector_export: Detector
     images = np.random.default_rng(2).integers(0, 256, (3, 1, 384, 384), dtype=np.uint8)
     reference = onnx_detections(detector_export.version_dir / "model.onnx", images)
     assert compare_detections(reference, reference, "itself").matched > 0
+    edge = np.array([[384.0, 10.0, 384.0, 30.0]] + [[0.0] * 4] * (K - 1), dtype=np.float32)  # no area
+    clipped = [(edge, np.r_[0.5, np.zeros(K - 1)], np.zeros(K, np.int64))]
+    assert compare_detections(clipped, clipped, "itself").matched == 2
     moved = [
         (boxes + np.array([3.0, 0.0, 3.0, 0.0]), scores, classes) for boxes, scores, classes in reference
     ]
