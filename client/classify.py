@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from radserve.client.detection import find_detector
 from radserve.client.flow import classify_prepared
 from radserve.client.grpc_client import AsyncRadiographClient, RetryBudget, RetryPolicy
 from radserve.client.metrics import ClientMetrics
@@ -140,6 +141,7 @@ async def classify(
             )
         if options.accept_any:
             card = card.replace(accepts=InputContract.any())
+        detector = await find_detector(client, model, card, options.ready_timeout_seconds)
         async with RequestPacker(
             client,
             model,
@@ -155,7 +157,7 @@ async def classify(
                     prepared = await decoders.prepare(str(path), card)
                     if not prepared.error_reason:
                         metrics.preprocess_seconds.labels(model).observe(prepared.seconds)
-                    rows = await classify_prepared(prepared, model, card, packer)
+                    rows = await classify_prepared(prepared, model, card, packer, detector)
                     if options.accept_any:
                         rows = [replace(row, accept_any=True) for row in rows]
                     if options.sr_dir is not None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from radserve.client.rows import error_row, internal_error, prediction_row
 from radserve.errors import InferenceError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard
 
+if TYPE_CHECKING:
+    from radserve.client.detection import Detector
+
 LOGGER = logging.getLogger(__name__)
 
 
@@ -43,6 +47,7 @@ class PreparedRadiograph:
     sop_instance_uid: str
     frame: int | None
     image: np.ndarray  # uint8 [1, H, W]
+    source: tuple[int, int] = (0, 0)  # rows, columns of the source image (boxes map back onto it)
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
             decoded = decode_dataset(dataset, path)  # 1. decode
             radiographs = display(decoded)  # 2. display LUT
         prepared = tuple(
-            PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card))  # 3. resize
+            PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card), r.values.shape)  # 3. resize
             for r in radiographs
         )
     except NotAcceptedError as refusal:
@@ -88,9 +93,14 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
 
 
 async def classify_prepared(
-    prepared: PreparedFile, model: str, card: ModelCard, packer: RequestPacker
+    prepared: PreparedFile,
+    model: str,
+    card: ModelCard,
+    packer: RequestPacker,
+    detector: Detector | None = None,
 ) -> list[ResultRow]:
-    """Steps 4 and 5, request → result row: the rows of one prepared file (one per radiograph)."""
+    """Steps 4 and 5, request → result row: the rows of one prepared file (one per radiograph), with
+    the boxes of ``detector`` (the classifier's companion, :mod:`.detection`) when there is one."""
     if prepared.error_reason:
         return [
             error_row(
@@ -102,20 +112,30 @@ async def classify_prepared(
                 status=prepared.status,
             )
         ]
+    items = prepared.radiographs
     answers = await asyncio.gather(
-        *(packer.infer(item.image) for item in prepared.radiographs),  # 4. request
+        *(packer.infer(item.image) for item in items),  # 4. request
+        *(detector.boxes(item.image, item.source) for item in items if detector is not None),
         return_exceptions=True,
     )
+    found = answers[len(items) :] or [[] for _ in items]
     return [
-        _row(prepared.path, item, answer, model, card)
-        for item, answer in zip(prepared.radiographs, answers, strict=True)
+        _row(prepared.path, item, answer, boxes, model, card)
+        for item, answer, boxes in zip(items, answers[: len(items)], found, strict=True)
     ]  # 5. result row
 
 
 def _row(
-    path: str, item: PreparedRadiograph, answer: Answer | BaseException, model: str, card: ModelCard
+    path: str,
+    item: PreparedRadiograph,
+    answer: Answer | BaseException,
+    boxes: list[dict[str, Any]] | BaseException,
+    model: str,
+    card: ModelCard,
 ) -> ResultRow:
     where = (item.sop_instance_uid, item.frame)
+    if isinstance(boxes, BaseException) and not isinstance(answer, BaseException):
+        answer = boxes  # the detector failed: the row is an error as if the classifier had
     if isinstance(answer, InferenceError):
         return error_row(path, model, answer.reason, f"{path}: {answer}", *where)
     if isinstance(answer, Exception):
@@ -123,4 +143,5 @@ def _row(
     if isinstance(answer, BaseException):
         raise answer  # cancellation, interrupts
     probabilities, prediction = answer
-    return prediction_row(path, *where, model, card, probabilities, prediction)
+    row = prediction_row(path, *where, model, card, probabilities, prediction)
+    return replace(row, boxes=boxes) if boxes else row

@@ -170,15 +170,19 @@ class AsyncRadiographClient:
         )
         return ModelCard.from_json(parameters[MODEL_CARD_PARAMETER].string_value), version
 
-    async def infer(self, model: str, images: np.ndarray, extra_outputs: Sequence[str] = ()) -> Prediction:
+    async def infer(
+        self, model: str, images: np.ndarray, extra_outputs: Sequence[str] = (), *, primary: bool = True
+    ) -> Prediction:
         """Probabilities ``[B, C]`` for wire images ``uint8 [B, 1, H, W]``, retrying transient failures
         within the retry budget (:mod:`radserve.client.retry`).
 
-        ``extra_outputs`` names further outputs of the model to return in ``Prediction.extra``.
+        ``extra_outputs`` names further outputs of the model to return in ``Prediction.extra``; with
+        ``primary=False`` (a detector) only those are asked for and ``probabilities`` is empty.
         """
         inputs = [grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")]
         inputs[0].set_data_from_numpy(images)
-        outputs = [grpcclient.InferRequestedOutput(name) for name in (OUTPUT_NAME, *extra_outputs)]
+        wanted = (OUTPUT_NAME, *extra_outputs) if primary else tuple(extra_outputs)
+        outputs = [grpcclient.InferRequestedOutput(name) for name in wanted]
         policy = self.retry
         started = time.monotonic()
         attempt = deadline_retries = 0
@@ -235,4 +239,7 @@ def _prediction(
             f"{url}: version {version} answered a request pinned to version {pinned}", "version_mismatch"
         )
     extra = {name: result.as_numpy(name) for name in extra_outputs}
-    return Prediction(result.as_numpy(OUTPUT_NAME), latency, attempts, version, extra)
+    probabilities = result.as_numpy(OUTPUT_NAME)  # None when not asked for (a detector)
+    if probabilities is None:
+        probabilities = np.zeros((0,), np.float32)
+    return Prediction(probabilities, latency, attempts, version, extra)

@@ -2,7 +2,8 @@
 
 Writes ``predictions.jsonl`` (every result row plus ``truth`` and ``excluded``), ``evaluation.json``
 (the figures of :func:`radserve.clinical.metrics.classification_metrics`, the operating points of
-the model card measured on this set, and every excluded row) and ``roc.png``, ``reliability.png``,
+the model card measured on this set, every excluded row, and with a truth ``box`` column the boxes'
+mAP of :mod:`radserve.clinical.boxes`) and ``roc.png``, ``reliability.png``,
 ``confusion.png``.
 """
 
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from radserve.clinical.boxes import labeled_box_map
 from radserve.clinical.labeled import LabeledSet
 from radserve.clinical.metrics import classification_metrics, operating_point_figures
 from radserve.clinical.plots import plot_confusion, plot_reliability, plot_roc
@@ -41,6 +43,8 @@ def evaluation_report(labeled: LabeledSet) -> dict[str, Any]:
     report["operating_points"] = points
     report["out_of_distribution"] = _ood_report(labeled, card.ood_threshold)
     report["excluded"] = labeled.excluded_report()
+    if any("truth_boxes" in row for row in labeled.rows):
+        report["boxes"] = labeled_box_map(labeled.rows, card.labels[0])
     return report
 
 
@@ -97,6 +101,17 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"flagged out of distribution: {ood['flagged']} of {ood['of']} "
             f"(top probability < {ood['threshold']:.3f})"
+        )
+    boxes = report.get("boxes")
+    if boxes is not None:
+        figures = (
+            "n/a (no true box)"
+            if boxes["map_50"] is None
+            else f"mAP@0.5 {boxes['map_50']:.3f}, mAP@0.5:0.95 {boxes['map_50_95']:.3f}"
+        )
+        lines.append(
+            f"boxes ({boxes['library']}): {figures} on {boxes['images']} radiographs, "
+            f"{boxes['truth_boxes']} true boxes, {boxes['detections']} detections"
         )
     for reason, count in report["excluded"]["by_reason"].items():
         lines.append(f"excluded {reason}: {count}")

@@ -64,7 +64,10 @@ def join_truth(card: ModelCard, rows: Iterable[ResultRow], truth: Truth, summary
     joined = []
     for row in sorted(rows, key=lambda r: (r.path, r.frame or 0)):
         label = truth.label_of(row) if row.status == "ok" else None
-        joined.append(row.to_dict() | {"truth": label, "excluded": _exclusion(row, label, card.labels)})
+        entry = row.to_dict() | {"truth": label, "excluded": _exclusion(row, label, card.labels)}
+        if truth.boxes_by_uid is not None:  # the truth file has boxes: the detector's mAP is measured
+            entry["truth_boxes"] = truth.boxes_of(row)
+        joined.append(entry)
     included = [row for row in joined if not row["excluded"]]
     if not included:
         matched = sum(row["truth"] is not None for row in joined)

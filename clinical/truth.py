@@ -1,7 +1,9 @@
 """Ground truth for an evaluation: a CSV keyed by ``sop_instance_uid`` or ``path``, with a label column.
 
 The synthetic ``manifest.csv`` (columns path, region, sop_instance_uid, ...) works as it is: without
-``--label-column`` the column ``label`` is used, else ``region``.
+``--label-column`` the column ``label`` is used, else ``region``. An optional ``box`` column gives the
+true boxes of a radiograph for the detector's mAP: ``x0 y0 x1 y1`` in source pixels, first and last
+pixel included (as the synthetic manifest writes them), several separated by ``;``, empty for none.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from radserve.errors import ClinicalError
 
 LABEL_COLUMNS = ("label", "region")
 KEY_COLUMNS = ("sop_instance_uid", "path")
+BOX_COLUMN = "box"
+TruthBox = tuple[float, float, float, float]  # pixel edges x0 y0 x1 y1, as result rows give boxes
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,9 @@ class Truth:
     column: str
     by_uid: dict[str, str]
     by_path: dict[str, str]
+    # true boxes by the same keys; None without a box column
+    boxes_by_uid: dict[str, list[TruthBox]] | None = None
+    boxes_by_path: dict[str, list[TruthBox]] | None = None
 
     def __len__(self) -> int:
         return max(len(self.by_uid), len(self.by_path))
@@ -34,6 +41,28 @@ class Truth:
         if row.sop_instance_uid and row.sop_instance_uid in self.by_uid:
             return self.by_uid[row.sop_instance_uid]
         return self.by_path.get(_resolved(row.path))
+
+    def boxes_of(self, row: ResultRow) -> list[TruthBox] | None:
+        """The true boxes of a result row; ``None`` without a box column or an entry for it."""
+        if self.boxes_by_uid is None or self.boxes_by_path is None:
+            return None
+        if row.sop_instance_uid and row.sop_instance_uid in self.boxes_by_uid:
+            return self.boxes_by_uid[row.sop_instance_uid]
+        return self.boxes_by_path.get(_resolved(row.path))
+
+
+def parse_boxes(text: str, where: str) -> list[TruthBox]:
+    """Boxes of a ``box`` cell (inclusive pixels) as pixel edges; :class:`ClinicalError` when malformed."""
+    boxes = []
+    for part in filter(None, (chunk.strip() for chunk in text.split(";"))):
+        try:
+            x0, y0, x1, y1 = (float(value) for value in part.split())
+        except ValueError:
+            raise ClinicalError(f"{where}: box {part!r} is not four numbers x0 y0 x1 y1") from None
+        if x1 < x0 or y1 < y0:
+            raise ClinicalError(f"{where}: box {part!r} has x1 < x0 or y1 < y0")
+        boxes.append((x0, y0, x1 + 1.0, y1 + 1.0))
+    return boxes
 
 
 def _resolved(path: str) -> str:
@@ -61,10 +90,18 @@ def read_truth(path: Path, label_column: str | None = None) -> Truth:
         raise ClinicalError(f"truth file {path} has no rows")
     by_uid: dict[str, str] = {}
     by_path: dict[str, str] = {}
-    for record in records:
+    boxed = BOX_COLUMN in columns
+    boxes_by_uid: dict[str, list[TruthBox]] = {}
+    boxes_by_path: dict[str, list[TruthBox]] = {}
+    for line, record in enumerate(records, start=2):
         label = (record.get(column) or "").strip()
+        boxes = parse_boxes(record.get(BOX_COLUMN) or "", f"truth file {path} line {line}") if boxed else []
         if record.get("sop_instance_uid"):
             by_uid[record["sop_instance_uid"].strip()] = label
+            boxes_by_uid[record["sop_instance_uid"].strip()] = boxes
         if record.get("path"):  # a relative path is relative to the truth file's folder
             by_path[_resolved(str(path.parent / record["path"].strip()))] = label
-    return Truth(path, column, by_uid, by_path)
+            boxes_by_path[_resolved(str(path.parent / record["path"].strip()))] = boxes
+    if not boxed:
+        return Truth(path, column, by_uid, by_path)
+    return Truth(path, column, by_uid, by_path, boxes_by_uid, boxes_by_path)

@@ -3,7 +3,9 @@
 Export copies this file as ``<model>/<version>/model.py``. It imports nothing from radserve so that
 the model folder is self-contained. Each call to :meth:`TritonPythonModel.execute` receives one
 dynamic batch: all its requests are concatenated and run as one ``session.run``; a batch of one
-request is run on the request's own array, and each answer is a view of the output (no copies).
+request is run on the request's own array, and each answer is a view of the output (no copies). A
+graph whose batch axis is fixed at 1 (a detector exported with NMS inside, export/detector.py) is run
+once per image of the batch.
 
 With ``RADSERVE_STAGE_LOG=FILE`` in tritonserver's environment, each call appends one line to
 ``FILE.<pid>``: requests, images, then the seconds spent reading the inputs, concatenating, in ONNX
@@ -40,6 +42,7 @@ class TritonPythonModel:
         self.session = onnxruntime.InferenceSession(
             os.path.join(folder, filename), sess_options=options, providers=["CPUExecutionProvider"]
         )
+        self.one_at_a_time = self.session.get_inputs()[0].shape[0] == 1
         self.input_name = config["input"][0]["name"]
         self.output_names = [output["name"] for output in config["output"]]
         self.stage_log = open(f"{STAGE_LOG}.{os.getpid()}", "a", buffering=1) if STAGE_LOG else None  # noqa: SIM115
@@ -53,7 +56,7 @@ class TritonPythonModel:
         batch = images[0] if len(images) == 1 else np.concatenate(images)
         joined = time.perf_counter()
         try:
-            outputs = self.session.run(self.output_names, {self.input_name: batch})
+            outputs = self._run(batch)
         except Exception as error:  # one bad batch must answer every request, not kill the model
             failure = pb_utils.TritonError(f"inference failed: {error}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=failure) for _ in requests]
@@ -75,6 +78,15 @@ class TritonPythonModel:
                 f"{len(requests)} {len(batch)} " + " ".join(f"{s:.6f}" for s in stages) + "\n"
             )
         return responses
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        if not self.one_at_a_time or len(batch) == 1:
+            return self.session.run(self.output_names, {self.input_name: batch})
+        parts = [
+            self.session.run(self.output_names, {self.input_name: batch[i : i + 1]})
+            for i in range(len(batch))
+        ]
+        return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
     def finalize(self) -> None:
         if self.stage_log is not None:

@@ -16,11 +16,14 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from radserve.errors import ExportError
 from radserve.model_card import (
+    BOXES_OUTPUT,
+    CLASSES_OUTPUT,
     HOST_SIZED_PARAMETER,
     INPUT_NAME,
     MODEL_CARD_PARAMETER,
     ONNXRUNTIME_THREADS_PARAMETER,
     OUTPUT_NAME,
+    SCORES_OUTPUT,
     ModelCard,
 )
 from radserve.settings import SETTINGS, BatchingDefaults
@@ -91,9 +94,7 @@ def build_config(
     if target not in PYTHON_TARGETS:  # the Python backend takes default_model_filename as its model.py
         config.default_model_filename = MODEL_FILES[target]
     config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[card.channels, height, width])
-    config.output.add(
-        name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[card.num_classes], label_filename=LABELS_FILE
-    )
+    _outputs(config, card)
     for name, dims in extra_outputs:
         config.output.add(name=name, data_type=pb.TYPE_FP32, dims=list(dims))
 
@@ -108,6 +109,19 @@ def build_config(
         warmup.inputs[INPUT_NAME].dims.extend([card.channels, height, width])
         warmup.inputs[INPUT_NAME].zero_data = True
     return config
+
+
+def _outputs(config: pb.ModelConfig, card: ModelCard) -> None:
+    """``probabilities`` of a classifier; boxes, scores and classes of a detector (model_card.py)."""
+    if card.task == "detection":
+        k = card.max_detections
+        config.output.add(name=BOXES_OUTPUT, data_type=pb.TYPE_FP32, dims=[k, 4])
+        config.output.add(name=SCORES_OUTPUT, data_type=pb.TYPE_FP32, dims=[k])
+        config.output.add(name=CLASSES_OUTPUT, data_type=pb.TYPE_INT64, dims=[k])
+        return
+    config.output.add(
+        name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[card.num_classes], label_filename=LABELS_FILE
+    )
 
 
 def _dynamic_batching(dynamic: pb.ModelDynamicBatching, target: Target, batching: BatchingDefaults) -> None:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def synthetic_wire_images(
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
-def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random brightness/contrast jitter on uint8 wire images (the renderer already varies pose)."""
     gain = 0.8 + 0.4 * torch.rand((len(batch), 1, 1, 1), generator=generator)
     shift = 20.0 * (torch.rand((len(batch), 1, 1, 1), generator=generator) - 0.5)
@@ -123,23 +124,54 @@ def train_system(system: str, plan: TrainingPlan, checkpoint: Path) -> TrainingR
     return fit(card, plan, train_set, held_out, checkpoint, started)
 
 
-def _recalibrate_batch_norm(graph: torch.nn.Module, images: torch.Tensor, device: torch.device) -> None:
-    """Batch-norm statistics as the exact average over the training images (one pass, no gradient).
+def recalibrate_batch_norm(
+    module: torch.nn.Module, images: torch.Tensor, forward: Callable[[torch.Tensor], object]
+) -> None:
+    """Batch-norm statistics of ``module`` as the exact average over the training images (one pass of
+    ``forward`` over batches of ``images``, no gradient).
 
     A short run leaves the running estimates behind the weights, above all with the small momentum
     of MobileNetV3 and EfficientNet (0.01): the eval-mode network then answers one class.
     """
-    norms = [m for m in graph.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average
-    graph.train()
+    module.train()
     with torch.no_grad():
         for start in range(0, len(images), 32):
-            graph(images[start : start + 32].to(device))
+            forward(images[start : start + 32])
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
+
+
+def run_epochs(
+    plan: TrainingPlan,
+    network: torch.nn.Module,
+    count: int,
+    step: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    started: float,
+) -> torch.Tensor:
+    """``plan.epochs`` passes of AdamW with a one-cycle schedule over ``count`` examples in random
+    batches: ``step(indices, generator)`` returns a batch's loss. The last batch's loss."""
+    optimizer = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
+    steps = plan.epochs * -(-count // plan.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=plan.learning_rate, total_steps=steps)
+    generator = torch.Generator().manual_seed(plan.seed)
+    loss = torch.tensor(0.0)
+    for epoch in range(plan.epochs):
+        order = torch.randperm(count, generator=generator)
+        for start in range(0, count, plan.batch_size):
+            loss = step(order[start : start + plan.batch_size], generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        LOGGER.info(
+            "epoch %d/%d loss %.4f (%.0f s)", epoch + 1, plan.epochs, loss.item(), time.monotonic() - started
+        )
+    return loss
 
 
 def fit(
@@ -161,30 +193,18 @@ def fit(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     network = build_model(card.architecture, card.num_classes, in_channels)
     graph = ServingGraph(network, card).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
-    steps = plan.epochs * -(-len(train_set[0]) // plan.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=plan.learning_rate, total_steps=steps)
-    generator = torch.Generator().manual_seed(plan.seed)
     images, targets = torch.from_numpy(train_set[0]), torch.from_numpy(train_set[1])
-    loss = torch.tensor(0.0)
-    for epoch in range(plan.epochs):
-        network.train()
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(order), plan.batch_size):
-            index = order[start : start + plan.batch_size]
-            probabilities = graph(_augment(images[index], generator).to(device))
-            loss = torch.nn.functional.nll_loss(
-                torch.log(probabilities.clamp_min(1e-8)), targets[index].to(device)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        LOGGER.info(
-            "epoch %d/%d loss %.4f (%.0f s)", epoch + 1, plan.epochs, loss.item(), time.monotonic() - started
+
+    def step(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        probabilities = graph(augment(images[index], generator).to(device))
+        return torch.nn.functional.nll_loss(
+            torch.log(probabilities.clamp_min(1e-8)), targets[index].to(device)
         )
 
-    _recalibrate_batch_norm(graph, images, device)
+    network.train()
+    loss = run_epochs(plan, network, len(images), step, started)
+
+    recalibrate_batch_norm(graph, images, lambda batch: graph(batch.to(device)))
     network.eval()
     test_x, test_y = held_out
     with torch.inference_mode():

@@ -18,6 +18,7 @@ from radserve.errors import ModelCardError
 from radserve.settings import SETTINGS
 
 ResizeMode = Literal["letterbox", "stretch"]
+Task = Literal["classification", "detection"]
 Precision = Literal["fp32", "fp16", "int8"]
 
 MODEL_CARD_FILE = "model_card.json"
@@ -30,6 +31,14 @@ OUTPUT_NAME = "probabilities"
 # outputs ``probabilities`` and ``gradcam`` [C, h, w] (one map per class at the last conv block).
 GRADCAM_OUTPUT = "gradcam"
 GRADCAM_SUFFIX = "_gradcam"
+# The detector served next to a classifier NAME (system outputs "boxes"), published as NAME_detector by
+# ``radserve export`` of a detector checkpoint: same wire input, outputs boxes [K, 4] (wire pixel
+# edges x0 y0 x1 y1), scores [K] (padded with 0) and classes [K] (label indices), K = max_detections.
+DETECTOR_SUFFIX = "_detector"
+BOXES_OUTPUT = "boxes"
+SCORES_OUTPUT = "scores"
+CLASSES_OUTPUT = "classes"
+DETECTION_OUTPUTS = (BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT)
 # The decision of a row whose probabilities reach no operating point's threshold.
 NEGATIVE_DECISION = "negative"
 # Config parameters of the embedded target: instance count and ONNX Runtime threads are set by the
@@ -105,6 +114,9 @@ class ModelCard:
     system: str = ""
     channels: int = 1
     network_input_size: tuple[int, int] | None = None
+    # "detection": a detector (DETECTION_OUTPUTS, at most max_detections boxes per image), no probabilities
+    task: Task = "classification"
+    max_detections: int = 0
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -127,6 +139,12 @@ class ModelCard:
                 )
         if self.channels < 1:
             raise ModelCardError(f"model {self.name!r}: channels must be >= 1")
+        if self.task not in ("classification", "detection"):
+            raise ModelCardError(f"model {self.name!r}: task must be classification or detection")
+        if (self.task == "detection") != (self.max_detections > 0):
+            raise ModelCardError(
+                f"model {self.name!r}: a detector, and only a detector, has max_detections > 0"
+            )
         if self.pooling == 0:
             raise ModelCardError(
                 f"model {self.name!r}: network input size {self.network_input_size} is not the input size "

@@ -82,6 +82,7 @@ class ClientDefaults:
     deadline_retries: int = _unit(1, "retries of a request past its deadline (inference is idempotent)")
     results_fsync_rows: int = _unit(64, "rows written between two fsyncs of the results file")
     results_fsync_seconds: float = _unit(1.0, "s at most between two fsyncs of the results file")
+    box_min_score: float = _unit(0.3, "detector score; boxes below it stay out of result rows and the SR")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,10 @@ class ExportDefaults:
     gpu_fp16_max_abs_diff: float = _unit(1e-2, "probability; embedded-gpu fp16 network vs PyTorch fp32")
     gradcam_min_correlation: float = _unit(0.99, "Pearson r of each served Grad-CAM map vs PyTorch autograd")
     reduced_max_abs_diff: float = _unit(0.01, "probability, fp16 and int8")
+    detector_max_detections: int = _unit(10, "boxes per image a detector answers (padded with score 0)")
+    detector_parity_min_score: float = _unit(0.05, "score; detections compared by the detector's gate")
+    detector_parity_min_iou: float = _unit(0.99, "IoU of each PyTorch box with its ONNX Runtime match")
+    detector_parity_max_score_diff: float = _unit(1e-3, "score; a matched box's ONNX Runtime vs PyTorch")
 
     @property
     def tensorrt_workspace_bytes(self) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from radserve.cli._common import EXIT_OK
+from radserve.errors import RadserveError
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -36,13 +38,15 @@ def _train(args: argparse.Namespace) -> int:
     from radserve.systems import get_system
 
     system = get_system(args.system) if args.system else None
+    if args.detector:
+        return _train_detector(args)
     plan = TrainingPlan(
         architecture=args.arch or (system.architecture if system else "resnet18"),
         input_size=args.input_size or (system.demo_input_size[0] if system else 224),
-        train_images=args.images,
+        train_images=args.images or 600,
         held_out_images=args.held_out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
+        epochs=args.epochs or 4,
+        batch_size=args.batch_size or 32,
         learning_rate=args.learning_rate,
         seed=args.seed,
     )
@@ -52,6 +56,30 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"saved {output}: {report.architecture}, held-out accuracy {report.held_out_accuracy:.1%}{auroc} "
         f"on {report.held_out_images} inputs, {report.seconds:.0f} s"
+    )
+    return EXIT_OK
+
+
+def _train_detector(args: argparse.Namespace) -> int:
+    from radserve.export.detector_train import DEMO_PLAN, train_detector
+
+    if not args.system:
+        raise RadserveError("--detector needs --system (a system with boxes, e.g. fracture)")
+    plan = replace(
+        DEMO_PLAN,
+        input_size=args.input_size or DEMO_PLAN.input_size,
+        train_images=args.images or DEMO_PLAN.train_images,
+        epochs=args.epochs or DEMO_PLAN.epochs,
+        batch_size=args.batch_size or DEMO_PLAN.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    output = args.output or Path("build") / f"{args.system}_detector.pt"
+    report = train_detector(args.system, plan, output)
+    print(
+        f"saved {output}: {plan.architecture} at {plan.input_size} px, {plan.train_images} radiographs "
+        f"({report.train_boxes} boxes), {plan.epochs} epochs, final loss {report.final_train_loss:.3f}, "
+        f"{report.seconds:.0f} s"
     )
     return EXIT_OK
 
@@ -75,10 +103,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--input-size", type=int, help="network input size (default 224, or the system's demo size)"
     )
-    train.add_argument("--images", type=int, default=600)
+    train.add_argument(
+        "--detector", action="store_true", help="train the system's box detector (SSDlite) instead"
+    )
+    train.add_argument("--images", type=int, help="default 600 (classifier), 480 (detector)")
     train.add_argument("--held-out", type=int, default=150)
-    train.add_argument("--epochs", type=int, default=4)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--epochs", type=int, help="default 4 (classifier), 6 (detector)")
+    train.add_argument("--batch-size", type=int, help="default 32 (classifier), 16 (detector)")
     train.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=_train)

@@ -18,10 +18,13 @@ if TYPE_CHECKING:
 def _export(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from radserve.export.detector import is_detector_checkpoint
     from radserve.export.model_config import ServingOptions
     from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
     from radserve.export.sources import ProgramMetadata
 
+    if is_detector_checkpoint(args.checkpoint):
+        return _export_detector(args)
     if args.name is None:
         if args.system is None:
             raise RadserveError("--name is required (or --system, whose name is then the model's)")
@@ -86,6 +89,36 @@ def _export(args: argparse.Namespace) -> int:
             f"published {result.gradcam_dir} (Grad-CAM companion); maps vs PyTorch autograd on "
             f"{figures['samples']} samples: min Pearson r {figures['min_pearson']:.6f}"
         )
+    return EXIT_OK
+
+
+def _export_detector(args: argparse.Namespace) -> int:
+    """A detector checkpoint (``radserve train --detector``), published as NAME (default SYSTEM_detector)."""
+    import tempfile
+
+    from radserve.export.detector import detector_name, export_detector
+
+    if args.target != "embedded" or args.engine or args.precision != ["fp32"] or args.gradcam:
+        raise RadserveError(
+            "a detector is exported fp32 for the embedded target only (ONNX Runtime, NMS inside)"
+        )
+    name = args.name or detector_name(args.system or "fracture")
+    with tempfile.TemporaryDirectory(prefix="radserve-detector-") as temporary:
+        result = export_detector(
+            args.checkpoint,
+            name,
+            args.repository,
+            args.work_dir or Path(temporary),
+            samples=args.samples,
+            keep_versions=args.keep_versions,
+        )
+    parity = result.parity
+    print(
+        f"published {result.version_dir} ({result.card.architecture}, detector); parity vs "
+        f"{parity.reference} on {parity.samples} samples: {parity.matched}/{parity.compared} detections "
+        f"with score >= {parity.min_score} matched (worst IoU {parity.min_iou:.5f}, max score diff "
+        f"{parity.max_score_diff:.2e})"
+    )
     return EXIT_OK
 
 
