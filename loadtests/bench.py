@@ -148,6 +148,27 @@ def wire_images(card: ModelCard, folder: Path | None, count: int = 16) -> list[n
     return from_folder(card, str(folder or ""), count)
 
 
+def _subject(
+    args: argparse.Namespace, work: Path
+) -> tuple[Path, str, ModelCard, list[np.ndarray], Path | None]:
+    """What is benchmarked: repository, model, card, requests and the end-to-end folder (if any)."""
+    if args.system:
+        from radserve.loadtests.system_bench import system_model
+
+        exported = system_model(args.system, work)
+        card = ModelCard.read(latest_version(exported.repository, exported.model))
+        return exported.repository, exported.model, card, exported.images, exported.dicom
+    card = ModelCard.read(latest_version(args.repository, args.model))
+    folder = args.dicom
+    images = wire_images(card, folder)
+    if folder is None:
+        from radserve.synthetic.dataset import write_synthetic_set
+
+        folder = work / "dicom"
+        write_synthetic_set(folder, 12 if args.quick else 60, seed=3, matrix=(640, 528))
+    return args.repository, args.model, card, images, folder
+
+
 def run(args: argparse.Namespace) -> BenchResult:
     from radserve.loadtests.naive import measure_naive
     from radserve.loadtests.raw import BATCHES, measure_raw
@@ -163,26 +184,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     configs = [(c, k) for k in per_request for c in concurrencies]
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="radserve-bench-") as work:
-        repository, model, folder = args.repository, args.model, args.dicom
-        if args.system:
-            from radserve.loadtests.system_bench import system_model
-
-            exported = system_model(args.system, Path(work))
-            repository, model, folder, images = (
-                exported.repository,
-                exported.model,
-                exported.dicom,
-                exported.images,
-            )
-            card = ModelCard.read(latest_version(repository, model))
-        else:
-            card = ModelCard.read(latest_version(repository, model))
-            images = wire_images(card, folder)
-            if folder is None:
-                from radserve.synthetic.dataset import write_synthetic_set
-
-                folder = Path(work) / "dicom"
-                write_synthetic_set(folder, 12 if quick else 60, seed=3, matrix=(640, 528))
+        repository, model, card, images, folder = _subject(args, Path(work))
         version = latest_version(repository, model)
         batches = args.batches or ((1, 8) if quick else BATCHES)
         raw = measure_raw(version / "model.onnx", images, seconds, batches, cores, repeats)
