@@ -42,6 +42,23 @@ class TrainingPlan:
     seed: int = 0
 
 
+# Each served system's demo: what differs from TrainingPlan's defaults besides the system's architecture
+# and demo_input_size (radserve.systems). Chosen by measurement on 2 CPU cores (README, Systems).
+_DEMO_PLANS: dict[str, dict[str, float | int]] = {}
+
+
+def demo_plan(system: str) -> TrainingPlan:
+    """The plan ``radserve train --system NAME`` starts from."""
+    from radserve.systems import get_system
+
+    contract = get_system(system)
+    return TrainingPlan(
+        architecture=contract.architecture,
+        input_size=contract.demo_input_size[0],
+        **_DEMO_PLANS.get(system, {}),  # type: ignore[arg-type]
+    )
+
+
 @dataclass(frozen=True)
 class TrainingReport:
     architecture: str
@@ -159,7 +176,7 @@ def fit(
     )
     in_channels = 3 if card.channels == 1 else card.channels
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    network = build_model(card.architecture, card.num_classes, in_channels)
+    network = build_model(card.architecture, card.num_classes, in_channels, regularized=False)
     graph = ServingGraph(network, card).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
     steps = plan.epochs * -(-len(train_set[0]) // plan.batch_size)

@@ -32,22 +32,25 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from radserve.export.train import TrainingPlan, train, train_system
-    from radserve.systems import get_system
+    from dataclasses import replace
 
-    system = get_system(args.system) if args.system else None
-    plan = TrainingPlan(
-        architecture=args.arch or (system.architecture if system else "resnet18"),
-        input_size=args.input_size or (system.demo_input_size[0] if system else 224),
-        train_images=args.images,
-        held_out_images=args.held_out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-    )
-    output = args.output or Path("build") / (f"{system.name}.pt" if system else "demo-resnet18.pt")
-    report = train_system(system.name, plan, output) if system else train(plan, output)
+    from radserve.export.train import TrainingPlan, demo_plan, train, train_system
+
+    given = {
+        "architecture": args.arch,
+        "input_size": args.input_size,
+        "train_images": args.images,
+        "held_out_images": args.held_out,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+    }
+    base = demo_plan(args.system) if args.system else TrainingPlan()
+    plan = replace(base, **{field: value for field, value in given.items() if value is not None})
+    system = args.system
+    output = args.output or Path("build") / (f"{system}.pt" if system else "demo-resnet18.pt")
+    report = train_system(system, plan, output) if system else train(plan, output)
     auroc = "" if report.held_out_macro_auroc is None else f", macro AUROC {report.held_out_macro_auroc:.3f}"
     print(
         f"saved {output}: {report.architecture}, held-out accuracy {report.held_out_accuracy:.1%}{auroc} "
@@ -75,10 +78,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--input-size", type=int, help="network input size (default 224, or the system's demo size)"
     )
-    train.add_argument("--images", type=int, default=600)
-    train.add_argument("--held-out", type=int, default=150)
-    train.add_argument("--epochs", type=int, default=4)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
-    train.add_argument("--seed", type=int, default=0)
+    plans = "default: the demo plan (TrainingPlan, or the system's in radserve.export.train)"
+    train.add_argument("--images", type=int, help=f"training images; {plans}")
+    train.add_argument("--held-out", type=int, help="held-out images evaluated after training")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float, help="peak of the one-cycle schedule")
+    train.add_argument("--seed", type=int)
     train.set_defaults(run=_train)
