@@ -44,7 +44,13 @@ class TrainingPlan:
 
 # Each served system's demo: what differs from TrainingPlan's defaults besides the system's architecture
 # and demo_input_size (radserve.systems). Chosen by measurement on 2 CPU cores (README, Systems).
-_DEMO_PLANS: dict[str, dict[str, float | int]] = {}
+_DEMO_PLANS: dict[str, dict[str, float | int]] = {
+    "spine-view": {"train_images": 800, "epochs": 5, "batch_size": 16},  # 10 classes, 80 images each
+    "spondylolisthesis": {"train_images": 480, "epochs": 8, "batch_size": 16},
+    "fracture": {"train_images": 800, "epochs": 8, "batch_size": 8, "learning_rate": 1e-3},  # more steps
+    "body-region": {"train_images": 400, "epochs": 5},
+    "vertebral-fracture-mri": {"train_images": 200, "epochs": 8, "batch_size": 8},  # studies
+}
 
 
 def demo_plan(system: str) -> TrainingPlan:
