@@ -15,17 +15,29 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 
-def build_model(architecture: str, num_classes: int, in_channels: int = 3) -> torch.nn.Module:
+# The builders' regularizers (dropout before the head, stochastic depth), by architecture family.
+_REGULARIZERS: dict[str, tuple[str, ...]] = {
+    "efficientnet": ("dropout", "stochastic_depth_prob"),
+    "mobilenet": ("dropout",),
+}
+
+
+def build_model(
+    architecture: str, num_classes: int, in_channels: int = 3, *, regularized: bool = True
+) -> torch.nn.Module:
     """An untrained torchvision ``architecture`` with a ``num_classes`` head, in eval mode.
 
     ``in_channels`` other than 3 replaces the first convolution by one taking that many channels
-    (the MRI system's slice stack).
+    (the MRI system's slice stack). ``regularized=False`` turns dropout and stochastic depth off (the
+    demos' short runs from scratch stay at chance with them); the weights are the same either way.
     """
     import torchvision
 
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
-    model = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
+    family = architecture.partition("_")[0]
+    off = {} if regularized else dict.fromkeys(_REGULARIZERS.get(family, ()), 0.0)
+    model = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes, **off)
     if in_channels != 3:
         name, first = next((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d))
         parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model

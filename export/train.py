@@ -43,6 +43,29 @@ class TrainingPlan:
     seed: int = 0
 
 
+# Each served system's demo: what differs from TrainingPlan's defaults besides the system's architecture
+# and demo_input_size (radserve.systems). Chosen by measurement on 2 CPU cores (README, Systems).
+_DEMO_PLANS: dict[str, dict[str, float | int]] = {
+    "spine-view": {"train_images": 800, "epochs": 5, "batch_size": 16},  # 10 classes, 80 images each
+    "spondylolisthesis": {"train_images": 480, "epochs": 8, "batch_size": 16},
+    "fracture": {"train_images": 800, "epochs": 8, "batch_size": 8, "learning_rate": 1e-3},  # more steps
+    "body-region": {"train_images": 400, "epochs": 5},
+    "vertebral-fracture-mri": {"train_images": 200, "epochs": 8, "batch_size": 8},  # studies
+}
+
+
+def demo_plan(system: str) -> TrainingPlan:
+    """The plan ``radserve train --system NAME`` starts from."""
+    from radserve.systems import get_system
+
+    contract = get_system(system)
+    return TrainingPlan(
+        architecture=contract.architecture,
+        input_size=contract.demo_input_size[0],
+        **_DEMO_PLANS.get(system, {}),  # type: ignore[arg-type]
+    )
+
+
 @dataclass(frozen=True)
 class TrainingReport:
     architecture: str
@@ -191,7 +214,7 @@ def fit(
     )
     in_channels = 3 if card.channels == 1 else card.channels
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    network = build_model(card.architecture, card.num_classes, in_channels)
+    network = build_model(card.architecture, card.num_classes, in_channels, regularized=False)
     graph = ServingGraph(network, card).to(device)
     images, targets = torch.from_numpy(train_set[0]), torch.from_numpy(train_set[1])
 

@@ -131,7 +131,7 @@ SYSTEMS: dict[str, System] = {
             modality="spine radiograph (AP or lateral)",
             resize="letterbox",
             outputs=(),
-            demo_input_size=(132, 132),
+            demo_input_size=(88, 88),
             study="spine radiograph view and operative status",
         ),
         System(
@@ -180,7 +180,7 @@ SYSTEMS: dict[str, System] = {
             modality="extremity radiograph",
             resize="letterbox",
             outputs=("temperature", "operating threshold", "boxes"),
-            demo_input_size=(128, 128),
+            demo_input_size=(192, 192),
             study="extremity fracture detection",
         ),
     )

@@ -19,6 +19,7 @@ class _Bone:
     cortex: float = 0.022  # cortex thickness, canonical units
     density: float = 1.0
     medulla: float = 0.55  # medullary level relative to the cortex peak
+    texture: float = 0.4  # trabecular texture's contrast (0: homogeneous, as metal)
 
 
 @dataclass(slots=True)

@@ -2,9 +2,11 @@
 
 Five vertebrae stacked along y (L1 at the top). Lateral views: x runs anterior (-) to posterior (+);
 the posterior arch joins the body through the pars interarticularis, which a spondylolysis cuts, and
-a degenerative spondylolisthesis slips L4 forward over L5 on a narrowed disc. AP views: pedicle
+a degenerative spondylolisthesis slips L4 (and the levels above it) forward over L5 on a narrowed
+disc. AP views: pedicle
 rings, transverse and spinous processes; a deformity is a scoliotic curve. Hardware is metal
-(solid, dense): pedicle screws and rods (fixation), an interbody cage, or a disc prosthesis.
+(solid, dense): pedicle screws and rods (fixation), a solid interbody cage filling the disc space,
+or a disc prosthesis (two metal endplates with keels around a radiolucent core).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 from radserve.synthetic._shapes import _Bone, _capsule, _ellipse, _Scene
 
 _LEVELS = 5
-_METAL = 3.2
+_METAL = 6.0  # titanium: far denser than bone, saturates the display
+_PARS_GAP = 0.16  # canonical units the detached arch moves back: a cleft visible at the demo size
+_SLIP = (0.25, 0.35)  # forward slip of L1-L4 over L5, canonical units: Meyerding grade 2 of a ~0.58 body
 
 
 def _box(cx: float, cy: float, half_w: float, half_h: float, tilt: float = 0.0) -> np.ndarray:
@@ -23,8 +27,8 @@ def _box(cx: float, cy: float, half_w: float, half_h: float, tilt: float = 0.0) 
     return corners @ np.array([[c, s], [-s, c]]) + (cx, cy)
 
 
-def _metal(*polys: np.ndarray) -> _Bone:
-    return _Bone(list(polys), cortex=0.0, density=_METAL, medulla=1.0)
+def _metal(*polys: np.ndarray, holes: tuple[np.ndarray, ...] = ()) -> _Bone:
+    return _Bone(list(polys), list(holes), cortex=0.0, density=_METAL, medulla=1.0, texture=0.0)
 
 
 def spine_scene(
@@ -47,13 +51,15 @@ def spine_scene(
     amplitude = rng.uniform(0.18, 0.3) * rng.choice([-1, 1]) if deformity and view == "AP" else 0.0
     slip = slip or (deformity and view == "LATERAL")
     lordosis = rng.uniform(0.05, 0.12) if view == "LATERAL" else 0.0
+    centre = -0.3 if view == "LATERAL" else 0.0  # bodies and arches centred in the field
+    shift = rng.uniform(*_SLIP) if slip else 0.0
+    narrowing = rng.uniform(0.03, 0.05) if slip else 0.0
     centres, tilts = [], []
     for level in range(_LEVELS):
         t = level / (_LEVELS - 1)
         x = amplitude * np.sin(np.pi * t) + lordosis * (-4 * (t - 0.5) ** 2 + 1) * -1.0
-        if slip and level == 3:
-            x -= rng.uniform(0.15, 0.22)
-        y = top + level * pitch + (-(rng.uniform(0.03, 0.05)) if slip and level == 3 else 0.0)
+        x += centre - (shift if level <= 3 else 0.0)
+        y = top + level * pitch - (narrowing if level <= 3 else 0.0)
         centres.append((x, y))
         tilts.append(amplitude * np.cos(np.pi * t) * 0.9 + rng.normal(0, 0.03))
     bones = []
@@ -69,11 +75,15 @@ def spine_scene(
 
 
 def _lateral_arch(back: float, y: float, height: float, lysis: bool) -> list[_Bone]:
-    """Pedicle + pars to the facets, lamina and spinous process; a lysis cuts the pars."""
+    """Pedicle + pars to the facets, lamina and spinous process; a lysis separates the arch.
+
+    A pars defect leaves the posterior arch (pars, lamina, spinous process) detached behind the
+    pedicle: it is drawn ``_PARS_GAP`` further back, a lucent cleft of about 0.08 units.
+    """
     pedicle = _capsule((back - 0.02, y - 0.06), (back + 0.2, y - 0.04), 0.1)
-    gap = 0.06 if lysis else 0.0
-    pars = _capsule((back + 0.2 + gap, y - 0.04), (back + 0.3, y + height * 0.55), 0.07)
-    spinous = _capsule((back + 0.26, y + 0.02), (back + 0.55, y + 0.08), 0.12, 0.08)
+    arch = back + (_PARS_GAP if lysis else 0.0)
+    pars = _capsule((arch + 0.2, y - 0.04), (arch + 0.3, y + height * 0.55), 0.07)
+    spinous = _capsule((arch + 0.26, y + 0.02), (arch + 0.55, y + 0.08), 0.12, 0.08)
     return [_Bone([pedicle], cortex=0.02, density=0.8), _Bone([pars, spinous], cortex=0.02, density=0.8)]
 
 
@@ -126,9 +136,8 @@ def _hardware(
         return [_metal(*screws), _metal(*rods)]
     gap = disc * 0.85
     if kind == "interbody":
-        outer = _box(*mid, half_w * 0.7, gap / 2)
-        cage = _Bone([outer], holes=[_box(*mid, half_w * 0.45, gap / 4)], cortex=0.0, density=_METAL * 0.7)
-        return [cage]
-    plates = [_box(mid[0], mid[1] + side * gap * 0.36, half_w * 0.8, gap * 0.12) for side in (-1, 1)]
-    keels = [_box(mid[0], mid[1] + side * gap * 0.6, 0.02, gap * 0.2) for side in (-1, 1)]
+        outer = _box(*mid, half_w * 0.75, gap / 2)
+        return [_metal(outer, holes=(_box(*mid, half_w * 0.2, gap / 6),))]
+    plates = [_box(mid[0], mid[1] + side * gap * 0.4, half_w * 0.85, gap * 0.16) for side in (-1, 1)]
+    keels = [_box(mid[0], mid[1] + side * gap * 0.75, 0.04, gap * 0.3) for side in (-1, 1)]
     return [_metal(*plates, *keels)]

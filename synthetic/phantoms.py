@@ -91,7 +91,7 @@ def _draw_bone(acc: np.ndarray, tex: np.ndarray, bone: _Bone, affine: np.ndarray
         rim = np.zeros_like(dist)
         med = 1.0 - np.exp(-dist * (1.0 / max(0.03 * unit_px, 1.0)))
     t = tex[y0:y1, x0:x1]
-    val = (0.55 * rim + 0.42 * bone.medulla * med * (1.0 + 0.4 * t)) * (bone.density * cov)
+    val = (0.55 * rim + 0.42 * bone.medulla * med * (1.0 + bone.texture * t)) * (bone.density * cov)
     acc[y0:y1, x0:x1] += val
 
 

@@ -15,7 +15,7 @@ from radserve.export.architectures import build_model
 from radserve.export.checkpoint import save_checkpoint
 from radserve.export.pipeline import ExportRequest, export_checkpoint
 from radserve.export.repo_check import check_repository
-from radserve.export.train import TrainingPlan, train_system
+from radserve.export.train import TrainingPlan, demo_plan, train_system
 from radserve.model_card import ModelCard
 from radserve.systems import SPINE_VIEW_LABELS, SYSTEMS, get_system
 
@@ -96,6 +96,23 @@ def test_export_refuses_a_checkpoint_that_does_not_fit(
     assert code == EXIT_FAILURE
     assert "system 'fracture' has 2 classes" in capsys.readouterr().err
     assert not (tmp_path / "repo" / "fracture").exists()
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_each_demo_plan_trains_the_contract_at_a_divisor_of_the_study_size(name: str) -> None:
+    plan, system = demo_plan(name), get_system(name)
+    assert plan.architecture == system.architecture
+    assert (plan.input_size, plan.input_size) == system.demo_input_size
+    assert system.input_size[0] % plan.input_size == 0 and system.input_size[1] % plan.input_size == 0
+
+
+def test_unregularized_builds_keep_the_weights_and_drop_dropout_and_stochastic_depth() -> None:
+    regular, demo = build_model("efficientnet_b0", 2), build_model("efficientnet_b0", 2, regularized=False)
+    assert regular.state_dict().keys() == demo.state_dict().keys()
+    rates = [
+        getattr(m, "p", None) for m in demo.modules() if type(m).__name__ in ("Dropout", "StochasticDepth")
+    ]
+    assert rates and all(p == 0.0 for p in rates)
 
 
 def test_a_trained_demo_exports_at_the_study_size(tmp_path: Path) -> None:

@@ -34,24 +34,25 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from radserve.export.train import TrainingPlan, train, train_system
-    from radserve.systems import get_system
-
-    system = get_system(args.system) if args.system else None
     if args.detector:
         return _train_detector(args)
-    plan = TrainingPlan(
-        architecture=args.arch or (system.architecture if system else "resnet18"),
-        input_size=args.input_size or (system.demo_input_size[0] if system else 224),
-        train_images=args.images or 600,
-        held_out_images=args.held_out,
-        epochs=args.epochs or 4,
-        batch_size=args.batch_size or 32,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-    )
-    output = args.output or Path("build") / (f"{system.name}.pt" if system else "demo-resnet18.pt")
-    report = train_system(system.name, plan, output) if system else train(plan, output)
+    from radserve.export.train import TrainingPlan, demo_plan, train, train_system
+
+    given = {
+        "architecture": args.arch,
+        "input_size": args.input_size,
+        "train_images": args.images,
+        "held_out_images": args.held_out,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+    }
+    base = demo_plan(args.system) if args.system else TrainingPlan()
+    plan = replace(base, **{field: value for field, value in given.items() if value is not None})
+    system = args.system
+    output = args.output or Path("build") / (f"{system}.pt" if system else "demo-resnet18.pt")
+    report = train_system(system, plan, output) if system else train(plan, output)
     auroc = "" if report.held_out_macro_auroc is None else f", macro AUROC {report.held_out_macro_auroc:.3f}"
     print(
         f"saved {output}: {report.architecture}, held-out accuracy {report.held_out_accuracy:.1%}{auroc} "
@@ -71,8 +72,8 @@ def _train_detector(args: argparse.Namespace) -> int:
         train_images=args.images or DEMO_PLAN.train_images,
         epochs=args.epochs or DEMO_PLAN.epochs,
         batch_size=args.batch_size or DEMO_PLAN.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
+        learning_rate=args.learning_rate or DEMO_PLAN.learning_rate,
+        seed=DEMO_PLAN.seed if args.seed is None else args.seed,
     )
     output = args.output or Path("build") / f"{args.system}_detector.pt"
     report = train_detector(args.system, plan, output)
@@ -106,10 +107,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--detector", action="store_true", help="train the system's box detector (SSDlite) instead"
     )
-    train.add_argument("--images", type=int, help="default 600 (classifier), 480 (detector)")
-    train.add_argument("--held-out", type=int, default=150)
-    train.add_argument("--epochs", type=int, help="default 4 (classifier), 6 (detector)")
-    train.add_argument("--batch-size", type=int, help="default 32 (classifier), 16 (detector)")
-    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
-    train.add_argument("--seed", type=int, default=0)
+    plans = "default: the demo plan (TrainingPlan, or the system's in radserve.export.train)"
+    train.add_argument("--images", type=int, help=f"training images; {plans}")
+    train.add_argument("--held-out", type=int, help="held-out images evaluated after training")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float, help="peak of the one-cycle schedule")
+    train.add_argument("--seed", type=int)
     train.set_defaults(run=_train)
