@@ -13,6 +13,9 @@
 concurrency, DICOM SR output and metrics. Failures travel as values: a file that cannot be
 prepared is one error row with its reason, a failed request an ``inference_failed`` row per
 radiograph, anything unexpected an ``internal_error`` row naming the exception.
+
+A router (:mod:`radserve.routing`) runs the same steps: resize makes one wire tensor per distinct
+input contract of its stages from the same decoded radiograph, and the row names both stages.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ import numpy as np
 from radserve.client.contract import check_contract
 from radserve.client.dicom import captured_warnings, decode_dataset, display, read_dataset
 from radserve.client.packing import Answer, RequestPacker
-from radserve.client.preprocess import model_input
+from radserve.client.preprocess import wire_input
 from radserve.client.results import ResultRow, Status
-from radserve.client.rows import error_row, internal_error, prediction_row
+from radserve.client.rows import error_row, internal_error, prediction_row, routed_row
 from radserve.errors import InferenceError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard
+from radserve.routing import RouterCard
 
 LOGGER = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class PreparedRadiograph:
 
     sop_instance_uid: str
     frame: int | None
-    image: np.ndarray  # uint8 [1, H, W]
+    image: np.ndarray | dict[str, np.ndarray]  # uint8 [1, H, W]; a router's: one per input name
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class PreparedFile:
     sop_instance_uid: str = ""  # of a refused instance (its header was read)
 
 
-def prepare_file(path: str, card: ModelCard) -> PreparedFile:
+def prepare_file(path: str, card: ModelCard | RouterCard) -> PreparedFile:
     """Steps 0 to 3, contract → decode → display LUT → resize, for every frame of ``path``."""
     started = time.perf_counter()
     dataset = None
@@ -69,7 +73,7 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
             decoded = decode_dataset(dataset, path)  # 1. decode
             radiographs = display(decoded)  # 2. display LUT
         prepared = tuple(
-            PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card))  # 3. resize
+            PreparedRadiograph(r.sop_instance_uid, r.frame, wire_input(r, card))  # 3. resize
             for r in radiographs
         )
     except NotAcceptedError as refusal:
@@ -88,7 +92,7 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
 
 
 async def classify_prepared(
-    prepared: PreparedFile, model: str, card: ModelCard, packer: RequestPacker
+    prepared: PreparedFile, model: str, card: ModelCard | RouterCard, packer: RequestPacker
 ) -> list[ResultRow]:
     """Steps 4 and 5, request → result row: the rows of one prepared file (one per radiograph)."""
     if prepared.error_reason:
@@ -113,7 +117,11 @@ async def classify_prepared(
 
 
 def _row(
-    path: str, item: PreparedRadiograph, answer: Answer | BaseException, model: str, card: ModelCard
+    path: str,
+    item: PreparedRadiograph,
+    answer: Answer | BaseException,
+    model: str,
+    card: ModelCard | RouterCard,
 ) -> ResultRow:
     where = (item.sop_instance_uid, item.frame)
     if isinstance(answer, InferenceError):
@@ -123,4 +131,6 @@ def _row(
     if isinstance(answer, BaseException):
         raise answer  # cancellation, interrupts
     probabilities, prediction = answer
+    if isinstance(card, RouterCard):
+        return routed_row(path, *where, model, card, probabilities, prediction)
     return prediction_row(path, *where, model, card, probabilities, prediction)

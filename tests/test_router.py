@@ -1,0 +1,210 @@
+"""The router: a first-stage classifier's label picks the downstream model, in one served BLS model.
+
+Real tritonserver, real gRPC, real DICOM: a mixed folder of 20 synthetic radiographs (body regions
+and extremity radiographs) goes through the router; each row must come from the downstream model the
+routing table names for the row's first-stage label, answered in its own wire contract, with both
+stages' names and versions. The first stage is the session's tiny body-region model; the downstream
+models are randomly initialised (routing correctness does not need trained ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from radserve.cli import EXIT_FAILURE, main
+from radserve.client.classify import ClassifyOptions, classify
+from radserve.client.flow import prepare_file
+from radserve.client.inputs import discover
+from radserve.client.results import ResultRow, ResultWriter
+from radserve.errors import ExportError
+from radserve.export.architectures import build_model
+from radserve.export.checkpoint import save_checkpoint
+from radserve.export.model_config import ServingOptions, build_config, parse_config, render_config
+from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
+from radserve.export.router import export_router
+from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard
+from radserve.routing import ROUTER_PARAMETER, RouterCard
+from radserve.server_config.triton import TritonServer, free_ports
+from radserve.synthetic.dataset import write_synthetic_set
+from radserve.synthetic.systems import write_system_set
+
+FIRST = "tiny"  # the session's tiny body-region model (conftest)
+FRACTURE, OTHER, FAULTY = "fracture", "other", "faulty"
+
+_FAULTY_MODEL = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        failure = pb_utils.TritonError("synthetic downstream failure")
+        return [pb_utils.InferenceResponse(output_tensors=[], error=failure) for _ in requests]
+"""
+
+
+def _random_model(folder: Path, name: str, architecture: str, labels: tuple[str, ...], size: int) -> Path:
+    torch.manual_seed(0)
+    card = ModelCard(name=name, architecture=architecture, labels=labels, input_size=(size, size))
+    path = folder / f"{name}.pt"
+    save_checkpoint(path, build_model(architecture, len(labels), 3), card)
+    return path
+
+
+def _faulty(repository: Path) -> None:
+    """A served radserve model whose every answer is an error (a Python model with a card)."""
+    card = ModelCard(name=FAULTY, architecture="resnet18", labels=("a", "b"), input_size=(64, 64))
+    config = build_config(card, "embedded", ServingOptions(warmup=False))
+    config.parameters[MODEL_VERSION_PARAMETER].string_value = "1"
+    (repository / FAULTY / "1").mkdir(parents=True)
+    (repository / FAULTY / "1" / "model.py").write_text(_FAULTY_MODEL)
+    (repository / FAULTY / "labels.txt").write_text("a\nb\n")
+    (repository / FAULTY / "config.pbtxt").write_text(render_config(config))
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 radiographs: 14 body regions and 6 extremity (fracture system) radiographs, one folder."""
+    folder = tmp_path_factory.mktemp("mixed")
+    write_synthetic_set(folder / "regions", 14, seed=11, matrix=(320, 256), compressed_share=0.2)
+    write_system_set("fracture", folder / "extremities", 6, seed=5, matrix=(300, 260))
+    return folder
+
+
+def _first_stage_labels(repository: Path, files: list[Path]) -> dict[str, str]:
+    """The first stage's label per file, computed here with ONNX Runtime on the client's wire image."""
+    card = ModelCard.from_repository(repository, FIRST)
+    session = onnxruntime.InferenceSession(str(repository / FIRST / "1" / "model.onnx"))
+    labels = {}
+    for path in files:
+        (radiograph,) = prepare_file(str(path), card).radiographs
+        (probabilities,) = session.run(None, {session.get_inputs()[0].name: radiograph.image[None]})
+        labels[str(path)] = card.labels[int(np.argmax(probabilities[0]))]
+    return labels
+
+
+@pytest.fixture(scope="module")
+def routed(
+    tmp_path_factory: pytest.TempPathFactory, tiny_export: ExportResult, mixed_folder: Path
+) -> Iterator[tuple[TritonServer, dict[str, str], dict[str, str]]]:
+    """A repository with the first stage, two downstream models, a faulty one and two routers."""
+    repository = tmp_path_factory.mktemp("router-repository")
+    shutil.copytree(tiny_export.version_dir.parent, repository / FIRST)
+    work = tmp_path_factory.mktemp("router-checkpoints")
+    fracture = _random_model(work, FRACTURE, "mobilenet_v3_small", ("fracture", "no_fracture"), 128)
+    export_checkpoint(ExportRequest(fracture, FRACTURE, repository, samples=2, system="fracture"))
+    other = _random_model(work, OTHER, "mobilenet_v3_small", ("x", "y", "z"), 96)
+    export_checkpoint(ExportRequest(other, OTHER, repository, samples=2))
+    _faulty(repository)
+    expected = _first_stage_labels(repository, list(discover([mixed_folder]).files))
+    seen = [label for label, _ in Counter(expected.values()).most_common()]
+    assert len(seen) >= 2, f"the first stage must give at least two labels on the folder: {seen}"
+    # the most frequent label to one model, the next to the other, a third (if any) left unrouted
+    routes = {seen[0]: FRACTURE, seen[1]: OTHER}
+    routes |= {label: (FRACTURE, OTHER)[i % 2] for i, label in enumerate(seen[3:])}
+    export_router(repository, "router", FIRST, routes)
+    export_router(repository, "router_faulty", FIRST, {seen[0]: FAULTY, **{x: FRACTURE for x in seen[1:]}})
+    log = tmp_path_factory.mktemp("router-triton") / "tritonserver.log"
+    with TritonServer(repository, ports=free_ports(), log_file=log) as server:
+        yield server, routes, expected
+
+
+def _rows(server: TritonServer, model: str, folder: Path, output: Path) -> list[ResultRow]:
+    rows: list[ResultRow] = []
+    with ResultWriter(output) as writer:
+
+        def keep(batch: list[ResultRow]) -> None:
+            rows.extend(batch)
+            writer.write(batch)
+
+        options = ClassifyOptions(url=server.grpc_url, max_in_flight=8, images_per_request=8, workers=1)
+        asyncio.run(classify(discover([folder]).files, model, keep, options))
+    return rows
+
+
+def test_router_config_parses_and_names_each_wire_contract(
+    routed: tuple[TritonServer, dict[str, str], dict[str, str]],
+) -> None:
+    server, routes, _ = routed
+    config = parse_config((server.repository / "router" / "config.pbtxt").read_text())
+    router = RouterCard.from_json(config.parameters[ROUTER_PARAMETER].string_value)
+    assert router.routes == routes
+    assert {stage.model: stage.version for stage in router.downstream} == {FRACTURE: "1", OTHER: "1"}
+    # one input per distinct contract: the first stage's 64 px stretch, fracture's 384 px letterbox,
+    # the other model's 96 px stretch
+    assert sorted(i.name for i in config.input) == sorted(router.wires)
+    assert len(router.wires) == 3 and "image_384x384_letterbox" in router.wires
+
+
+def test_a_mixed_folder_gets_one_row_per_file_from_the_routed_model(
+    routed: tuple[TritonServer, dict[str, str], dict[str, str]], mixed_folder: Path, tmp_path: Path
+) -> None:
+    server, routes, expected = routed
+    rows = _rows(server, "router", mixed_folder, tmp_path / "rows.csv")
+    assert sorted(row.path for row in rows) == sorted(expected) and len(rows) == 20
+    answered = Counter()
+    for row in rows:
+        assert row.status == "ok", row.error
+        assert (row.router, row.router_version, row.first_stage_model, row.first_stage_version) == (
+            "router",
+            "1",
+            FIRST,
+            "1",
+        )
+        # the router's first stage saw what the client's own wire image gives the same model
+        assert row.first_stage_label == expected[row.path]
+        route = routes.get(row.first_stage_label)
+        assert row.routed is (route is not None)
+        assert (row.model, row.model_version) == ((route, "1") if route else (FIRST, "1"))
+        labels = ModelCard.from_repository(server.repository, row.model).labels
+        assert tuple(row.probabilities) == labels and abs(sum(row.probabilities.values()) - 1) < 1e-4
+        assert abs(sum(row.first_stage_probabilities.values()) - 1) < 1e-4
+        answered[row.model] += 1
+    assert answered[FRACTURE] > 0 and answered[OTHER] > 0
+    header = (tmp_path / "rows.csv").read_text().splitlines()[0].split(",")
+    assert {"router", "router_version", "first_stage_model", "first_stage_version", "routed"} <= set(header)
+
+
+def test_a_failing_downstream_gives_error_rows_for_its_files_only(
+    routed: tuple[TritonServer, dict[str, str], dict[str, str]], mixed_folder: Path, tmp_path: Path
+) -> None:
+    server, _, expected = routed
+    rows = _rows(server, "router_faulty", mixed_folder, tmp_path / "rows.jsonl")
+    assert len(rows) == 20
+    failing = Counter(expected.values()).most_common(1)[0][0]
+    for row in rows:
+        if expected[row.path] == failing:
+            assert (row.status, row.error_reason, row.model) == ("error", "downstream_failed", FAULTY)
+            assert "synthetic downstream failure" in row.error and row.path in row.error
+            assert row.first_stage_label == failing
+        else:
+            assert (row.status, row.model) == ("ok", FRACTURE)
+    written = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert sum(row["error_reason"] == "downstream_failed" for row in written) == sum(
+        label == failing for label in expected.values()
+    )
+
+
+def test_export_refuses_a_missing_model_and_an_unknown_label(
+    routed: tuple[TritonServer, dict[str, str], dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = routed[0].repository
+    with pytest.raises(ExportError, match=r"downstream model 'nope' is not in the repository"):
+        export_router(repository, "r2", FIRST, {"hand": "nope"})
+    with pytest.raises(ExportError, match=r"route for unknown label 'foot'; first stage 'tiny' has labels"):
+        export_router(repository, "r2", FIRST, {"foot": FRACTURE})
+    with pytest.raises(ExportError, match=r"first-stage model 'absent' is not in the repository"):
+        export_router(repository, "r2", "absent", {"hand": FRACTURE})
+    args = ["export-router", "r2", "--first", FIRST, "--route", "hand", "--repository", str(repository)]
+    assert main(args) == EXIT_FAILURE
+    assert "expected LABEL=MODEL" in capsys.readouterr().err
+    assert not (repository / "r2").exists()
