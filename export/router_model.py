@@ -112,5 +112,10 @@ def _infer(stage: dict[str, Any], images: np.ndarray) -> np.ndarray:
     )
     response = request.exec()
     if response.has_error():
-        raise RuntimeError(response.error().message())
+        error = response.error()
+        try:
+            message = error.message()
+        except UnicodeDecodeError:  # seen here with tritonserver 2.51: the message's bytes were not text
+            message = "the model answered with an error whose message could not be read"
+        raise RuntimeError(message)
     return pb_utils.get_output_tensor_by_name(response, PROBABILITIES).as_numpy()

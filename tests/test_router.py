@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnxruntime
 import pytest
 import torch
@@ -40,6 +39,7 @@ from radserve.synthetic.systems import write_system_set
 
 FIRST = "tiny"  # the session's tiny body-region model (conftest)
 FRACTURE, OTHER, FAULTY = "fracture", "other", "faulty"
+Local = dict[str, dict[str, dict[str, float]]]  # model -> file -> label -> probability (ONNX Runtime here)
 
 _FAULTY_MODEL = """
 import triton_python_backend_utils as pb_utils
@@ -80,22 +80,24 @@ def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _first_stage_labels(repository: Path, files: list[Path]) -> dict[str, str]:
-    """The first stage's label per file, computed here with ONNX Runtime on the client's wire image."""
-    card = ModelCard.from_repository(repository, FIRST)
-    session = onnxruntime.InferenceSession(str(repository / FIRST / "1" / "model.onnx"))
-    labels = {}
+def _local(repository: Path, model: str, files: list[Path]) -> dict[str, dict[str, float]]:
+    """``model``'s probabilities per file, computed here with ONNX Runtime on the wire image the
+    client prepares for that model's own contract."""
+    card = ModelCard.from_repository(repository, model)
+    (version,) = (p for p in (repository / model).iterdir() if p.name.isdigit())
+    session = onnxruntime.InferenceSession(str(version / "model.onnx"))
+    answers = {}
     for path in files:
         (radiograph,) = prepare_file(str(path), card).radiographs
         (probabilities,) = session.run(None, {session.get_inputs()[0].name: radiograph.image[None]})
-        labels[str(path)] = card.labels[int(np.argmax(probabilities[0]))]
-    return labels
+        answers[str(path)] = dict(zip(card.labels, map(float, probabilities[0]), strict=True))
+    return answers
 
 
 @pytest.fixture(scope="module")
 def routed(
     tmp_path_factory: pytest.TempPathFactory, tiny_export: ExportResult, mixed_folder: Path
-) -> Iterator[tuple[TritonServer, dict[str, str], dict[str, str]]]:
+) -> Iterator[tuple[TritonServer, dict[str, str], Local]]:
     """A repository with the first stage, two downstream models, a faulty one and two routers."""
     repository = tmp_path_factory.mktemp("router-repository")
     shutil.copytree(tiny_export.version_dir.parent, repository / FIRST)
@@ -105,7 +107,9 @@ def routed(
     other = _random_model(work, OTHER, "mobilenet_v3_small", ("x", "y", "z"), 96)
     export_checkpoint(ExportRequest(other, OTHER, repository, samples=2))
     _faulty(repository)
-    expected = _first_stage_labels(repository, list(discover([mixed_folder]).files))
+    files = list(discover([mixed_folder]).files)
+    local = {model: _local(repository, model, files) for model in (FIRST, FRACTURE, OTHER)}
+    expected = _first_labels(local)
     seen = [label for label, _ in Counter(expected.values()).most_common()]
     assert len(seen) >= 2, f"the first stage must give at least two labels on the folder: {seen}"
     # the most frequent label to one model, the next to the other, a third (if any) left unrouted
@@ -115,7 +119,11 @@ def routed(
     export_router(repository, "router_faulty", FIRST, {seen[0]: FAULTY, **{x: FRACTURE for x in seen[1:]}})
     log = tmp_path_factory.mktemp("router-triton") / "tritonserver.log"
     with TritonServer(repository, ports=free_ports(), log_file=log) as server:
-        yield server, routes, expected
+        yield server, routes, local
+
+
+def _first_labels(local: Local) -> dict[str, str]:
+    return {path: max(answer, key=answer.__getitem__) for path, answer in local[FIRST].items()}
 
 
 def _rows(server: TritonServer, model: str, folder: Path, output: Path) -> list[ResultRow]:
@@ -132,7 +140,7 @@ def _rows(server: TritonServer, model: str, folder: Path, output: Path) -> list[
 
 
 def test_router_config_parses_and_names_each_wire_contract(
-    routed: tuple[TritonServer, dict[str, str], dict[str, str]],
+    routed: tuple[TritonServer, dict[str, str], Local],
 ) -> None:
     server, routes, _ = routed
     config = parse_config((server.repository / "router" / "config.pbtxt").read_text())
@@ -146,9 +154,10 @@ def test_router_config_parses_and_names_each_wire_contract(
 
 
 def test_a_mixed_folder_gets_one_row_per_file_from_the_routed_model(
-    routed: tuple[TritonServer, dict[str, str], dict[str, str]], mixed_folder: Path, tmp_path: Path
+    routed: tuple[TritonServer, dict[str, str], Local], mixed_folder: Path, tmp_path: Path
 ) -> None:
-    server, routes, expected = routed
+    server, routes, local = routed
+    expected = _first_labels(local)
     rows = _rows(server, "router", mixed_folder, tmp_path / "rows.csv")
     assert sorted(row.path for row in rows) == sorted(expected) and len(rows) == 20
     answered = Counter()
@@ -165,9 +174,9 @@ def test_a_mixed_folder_gets_one_row_per_file_from_the_routed_model(
         route = routes.get(row.first_stage_label)
         assert row.routed is (route is not None)
         assert (row.model, row.model_version) == ((route, "1") if route else (FIRST, "1"))
-        labels = ModelCard.from_repository(server.repository, row.model).labels
-        assert tuple(row.probabilities) == labels and abs(sum(row.probabilities.values()) - 1) < 1e-4
-        assert abs(sum(row.first_stage_probabilities.values()) - 1) < 1e-4
+        # each stage got exactly its own contract's wire image: its answer is the one computed here
+        assert row.probabilities == pytest.approx(local[row.model][row.path], abs=1e-5)
+        assert row.first_stage_probabilities == pytest.approx(local[FIRST][row.path], abs=1e-5)
         answered[row.model] += 1
     assert answered[FRACTURE] > 0 and answered[OTHER] > 0
     header = (tmp_path / "rows.csv").read_text().splitlines()[0].split(",")
@@ -175,16 +184,19 @@ def test_a_mixed_folder_gets_one_row_per_file_from_the_routed_model(
 
 
 def test_a_failing_downstream_gives_error_rows_for_its_files_only(
-    routed: tuple[TritonServer, dict[str, str], dict[str, str]], mixed_folder: Path, tmp_path: Path
+    routed: tuple[TritonServer, dict[str, str], Local], mixed_folder: Path, tmp_path: Path
 ) -> None:
-    server, _, expected = routed
+    server, _, local = routed
+    expected = _first_labels(local)
     rows = _rows(server, "router_faulty", mixed_folder, tmp_path / "rows.jsonl")
     assert len(rows) == 20
     failing = Counter(expected.values()).most_common(1)[0][0]
     for row in rows:
         if expected[row.path] == failing:
-            assert (row.status, row.error_reason, row.model) == ("error", "downstream_failed", FAULTY)
-            assert "synthetic downstream failure" in row.error and row.path in row.error
+            assert (row.status, row.error_reason, row.model) == ("error", "downstream_failed", FAULTY), (
+                row.error
+            )
+            assert f"downstream {FAULTY!r} version 1 failed" in row.error and row.path in row.error
             assert row.first_stage_label == failing
         else:
             assert (row.status, row.model) == ("ok", FRACTURE)
@@ -195,7 +207,7 @@ def test_a_failing_downstream_gives_error_rows_for_its_files_only(
 
 
 def test_export_refuses_a_missing_model_and_an_unknown_label(
-    routed: tuple[TritonServer, dict[str, str], dict[str, str]], capsys: pytest.CaptureFixture[str]
+    routed: tuple[TritonServer, dict[str, str], Local], capsys: pytest.CaptureFixture[str]
 ) -> None:
     repository = routed[0].repository
     with pytest.raises(ExportError, match=r"downstream model 'nope' is not in the repository"):
