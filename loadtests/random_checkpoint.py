@@ -24,12 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("architecture")
     parser.add_argument("output", type=Path)
     parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--labels", nargs="+", default=list(REGIONS), help="class labels (default: regions)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     size = (args.input_size, args.input_size)
-    card = ModelCard(args.architecture, args.architecture, REGIONS, size, resize="letterbox")
+    labels = tuple(args.labels)
+    card = ModelCard(args.architecture, args.architecture, labels, size, resize="letterbox")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(args.output, build_model(args.architecture, len(REGIONS)), card)
+    save_checkpoint(args.output, build_model(args.architecture, len(labels)), card)
     print(f"wrote {args.output} (random-init {args.architecture} @ {args.input_size})")
     return 0
 
