@@ -123,3 +123,39 @@ def export_router(repository: Path, name: str, first: str, routes: Mapping[str, 
         raise
     LOGGER.info("published router %s version %d in %s", name, version, repository)
     return model_dir / str(version)
+
+
+def router_problems(model_dir: Path, config: pb.ModelConfig) -> list[str]:
+    """What is wrong with a published router (``radserve repo check``): its description, the stages it
+    pins (still served at that version, same card), its model.py and its inputs."""
+    try:
+        router = RouterCard.from_json(config.parameters[ROUTER_PARAMETER].string_value)
+    except ModelCardError as error:
+        return [str(error)]
+    version = (
+        config.parameters[MODEL_VERSION_PARAMETER].string_value
+        if MODEL_VERSION_PARAMETER in config.parameters
+        else ""
+    )
+    problems = (
+        [] if (model_dir / version / "model.py").is_file() else [f"version {version!r} has no model.py"]
+    )
+    for stage in (router.first, *router.downstream):
+        try:
+            served = served_stage(model_dir.parent, stage.model, "stage")
+        except ExportError as error:
+            problems.append(str(error))
+            continue
+        if served.version != stage.version:
+            problems.append(
+                f"stage {stage.model!r} is pinned to version {stage.version}; the repository serves version "
+                f"{served.version} now: run export-router again"
+            )
+        elif served.card != stage.card:
+            problems.append(
+                f"stage {stage.model!r}: its card differs from the one the router was exported with"
+            )
+    wires = [(name, [1, *card.input_size]) for name, card in router.wires.items()]
+    if sorted(wires) != sorted((i.name, list(i.dims)) for i in config.input):
+        problems.append(f"inputs {[i.name for i in config.input]} are not the stages' wire contracts {wires}")
+    return problems

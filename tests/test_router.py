@@ -30,6 +30,7 @@ from radserve.export.architectures import build_model
 from radserve.export.checkpoint import save_checkpoint
 from radserve.export.model_config import ServingOptions, build_config, parse_config, render_config
 from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
+from radserve.export.repo_check import check_repository
 from radserve.export.router import export_router
 from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard
 from radserve.routing import ROUTER_PARAMETER, RouterCard
@@ -221,3 +222,16 @@ def test_export_refuses_a_missing_model_and_an_unknown_label(
     assert main(args) == EXIT_FAILURE
     assert "expected LABEL=MODEL" in capsys.readouterr().err
     assert not (repository / "r2").exists()
+
+
+def test_repo_check_reports_a_router_whose_stage_was_published_anew(
+    routed: tuple[TritonServer, dict[str, str], Local], tmp_path: Path
+) -> None:
+    repository = routed[0].repository
+    assert check_repository(repository).ok, check_repository(repository).render()
+    other = _random_model(tmp_path, OTHER, "mobilenet_v3_small", ("x", "y", "z"), 96)
+    export_checkpoint(ExportRequest(other, OTHER, repository, samples=2))  # version 2
+    (router,) = (model for model in check_repository(repository).models if model.name == "router")
+    assert router.problems == [
+        "stage 'other' is pinned to version 1; the repository serves version 2 now: run export-router again"
+    ]
