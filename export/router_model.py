@@ -118,4 +118,7 @@ def _infer(stage: dict[str, Any], images: np.ndarray) -> np.ndarray:
         except UnicodeDecodeError:  # seen here with tritonserver 2.51: the message's bytes were not text
             message = "the model answered with an error whose message could not be read"
         raise RuntimeError(message)
-    return pb_utils.get_output_tensor_by_name(response, PROBABILITIES).as_numpy()
+    answer = pb_utils.get_output_tensor_by_name(response, PROBABILITIES)
+    if answer is None or len(answer.as_numpy()) != len(images):
+        raise RuntimeError(f"answered without {PROBABILITIES} for each of its {len(images)} radiograph(s)")
+    return answer.as_numpy()

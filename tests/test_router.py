@@ -42,14 +42,16 @@ FIRST = "tiny"  # the session's tiny body-region model (conftest)
 FRACTURE, OTHER, FAULTY = "fracture", "other", "faulty"
 Local = dict[str, dict[str, dict[str, float]]]  # model -> file -> label -> probability (ONNX Runtime here)
 
+# A downstream model whose every answer lacks its probabilities. (Answers carrying a TritonError made
+# tritonserver 2.51's Python backend crash now and then (SIGSEGV in libtriton_python.so) or garble the
+# message when a BLS caller read it: README, "The router".)
 _FAULTY_MODEL = """
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
     def execute(self, requests):
-        failure = pb_utils.TritonError("synthetic downstream failure")
-        return [pb_utils.InferenceResponse(output_tensors=[], error=failure) for _ in requests]
+        return [pb_utils.InferenceResponse(output_tensors=[]) for _ in requests]
 """
 
 
@@ -198,7 +200,8 @@ def test_a_failing_downstream_gives_error_rows_for_its_files_only(
             assert (row.status, row.error_reason, row.model) == ("error", "downstream_failed", FAULTY), (
                 row.error
             )
-            assert f"downstream {FAULTY!r} version 1 failed" in row.error and row.path in row.error
+            assert f"downstream {FAULTY!r} version 1 failed: answered without probabilities" in row.error
+            assert row.path in row.error
             assert row.first_stage_label == failing
         else:
             assert (row.status, row.model) == ("ok", FRACTURE)
@@ -228,10 +231,15 @@ def test_repo_check_reports_a_router_whose_stage_was_published_anew(
     routed: tuple[TritonServer, dict[str, str], Local], tmp_path: Path
 ) -> None:
     repository = routed[0].repository
-    assert check_repository(repository).ok, check_repository(repository).render()
+
+    def router_problems() -> list[str]:
+        (router,) = (model for model in check_repository(repository).models if model.name == "router")
+        assert (router.target, router.versions) == ("router", [1])
+        return router.problems
+
+    assert router_problems() == []
     other = _random_model(tmp_path, OTHER, "mobilenet_v3_small", ("x", "y", "z"), 96)
     export_checkpoint(ExportRequest(other, OTHER, repository, samples=2))  # version 2
-    (router,) = (model for model in check_repository(repository).models if model.name == "router")
-    assert router.problems == [
+    assert router_problems() == [
         "stage 'other' is pinned to version 1; the repository serves version 2 now: run export-router again"
     ]
