@@ -116,9 +116,7 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
     if config.name and config.name != model_dir.name:
         problems.append(f"config name {config.name!r} differs from the folder name {model_dir.name!r}")
     if ROUTER_PARAMETER in config.parameters:  # a router (radserve export-router): no model file of its own
-        report.target, report.versions = "router", model_versions(model_dir)
-        problems.extend(router_problems(model_dir, config))
-        return
+        return _check_router(model_dir, config, report)
     extra_outputs = [output.name for output in config.output[1:]]
     if len(config.input) != 1 or not config.output or extra_outputs not in ([], [GRADCAM_OUTPUT]):
         problems.append(
@@ -182,6 +180,11 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
         )
     if config_card is not None:
         _check_card(config_card, "config", model_dir.name, input_size, classes, labels, problems)
+
+
+def _check_router(model_dir: Path, config: pb.ModelConfig, report: ModelReport) -> None:
+    report.target, report.versions = "router", model_versions(model_dir)
+    report.problems.extend(router_problems(model_dir, config))
 
 
 def _check_card(
