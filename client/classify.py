@@ -23,6 +23,7 @@ from radserve.client.preparers import Decode, Preparers
 from radserve.client.results import ResultRow
 from radserve.errors import InputError, ModelCardError
 from radserve.model_card import InputContract, ModelCard
+from radserve.routing import ROUTER_OUTPUTS, RouterCard
 from radserve.security import ClientTls
 from radserve.settings import SETTINGS
 
@@ -108,7 +109,7 @@ async def classify(
     on_rows: Callable[[list[ResultRow]], None],
     options: ClassifyOptions | None = None,
 ) -> RunSummary:
-    """Classify ``files`` with ``model``.
+    """Classify ``files`` with ``model`` (a classifier, or a router: :mod:`radserve.routing`).
 
     ``on_rows`` receives the rows of one file at a time (one per frame, or one error row) as soon
     as they are all known, so a writer can keep a file's rows together. Raises
@@ -134,20 +135,27 @@ async def classify(
         ) as client,
     ):
         await client.wait_ready(model, options.ready_timeout_seconds)
-        card = await client.model_card(model)
-        if card.channels != 1:  # a study-level system (MRI series): radserve.client.mri_classify
+        card = await client.served_card(model)
+        if isinstance(card, RouterCard):
+            if options.sr_dir is not None:
+                raise ModelCardError(
+                    f"model {model!r} is a router: DICOM SR output is not written for routers"
+                )
+        elif card.channels != 1:  # a study-level system (MRI series): radserve.client.mri_classify
             raise ModelCardError(
                 f"model {model!r} takes {card.channels}-channel studies: use classify-series"
             )
-        if options.accept_any:
+        elif options.accept_any:
             card = card.replace(accepts=InputContract.any())
-        detector = await find_detector(client, model, card, options.ready_timeout_seconds)
+        router = isinstance(card, RouterCard)
+        detector = None if router else await find_detector(client, model, card, options.ready_timeout_seconds)
         async with RequestPacker(
             client,
             model,
             images_per_request=options.images_per_request,
             max_in_flight=options.max_in_flight,
             metrics=metrics,
+            extra_outputs=ROUTER_OUTPUTS if router else (),
         ) as packer:
 
             async def worker() -> None:

@@ -27,6 +27,7 @@ from radserve.client._decode_worker import BOOTSTRAP
 from radserve.client.flow import PreparedFile
 from radserve.errors import DecodeWorkersError
 from radserve.model_card import ModelCard
+from radserve.routing import RouterCard
 
 
 class _WorkerDied(Exception):
@@ -74,7 +75,7 @@ class _Worker:
             return f"the worker process was killed by {signal.Signals(-code).name}"
         return f"the worker process exited with code {code}"
 
-    def prepare(self, path: str, card: ModelCard) -> PreparedFile:
+    def prepare(self, path: str, card: ModelCard | RouterCard) -> PreparedFile:
         self._write((path, card))
         prepared = self._read()
         assert isinstance(prepared, PreparedFile)
@@ -118,7 +119,7 @@ class DecodePool:
         await asyncio.get_running_loop().run_in_executor(self._io, worker.close)
         return await self._start()
 
-    async def prepare(self, path: str, card: ModelCard) -> PreparedFile:
+    async def prepare(self, path: str, card: ModelCard | RouterCard) -> PreparedFile:
         """Decode, display-process and resize ``path`` in a worker; errors come back as values."""
         loop = asyncio.get_running_loop()
         worker = await self._idle.get()

@@ -13,6 +13,9 @@
 concurrency, DICOM SR output and metrics. Failures travel as values: a file that cannot be
 prepared is one error row with its reason, a failed request an ``inference_failed`` row per
 radiograph, anything unexpected an ``internal_error`` row naming the exception.
+
+A router (:mod:`radserve.routing`) runs the same steps: resize makes one wire tensor per distinct
+input contract of its stages from the same decoded radiograph, and the row names both stages.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import numpy as np
 from radserve.client.contract import check_contract
 from radserve.client.dicom import captured_warnings, decode_dataset, display, read_dataset
 from radserve.client.packing import Answer, RequestPacker
-from radserve.client.preprocess import model_input
+from radserve.client.preprocess import wire_input
 from radserve.client.results import ResultRow, Status
-from radserve.client.rows import error_row, internal_error, prediction_row
+from radserve.client.rows import error_row, internal_error, prediction_row, routed_row
 from radserve.errors import InferenceError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard
+from radserve.routing import RouterCard
 
 if TYPE_CHECKING:
     from radserve.client.detection import Detector
@@ -46,7 +50,7 @@ class PreparedRadiograph:
 
     sop_instance_uid: str
     frame: int | None
-    image: np.ndarray  # uint8 [1, H, W]
+    image: np.ndarray | dict[str, np.ndarray]  # uint8 [1, H, W]; a router's: one per input name
     source: tuple[int, int] = (0, 0)  # rows, columns of the source image (boxes map back onto it)
 
 
@@ -63,7 +67,7 @@ class PreparedFile:
     sop_instance_uid: str = ""  # of a refused instance (its header was read)
 
 
-def prepare_file(path: str, card: ModelCard) -> PreparedFile:
+def prepare_file(path: str, card: ModelCard | RouterCard) -> PreparedFile:
     """Steps 0 to 3, contract → decode → display LUT → resize, for every frame of ``path``."""
     started = time.perf_counter()
     dataset = None
@@ -74,7 +78,7 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
             decoded = decode_dataset(dataset, path)  # 1. decode
             radiographs = display(decoded)  # 2. display LUT
         prepared = tuple(
-            PreparedRadiograph(r.sop_instance_uid, r.frame, model_input(r, card), r.values.shape)  # 3. resize
+            PreparedRadiograph(r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape)  # 3. resize
             for r in radiographs
         )
     except NotAcceptedError as refusal:
@@ -95,7 +99,7 @@ def prepare_file(path: str, card: ModelCard) -> PreparedFile:
 async def classify_prepared(
     prepared: PreparedFile,
     model: str,
-    card: ModelCard,
+    card: ModelCard | RouterCard,
     packer: RequestPacker,
     detector: Detector | None = None,
 ) -> list[ResultRow]:
@@ -131,7 +135,7 @@ def _row(
     answer: Answer | BaseException,
     boxes: list[dict[str, Any]] | BaseException,
     model: str,
-    card: ModelCard,
+    card: ModelCard | RouterCard,
 ) -> ResultRow:
     where = (item.sop_instance_uid, item.frame)
     if isinstance(boxes, BaseException) and not isinstance(answer, BaseException):
@@ -143,5 +147,7 @@ def _row(
     if isinstance(answer, BaseException):
         raise answer  # cancellation, interrupts
     probabilities, prediction = answer
+    if isinstance(card, RouterCard):
+        return routed_row(path, *where, model, card, probabilities, prediction)
     row = prediction_row(path, *where, model, card, probabilities, prediction)
     return replace(row, boxes=boxes) if boxes else row

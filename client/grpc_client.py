@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from radserve.model_card import (
     OUTPUT_NAME,
     ModelCard,
 )
+from radserve.routing import ROUTER_PARAMETER, RouterCard
 from radserve.security import GRPC_ADMIN_KEY_HEADER, ClientTls
 from radserve.settings import SETTINGS
 
@@ -134,7 +135,16 @@ class AsyncRadiographClient:
         """The card of ``model`` (from its config) on the first replica that answers; every replica
         whose card differs from it, or that cannot say, is refused for the rest of the run. Requests
         to each replica are then pinned to the version its config describes."""
-        reference: ModelCard | None = None
+        card = await self.served_card(model)
+        if isinstance(card, RouterCard):
+            raise ModelCardError(
+                f"model {model!r} is a router (radserve export-router): classify routes through it"
+            )
+        return card
+
+    async def served_card(self, model: str) -> ModelCard | RouterCard:
+        """:meth:`model_card`, or the routing description of a router (:mod:`radserve.routing`)."""
+        reference: ModelCard | RouterCard | None = None
         problems = []
         for endpoint in self._endpoints:
             try:
@@ -155,7 +165,7 @@ class AsyncRadiographClient:
         self._endpoints = [endpoint for endpoint in self._endpoints if endpoint not in refused]
         return reference
 
-    async def _read_card(self, endpoint: _Endpoint, model: str) -> tuple[ModelCard, str]:
+    async def _read_card(self, endpoint: _Endpoint, model: str) -> tuple[ModelCard | RouterCard, str]:
         try:
             reply = await endpoint.client.get_model_config(model, headers=self._headers)
         except InferenceServerException as error:
@@ -163,24 +173,35 @@ class AsyncRadiographClient:
                 f"{endpoint.url}: cannot read config of model {model!r}: {error.message()}"
             ) from None
         parameters = reply.config.parameters
-        if MODEL_CARD_PARAMETER not in parameters:
-            raise ModelCardError(f"model {model!r} on {endpoint.url} has no {MODEL_CARD_PARAMETER} parameter")
         version = (
             parameters[MODEL_VERSION_PARAMETER].string_value if MODEL_VERSION_PARAMETER in parameters else ""
         )
+        if ROUTER_PARAMETER in parameters:
+            return RouterCard.from_json(parameters[ROUTER_PARAMETER].string_value), version
+        if MODEL_CARD_PARAMETER not in parameters:
+            raise ModelCardError(f"model {model!r} on {endpoint.url} has no {MODEL_CARD_PARAMETER} parameter")
         return ModelCard.from_json(parameters[MODEL_CARD_PARAMETER].string_value), version
 
     async def infer(
-        self, model: str, images: np.ndarray, extra_outputs: Sequence[str] = (), *, primary: bool = True
+        self,
+        model: str,
+        images: np.ndarray | Mapping[str, np.ndarray],
+        extra_outputs: Sequence[str] = (),
+        *,
+        primary: bool = True,
     ) -> Prediction:
         """Probabilities ``[B, C]`` for wire images ``uint8 [B, 1, H, W]``, retrying transient failures
         within the retry budget (:mod:`radserve.client.retry`).
 
+        ``images`` may map input names to tensors (a router takes one per wire contract);
         ``extra_outputs`` names further outputs of the model to return in ``Prediction.extra``; with
         ``primary=False`` (a detector) only those are asked for and ``probabilities`` is empty.
         """
-        inputs = [grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")]
-        inputs[0].set_data_from_numpy(images)
+        named = images if isinstance(images, Mapping) else {INPUT_NAME: images}
+        inputs = []
+        for name, tensor in named.items():
+            inputs.append(grpcclient.InferInput(name, list(tensor.shape), "UINT8"))
+            inputs[-1].set_data_from_numpy(tensor)
         wanted = (OUTPUT_NAME, *extra_outputs) if primary else tuple(extra_outputs)
         outputs = [grpcclient.InferRequestedOutput(name) for name in wanted]
         policy = self.retry

@@ -7,11 +7,17 @@ and requests grow only when radiographs queue for the wire. Triton's dynamic bat
 requests. Counting radiographs rather than requests keeps the server's queue as deep with packing
 as without: 16 requests of 8 (128 radiographs in flight) made MobileNetV3-Small slower here than 16
 of 1, while 2 of 8 were faster (README, "Client library").
+
+A router (:mod:`radserve.routing`) takes one tensor per wire contract: its radiographs are dicts of
+input name → ``uint8 [1, H, W]``, stacked per input; each answer's ``Prediction.extra`` then holds
+that radiograph's row of every extra output.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -19,6 +25,7 @@ from radserve.client.grpc_client import AsyncRadiographClient, Prediction
 from radserve.client.metrics import ClientMetrics
 
 Answer = tuple[np.ndarray, Prediction]  # one radiograph's probabilities [C], and its request's prediction
+Wire = np.ndarray | dict[str, np.ndarray]  # one radiograph: its wire image, or one per router input
 
 
 class RequestPacker:
@@ -32,6 +39,7 @@ class RequestPacker:
         images_per_request: int,
         max_in_flight: int,
         metrics: ClientMetrics,
+        extra_outputs: Sequence[str] = (),
     ) -> None:
         if images_per_request < 1:
             raise ValueError("images_per_request must be at least 1")
@@ -39,12 +47,13 @@ class RequestPacker:
         self._model = model
         self._images_per_request = images_per_request
         self._metrics = metrics
+        self._extra_outputs = tuple(extra_outputs)
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._waiting: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Answer]]] = asyncio.Queue()
+        self._waiting: asyncio.Queue[tuple[Wire, asyncio.Future[Answer]]] = asyncio.Queue()
         self._sending: set[asyncio.Task[None]] = set()
         self._packer: asyncio.Task[None] | None = None
 
-    async def infer(self, image: np.ndarray) -> Answer:
+    async def infer(self, image: Wire) -> Answer:
         """The answer for one radiograph; raises what its request raised (e.g. InferenceError)."""
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         await self._waiting.put((image, answer))
@@ -65,14 +74,24 @@ class RequestPacker:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[tuple[np.ndarray, asyncio.Future[Answer]]]) -> None:
+    async def _send(self, batch: list[tuple[Wire, asyncio.Future[Answer]]]) -> None:
         outcomes: list[Answer] | Exception
         try:
-            images = np.stack([image for image, _ in batch])
+            first = batch[0][0]
+            images = (
+                {name: np.stack([image[name] for image, _ in batch]) for name in first}  # type: ignore[index]
+                if isinstance(first, dict)
+                else np.stack([image for image, _ in batch])
+            )
             with self._metrics.in_flight.labels(self._model).track_inprogress():
-                prediction = await self._client.infer(self._model, images)
+                prediction = await self._client.infer(self._model, images, self._extra_outputs)
             self._metrics.request_seconds.labels(self._model).observe(prediction.latency_seconds)
-            outcomes = [(row, prediction) for row in prediction.probabilities]
+            outcomes = [
+                (row, replace(prediction, extra={k: v[index] for k, v in prediction.extra.items()}))
+                if prediction.extra
+                else (row, prediction)
+                for index, row in enumerate(prediction.probabilities)
+            ]
             if len(outcomes) != len(batch):
                 raise ValueError(f"{len(batch)} radiographs sent, {len(outcomes)} answers received")
         except Exception as error:  # every radiograph of the request gets the failure

@@ -9,11 +9,20 @@ import numpy as np
 
 from radserve.client.dicom import Radiograph, read_radiographs
 from radserve.model_card import ModelCard
+from radserve.routing import RouterCard
 
 
 def model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:
     """``uint8 [1, H, W]`` at the model's input size, resized as its card says."""
     return radiograph.resized(card.input_size, card.resize)[np.newaxis]
+
+
+def wire_input(radiograph: Radiograph, card: ModelCard | RouterCard) -> np.ndarray | dict[str, np.ndarray]:
+    """What ``card``'s model receives: :func:`model_input`, or for a router one tensor per wire
+    contract of its stages (by router input name), each exactly as that stage's own card says."""
+    if isinstance(card, RouterCard):
+        return {name: model_input(radiograph, stage) for name, stage in card.wires.items()}
+    return model_input(radiograph, card)
 
 
 def write_model_inputs(path: Path, card: ModelCard, output: Path) -> list[Path]:

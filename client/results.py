@@ -20,7 +20,14 @@ Status = Literal["ok", "error", "not_accepted"]
 
 # Error reasons that may pass on another try: ``--resume`` does these inputs again.
 TRANSIENT_REASONS = frozenset(
-    {"inference_failed", "overloaded", "server_unavailable", "version_unavailable", "version_mismatch"}
+    {
+        "inference_failed",
+        "overloaded",
+        "server_unavailable",
+        "version_unavailable",
+        "version_mismatch",
+        "downstream_failed",
+    }
 )
 
 
@@ -48,6 +55,16 @@ class ResultRow:
     study_instance_uid: str = ""  # rows of study-level systems (MRI series): one row per study
     # detections on the source image: x0, y0, x1, y1 (pixel edges), score, label (radserve.client.boxes)
     boxes: list[dict[str, Any]] = field(default_factory=list)
+    # rows of a router (radserve export-router): the router and the first stage that chose the route;
+    # model, model_version, label, ... are the downstream model's, or the first stage's when unrouted
+    router: str = ""
+    router_version: str = ""
+    routed: bool | None = None  # None: no router; False: the first-stage label has no route
+    first_stage_model: str = ""
+    first_stage_version: str = ""
+    first_stage_label: str = ""
+    first_stage_score: float | None = None
+    first_stage_probabilities: dict[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int | None]:
@@ -64,8 +81,8 @@ class ResultWriter:
     """Writes rows to ``.jsonl`` or ``.csv`` as they arrive, flushed so a killed run keeps them, and
     fsync'ed every ``fsync_rows`` rows or ``fsync_seconds`` (and on close) so a host crash keeps them.
 
-    In CSV, ``probabilities`` is a JSON object in one column (labels differ between models), and
-    ``boxes`` a JSON list.
+    In CSV, ``probabilities`` and ``first_stage_probabilities`` are JSON objects in one column (labels
+    differ between models), and ``boxes`` a JSON list.
     """
 
     def __init__(
@@ -102,6 +119,9 @@ class ResultWriter:
                     row.to_dict()
                     | {
                         "probabilities": json.dumps(row.probabilities, sort_keys=True),
+                        "first_stage_probabilities": json.dumps(
+                            row.first_stage_probabilities, sort_keys=True
+                        ),
                         "boxes": json.dumps(row.boxes, sort_keys=True),
                     }
                 )

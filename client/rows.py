@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from radserve.client.grpc_client import Prediction
 from radserve.client.results import ResultRow, Status
 from radserve.model_card import ModelCard
+from radserve.routing import DOWNSTREAM_OUTPUT, FIRST_STAGE_OUTPUT, ROUTE_ERROR_OUTPUT, RouterCard
 
 
 def prediction_row(
@@ -38,6 +41,56 @@ def prediction_row(
         decision=decision,
         threshold=threshold,
     )
+
+
+def routed_row(
+    path: str,
+    sop_instance_uid: str,
+    frame: int | None,
+    model: str,
+    router: RouterCard,
+    probabilities: np.ndarray,
+    prediction: Prediction,
+) -> ResultRow:
+    """The row of a radiograph answered by the router ``model``: the downstream model's prediction
+    (or its failure, or the first stage's own when its label has no route) with the first stage's."""
+    first = prediction_row(
+        path,
+        sop_instance_uid,
+        frame,
+        router.first.model,
+        router.first.card,
+        prediction.extra[FIRST_STAGE_OUTPUT],
+        replace(prediction, model_version=router.first.version),
+    )
+    stages = {
+        "router": model,
+        "router_version": prediction.model_version,
+        "first_stage_model": first.model,
+        "first_stage_version": first.model_version,
+        "first_stage_label": first.label,
+        "first_stage_score": first.score,
+        "first_stage_probabilities": first.probabilities,
+    }
+    index = int(prediction.extra[DOWNSTREAM_OUTPUT][0])
+    if index < 0:
+        return replace(first, routed=False, **stages)
+    stage = router.downstream[index]
+    failure = bytes(prediction.extra[ROUTE_ERROR_OUTPUT][0]).decode(errors="replace")
+    if failure:
+        row = error_row(path, stage.model, "downstream_failed", f"{path}: {failure}", sop_instance_uid, frame)
+        return replace(row, model_version=stage.version, routed=True, **stages)
+    answered = replace(prediction, model_version=stage.version)
+    row = prediction_row(
+        path,
+        sop_instance_uid,
+        frame,
+        stage.model,
+        stage.card,
+        probabilities[: stage.card.num_classes],
+        answered,
+    )
+    return replace(row, routed=True, **stages)
 
 
 def error_row(

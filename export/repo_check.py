@@ -20,6 +20,7 @@ from radserve.errors import ModelCardError, RadserveError
 from radserve.export.hashing import file_sha256
 from radserve.export.model_config import LABELS_FILE, WEIGHTS_FILE_PARAMETER, parse_config
 from radserve.export.repository import CONFIG_FILE
+from radserve.export.router import router_problems
 from radserve.model_card import (
     GRADCAM_OUTPUT,
     INPUT_NAME,
@@ -29,6 +30,7 @@ from radserve.model_card import (
     ModelCard,
     model_versions,
 )
+from radserve.routing import ROUTER_PARAMETER
 
 _ONNX_TYPES = {pb.TYPE_UINT8: onnx.TensorProto.UINT8, pb.TYPE_FP32: onnx.TensorProto.FLOAT}
 
@@ -113,6 +115,8 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
     report.target = _target(config)
     if config.name and config.name != model_dir.name:
         problems.append(f"config name {config.name!r} differs from the folder name {model_dir.name!r}")
+    if ROUTER_PARAMETER in config.parameters:  # a router (radserve export-router): no model file of its own
+        return _check_router(model_dir, config, report)
     extra_outputs = [output.name for output in config.output[1:]]
     if len(config.input) != 1 or not config.output or extra_outputs not in ([], [GRADCAM_OUTPUT]):
         problems.append(
@@ -176,6 +180,11 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
         )
     if config_card is not None:
         _check_card(config_card, "config", model_dir.name, input_size, classes, labels, problems)
+
+
+def _check_router(model_dir: Path, config: pb.ModelConfig, report: ModelReport) -> None:
+    report.target, report.versions = "router", model_versions(model_dir)
+    report.problems.extend(router_problems(model_dir, config))
 
 
 def _check_card(

@@ -60,13 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("output", type=Path)
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--system", help="a served system's architecture, labels, channels and input size")
+    parser.add_argument("--labels", nargs="+", help="class labels (default: the body regions)")
     args = parser.parse_args(argv)
     if args.system:
         write_system_checkpoint(args.system, args.output)
         print(f"wrote {args.output} (random-init {args.system})")
     elif args.architecture:
         size = (args.input_size, args.input_size)
-        write_random_checkpoint(args.architecture, args.output, input_size=size)
+        write_random_checkpoint(args.architecture, args.output, labels=args.labels, input_size=size)
         print(f"wrote {args.output} (random-init {args.architecture} @ {args.input_size})")
     else:
         parser.error("give an architecture or --system")

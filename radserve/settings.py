@@ -57,6 +57,9 @@ class BatchingDefaults:
         256, "radiographs; embedded-gpu (one CUDA graph per padded size up to it)"
     )
     gpu_python_instances: int = _unit(2, "embedded-gpu: instances per GPU (host work overlaps GPU work)")
+    router_instances: int = _unit(
+        8, "router (BLS) instances: each holds one batch while its stages answer (README, 'The router')"
+    )
 
 
 @dataclass(frozen=True, slots=True)

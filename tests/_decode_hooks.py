@@ -18,7 +18,7 @@ from radserve.client.dicom import Radiograph
 from radserve.model_card import ModelCard
 
 _decode_dataset = dicom.decode_dataset
-_model_input = flow.model_input
+_wire_input = flow.wire_input
 
 
 def _crashing_decode_dataset(ds: object, path: str) -> dicom.DecodedFile:
@@ -27,11 +27,11 @@ def _crashing_decode_dataset(ds: object, path: str) -> dicom.DecodedFile:
     return _decode_dataset(ds, path)
 
 
-def _failing_model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:
+def _failing_wire_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray | dict[str, np.ndarray]:
     if "internal" in Path(radiograph.path).name:
         raise ZeroDivisionError("a bug in the resize step")
-    return _model_input(radiograph, card)
+    return _wire_input(radiograph, card)
 
 
 flow.decode_dataset = _crashing_decode_dataset
-flow.model_input = _failing_model_input
+flow.wire_input = _failing_wire_input

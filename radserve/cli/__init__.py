@@ -1,5 +1,5 @@
-"""The ``radserve`` command line: synth, train, export, serve, classify, evaluate, calibrate, explain,
-bench, listen, deploy, settings.
+"""The ``radserve`` command line: synth, train, export, export-router, serve, classify, evaluate,
+calibrate, explain, bench, listen, deploy, settings.
 
 Each verb lives in its own module and imports the package it drives only when it runs, so
 ``radserve classify`` never loads PyTorch. Exit codes: 0 success; 1 the run finished but some inputs
@@ -23,6 +23,7 @@ from radserve.cli import (
     _explain,
     _export,
     _listen,
+    _router,
     _series,
     _serve,
     _settings,
@@ -36,6 +37,7 @@ __all__ = ["EXIT_FAILURE", "EXIT_INPUT_FAILURES", "EXIT_OK", "build_parser", "ma
 _VERBS = (
     _data,
     _export,
+    _router,
     _serve,
     _classify,
     _series,
