@@ -33,6 +33,7 @@ from radserve.client.flow import PreparedFile, PreparedRadiograph
 from radserve.client.gpu_decode import GPU_SYNTAXES, GpuDecoder
 from radserve.errors import DecodeWorkersError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard, ResizeMode
+from radserve.routing import RouterCard
 
 if TYPE_CHECKING:
     import torch
@@ -99,8 +100,10 @@ class GpuPreparer:
             ) from None
         self._luts: dict[tuple[Any, ...], torch.Tensor] = {}
 
-    def prepare(self, path: str, card: ModelCard) -> PreparedFile | str:
+    def prepare(self, path: str, card: ModelCard | RouterCard) -> PreparedFile | str:
         """The file's wire images, an error :class:`PreparedFile`, or why the CPU should prepare it."""
+        if not isinstance(card, ModelCard):
+            return "router"  # one wire image per stage contract: the CPU path builds them
         started = time.perf_counter()
         dataset = None
         try:
@@ -120,7 +123,7 @@ class GpuPreparer:
                     if wire is None:
                         return "enlarge"
                     frame = index + 1 if info.frames > 1 else None
-                    prepared.append(PreparedRadiograph(uid, frame, wire))
+                    prepared.append(PreparedRadiograph(uid, frame, wire, (info.rows, info.columns)))
         except NotAcceptedError as refusal:
             uid = str(dataset.get("SOPInstanceUID", "")) if dataset is not None else ""
             return PreparedFile(

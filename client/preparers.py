@@ -16,6 +16,7 @@ from radserve.client.flow import PreparedFile
 from radserve.client.metrics import ClientMetrics
 from radserve.errors import ConfigurationError
 from radserve.model_card import ModelCard
+from radserve.routing import RouterCard
 
 Decode = Literal["cpu", "gpu"]
 
@@ -35,7 +36,7 @@ class Preparers:
         self._gpu = None
         self._gpu_thread: ThreadPoolExecutor | None = None
 
-    async def prepare(self, path: str, card: ModelCard) -> PreparedFile:
+    async def prepare(self, path: str, card: ModelCard | RouterCard) -> PreparedFile:
         reason = ""
         if self._gpu is not None:
             outcome = await asyncio.get_running_loop().run_in_executor(
