@@ -31,7 +31,8 @@ class ParityReport:
     disagreement_margins: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON values (the model card's ``parity`` reads back equal)."""
+        return asdict(self) | {"disagreement_margins": list(self.disagreement_margins)}
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, reference_name: str) -> ParityReport:
