@@ -68,9 +68,7 @@ def lut_resize(
     if inner_h > rows or inner_w > cols:
         raise ValueError(f"lut_resize shrinks only: {rows}x{cols} to {inner_h}x{inner_w}")
     grey = lut[values.to(torch.int64)].to(torch.float32)
-    height_weights, width_weights = (
-        torch.from_numpy(w).to(values.device) for w in _weights(rows, cols, inner_h, inner_w)
-    )
+    height_weights, width_weights = _weights(rows, cols, inner_h, inner_w, values.device)
     inner = height_weights @ grey @ width_weights.T
     out = torch.zeros(size, dtype=torch.uint8, device=values.device)
     out[top : top + inner_h, left : left + inner_w] = inner.round_().clamp_(0, 255).to(torch.uint8)
@@ -78,8 +76,12 @@ def lut_resize(
 
 
 @lru_cache(maxsize=64)
-def _weights(rows: int, cols: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    return area_weights(rows, height), area_weights(cols, width)
+def _weights(rows: int, cols: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The area weights of a (rows, cols) → (height, width) shrink on ``device``: one copy per shape."""
+    import torch
+
+    weights = (area_weights(rows, height), area_weights(cols, width))
+    return tuple(torch.from_numpy(w).to(device) for w in weights)
 
 
 class GpuPreparer:
