@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-tune bench-systems soak gpu-bundle
+.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-tune bench-systems demo-systems soak gpu-bundle
 
 install: $(STAMP)
 
@@ -131,6 +131,27 @@ bench-systems: | $(STAMP)
 	    --out $(BUILD)/bench/system-$$system && \
 	  cp $(BUILD)/bench/system-$$system/bench.json docs/bench/system-$$system.json || exit 1; done
 	$(PY) -m radserve.loadtests.tables --readme README.md --systems $(foreach s,$(SYSTEMS),docs/bench/system-$(s).json)
+
+# Each system's demo trained here from scratch (the plans in radserve/export/train.py), exported with the
+# system's contract (parity gate), served by the real tritonserver next to the fracture detector, and
+# scored by `radserve evaluate` on 100 held-out synthetic inputs of another seed; the reports and
+# evaluations are copied to docs/systems/ (about 40 min on 2 cores, most of it EfficientNet training).
+DEMO_SYSTEMS := $(BUILD)/systems
+demo-systems: | $(STAMP)
+	for system in $(SYSTEMS); do \
+	  $(RADSERVE) -v train --system $$system --output $(DEMO_SYSTEMS)/$$system.pt && \
+	  $(RADSERVE) export $(DEMO_SYSTEMS)/$$system.pt --system $$system --repository $(DEMO_SYSTEMS)/repository && \
+	  $(RADSERVE) synth $(DEMO_SYSTEMS)/$$system-held-out --system $$system --count 100 --seed 7 || exit 1; done
+	$(RADSERVE) -v train --system fracture --detector --output $(DEMO_SYSTEMS)/fracture_detector.pt
+	$(RADSERVE) export $(DEMO_SYSTEMS)/fracture_detector.pt --system fracture --repository $(DEMO_SYSTEMS)/repository
+	mkdir -p docs/systems
+	for system in $(SYSTEMS); do \
+	  $(RADSERVE) evaluate $(DEMO_SYSTEMS)/$$system-held-out --model $$system \
+	    --truth $(DEMO_SYSTEMS)/$$system-held-out/manifest.csv --serve-repository $(DEMO_SYSTEMS)/repository \
+	    --out $(DEMO_SYSTEMS)/$$system-evaluation && \
+	  cp $(DEMO_SYSTEMS)/$$system.report.json docs/systems/$$system-training.json && \
+	  cp $(DEMO_SYSTEMS)/$$system-evaluation/evaluation.json docs/systems/$$system-evaluation.json || exit 1; done
+	cp $(DEMO_SYSTEMS)/fracture_detector.report.json docs/systems/fracture_detector-training.json
 
 test: $(STAMP) prometheus dicom3tools dcmtk nginx
 	$(PY) -m ruff check .

@@ -7,6 +7,7 @@ failed, the truth file has no entry for it, its label is empty or not one of the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +94,25 @@ async def _classify(
     async with AsyncRadiographClient(options.url) as client:
         await client.wait_ready(model, options.ready_timeout_seconds)
         card = await client.model_card(model)
+    if card.channels != 1:  # a study-level system: one row per study (radserve.client.mri_classify)
+        return card, *await asyncio.to_thread(_classify_studies, files, model, options)
     rows: list[ResultRow] = []
     summary = await classify(files, model, rows.extend, options)
     return card, rows, summary
+
+
+def _classify_studies(
+    files: tuple[Path, ...], model: str, options: ClassifyOptions
+) -> tuple[list[ResultRow], RunSummary]:
+    from radserve.client.mri_classify import classify_studies
+
+    started = time.monotonic()
+    url = options.url if isinstance(options.url, str) else options.url[0]
+    rows = classify_studies(files, model, url)
+    summary = RunSummary(files=len(files), seconds=time.monotonic() - started)
+    for row in rows:
+        summary.count(row)
+    return rows, summary
 
 
 def classify_with_truth(

@@ -1,29 +1,32 @@
-"""Ground truth for an evaluation: a CSV keyed by ``sop_instance_uid`` or ``path``, with a label column.
+"""Ground truth for an evaluation: a CSV keyed by ``sop_instance_uid`` or ``path`` (radiographs) or
+``study_instance_uid`` (the rows of a study-level system, MRI), with a label column.
 
 The synthetic ``manifest.csv`` (columns path, region, sop_instance_uid, ...) works as it is: without
 ``--label-column`` the column ``label`` is used, else ``region``. An optional ``box`` column gives the
 true boxes of a radiograph for the detector's mAP: ``x0 y0 x1 y1`` in source pixels, first and last
 pixel included (as the synthetic manifest writes them), several separated by ``;``, empty for none.
+The synthetic MRI ``manifest.csv`` (study_instance_uid, label, ...) works as it is too.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from radserve.client.results import ResultRow
 from radserve.errors import ClinicalError
 
 LABEL_COLUMNS = ("label", "region")
-KEY_COLUMNS = ("sop_instance_uid", "path")
+KEY_COLUMNS = ("sop_instance_uid", "path", "study_instance_uid")
 BOX_COLUMN = "box"
 TruthBox = tuple[float, float, float, float]  # pixel edges x0 y0 x1 y1, as result rows give boxes
 
 
 @dataclass(frozen=True)
 class Truth:
-    """Labels by SOPInstanceUID and by resolved path (a row may give either or both)."""
+    """Labels by SOPInstanceUID and by resolved path (a row may give either or both), and by
+    StudyInstanceUID for study rows."""
 
     source: Path
     column: str
@@ -32,12 +35,15 @@ class Truth:
     # true boxes by the same keys; None without a box column
     boxes_by_uid: dict[str, list[TruthBox]] | None = None
     boxes_by_path: dict[str, list[TruthBox]] | None = None
+    by_study: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return max(len(self.by_uid), len(self.by_path))
+        return max(len(self.by_uid), len(self.by_path), len(self.by_study))
 
     def label_of(self, row: ResultRow) -> str | None:
         """The true label of a result row; ``None`` when the truth file has no entry for it."""
+        if row.study_instance_uid and not row.sop_instance_uid:  # a study-level row (MRI)
+            return self.by_study.get(row.study_instance_uid)
         if row.sop_instance_uid and row.sop_instance_uid in self.by_uid:
             return self.by_uid[row.sop_instance_uid]
         return self.by_path.get(_resolved(row.path))
@@ -85,11 +91,14 @@ def read_truth(path: Path, label_column: str | None = None) -> Truth:
         wanted = column or " or ".join(LABEL_COLUMNS)
         raise ClinicalError(f"truth file {path} has no label column {wanted} (columns: {columns})")
     if not any(key in columns for key in KEY_COLUMNS):
-        raise ClinicalError(f"truth file {path} has neither a sop_instance_uid nor a path column")
+        raise ClinicalError(
+            f"truth file {path} has none of the key columns {', '.join(KEY_COLUMNS)} (columns: {columns})"
+        )
     if not records:
         raise ClinicalError(f"truth file {path} has no rows")
     by_uid: dict[str, str] = {}
     by_path: dict[str, str] = {}
+    by_study: dict[str, str] = {}
     boxed = BOX_COLUMN in columns
     boxes_by_uid: dict[str, list[TruthBox]] = {}
     boxes_by_path: dict[str, list[TruthBox]] = {}
@@ -99,9 +108,11 @@ def read_truth(path: Path, label_column: str | None = None) -> Truth:
         if record.get("sop_instance_uid"):
             by_uid[record["sop_instance_uid"].strip()] = label
             boxes_by_uid[record["sop_instance_uid"].strip()] = boxes
+        if record.get("study_instance_uid"):
+            by_study[record["study_instance_uid"].strip()] = label
         if record.get("path"):  # a relative path is relative to the truth file's folder
             by_path[_resolved(str(path.parent / record["path"].strip()))] = label
             boxes_by_path[_resolved(str(path.parent / record["path"].strip()))] = boxes
     if not boxed:
-        return Truth(path, column, by_uid, by_path)
-    return Truth(path, column, by_uid, by_path, boxes_by_uid, boxes_by_path)
+        return Truth(path, column, by_uid, by_path, by_study=by_study)
+    return Truth(path, column, by_uid, by_path, boxes_by_uid, boxes_by_path, by_study)

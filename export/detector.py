@@ -50,9 +50,21 @@ def detector_name(classifier: str) -> str:
     return f"{classifier}{DETECTOR_SUFFIX}"
 
 
-def build_network(num_labels: int, size: int, max_detections: int) -> nn.Module:
-    """SSDlite-MobileNetV3-Large, random initialization, running at ``size`` x ``size``."""
+# The default boxes' sizes, as fractions of the network's input, on SSDlite's six feature maps (from
+# the finest to the coarsest, evenly spaced). torchvision's 0.2-0.95 suits COCO's objects; a fracture
+# box on the synthetic radiographs is 4-28 % of the input (square root of its area at 256 px, 10th to
+# 100th percentile), most of it below 0.2, where only one default box per fracture would match.
+ANCHOR_RANGE = (0.05, 0.5)
+_TORCHVISION_ANCHOR_RANGE = (0.2, 0.95)  # checkpoints that do not record theirs
+
+
+def build_network(
+    num_labels: int, size: int, max_detections: int, anchor_range: tuple[float, float] = ANCHOR_RANGE
+) -> nn.Module:
+    """SSDlite-MobileNetV3-Large, random initialization, running at ``size`` x ``size``, its default
+    boxes spanning ``anchor_range`` of the input."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     network = ssdlite320_mobilenet_v3_large(
@@ -61,6 +73,10 @@ def build_network(num_labels: int, size: int, max_detections: int) -> nn.Module:
         num_classes=num_labels + 1,  # + background
         detections_per_img=max_detections,
         score_thresh=0.01,
+    )
+    # the same aspect ratios as torchvision's, so the heads' shapes do not change
+    network.anchor_generator = DefaultBoxGenerator(
+        [[2, 3] for _ in range(6)], min_ratio=anchor_range[0], max_ratio=anchor_range[1]
     )
     half = [0.5, 0.5, 0.5]
     network.transform = GeneralizedRCNNTransform(
@@ -122,10 +138,17 @@ def save_detector(path: Path, network: nn.Module, card: ModelCard, size: int) ->
         "system": card.system,
         "size": size,
         "max_detections": card.max_detections,
+        "anchor_range": _anchor_range(network),
         "state_dict": network.state_dict(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
+
+
+def _anchor_range(network: nn.Module) -> list[float]:
+    """The finest and coarsest maps' box sizes (``scales`` closes with an extra 1.0)."""
+    scales = network.anchor_generator.scales
+    return [float(scales[0]), float(scales[-2])]
 
 
 def is_detector_checkpoint(path: Path) -> bool:
@@ -148,7 +171,8 @@ def load_detector(path: Path, name: str) -> LoadedDetector:
         raise ModelCardError(f"{path}: detector architecture {payload['architecture']!r} is not served")
     card = detector_card(name, payload["system"], int(payload["max_detections"]))
     card = card.replace(checkpoint_sha256=file_sha256(path))
-    network = build_network(card.num_classes, int(payload["size"]), card.max_detections)
+    anchors = tuple(payload.get("anchor_range", _TORCHVISION_ANCHOR_RANGE))
+    network = build_network(card.num_classes, int(payload["size"]), card.max_detections, anchors)
     try:
         network.load_state_dict(payload["state_dict"])
     except RuntimeError as error:

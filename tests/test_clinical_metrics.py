@@ -145,7 +145,7 @@ def test_truth_files(tmp_path: Path) -> None:
         "missing.csv": "No such file",
         "empty.csv": "no label column",
         "header.csv": "no rows",
-        "nokey.csv": "neither a sop_instance_uid nor a path",
+        "nokey.csv": "none of the key columns sop_instance_uid, path, study_instance_uid",
     }
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("path,label\n")

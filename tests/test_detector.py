@@ -27,10 +27,12 @@ from radserve.export.architectures import build_model
 from radserve.export.checkpoint import save_checkpoint
 from radserve.export.detector import (
     DetectorExport,
+    build_network,
     compare_detections,
     detector_card,
     export_detector,
     gate_detections,
+    load_detector,
     onnx_detections,
     save_detector,
 )
@@ -119,6 +121,18 @@ def test_the_gate_refuses_moved_boxes_and_other_scores(detector_export: Detector
     rescored = [(boxes, scores * 0.9, classes) for boxes, scores, classes in reference]
     with pytest.raises(ExportError, match="score differs"):
         gate_detections(compare_detections(reference, rescored, "rescored"), "rescored")
+
+
+def test_a_detector_checkpoint_keeps_its_default_boxes(tmp_path: Path) -> None:
+    card = detector_card("fracture_detector", "fracture", K)
+    save_detector(tmp_path / "own.pt", build_network(1, 160, K, (0.1, 0.6)), card, 160)
+    scales = load_detector(tmp_path / "own.pt", "d").network.anchor_generator.scales
+    assert scales == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0])
+    payload = torch.load(tmp_path / "own.pt", weights_only=True)
+    del payload["anchor_range"]  # written before the range was recorded: torchvision's SSDlite boxes
+    torch.save(payload, tmp_path / "older.pt")
+    scales = load_detector(tmp_path / "older.pt", "d").network.anchor_generator.scales
+    assert scales == pytest.approx([0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.0])
 
 
 def test_a_system_without_boxes_has_no_detector() -> None:

@@ -159,3 +159,26 @@ def test_the_radiograph_runner_refuses_a_study_model(mri_server: TritonServer, t
     write_mri_set(tmp_path / "one", 1, slices=3, matrix=MATRIX)
     with pytest.raises(ModelCardError, match="takes 6-channel studies: use classify-series"):
         classify_paths([str(tmp_path / "one")], "mri", ClassifyOptions(url=[mri_server.grpc_url], workers=1))
+
+
+def test_evaluate_scores_one_row_per_study_against_the_manifest(
+    mri_server: TritonServer, tmp_path: Path
+) -> None:
+    import csv
+    import json
+
+    from radserve.cli import main
+
+    studies = write_mri_set(tmp_path / "mri", 4, seed=9, slices=5, matrix=MATRIX)
+    out = tmp_path / "evaluation"
+    manifest = tmp_path / "mri" / "manifest.csv"
+    argv = ["evaluate", str(tmp_path / "mri"), "--model", "mri", "--truth", str(manifest)]
+    assert main([*argv, "--url", mri_server.grpc_url, "--out", str(out)]) == 0
+    with manifest.open(newline="") as stream:
+        truth = {record["study_instance_uid"]: record["label"] for record in csv.DictReader(stream)}
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {row["study_instance_uid"]: row["truth"] for row in rows} == truth
+    assert len(truth) == len(studies) and not any(row["excluded"] for row in rows)
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["rows"] == len(studies) and report["files"] == sum(len(s.datasets) for s in studies)
+    assert report["n"] == len(studies) == sum(map(sum, report["confusion"]))

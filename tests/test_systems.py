@@ -11,7 +11,7 @@ import torch
 
 from radserve.cli import EXIT_FAILURE, EXIT_OK, main
 from radserve.errors import ModelCardError
-from radserve.export.architectures import build_model
+from radserve.export.architectures import ARCHITECTURES, build_model, start_residual_blocks_as_identity
 from radserve.export.checkpoint import save_checkpoint
 from radserve.export.pipeline import ExportRequest, export_checkpoint
 from radserve.export.repo_check import check_repository
@@ -113,6 +113,26 @@ def test_unregularized_builds_keep_the_weights_and_drop_dropout_and_stochastic_d
         getattr(m, "p", None) for m in demo.modules() if type(m).__name__ in ("Dropout", "StochasticDepth")
     ]
     assert rates and all(p == 0.0 for p in rates)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_every_residual_block_of_a_demo_starts_as_the_identity(architecture: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(architecture, 3, regularized=False)
+    blocks = start_residual_blocks_as_identity(model)
+    seen: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
+    for module in model.modules():
+        if type(module).__name__ in ("BasicBlock", "Bottleneck") or getattr(module, "use_res_connect", False):
+            module.register_forward_hook(lambda block, given, output: seen.append((block, given[0], output)))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+        assert blocks == len(seen) > 0
+        for block, given, answered in seen:  # a ResNet block: ReLU(shortcut(x) + branch(x))
+            shortcut = getattr(block, "downsample", None)
+            expected = (shortcut(given) if shortcut else given).relu() if hasattr(block, "relu") else given
+            torch.testing.assert_close(answered, expected)
+    other = build_model(architecture, 3, regularized=False)
+    assert other.state_dict().keys() == model.state_dict().keys()  # the same network to export
 
 
 def test_a_trained_demo_exports_at_the_study_size(tmp_path: Path) -> None:
