@@ -31,7 +31,7 @@ from radserve.export.sources import ProgramMetadata, load_source
 from radserve.model_card import InputContract, ModelCard, Precision
 from radserve.settings import SETTINGS
 from radserve.synthetic.dataset import REGIONS
-from radserve.systems import get_system
+from radserve.systems import GRADCAM_SYSTEM_OUTPUT, get_system
 
 if TYPE_CHECKING:
     from radserve.export.gradcam import GradCamCompanion
@@ -95,7 +95,7 @@ class ExportRequest:
     # temperature, calibration, operating_points); the temperature goes into the graph
     card_updates: Mapping[str, Any] = field(default_factory=dict)
     # also publish the Grad-CAM companion NAME_gradcam (export/gradcam.py; beside a TensorRT plan as
-    # an onnxruntime model)
+    # an onnxruntime model); a system whose outputs include Grad-CAM always has it
     gradcam: bool = False
     # a served system's contract (radserve.systems) the checkpoint must fit; None: the checkpoint's own
     system: str | None = None
@@ -275,7 +275,8 @@ def _gradcam_companion(
     reference: np.ndarray,
     work: Path,
 ) -> GradCamCompanion | None:
-    if not request.gradcam:
+    system_asks = request.system is not None and GRADCAM_SYSTEM_OUTPUT in get_system(request.system).outputs
+    if not (request.gradcam or system_asks):
         return None
     from radserve.export.gradcam import build_gradcam
 

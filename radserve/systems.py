@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from radserve.errors import ModelCardError
 from radserve.model_card import ModelCard, ResizeMode
 
+GRADCAM_SYSTEM_OUTPUT = "grad-cam"  # a system with it is exported with its Grad-CAM companion NAME_gradcam
 _VIEWS = ("ap", "lateral")
 _SPINE_CATEGORIES = (
     "preop_normal",  # native spine, normal alignment
@@ -142,7 +143,7 @@ SYSTEMS: dict[str, System] = {
             channels=1,
             modality="lateral lumbar radiograph",
             resize="letterbox",
-            outputs=("grad-cam",),
+            outputs=(GRADCAM_SYSTEM_OUTPUT,),
             demo_input_size=(120, 120),
             study="lumbar spondylolysis and spondylolisthesis",
         ),

@@ -180,3 +180,16 @@ def test_mri_system_refuses_a_three_channel_network(tmp_path: Path) -> None:
     request = ExportRequest(three, "mri", tmp_path / "repo", samples=4, system="vertebral-fracture-mri")
     with pytest.raises(ModelCardError, match="takes 6 channels"):
         export_checkpoint(request)
+
+
+def test_spondylolisthesis_is_exported_with_its_grad_cam_companion(tmp_path: Path) -> None:
+    labels = get_system("spondylolisthesis").labels
+    checkpoint = _checkpoint(tmp_path / "spondylolisthesis.pt", "efficientnet_v2_m", labels, 96)
+    result = export_checkpoint(
+        ExportRequest(checkpoint, "spondylolisthesis", tmp_path, samples=2, system="spondylolisthesis")
+    )
+    assert result.gradcam_dir == tmp_path / "spondylolisthesis_gradcam" / "1"
+    companion = ModelCard.read(result.gradcam_dir)
+    assert companion.input_size == (480, 480) and companion.network_input_size == (96, 96)
+    assert companion.parity["gradcam_vs_autograd"]["min_pearson"] >= 0.99
+    assert check_repository(tmp_path).ok
