@@ -152,6 +152,10 @@ demo-systems: | $(STAMP)
 	  cp $(DEMO_SYSTEMS)/$$system.report.json docs/systems/$$system-training.json && \
 	  cp $(DEMO_SYSTEMS)/$$system-evaluation/evaluation.json docs/systems/$$system-evaluation.json || exit 1; done
 	cp $(DEMO_SYSTEMS)/fracture_detector.report.json docs/systems/fracture_detector-training.json
+	# Grad-CAM of a held-out degenerative spondylolisthesis (file 2: labels cycle in the contract's order)
+	$(RADSERVE) explain $(DEMO_SYSTEMS)/spondylolisthesis-held-out/spondylolisthesis_00002.dcm \
+	  --model spondylolisthesis --serve-repository $(DEMO_SYSTEMS)/repository \
+	  --output docs/systems/spondylolisthesis-gradcam.png
 
 test: $(STAMP) prometheus dicom3tools dcmtk nginx
 	$(PY) -m ruff check .

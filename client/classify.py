@@ -86,17 +86,27 @@ class ClassifyOptions:
     accept_any: bool = False
 
 
-def _with_reports(rows: list[ResultRow], card: ModelCard, folder: Path) -> list[ResultRow]:
-    """Write an SR per classified row; a row whose SR cannot be written becomes an error row."""
+def _with_reports(rows: list[ResultRow], card: ModelCard | RouterCard, folder: Path) -> list[ResultRow]:
+    """Write an SR per classified row; a row whose SR cannot be written becomes an error row.
+
+    A router's row is reported by the card of the stage that answered it, with the first stage's finding.
+    """
     from radserve.client.sr import read_source_header, write_classification_sr  # highdicom: only when asked
 
+    stages = {}
+    if isinstance(card, RouterCard):
+        stages = {stage.model: stage for stage in (card.first, *card.downstream)}
     header = None
     written = []
     for row in rows:
         if row.status == "ok":
             try:
                 header = header or read_source_header(Path(row.path))
-                write_classification_sr(row, card, header, folder, model_version=row.model_version)
+                answered = stages[row.model].card if stages else card
+                first = stages[row.first_stage_model].card if row.routed else None
+                write_classification_sr(
+                    row, answered, header, folder, model_version=row.model_version, first_stage=first
+                )
             except InputError as error:
                 row = replace(row, status="error", error_reason=error.reason, error=str(error))
         written.append(row)
@@ -136,18 +146,13 @@ async def classify(
     ):
         await client.wait_ready(model, options.ready_timeout_seconds)
         card = await client.served_card(model)
-        if isinstance(card, RouterCard):
-            if options.sr_dir is not None:
-                raise ModelCardError(
-                    f"model {model!r} is a router: DICOM SR output is not written for routers"
-                )
-        elif card.channels != 1:  # a study-level system (MRI series): radserve.client.mri_classify
+        router = isinstance(card, RouterCard)  # each row is answered (and reported) by one of its stages
+        if not router and card.channels != 1:  # a study-level system (MRI): radserve.client.mri_classify
             raise ModelCardError(
                 f"model {model!r} takes {card.channels}-channel studies: use classify-series"
             )
-        elif options.accept_any:
+        if options.accept_any and not router:
             card = card.replace(accepts=InputContract.any())
-        router = isinstance(card, RouterCard)
         detector = None if router else await find_detector(client, model, card, options.ready_timeout_seconds)
         async with RequestPacker(
             client,

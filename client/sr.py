@@ -31,7 +31,9 @@ Content tree (Comprehensive SR, no standard template; private codes use ``99RADS
 Box coordinates are the source image's (column, row) with (0, 0) the top-left corner of the first
 pixel, as DICOM's SCOORD defines them and as the result rows give them (radserve.client.boxes).
 
-The source is also listed in the Current Requested Procedure Evidence Sequence.
+A router's row has two measurement groups: the first stage's (identification, finding, class
+probabilities), then the answering model's as above. The source is also listed in the Current
+Requested Procedure Evidence Sequence.
 """
 
 from __future__ import annotations
@@ -45,30 +47,14 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pydicom
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
-from highdicom.sr import (
-    AlgorithmIdentification,
-    CodedConcept,
-    ComprehensiveSR,
-    ContainerContentItem,
-    ContentSequence,
-    DeviceObserverIdentifyingAttributes,
-    GraphicTypeValues,
-    ImageContentItem,
-    NumContentItem,
-    ObservationContext,
-    ObserverContext,
-    RelationshipTypeValues,
-    ScoordContentItem,
-    TextContentItem,
-)
+from highdicom.sr import ComprehensiveSR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
 
+from radserve.client._sr_content import CODING_SCHEME, LO_MAX, MANUFACTURER, content_tree
 from radserve.client.dicom import captured_warnings
 from radserve.client.results import ResultRow
 from radserve.errors import InputError
@@ -82,25 +68,8 @@ __all__ = [
     "write_classification_sr",
 ]
 
-CODING_SCHEME = "99RADSERVE"
-"""Designator of radserve's private codes (declared in the Coding Scheme Identification Sequence)."""
-
 SR_SERIES_NUMBER = 9901
 """Series Number of the SR series (the same for every model; the series UID tells them apart)."""
-
-MANUFACTURER = "radserve"
-
-ROOT_TITLE = CodedConcept("RS0001", CODING_SCHEME, "Radiograph classification")
-CLASS_PROBABILITY = CodedConcept("RS0002", CODING_SCHEME, "Class probability")
-PROBABILITY = CodedConcept("RS0003", CODING_SCHEME, "Probability")
-CLASS = CodedConcept("RS0004", CODING_SCHEME, "Class")
-DECISION = CodedConcept("RS0005", CODING_SCHEME, "Decision")
-THRESHOLD = CodedConcept("RS0006", CODING_SCHEME, "Threshold")
-FINDING = CodedConcept("121071", "DCM", "Finding")
-MEASUREMENT_GROUP = CodedConcept("125007", "DCM", "Measurement Group")
-SOURCE_OF_MEASUREMENT = CodedConcept("121112", "DCM", "Source of Measurement")
-RATIO = CodedConcept("{ratio}", "UCUM", "ratio")
-IMAGE_REGION = CodedConcept("111030", "DCM", "Image Region")
 
 _REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
 # Type 2 attributes highdicom reads from the source; absent ones are written empty.
@@ -119,7 +88,6 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # Not carried into the SR (highdicom would copy them into its Contributing Equipment): where the
 # source was acquired identifies the site, and the SR needs it not.
 _SITE_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
-_LO_MAX = 64
 
 
 def read_source_header(path: Path) -> Dataset:
@@ -149,6 +117,7 @@ def write_classification_sr(
     output_dir: Path,
     *,
     model_version: str = "",
+    first_stage: ModelCard | None = None,
 ) -> Path:
     """Write one Comprehensive SR of the classification ``row`` of ``source``; return its path.
 
@@ -156,7 +125,9 @@ def write_classification_sr(
     header is enough, see :func:`read_source_header`); for a multi-frame source, ``row.frame``
     (1-based) is referenced. The file is ``output_dir / "<SR SOP Instance UID>.dcm"``, written
     atomically. Raises :class:`InputError` (reason ``sr_failed``) when the source lacks what an
-    SR needs, :class:`ValueError` when ``row`` is not a usable result for ``source``.
+    SR needs, :class:`ValueError` when ``row`` is not a usable result for ``source``. A router's
+    row (``card``: the model that answered) also gives the finding of ``first_stage``, the stage that
+    chose the route, in a measurement group before the answering model's.
     """
     path = row.path or str(getattr(source, "filename", "") or "<dataset>")
     _check_row(row, source)
@@ -167,7 +138,7 @@ def write_classification_sr(
     sr_uid = generate_uid()
     software = [v for v in (model_version, f"radserve {_radserve_version()}") if v]
     try:
-        root = _content(row, card, header, frame, model_version)
+        root = content_tree(row, card, header, frame, model_version, first_stage)
         with captured_warnings(path):  # highdicom and pydicom quote the values they warn about
             document = ComprehensiveSR(
                 evidence=[header],
@@ -180,9 +151,9 @@ def write_classification_sr(
                 is_complete=True,
                 is_final=False,
                 is_verified=False,
-                manufacturer_model_name=card.name[:_LO_MAX],
+                manufacturer_model_name=card.name[:LO_MAX],
                 software_versions=software,  # a list: pydicom warns on tuples
-                series_description=f"radserve classification ({card.name})"[:_LO_MAX],
+                series_description=f"radserve classification ({card.name})"[:LO_MAX],
                 series_date=now.date(),
                 series_time=now.time(),
                 content_date=now.date(),
@@ -252,120 +223,6 @@ def _frame_number(row: ResultRow, header: Dataset, path: str) -> int | None:
     if not 1 <= row.frame <= frames:
         raise InputError(path, "sr_failed", f"frame {row.frame} out of range 1..{frames}")
     return row.frame if frames > 1 else None
-
-
-def _content(
-    row: ResultRow, card: ModelCard, header: Dataset, frame: int | None, model_version: str
-) -> ContainerContentItem:
-    probability_of = dict(row.probabilities)
-    labels = [label for label in card.labels if label in probability_of]
-    labels += [label for label in probability_of if label not in labels]
-    score = float(row.score if row.score is not None else probability_of[row.label])
-
-    image = ImageContentItem(
-        name=SOURCE_OF_MEASUREMENT,
-        referenced_sop_class_uid=header.SOPClassUID,
-        referenced_sop_instance_uid=header.SOPInstanceUID,
-        referenced_frame_numbers=frame,
-        relationship_type=RelationshipTypeValues.INFERRED_FROM,
-    )
-    finding = TextContentItem(FINDING, row.label, relationship_type=RelationshipTypeValues.CONTAINS)
-    finding.ContentSequence = ContentSequence(
-        [
-            NumContentItem(
-                PROBABILITY, score, RATIO, relationship_type=RelationshipTypeValues.HAS_PROPERTIES
-            ),
-            image,
-        ]
-    )
-
-    version = ", ".join(part for part in (model_version, card.architecture, card.precision) if part)
-    parameters = [f"architecture={card.architecture}", f"precision={card.precision}"]
-    if card.checkpoint_sha256:
-        parameters.append(f"checkpoint_sha256={card.checkpoint_sha256}")
-    group = ContainerContentItem(
-        MEASUREMENT_GROUP, is_content_continuous=False, relationship_type=RelationshipTypeValues.CONTAINS
-    )
-    group_items = ContentSequence([*AlgorithmIdentification(card.name, version, parameters), finding])
-    for label in labels:
-        item = NumContentItem(
-            CLASS_PROBABILITY,
-            float(probability_of[label]),
-            RATIO,
-            relationship_type=RelationshipTypeValues.CONTAINS,
-        )
-        item.ContentSequence = ContentSequence(
-            [TextContentItem(CLASS, label, relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD)]
-        )
-        group_items.append(item)
-    if row.decision:
-        decision = TextContentItem(DECISION, row.decision, relationship_type=RelationshipTypeValues.CONTAINS)
-        if row.threshold is not None:
-            decision.ContentSequence = ContentSequence(
-                [
-                    NumContentItem(
-                        THRESHOLD,
-                        float(row.threshold),
-                        RATIO,
-                        relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
-                    )
-                ]
-            )
-        group_items.append(decision)
-    group_items.extend(_box_items(row, header, frame))
-    group.ContentSequence = group_items
-
-    device = DeviceObserverIdentifyingAttributes(
-        uid=generate_uid(entropy_srcs=["radserve-device", card.name, model_version, card.checkpoint_sha256]),
-        name=card.name[:_LO_MAX],
-        manufacturer_name=MANUFACTURER,
-        model_name=card.name[:_LO_MAX],
-    )
-    context = ObservationContext(
-        observer_device_context=ObserverContext(
-            observer_type=codes.DCM.Device, observer_identifying_attributes=device
-        )
-    )
-    root = ContainerContentItem(ROOT_TITLE, is_content_continuous=False)
-    root.ContentSequence = ContentSequence([*context, group])
-    return root
-
-
-def _box_items(row: ResultRow, header: Dataset, frame: int | None) -> list[TextContentItem]:
-    """One finding per detected box, inferred from a SCOORD rectangle on the source image."""
-    items = []
-    for box in row.boxes:
-        x0, y0, x1, y1 = (float(box[key]) for key in ("x0", "y0", "x1", "y1"))
-        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
-        region = ScoordContentItem(
-            IMAGE_REGION,
-            GraphicTypeValues.POLYLINE,
-            corners,
-            relationship_type=RelationshipTypeValues.INFERRED_FROM,
-        )
-        region.ContentSequence = ContentSequence(
-            [
-                ImageContentItem(
-                    name=SOURCE_OF_MEASUREMENT,
-                    referenced_sop_class_uid=header.SOPClassUID,
-                    referenced_sop_instance_uid=header.SOPInstanceUID,
-                    referenced_frame_numbers=frame,
-                    relationship_type=RelationshipTypeValues.SELECTED_FROM,
-                )
-            ]
-        )
-        finding = TextContentItem(
-            FINDING, str(box.get("label", "")) or "box", relationship_type=RelationshipTypeValues.CONTAINS
-        )
-        score = NumContentItem(
-            PROBABILITY,
-            float(box.get("score", 1.0)),
-            RATIO,
-            relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
-        )
-        finding.ContentSequence = ContentSequence([score, region])
-        items.append(finding)
-    return items
 
 
 @contextlib.contextmanager

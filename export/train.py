@@ -221,10 +221,10 @@ def fit(
     images, targets = torch.from_numpy(train_set[0]), torch.from_numpy(train_set[1])
 
     def step(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        probabilities = graph(augment(images[index], generator).to(device))
-        return torch.nn.functional.nll_loss(
-            torch.log(probabilities.clamp_min(1e-8)), targets[index].to(device)
-        )
+        # cross-entropy on the logits, never the log of the served softmax: clamped, a confidently
+        # wrong answer (p < 1e-8, common from scratch) gives no gradient at all
+        logits = network(graph.normalized(augment(images[index], generator).to(device)))
+        return torch.nn.functional.cross_entropy(logits, targets[index].to(device))
 
     network.train()
     loss = run_epochs(plan, network, len(images), step, started)

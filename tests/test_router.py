@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import onnxruntime
+import pydicom
 import pytest
 import torch
 
@@ -186,6 +187,42 @@ def test_a_mixed_folder_gets_one_row_per_file_from_the_routed_model(
     assert answered[FIRST] > 0 or len(set(expected.values())) < 3  # a third label is left unrouted
     header = (tmp_path / "rows.csv").read_text().splitlines()[0].split(",")
     assert {"router", "router_version", "first_stage_model", "first_stage_version", "routed"} <= set(header)
+
+
+def _group_texts(group: pydicom.Dataset, code: str) -> list[str]:
+    return [
+        item.TextValue
+        for item in group.ContentSequence
+        if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == code
+    ]
+
+
+def test_a_routed_row_is_reported_with_both_stages_findings(
+    routed: tuple[TritonServer, dict[str, str], Local], mixed_folder: Path, tmp_path: Path
+) -> None:
+    server, _, _ = routed
+    rows: list[ResultRow] = []
+    options = ClassifyOptions(url=server.grpc_url, max_in_flight=8, workers=1, sr_dir=tmp_path / "sr")
+    asyncio.run(classify(discover([mixed_folder]).files, "router", rows.extend, options))
+    reports = {}
+    for path in (tmp_path / "sr").glob("*.dcm"):
+        report = pydicom.dcmread(path)
+        (evidence,) = report.CurrentRequestedProcedureEvidenceSequence
+        reports[evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID] = (
+            report
+        )
+    assert len(rows) == len(reports) == 20 and all(row.status == "ok" for row in rows)
+    assert {row.routed for row in rows} == {True, False}
+    for row in rows:
+        groups = [
+            item for item in reports[row.sop_instance_uid].ContentSequence if item.ValueType == "CONTAINER"
+        ]
+        models = [_group_texts(group, "111001") for group in groups]  # Algorithm Name
+        findings = [_group_texts(group, "121071") for group in groups]  # Finding
+        if row.routed:
+            assert models == [[FIRST], [row.model]] and findings == [[row.first_stage_label], [row.label]]
+        else:
+            assert models == [[FIRST]] and findings == [[row.label]]
 
 
 def test_a_failing_downstream_gives_error_rows_for_its_files_only(
