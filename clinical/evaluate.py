@@ -33,6 +33,7 @@ def evaluation_report(labeled: LabeledSet) -> dict[str, Any]:
         "temperature": card.temperature,
         "files": labeled.summary.files,
         "rows": len(labeled.rows),
+        "unit": "radiographs" if card.channels == 1 else "studies",  # what a row is
         **classification_metrics(y_true, probabilities, card.labels),
     }
     points = {}
@@ -43,7 +44,9 @@ def evaluation_report(labeled: LabeledSet) -> dict[str, Any]:
     report["operating_points"] = points
     report["out_of_distribution"] = _ood_report(labeled, card.ood_threshold)
     report["excluded"] = labeled.excluded_report()
-    if any("truth_boxes" in row for row in labeled.rows):
+    # boxes are measured where there are any, true or detected (a box column left empty throughout,
+    # as a system without boxes writes it, is no box truth)
+    if any(row.get("truth_boxes") or row.get("boxes") for row in labeled.rows if "truth_boxes" in row):
         report["boxes"] = labeled_box_map(labeled.rows, card.labels[0])
     return report
 
@@ -82,7 +85,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     """The evaluation in a few lines for a terminal."""
     auroc = report["macro_auroc"]
     lines = [
-        f"{report['model']} v{report['model_version']}: {report['n']} radiographs evaluated, "
+        f"{report['model']} v{report['model_version']}: {report['n']} {report['unit']} evaluated, "
         f"{report['excluded']['count']} excluded of {report['rows']} rows",
         f"accuracy {report['accuracy']:.3f}{_interval(report['accuracy_ci'])}, "
         f"balanced accuracy {report['balanced_accuracy']:.3f}",

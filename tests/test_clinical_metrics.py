@@ -163,3 +163,28 @@ def test_scaled_is_the_model_at_a_new_temperature() -> None:
     served = _softmax(logits / 0.7)
     assert np.allclose(scaled(served, 2.0), _softmax(logits / 1.4), atol=1e-9)
     assert math.isclose(json.loads(json.dumps(float(scaled(served, 1.0)[0, 0]))), served[0, 0], rel_tol=1e-9)
+
+
+def test_boxes_are_measured_only_where_there_are_boxes(tmp_path: Path) -> None:
+    from radserve.client.classify import RunSummary
+    from radserve.clinical.evaluate import evaluation_report, summary_lines
+    from radserve.clinical.labeled import join_truth
+
+    card = ModelCard(
+        name="m", architecture="resnet18", labels=("fracture", "no_fracture"), input_size=(224, 224)
+    )
+    rows = [
+        ResultRow(
+            f"{k}.dcm", "ok", sop_instance_uid=str(k), label=label, probabilities={label: 0.9, other: 0.1}
+        )
+        for k, (label, other) in enumerate([("fracture", "no_fracture"), ("no_fracture", "fracture")])
+    ]
+    empty = tmp_path / "empty.csv"  # a system without boxes writes the column, empty
+    empty.write_text("sop_instance_uid,label,box\n0,fracture,\n1,no_fracture,\n")
+    report = evaluation_report(join_truth(card, rows, read_truth(empty), RunSummary(files=2)))
+    assert "boxes" not in report and report["unit"] == "radiographs"
+    assert not any(line.startswith("boxes") for line in summary_lines(report))
+    boxed = tmp_path / "boxed.csv"
+    boxed.write_text("sop_instance_uid,label,box\n0,fracture,1 1 4 4\n1,no_fracture,\n")
+    report = evaluation_report(join_truth(card, rows, read_truth(boxed), RunSummary(files=2)))
+    assert report["boxes"]["truth_boxes"] == 1 and report["boxes"]["map_50"] == 0.0  # nothing detected

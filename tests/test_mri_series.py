@@ -180,5 +180,9 @@ def test_evaluate_scores_one_row_per_study_against_the_manifest(
     assert {row["study_instance_uid"]: row["truth"] for row in rows} == truth
     assert len(truth) == len(studies) and not any(row["excluded"] for row in rows)
     report = json.loads((out / "evaluation.json").read_text())
-    assert report["rows"] == len(studies) and report["files"] == sum(len(s.datasets) for s in studies)
+    assert (
+        report["unit"] == "studies"
+        and report["rows"] == len(studies)
+        and report["files"] == sum(len(s.datasets) for s in studies)
+    )
     assert report["n"] == len(studies) == sum(map(sum, report["confusion"]))
