@@ -70,7 +70,9 @@ def content_tree(
         _measurement_group(card, model_version, row.label, score, row.probabilities, header, frame, extra)
     ]
     if first_stage is not None and row.first_stage_label:  # a router's row: the stage that chose the route
-        first_score = row.first_stage_score or row.first_stage_probabilities[row.first_stage_label]
+        first_score = row.first_stage_score
+        if first_score is None:
+            first_score = row.first_stage_probabilities[row.first_stage_label]
         probabilities = row.first_stage_probabilities
         groups.insert(
             0,

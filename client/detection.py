@@ -17,7 +17,7 @@ import numpy as np
 from radserve.client.boxes import Box, wire_to_source
 from radserve.client.grpc_client import AsyncRadiographClient
 from radserve.errors import ModelCardError, ServerError
-from radserve.model_card import DETECTION_OUTPUTS, DETECTOR_SUFFIX, ModelCard
+from radserve.model_card import DETECTION_OUTPUTS, ModelCard, detector_name
 from radserve.settings import SETTINGS
 from radserve.systems import SYSTEMS
 
@@ -58,7 +58,7 @@ async def find_detector(
     system = SYSTEMS.get(card.system)
     if system is None or "boxes" not in system.outputs:
         return None
-    name = f"{model}{DETECTOR_SUFFIX}"
+    name = detector_name(model)
     try:
         await client.wait_ready(name, timeout)
     except ServerError:

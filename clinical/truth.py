@@ -105,14 +105,13 @@ def read_truth(path: Path, label_column: str | None = None) -> Truth:
     for line, record in enumerate(records, start=2):
         label = (record.get(column) or "").strip()
         boxes = parse_boxes(record.get(BOX_COLUMN) or "", f"truth file {path} line {line}") if boxed else []
-        if record.get("sop_instance_uid"):
-            by_uid[record["sop_instance_uid"].strip()] = label
-            boxes_by_uid[record["sop_instance_uid"].strip()] = boxes
-        if record.get("study_instance_uid"):
-            by_study[record["study_instance_uid"].strip()] = label
-        if record.get("path"):  # a relative path is relative to the truth file's folder
-            by_path[_resolved(str(path.parent / record["path"].strip()))] = label
-            boxes_by_path[_resolved(str(path.parent / record["path"].strip()))] = boxes
+        if uid := (record.get("sop_instance_uid") or "").strip():
+            by_uid[uid], boxes_by_uid[uid] = label, boxes
+        if study := (record.get("study_instance_uid") or "").strip():
+            by_study[study] = label
+        if relative := (record.get("path") or "").strip():  # relative to the truth file's folder
+            key = _resolved(str(path.parent / relative))
+            by_path[key], boxes_by_path[key] = label, boxes
     if not boxed:
         return Truth(path, column, by_uid, by_path, by_study=by_study)
     return Truth(path, column, by_uid, by_path, boxes_by_uid, boxes_by_path, by_study)

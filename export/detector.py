@@ -33,7 +33,7 @@ from radserve.export.hashing import file_sha256
 from radserve.export.model_config import ServingOptions
 from radserve.export.onnx_export import check_onnx
 from radserve.export.repository import publish
-from radserve.model_card import DETECTION_OUTPUTS, DETECTOR_SUFFIX, INPUT_NAME, ModelCard
+from radserve.model_card import DETECTION_OUTPUTS, INPUT_NAME, ModelCard
 from radserve.settings import SETTINGS
 from radserve.systems import get_system
 
@@ -43,11 +43,6 @@ DETECTOR_ARCHITECTURE = "ssdlite320_mobilenet_v3_large"
 DETECTOR_FORMAT = "radserve-detector/1"
 DETECTOR_OPSET = 17  # the TorchScript exporter's well-trodden opset with NonMaxSuppression
 _SETTINGS = SETTINGS.export
-
-
-def detector_name(classifier: str) -> str:
-    """The detector served next to classifier ``classifier``."""
-    return f"{classifier}{DETECTOR_SUFFIX}"
 
 
 # The default boxes' sizes, as fractions of the network's input, on SSDlite's six feature maps (from
@@ -105,6 +100,12 @@ def detector_card(name: str, system: str, max_detections: int) -> ModelCard:
     )
 
 
+def network_input(image: torch.Tensor) -> torch.Tensor:
+    """SSDlite's input from one wire image ``uint8 [1, H, W]``: grey replicated to RGB, 0..1 (the
+    served graph's and the training's)."""
+    return image.to(torch.float32).expand(3, -1, -1) / 255.0
+
+
 class DetectorGraph(nn.Module):
     """``uint8 [1, 1, H, W]`` → boxes ``[1, K, 4]``, scores ``[1, K]``, classes ``[1, K]`` (padded)."""
 
@@ -114,8 +115,7 @@ class DetectorGraph(nn.Module):
         self.k = max_detections
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pixels = image[0].to(torch.float32).expand(3, -1, -1) / 255.0
-        (found,) = self.network([pixels])
+        (found,) = self.network([network_input(image[0])])
         k = self.k
         boxes = torch.cat([found["boxes"], torch.zeros((k, 4))])[:k]
         scores = torch.cat([found["scores"], torch.zeros(k)])[:k]

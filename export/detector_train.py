@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from radserve.export.architectures import start_residual_blocks_as_identity
-from radserve.export.detector import DETECTOR_ARCHITECTURE, build_network, detector_card, save_detector
+from radserve.export.detector import (
+    DETECTOR_ARCHITECTURE,
+    build_network,
+    detector_card,
+    network_input,
+    save_detector,
+)
 from radserve.export.train import TrainingPlan, augment, recalibrate_batch_norm, run_epochs
 from radserve.settings import SETTINGS
 from radserve.systems import get_system
@@ -46,8 +52,8 @@ class DetectorReport:
 
 
 def _inputs(images: torch.Tensor) -> list[torch.Tensor]:
-    """The network's inputs as the served graph makes them: grey replicated to RGB, 0..1."""
-    return [image.to(torch.float32).expand(3, -1, -1) / 255.0 for image in images]
+    """The network's inputs as the served graph makes them."""
+    return [network_input(image) for image in images]
 
 
 def _flipped(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], width: int) -> tuple:

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,13 +71,12 @@ def publish(
         # the version policy never names more versions than are kept on disk
         options = replace(options, versions_kept=min(options.versions_kept, keep_versions))
     model_dir = repository / card.name
-    version = (model_versions(model_dir) or [0])[-1] + 1
+    version = next_version(model_dir)
     # the config is built first: a configuration Triton would reject stops the export here
     config = build_config(card, target, options, engine, extra_outputs)
     config.parameters[MODEL_VERSION_PARAMETER].string_value = str(version)
-    repository.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{card.name}-", dir=repository))
-    try:
+
+    def fill(staging: Path) -> None:
         for number in model_versions(model_dir):
             shutil.copytree(model_dir / str(number), staging / str(number), copy_function=os.link)
         version_dir = staging / str(version)
@@ -92,13 +91,29 @@ def publish(
         (staging / CONFIG_FILE).write_text(render_config(config))
         if keep_versions is not None:
             prune(staging, keep_versions)
+
+    replace_model_folder(repository, card.name, fill)
+    LOGGER.info("published %s version %d (%s) in %s", card.name, version, target, repository)
+    return model_dir / str(version)
+
+
+def next_version(model_dir: Path) -> int:
+    """The version number a new export of the model in ``model_dir`` gets."""
+    return (model_versions(model_dir) or [0])[-1] + 1
+
+
+def replace_model_folder(repository: Path, name: str, fill: Callable[[Path], None]) -> None:
+    """Replace model ``name``'s folder by one ``fill(staging)`` builds beside it, in one rename:
+    Triton never sees a half-written model, and nothing changes when ``fill`` raises."""
+    repository.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=repository))
+    try:
+        fill(staging)
         staging.chmod(0o755)
-        swap_folder(staging, model_dir)
+        swap_folder(staging, repository / name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    LOGGER.info("published %s version %d (%s) in %s", card.name, version, target, repository)
-    return model_dir / str(version)
 
 
 def prune(model_dir: Path, keep: int) -> list[int]:

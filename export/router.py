@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,14 +19,12 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from radserve.errors import ExportError, ModelCardError
 from radserve.export.model_config import _dynamic_batching, parse_config, render_config
-from radserve.export.repository import CONFIG_FILE
-from radserve.files import swap_folder
+from radserve.export.repository import CONFIG_FILE, next_version, replace_model_folder
 from radserve.model_card import (
     MODEL_CARD_PARAMETER,
     MODEL_VERSION_PARAMETER,
     OUTPUT_NAME,
     ModelCard,
-    model_versions,
 )
 from radserve.routing import (
     DOWNSTREAM_OUTPUT,
@@ -107,20 +104,17 @@ def export_router(repository: Path, name: str, first: str, routes: Mapping[str, 
     """Publish the router ``name`` as the next version in ``repository``; returns the version folder."""
     router = router_card(repository, name, first, routes)
     model_dir = repository / name
-    version = (model_versions(model_dir) or [0])[-1] + 1
+    version = next_version(model_dir)
     config = build_router_config(router, version)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=repository))
-    try:
+
+    def fill(staging: Path) -> None:  # the router alone: older versions are not kept
         version_dir = staging / str(version)
         version_dir.mkdir()
         shutil.copyfile(ROUTER_SOURCE, version_dir / "model.py")
         (version_dir / ROUTER_FILE).write_text(router.to_json() + "\n")
         (staging / CONFIG_FILE).write_text(render_config(config))
-        staging.chmod(0o755)
-        swap_folder(staging, model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    replace_model_folder(repository, name, fill)
     LOGGER.info("published router %s version %d in %s", name, version, repository)
     return model_dir / str(version)
 

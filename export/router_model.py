@@ -51,9 +51,17 @@ class TritonPythonModel:
             {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
             for request in requests
         ]
-        batch = {name: np.concatenate([a[name] for a in arrays]) for name in self.inputs}
+        stacked: dict[str, np.ndarray] = {}
+
+        def batch(name: str) -> np.ndarray:
+            """The requests' tensors of input ``name`` as one batch, stacked when first needed."""
+            if name not in stacked:
+                parts = [a[name] for a in arrays]
+                stacked[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return stacked[name]
+
         try:
-            first = _infer(self.first, batch[self.first["input"]])
+            first = _infer(self.first, batch(self.first["input"]))
         except RuntimeError as error:
             failure = pb_utils.TritonError(f"first stage {self.first['model']!r} failed: {error}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=failure) for _ in requests]
@@ -63,7 +71,7 @@ class TritonPythonModel:
         for index, stage in enumerate(self.downstream):
             rows = np.flatnonzero(routed == index)
             if len(rows):
-                self._downstream(stage, batch[stage["input"]], rows, probabilities, errors)
+                self._downstream(stage, batch(stage["input"]), rows, probabilities, errors)
         responses, start = [], 0
         for array in arrays:
             end = start + len(array[self.inputs[0]])

@@ -47,6 +47,11 @@ HOST_SIZED_PARAMETER = "radserve.host_sized"
 ONNXRUNTIME_THREADS_PARAMETER = "onnxruntime_threads"
 
 
+def detector_name(classifier: str) -> str:
+    """The detector served next to classifier ``classifier`` (system outputs "boxes")."""
+    return f"{classifier}{DETECTOR_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class InputContract:
     """The DICOM instances a model answers for, checked on the header before any pixel is decoded.

@@ -96,7 +96,8 @@ def _export_detector(args: argparse.Namespace) -> int:
     """A detector checkpoint (``radserve train --detector``), published as NAME (default SYSTEM_detector)."""
     import tempfile
 
-    from radserve.export.detector import detector_name, export_detector
+    from radserve.export.detector import export_detector
+    from radserve.model_card import detector_name
 
     if args.target != "embedded" or args.engine or args.precision != ["fp32"] or args.gradcam:
         raise RadserveError(
