@@ -1,4 +1,4 @@
-# The two set-up commands of the README: `make demo` and `make test`. Each creates .venv when needed.
+# The two commands of the README: `make demo` and `make test`; `make docs` builds the site. Each creates .venv when needed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,13 +10,13 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-tune bench-systems demo-systems soak gpu-bundle
+.PHONY: demo test docs lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-tune bench-systems demo-systems soak gpu-bundle
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test,loadtest,clinical]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test,loadtest,clinical,docs]"
 	touch $(STAMP)
 
 $(DEMO_CHECKPOINT): | $(STAMP)
@@ -77,7 +77,7 @@ loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 bench: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(RADSERVE) bench --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) --out $(BUILD)/bench
 
-# Offline GPU check (README, "GPU hosts"): build/gpu-bundle/ (<= 60 MB) with check.sh for a GPU host with
+# Offline GPU check (docs/how-to/gpu-hosts.md): build/gpu-bundle/ (<= 60 MB) with check.sh for a GPU host with
 # Python 3.12 + PyTorch and no network. Downloads the Python 3.12 wheels once (build/gpu-bundle-cache).
 gpu-bundle: | $(STAMP)
 	$(PY) -m radserve.loadtests.gpu_bundle --out $(BUILD)/gpu-bundle --cache $(BUILD)/gpu-bundle-cache
@@ -90,10 +90,10 @@ soak: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	  --seconds $(SOAK_SECONDS) --out $(BUILD)/soak
 
 
-# The README's benchmark table and docs/bench/, on a QUIET machine (~20 min on 2 cores): ResNet-18 (demo
+# docs/bench/ (the site's measurements/bench page is generated from it), on a QUIET machine (~20 min on 2 cores): ResNet-18 (demo
 # weights) fp32 + INT8, EfficientNet-B0 and MobileNetV3-Small (random weights), 120 uncompressed
 # realistic-size DICOM files; every point 3 runs of 3 s; served and naive at 1, 4, 16 requests in
-# flight of 1 and 8 radiographs. `make bench-tune` (~15 min) regenerates the tuning table.
+# flight of 1 and 8 radiographs. `make bench-tune` (~15 min) writes docs/bench/tune-resnet18.json.
 BENCH_ARGS := --concurrency 1 4 16 --batches 1 8 16 32 --seconds 3
 BENCH_REPOSITORY := $(BUILD)/bench-repository
 BENCH_DICOM := $(BUILD)/bench-dicom
@@ -102,7 +102,7 @@ BENCH_MODELS := resnet18:resnet18-224-fp32 resnet18_int8:resnet18-224-int8 \
 bench-docs: $(DEMO_CHECKPOINT)
 	rm -rf $(BENCH_REPOSITORY) $(BENCH_DICOM)
 	$(RADSERVE) synth $(BENCH_DICOM) --count 120 --seed 2026 --compressed-share 0
-	# the demo's INT8 moves probabilities by up to 1.7e-2 (README, "Parity gates"): above the 0.01 default
+	# the demo's INT8 moves probabilities by up to 1.7e-2 (docs/how-to/export.md, "Parity gates"): above the 0.01 default
 	$(RADSERVE) export $(DEMO_CHECKPOINT) --name resnet18 --repository $(BENCH_REPOSITORY) --precision fp32 int8 \
 	  --max-abs-diff 0.02
 	for arch in efficientnet_b0 mobilenet_v3_small; do \
@@ -113,16 +113,16 @@ bench-docs: $(DEMO_CHECKPOINT)
 	  $(RADSERVE) bench --model $$model --repository $(BENCH_REPOSITORY) --dicom $(BENCH_DICOM) $(BENCH_ARGS) \
 	    --out $(BUILD)/bench/$$model && cp $(BUILD)/bench/$$model/bench.json docs/bench/$$file.json && \
 	  cp $(BUILD)/bench/$$model/bench.png docs/bench/$$file.png || exit 1; done
-	$(PY) -m radserve.loadtests.tables --readme README.md \
+	$(PY) -m radserve.loadtests.tables \
 	  --bench $(foreach entry,$(BENCH_MODELS),docs/bench/$(lastword $(subst :, ,$(entry))).json)
 
 bench-tune: | $(STAMP)
 	test -d $(BENCH_REPOSITORY)/resnet18 || { echo "run make bench-docs first"; exit 1; }
 	$(RADSERVE) tune resnet18 --repository $(BENCH_REPOSITORY) --concurrency 16 --out docs/bench/tune-resnet18.json
-	$(PY) -m radserve.loadtests.tables --readme README.md --tune docs/bench/tune-resnet18.json
+	$(PY) -m radserve.loadtests.tables --tune docs/bench/tune-resnet18.json
 
 # The five systems at their study input sizes (random-init study architectures, served with each
-# system's contract): docs/bench/system-NAME.json and the README's systems table (~12 min on 2 cores:
+# system's contract): docs/bench/system-NAME.json, the site's systems table (~12 min on 2 cores:
 # EfficientNet-B6 at 528 px runs at a few radiographs per second here, so few configurations).
 SYSTEMS := spine-view spondylolisthesis body-region vertebral-fracture-mri fracture
 bench-systems: | $(STAMP)
@@ -130,7 +130,7 @@ bench-systems: | $(STAMP)
 	  $(RADSERVE) bench --system $$system --batches 1 4 --concurrency 2 4 --images-per-request 1 --seconds 2 \
 	    --out $(BUILD)/bench/system-$$system && \
 	  cp $(BUILD)/bench/system-$$system/bench.json docs/bench/system-$$system.json || exit 1; done
-	$(PY) -m radserve.loadtests.tables --readme README.md --systems $(foreach s,$(SYSTEMS),docs/bench/system-$(s).json)
+	$(PY) -m radserve.loadtests.tables --systems $(foreach s,$(SYSTEMS),docs/bench/system-$(s).json)
 
 # Each system's demo trained here from scratch (the plans in radserve/export/train.py), exported with the
 # system's contract (parity gate), served by the real tritonserver next to the fracture detector, and
@@ -157,9 +157,15 @@ demo-systems: | $(STAMP)
 	  --model spondylolisthesis --serve-repository $(DEMO_SYSTEMS)/repository \
 	  --output docs/systems/spondylolisthesis-gradcam.png
 
+# The documentation site (MkDocs + Material) in build/site/; strict: a warning or a broken link fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# The site is built right after ruff, before the 12-minute suite: a broken page fails in seconds.
 test: $(STAMP) prometheus dicom3tools dcmtk nginx
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(MAKE) docs
 	$(PY) -m pytest
 
 format: $(STAMP)

@@ -1,17 +1,15 @@
-"""The README's benchmark and tuning tables, generated from ``bench.json`` / ``tune.json`` files.
+"""The benchmark, systems and tuning tables, generated from ``bench.json`` / ``tune.json`` files.
 
-    python -m radserve.loadtests.tables --bench docs/bench/*.json --tune docs/bench/tune-*.json \\
-        --readme README.md
+    python -m radserve.loadtests.tables --bench docs/bench/*.json --tune docs/bench/tune-*.json
 
-Prints the tables; with ``--readme`` also replaces the text between ``<!-- radserve:NAME -->`` and
-``<!-- /radserve:NAME -->`` (NAME ``bench-table`` / ``systems-table`` / ``tune-table``) in that file.
+Prints the tables. The documentation site's measurement pages call these functions at build time
+(tools/docs_hooks.py), so no table is ever copied by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,14 +104,6 @@ def tune_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, name: str, block: str) -> str:
-    """``text`` with the lines between the ``name`` markers replaced by ``block``."""
-    pattern = re.compile(rf"(<!-- radserve:{name} -->\n).*?(<!-- /radserve:{name} -->)", re.DOTALL)
-    if not pattern.search(text):
-        raise ValueError(f"no <!-- radserve:{name} --> ... <!-- /radserve:{name} --> markers")
-    return pattern.sub(lambda match: match.group(1) + block + "\n" + match.group(2), text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, nargs="*", default=[], help="bench.json files, in row order")
@@ -121,7 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--systems", type=Path, nargs="*", default=[], help="bench.json files of --system runs"
     )
-    parser.add_argument("--readme", type=Path, help="write the tables into this file's marked blocks")
     args = parser.parse_args(argv)
     blocks = {}
     if args.bench:
@@ -132,11 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         blocks["tune-table"] = tune_table(json.loads(args.tune.read_text()))
     for name, block in blocks.items():
         print(f"{name}:\n{block}\n")
-    if args.readme:
-        text = args.readme.read_text()
-        for name, block in blocks.items():
-            text = replace_block(text, name, block)
-        args.readme.write_text(text)
     return 0
 
 

@@ -4,4 +4,5 @@ import sys
 
 from radserve.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (API documentation tools do) runs nothing
+    sys.exit(main())
