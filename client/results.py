@@ -33,7 +33,45 @@ TRANSIENT_REASONS = frozenset(
 
 @dataclass(frozen=True)
 class ResultRow:
-    """What happened to one input; keyed by (path, SOPInstanceUID, frame)."""
+    """What happened to one input; keyed by (path, SOPInstanceUID, frame).
+
+    The fields are the keys of a JSONL row and the columns of a CSV row (docs/reference/result-rows.md).
+
+    Attributes:
+        path: The input file, as given (or its pseudonym under ``--pseudonymize-paths``).
+        status: ``ok`` (a prediction), ``error`` (see ``error_reason``) or ``not_accepted`` (outside the
+            model's input contract).
+        sop_instance_uid: The instance's SOPInstanceUID; empty when the file could not be read.
+        frame: The frame number of a multi-frame file (from 1); None for single-frame files.
+        model: The model that answered.
+        model_version: Its version, read from the served config and checked on each answer.
+        label: The most probable label; empty unless ``ok``.
+        score: The probability of ``label``.
+        probabilities: Every label's probability (after the card's temperature).
+        latency_ms: The time of the inference request that carried this radiograph, in ms.
+        error_reason: Why the row is not ``ok``: an ``error`` reason code, or for ``not_accepted`` the
+            attribute refused (``modality``, ``sop_class``, ``photometric``, ``body_part``,
+            ``view_position``, ``for_processing``).
+        error: A human-readable message naming the file and the reason, never a patient attribute.
+        ood: True when ``score`` is below the card's out-of-distribution threshold; None when the card
+            has none.
+        accept_any: True when classified with ``--accept-any``: the input contract was not checked.
+        decision: Under the card's operating points, the label decided, or ``negative``; empty when the
+            card has none.
+        threshold: The operating threshold behind ``decision``.
+        study_instance_uid: Set on rows of study-level systems (MRI series): one row per study.
+        boxes: Detections on the source image: ``x0``, ``y0``, ``x1``, ``y1`` (pixel edges), ``score``,
+            ``label`` (radserve.client.boxes).
+        router: The router that routed this input (radserve export-router); empty without one.
+        router_version: The router's version.
+        routed: False when the first-stage label has no route; None without a router. ``model``,
+            ``label``, ... are then the downstream model's, or the first stage's when unrouted.
+        first_stage_model: The router's first-stage model.
+        first_stage_version: Its version.
+        first_stage_label: The label the first stage chose.
+        first_stage_score: Its probability.
+        first_stage_probabilities: Every first-stage label's probability.
+    """
 
     path: str
     status: Status
@@ -45,21 +83,17 @@ class ResultRow:
     score: float | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     latency_ms: float | None = None
-    error_reason: str = ""  # for not_accepted: the attribute refused (modality, sop_class, ...)
+    error_reason: str = ""
     error: str = ""
-    ood: bool | None = None  # score (top probability) below the card's OOD threshold; None: no threshold
-    accept_any: bool = False  # classified with --accept-any: the input contract was not checked
-    # under the model card's operating points: the label decided (or "negative") and its threshold
+    ood: bool | None = None
+    accept_any: bool = False
     decision: str = ""
     threshold: float | None = None
-    study_instance_uid: str = ""  # rows of study-level systems (MRI series): one row per study
-    # detections on the source image: x0, y0, x1, y1 (pixel edges), score, label (radserve.client.boxes)
+    study_instance_uid: str = ""
     boxes: list[dict[str, Any]] = field(default_factory=list)
-    # rows of a router (radserve export-router): the router and the first stage that chose the route;
-    # model, model_version, label, ... are the downstream model's, or the first stage's when unrouted
     router: str = ""
     router_version: str = ""
-    routed: bool | None = None  # None: no router; False: the first-stage label has no route
+    routed: bool | None = None
     first_stage_model: str = ""
     first_stage_version: str = ""
     first_stage_label: str = ""

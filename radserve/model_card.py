@@ -59,6 +59,14 @@ class InputContract:
     Each tuple lists accepted values of one attribute; an empty tuple accepts any value (and a
     missing attribute). DX "For Processing" images (raw detector data) are refused unless
     ``for_processing``.
+
+    Attributes:
+        modalities: Accepted Modality (0008,0060) values.
+        sop_classes: Accepted SOP Class UIDs.
+        photometric: Accepted Photometric Interpretation values.
+        body_parts: Accepted Body Part Examined values; empty: any.
+        view_positions: Accepted View Position values; empty: any.
+        for_processing: Whether DX "For Processing" images (raw detector data) are accepted.
     """
 
     modalities: tuple[str, ...] = SETTINGS.contract.modalities
@@ -94,6 +102,38 @@ class ModelCard:
     size the network runs at behind an average pooling of the wire image by an integer factor (a demo
     trained at reduced size served at its study's size); ``system`` names the contract it was checked
     against (:mod:`radserve.systems`).
+
+    Attributes:
+        name: The served model's name.
+        architecture: The network (``resnet18``, ``efficientnet_b0``, ...; ``torchscript`` or
+            ``torch.export`` for programs exported with their metadata on the command line).
+        labels: The class labels, in output order.
+        input_size: The wire image's (height, width).
+        resize: How a radiograph is fitted to ``input_size``: ``letterbox`` (aspect kept, padded) or
+            ``stretch``.
+        mean: Normalization mean on 0..1 RGB, applied inside the graph.
+        std: Normalization standard deviation on 0..1 RGB, applied inside the graph.
+        temperature: The logits are divided by it before the softmax (``radserve calibrate``).
+        operating_points: Label to {``threshold``, ``rule``, ``sensitivity``, ``specificity``, ``n``}:
+            chosen on a validation set (``radserve calibrate --threshold``), applied by the client
+            (each row's ``decision``).
+        calibration: How ``temperature`` was fitted: {``n``, ``ece_before``, ``ece_after``,
+            ``nll_before``, ``nll_after``, ...}.
+        precision: ``fp32``, ``fp16`` or ``int8``: the variant's precision.
+        checkpoint_sha256: The sha256 of the checkpoint it was exported from.
+        parity: The parity gates' figures per runtime and precision (samples, top-1 agreement, max
+            abs and rel difference).
+        tool_versions: Versions of the tools that exported it (torch, onnx, onnxruntime, ...).
+        accepts: The input contract: the DICOM instances the model answers for.
+        ood: The out-of-distribution flag: {``score``: ``max_softmax``, ``threshold``: t, ...}, chosen
+            at export.
+        system: The served system whose contract it was checked against; empty for none.
+        channels: UINT8 planes per wire input: 1 for a radiograph, more for an MRI slice stack.
+        network_input_size: The smaller size the network runs at behind an integer average pooling
+            of the wire image; None when it runs at ``input_size``.
+        task: ``classification`` or ``detection`` (a detector: boxes, scores and classes, no
+            probabilities).
+        max_detections: Boxes per image a detector answers (padded with score 0); 0 for classifiers.
     """
 
     name: str
@@ -104,22 +144,17 @@ class ModelCard:
     mean: tuple[float, float, float] = SETTINGS.export.mean
     std: tuple[float, float, float] = SETTINGS.export.std
     temperature: float = 1.0
-    # label -> {threshold, rule, sensitivity, specificity, n}: chosen on a validation set
-    # (``radserve calibrate --threshold``), applied by the client (each row's ``decision``).
     operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # how ``temperature`` was fitted: {n, ece_before, ece_after, nll_before, nll_after, ...}
     calibration: dict[str, Any] = field(default_factory=dict)
     precision: Precision = "fp32"
     checkpoint_sha256: str = ""
     parity: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
     accepts: InputContract = field(default_factory=InputContract)
-    # out-of-distribution flag: {"score": "max_softmax", "threshold": t, ...} chosen at export
     ood: dict[str, Any] = field(default_factory=dict)
     system: str = ""
     channels: int = 1
     network_input_size: tuple[int, int] | None = None
-    # "detection": a detector (DETECTION_OUTPUTS, at most max_detections boxes per image), no probabilities
     task: Task = "classification"
     max_detections: int = 0
 
