@@ -1,6 +1,6 @@
 """radserve client: DICOM files to result rows through Triton, as an importable, typed API.
 
-The public surface is what ``__all__`` lists (README, "Client library"); other modules are the
+The public surface is what ``__all__`` lists (docs/reference/python-api.md); other modules are the
 parts it is built from. Rows are :class:`ResultRow` dataclasses whose fields are the JSONL keys
 (``row.to_dict()``), and a run's counts a :class:`RunSummary` (``summary.to_dict()``).
 """

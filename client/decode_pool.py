@@ -8,7 +8,7 @@ alone, in a fresh worker, and gets a ``decoder_crashed`` row if it kills that on
 cannot start are one :class:`~radserve.errors.DecodeWorkersError` for the run.
 
 Why processes and not threads (measured on 2 cores shared with other work, 2500 x 2048 files,
-README "Client library"): imagecodecs, the display LUT and cv2's resize release the GIL, but
+docs/reference/python-api.md, "Overview"): imagecodecs, the display LUT and cv2's resize release the GIL, but
 pydicom's native and RLE paths do not (2 threads ran them at 0.5 to 1.1 times one thread), and only a
 process isolates a crashing codec.
 """

@@ -3,8 +3,9 @@
 JPEG 2000, HTJ2K and JPEG Lossless frames decode on the GPU into device images that expose
 ``__cuda_array_interface__`` (PyTorch or CuPy use them without a copy); ``DecodeParams`` keeps the
 stored bit depth and the single grey channel. nvImageCodec loads nvJPEG by name, and a system
-nvJPEG older than 13.0.2 cannot decode JPEG Lossless (FACTS): :func:`preload_wheel_nvjpeg` loads the
-``nvidia-nvjpeg`` wheel's library first so that the name resolves to it.
+nvJPEG older than 13.0.2 cannot decode JPEG Lossless (docs/how-to/gpu-hosts.md):
+:func:`preload_wheel_nvjpeg` loads the ``nvidia-nvjpeg`` wheel's library first so that the name
+resolves to it.
 
 The CPU path (``radserve.client.dicom``) stays the default; transfer syntaxes outside
 :data:`GPU_SYNTAXES` are not this module's to decode.

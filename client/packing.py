@@ -6,7 +6,7 @@ sends the radiographs already waiting (up to ``images_per_request`` and the free
 and requests grow only when radiographs queue for the wire. Triton's dynamic batcher still merges
 requests. Counting radiographs rather than requests keeps the server's queue as deep with packing
 as without: 16 requests of 8 (128 radiographs in flight) made MobileNetV3-Small slower here than 16
-of 1, while 2 of 8 were faster (README, "Client library").
+of 1, while 2 of 8 were faster (docs/reference/python-api.md, "Overview").
 
 A router (:mod:`radserve.routing`) takes one tensor per wire contract: its radiographs are dicts of
 input name → ``uint8 [1, H, W]``, stacked per input; each answer's ``Prediction.extra`` then holds

@@ -34,7 +34,7 @@ GPU_PRECISIONS: tuple[Precision, ...] = ("fp16", "fp32")
 
 
 def gpu_serving_options() -> ServingOptions:
-    """Serving options of the embedded-gpu target: the GPU's max batch size (README, "GPU hosts")."""
+    """Serving options of the embedded-gpu target: the GPU's max batch size (docs/how-to/gpu-hosts.md)."""
     return ServingOptions(
         batching=replace(SETTINGS.batching, max_batch_size=SETTINGS.batching.gpu_max_batch_size)
     )
@@ -82,7 +82,8 @@ def export_embedded_gpu(request: ExportRequest) -> ExportResult:
         report = compare(reference, candidate, "pytorch fp32")
         LOGGER.info("parity embedded-gpu %s on %s %s", precision, device.type, report)
         min_top1, max_abs = _thresholds(request, precision)
-        if max_abs is None:  # fp16 network, fp32 softmax: a probability bound holds (FACTS, GPU)
+        # fp16 network, fp32 softmax: a probability bound holds (docs/how-to/gpu-hosts.md)
+        if max_abs is None:
             max_abs = SETTINGS.export.gpu_fp16_max_abs_diff
         gate(report, min_top1, max_abs, f"{card.name} (embedded-gpu {precision} on {device.type})")
         parity = {f"pytorch_{precision}_{device.type}": report.to_dict()}

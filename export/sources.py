@@ -4,7 +4,7 @@ A radserve checkpoint (``export/checkpoint.py``) carries its own serving metadat
 file or a ``.pt2`` program carries only the network, so its metadata comes from the command line
 (:class:`ProgramMetadata`: ``--labels labels.txt --input-size H W [--resize ...]``). Either way the
 network takes normalized float RGB ``[B, 3, H, W]`` and returns logits ``[B, C]``; export wraps it
-in the serving graph (UINT8 wire input, probabilities out). See README, "Checkpoints you bring".
+in the serving graph (UINT8 wire input, probabilities out). See docs/how-to/export.md.
 """
 
 from __future__ import annotations

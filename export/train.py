@@ -44,7 +44,7 @@ class TrainingPlan:
 
 
 # Each served system's demo: what differs from TrainingPlan's defaults besides the system's architecture
-# and demo_input_size (radserve.systems). Chosen by measurement on 2 CPU cores (README, Systems); every
+# and demo_input_size (radserve.systems). Chosen by measurement on 2 CPU cores (docs/how-to/systems.md); every
 # demo starts its residual blocks as the identity (start_residual_blocks_as_identity).
 _DEMO_PLANS: dict[str, dict[str, float | int]] = {
     "spine-view": {"train_images": 1200, "epochs": 8, "batch_size": 16},  # 10 classes, 120 images each

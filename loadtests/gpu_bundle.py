@@ -61,7 +61,7 @@ _DROP_PREFIXES = ("nvidia/nvimgcodec/tools/", "onnx/backend/test/")
 _DROP_SUFFIXES = (".h", ".hpp", ".cc", ".proto", ".proto3", ".pyi")
 _KEEP_EXTENSIONS = ("libnvjpeg_ext.so", "libnvjpeg2k_ext.so")
 SMOOTHING_SIGMA = 1.5  # pixels
-MATRIX = (1955, 1841)  # rows, columns of the bundled radiographs (the real CR of FACTS; 12 bits stored)
+MATRIX = (1955, 1841)  # rows, columns of the bundled radiographs (a real CR's; 12 bits stored)
 
 
 def _keep_member(name: str) -> bool:
@@ -170,7 +170,7 @@ def write_dicom_set(folder: Path, matrix: tuple[int, int] = MATRIX) -> list[dict
         ds = copy.deepcopy(base)
         if encoder is None:
             set_pixels(ds, stored, syntax)
-        else:  # a second JPEG Lossless encoder (liblj92): nvJPEG's support differs by stream (FACTS)
+        else:  # a second JPEG Lossless encoder (liblj92): nvJPEG's support differs by stream
             ds.PixelData = encapsulate([bytes(encoder(stored, bitspersample=int(ds.BitsStored)))])
             ds["PixelData"].VR = "OB"
             ds["PixelData"].is_undefined_length = True

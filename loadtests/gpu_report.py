@@ -1,4 +1,7 @@
-"""``gpu-check.json`` and ``gpu-check.md``: the GPU check's figures, as data and as the README's tables."""
+"""``gpu-check.json`` and ``gpu-check.md``: the GPU check's figures, as data and as Markdown tables.
+
+The site's GPU page (docs/measurements/gpu.md) renders the JSON with :func:`render_markdown`.
+"""
 
 from __future__ import annotations
 

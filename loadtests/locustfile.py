@@ -12,7 +12,8 @@ cycled. Every request is reported through Locust's ``request`` event.
 **gRPC and gevent.** Locust runs users as greenlets. gRPC's C core blocks the OS thread it is called
 from, so a plain gRPC call freezes every user of the process; gRPC's own gevent integration
 (``grpc.experimental.gevent.init_gevent()``) makes users concurrent but leaves the locust process
-hanging after "Shutting down" (FACTS.md). Here gRPC is *not* patched for gevent: each call runs in
+hanging after "Shutting down" (docs/how-to/benchmarks.md, "Load tests and benchmarks"). Here gRPC is
+*not* patched for gevent: each call runs in
 gevent's native thread pool (``hub.threadpool.apply``), which parks only the calling greenlet while a
 real thread waits on gRPC (which releases the GIL). Users are concurrent, nothing of gRPC runs on the
 gevent hub, and the process exits at the end of the run with the code set below.

@@ -1,7 +1,7 @@
-"""What ``radserve bench`` reports: ratios, warnings, the table, the plot, and the README rows.
+"""What ``radserve bench`` reports: ratios, warnings, the table, the plot, and the table rows.
 
-The README's benchmark table is generated from ``bench.json`` files by :func:`readme_table`
-(``python -m radserve.loadtests.tables``), never typed by hand.
+The site's benchmark tables (docs/measurements/bench.md) are generated from ``bench.json`` files
+by :mod:`radserve.loadtests.tables` when the site is built, never typed by hand.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ of the model's newest version into a temporary repository, tritonserver is resta
 served path is measured at the client's concurrency, ``--repeats`` times (interleaved runs with the
 server up; figures are medians). The best candidate is the highest median throughput whose median
 p95 stays within ``--latency-budget-ms``. Bounded by ``--max-seconds``. Every run goes into
-``--out`` (JSON), from which the README's tuning table is generated (``loadtests/tables.py``).
+``--out`` (JSON), from which the site's tuning table is generated (``loadtests/tables.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What server and clients share about transport security: TLS files, the admin key header, loopback.
 
 tritonserver 2.51 speaks TLS (and mutual TLS) on gRPC only; its HTTP and metrics endpoints are
-plaintext, so with TLS ``radserve serve`` keeps them on loopback (README, "Security").
+plaintext, so with TLS ``radserve serve`` keeps them on loopback (docs/how-to/security.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every component reads its defaults from :data:`SETTINGS`. Each field can be over
 environment variable named ``RADSERVE_<SECTION>_<FIELD>`` (``RADSERVE_<FIELD>`` for the top-level
 ones), e.g. ``RADSERVE_CLIENT_MAX_IN_FLIGHT=32`` or ``RADSERVE_PORTS_GRPC=9001``; tuples are
 comma-separated. Command-line flags override both, per run. :func:`settings_table` lists them all
-(the README's settings table is generated from it and checked by a test).
+(the site's settings reference, docs/reference/settings.md, is generated from it).
 
 Instance count and ONNX Runtime threads of the embedded target are not export-time settings: the
 server decides them from the host it runs on (:func:`cpu_split`), so a model exported on a laptop
@@ -22,7 +22,7 @@ ENV_PREFIX = "RADSERVE_"
 
 
 def _unit(default: Any, unit: str, *, per_host: Callable[[], Any] | None = None) -> Any:
-    """A setting's default and its unit (or meaning) for the README table; ``per_host`` computes the
+    """A setting's default and its unit (or meaning) for the settings reference; ``per_host`` computes the
     default on the host at start instead."""
     if per_host is not None:
         return field(default_factory=per_host, metadata={"unit": unit, "per_host": default})
@@ -42,8 +42,9 @@ class Ports:
 class BatchingDefaults:
     """What export writes into each model's dynamic batcher and queue policy.
 
-    Chosen from measurements on a 2-core CPU host (README, "Tuning"): batching gains little compute
-    there, so a short queue delay only helps requests that already arrive together.
+    Chosen from measurements on a 2-core CPU host (docs/how-to/benchmarks.md, "Tuning"): batching
+    gains little compute there, so a short queue delay only helps requests that already arrive
+    together.
     """
 
     max_batch_size: int = _unit(32, "radiographs")
@@ -58,7 +59,9 @@ class BatchingDefaults:
     )
     gpu_python_instances: int = _unit(2, "embedded-gpu: instances per GPU (host work overlaps GPU work)")
     router_instances: int = _unit(
-        8, "router (BLS) instances: each holds one batch while its stages answer (README, 'The router')"
+        8,
+        "router (BLS) instances: each holds one batch while its stages answer "
+        "(docs/how-to/systems.md, 'The router')",
     )
 
 
@@ -181,8 +184,8 @@ def cpu_split(max_instances: int, cores: int | None = None) -> tuple[int, int]:
     """(instances, ONNX Runtime threads each) for a CPU host: one single-threaded instance per core,
     at most ``max_instances`` of them (each holds a copy of the model) sharing the cores beyond.
 
-    Measured on 2 cores (README, "Tuning"): two 1-thread instances served ~30 % more than one
-    2-thread instance, for ResNet-18 and EfficientNet-B0.
+    Measured on 2 cores (docs/how-to/benchmarks.md, "Tuning"): two 1-thread instances served ~30 %
+    more than one 2-thread instance, for ResNet-18 and EfficientNet-B0.
     """
     cores = cores or os.cpu_count() or 1
     instances = max(1, min(max_instances, cores))
@@ -238,7 +241,7 @@ SETTINGS = load_settings()
 
 
 def render_settings_table(settings: Settings | None = None) -> str:
-    """The README's Markdown table of every setting's variable, default and unit."""
+    """The Markdown table of every setting's variable, default and unit (docs/reference/settings.md)."""
     lines = ["| environment variable | default | unit / meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {value} | {unit} |" for name, value, unit in settings_table(settings)]
     return "\n".join(lines)

@@ -206,7 +206,7 @@ class TritonServer:
             "--allow-cpu-metrics=true",
             # Triton 2.51 knows counter_latencies, summary_latencies and summary_quantiles (no
             # histogram_latencies: it is accepted and ignored). Summaries give per-model p50/p95/p99
-            # of request, queue and compute time, over a sliding window (README, "Server metrics").
+            # of request, queue and compute time, over a sliding window (docs/reference/metrics.md).
             "--metrics-config=counter_latencies=true",
             "--metrics-config=summary_latencies=true",
             f"--metrics-config=summary_quantiles={TRITON_SUMMARY_QUANTILES}",

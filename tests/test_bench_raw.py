@@ -7,7 +7,7 @@ and are compared as a ratio of medians, so a neighbour's load that moves one sid
 
 On a shared machine the ratio is checked loosely (``RADSERVE_TEST_RAW_TOLERANCE``, default 0.25);
 on a quiet one run it with 0.05 on the served models (``RADSERVE_TEST_RAW_VERSIONS``: version folders
-separated by ``:``, ``RADSERVE_TEST_RAW_SECONDS`` per run), as the README's "Load tests and
+separated by ``:``, ``RADSERVE_TEST_RAW_SECONDS`` per run), as docs/how-to/benchmarks.md's "Load tests and
 benchmarks" says.
 """
 

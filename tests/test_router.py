@@ -45,7 +45,7 @@ Local = dict[str, dict[str, dict[str, float]]]  # model -> file -> label -> prob
 
 # A downstream model whose every answer lacks its probabilities. (Answers carrying a TritonError made
 # tritonserver 2.51's Python backend crash now and then (SIGSEGV in libtriton_python.so) or garble the
-# message when a BLS caller read it: README, "The router".)
+# message when a BLS caller read it: docs/how-to/systems.md, "The router".)
 _FAULTY_MODEL = """
 import triton_python_backend_utils as pb_utils
 

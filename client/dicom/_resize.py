@@ -2,7 +2,8 @@
 
 Shrinking is OpenCV's ``INTER_AREA`` (each output pixel the area-weighted mean of the input pixels it
 covers) computed by one compiled pass that looks every stored value up in the display table as it
-sums it: a 2500 x 2048 radiograph is never materialised as 8-bit grey (README, "Measured here").
+sums it: a 2500 x 2048 radiograph is never materialised as 8-bit grey (docs/how-to/benchmarks.md,
+"The display table and the resize in one pass").
 Enlarging (small images) applies the table, then ``cv2.INTER_LINEAR``.
 """
 

@@ -23,7 +23,7 @@ def add_admin_key_argument(command: argparse.ArgumentParser, what: str) -> None:
 
 def add_client_security_arguments(command: argparse.ArgumentParser) -> None:
     """``--tls-ca [--tls-cert --tls-key]`` and ``--admin-key`` of every command that calls a server."""
-    group = command.add_argument_group("security (README, 'Security')")
+    group = command.add_argument_group("security (docs/how-to/security.md)")
     group.add_argument("--tls-ca", type=Path, help="CA certificate that signed the server's: use TLS")
     group.add_argument("--tls-cert", type=Path, help="client certificate, for mutual TLS")
     group.add_argument("--tls-key", type=Path, help="client key, for mutual TLS")

@@ -59,7 +59,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--grpc-port", type=int, default=SETTINGS.ports.grpc)
     serve.add_argument("--metrics-port", type=int, default=SETTINGS.ports.metrics)
     serve.add_argument("--log-verbose", type=int, default=0)
-    security = serve.add_argument_group("security (README, 'Security')")
+    security = serve.add_argument_group("security (docs/how-to/security.md)")
     security.add_argument("--tls-cert", type=Path, help="server certificate (PEM): gRPC over TLS")
     security.add_argument("--tls-key", type=Path, help="server key (PEM)")
     security.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
