@@ -264,10 +264,16 @@ def test_radiographs_waiting_for_the_wire_travel_together(triton: TritonServer) 
     np.testing.assert_allclose(np.stack([p for p, _ in packed]), alone.probabilities, atol=1e-5)
 
 
+def _api_overview() -> str:
+    """The Python API page's overview (docs/reference/python-api.md), before its generated part."""
+    page = (TESTS.parent / "docs" / "reference" / "python-api.md").read_text()
+    return page.split("\n## Overview\n", 1)[1].split("\n## ", 1)[0]
+
+
 def _readme_snippets() -> list[str]:
-    readme = (TESTS.parent / "README.md").read_text()
-    section = readme.split("\n## Client library\n", 1)[1].split("\n## ", 1)[0]
-    return [block.split("\n```", 1)[0] for block in section.split("```python\n")[1:]]
+    """The Python examples of the README and of the API page's overview."""
+    texts = [(TESTS.parent / "README.md").read_text(), _api_overview()]
+    return [block.split("\n```", 1)[0] for text in texts for block in text.split("```python\n")[1:]]
 
 
 @pytest.mark.parametrize("how", ["script", "stdin"])
@@ -275,7 +281,7 @@ def test_readme_python_snippets_run_against_the_server(
     triton: TritonServer, dicom_folder: Path, tmp_path: Path, how: str
 ) -> None:
     snippets = _readme_snippets()
-    assert len(snippets) >= 3
+    assert len(snippets) >= 4
     host, port = triton.grpc_url.rsplit(":", 1)
     env = dict(os.environ, RADSERVE_HOST=host, RADSERVE_PORTS_GRPC=port)
     for index, snippet in enumerate(snippets):
@@ -309,14 +315,12 @@ def test_readme_python_snippets_run_against_the_server(
 def test_the_public_surface_is_small_typed_and_documented() -> None:
     import inspect
 
-    readme = (
-        (TESTS.parent / "README.md").read_text().split("\n## Client library\n", 1)[1].split("\n## ", 1)[0]
-    )
+    readme = _api_overview()
     for name in radserve.client.__all__:
         item = getattr(radserve.client, name)
         assert inspect.getdoc(item), f"{name} has no docstring"
         if not name.endswith("Error") and name != "ModelCard":
-            assert f"`{name}`" in readme, f"{name} is exported but not in the README"
+            assert f"`{name}`" in readme, f"{name} is exported but not in docs/reference/python-api.md"
     for function in (radserve.client.classify, radserve.client.classify_paths):
         hints = function.__annotations__
         assert "return" in hints and all(p in hints for p in inspect.signature(function).parameters)
