@@ -30,22 +30,39 @@ from radserve.settings import SETTINGS
 
 @dataclass
 class RunSummary:
-    """Counts of a run; ``radiographs_per_second`` counts successful radiographs over wall time."""
+    """Counts of a run; ``radiographs_per_second`` counts successful radiographs over wall time.
+
+    Attributes:
+        files: Input files of the run.
+        radiographs: Rows with status ``ok``.
+        errors: Error rows.
+        seconds: Wall time of the run.
+        errors_by_reason: Error rows by ``error_reason``.
+        not_accepted: Instances outside the model's input contract (not errors).
+        not_accepted_by_reason: Those by the attribute refused.
+        out_of_distribution: Classified radiographs flagged ``ood``.
+    """
 
     files: int = 0
     radiographs: int = 0
     errors: int = 0
     seconds: float = 0.0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
-    not_accepted: int = 0  # instances outside the model's input contract (not errors)
+    not_accepted: int = 0
     not_accepted_by_reason: dict[str, int] = field(default_factory=dict)
-    out_of_distribution: int = 0  # classified radiographs flagged ``ood``
+    out_of_distribution: int = 0
 
     @property
     def radiographs_per_second(self) -> float:
+        """Radiographs classified per second of wall time (0 before the run has taken any time)."""
         return self.radiographs / self.seconds if self.seconds > 0 else 0.0
 
     def count(self, row: ResultRow) -> None:
+        """Add one row to the counts.
+
+        Args:
+            row: A row of the run.
+        """
         if row.status == "ok":
             self.radiographs += 1
             self.out_of_distribution += row.ood is True
@@ -64,25 +81,40 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class ClassifyOptions:
-    """How a run talks to the servers and decodes; every default comes from ``radserve.settings``."""
+    """How a run talks to the servers and decodes; every default comes from ``radserve.settings``.
 
-    url: str | Sequence[str] = SETTINGS.grpc_url  # several: replicas, balanced by the client
-    max_in_flight: int = SETTINGS.client.max_in_flight  # radiographs on the wire at once
-    images_per_request: int = SETTINGS.client.images_per_request  # radiographs packed at most
-    workers: int = SETTINGS.client.decode_workers  # decode worker processes
-    decode: Decode = SETTINGS.client.decode  # type: ignore[assignment]  # cpu, or gpu first (client/gpu_prepare.py)
+    Attributes:
+        url: ``HOST:PORT`` of the server, or several: replicas, balanced by the client.
+        max_in_flight: Radiographs on the wire at once.
+        images_per_request: Radiographs packed into one request at most, when ready together.
+        workers: Decode worker processes.
+        decode: ``cpu`` (worker processes), or ``gpu`` first (nvImageCodec, client/gpu_prepare.py).
+        retry: Backoff of transient failures.
+        budget: The retry budget; one per run when not given.
+        tls: TLS to the servers (mutual with a client certificate).
+        admin_key: For servers whose model config is behind the admin key.
+        ready_timeout_seconds: How long to wait for the model to be ready.
+        sr_dir: Write one DICOM Comprehensive SR per classified radiograph into this folder.
+        metrics: Prometheus series of the run (client/metrics.py); a private registry when not given.
+        decode_worker_imports: Modules each decode worker imports before its first file (e.g. a
+            site's pydicom decoder plugins).
+        accept_any: Research use: classify every instance, whatever the model's input contract
+            (recorded in each row).
+    """
+
+    url: str | Sequence[str] = SETTINGS.grpc_url
+    max_in_flight: int = SETTINGS.client.max_in_flight
+    images_per_request: int = SETTINGS.client.images_per_request
+    workers: int = SETTINGS.client.decode_workers
+    decode: Decode = SETTINGS.client.decode  # type: ignore[assignment]
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    budget: RetryBudget | None = None  # retry budget; one per run when not given
-    tls: ClientTls | None = None  # TLS to the servers (mutual with a client certificate)
-    admin_key: str | None = None  # for servers whose model config is behind the admin key
+    budget: RetryBudget | None = None
+    tls: ClientTls | None = None
+    admin_key: str | None = None
     ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
-    # Write one DICOM Comprehensive SR per classified radiograph into this folder.
     sr_dir: Path | None = None
-    # Prometheus series of the run (client/metrics.py); a private registry when not given.
     metrics: ClientMetrics | None = None
-    # Modules each decode worker imports before its first file (e.g. a site's pydicom decoder plugins).
     decode_worker_imports: tuple[str, ...] = ()
-    # Research use: classify every instance, whatever the model's input contract (recorded in each row).
     accept_any: bool = False
 
 
@@ -121,10 +153,19 @@ async def classify(
 ) -> RunSummary:
     """Classify ``files`` with ``model`` (a classifier, or a router: :mod:`radserve.routing`).
 
-    ``on_rows`` receives the rows of one file at a time (one per frame, or one error row) as soon
-    as they are all known, so a writer can keep a file's rows together. Raises
-    :class:`~radserve.errors.ServerError` when no server has the model ready and
-    :class:`~radserve.errors.DecodeWorkersError` when the decode workers cannot start.
+    Args:
+        files: DICOM files (use :func:`classify_paths` for folders).
+        model: The served model's name.
+        on_rows: Receives the rows of one file at a time (one per frame, or one error row) as soon
+            as they are all known, so a writer can keep a file's rows together.
+        options: Servers, concurrency, decoding, SR output; every default from ``radserve.settings``.
+
+    Returns:
+        The run's counts.
+
+    Raises:
+        ServerError: No server has the model ready.
+        DecodeWorkersError: The decode workers could not start.
     """
     options = options or ClassifyOptions()
     summary = RunSummary()

@@ -1,5 +1,8 @@
-"""asyncio gRPC client for radserve models on Triton: bounded in flight, retried within a budget,
-pinned to the model version whose card it read, over TLS when given."""
+"""asyncio gRPC client for radserve models on Triton.
+
+Bounded in flight, retried within a budget, pinned to the model version whose card it read, over TLS
+when given.
+"""
 
 from __future__ import annotations
 
@@ -35,19 +38,29 @@ __all__ = ["AsyncRadiographClient", "Prediction", "RetryBudget", "RetryPolicy"]
 
 @dataclass(frozen=True)
 class Prediction:
-    """The model's answer for one radiograph."""
+    """The model's answer to one request.
+
+    Attributes:
+        probabilities: ``[B, C]``, one row per wire image; empty when only extra outputs were asked.
+        latency_seconds: The last attempt's time on the wire.
+        attempts: Attempts sent (1 when not retried).
+        model_version: The version that answered.
+        extra: Outputs asked for besides the probabilities, by name.
+    """
 
     probabilities: np.ndarray
     latency_seconds: float
     attempts: int
-    model_version: str = ""  # the version that answered
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # outputs asked for besides probabilities
+    model_version: str = ""
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
 class _Endpoint:
-    """One server: its channel, requests on it now, until when it is avoided after a failure, and
-    per model the version its card describes (requests are pinned to it)."""
+    """One server: its channel, requests on it now, and until when it is avoided after a failure.
+
+    Per model, the version its card describes (requests are pinned to it).
+    """
 
     url: str
     client: grpcclient.InferenceServerClient
@@ -65,6 +78,17 @@ class AsyncRadiographClient:
     its in-flight slot only while on the wire, never while it backs off. ``budget`` bounds retries
     (:class:`RetryBudget`; pass one instance to several clients to bound them together).
     ``admin_key`` is sent on the restricted calls (model config, repository index).
+
+    Args:
+        url: ``HOST:PORT`` of a server, or several (replicas serving the same models).
+        max_in_flight: Requests on the wire at once, at most, over all servers.
+        retry: Backoff of transient failures; the defaults of :class:`RetryPolicy` when None.
+        budget: The retry budget; a new one when None.
+        tls: TLS to the servers (mutual with a client certificate); plaintext when None.
+        admin_key: The key of servers started with ``--admin-key``.
+
+    Raises:
+        ValueError: No URL was given.
     """
 
     def __init__(
@@ -99,6 +123,7 @@ class AsyncRadiographClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close every server's channel (also on leaving an ``async with`` block)."""
         for endpoint in self._endpoints:
             await endpoint.client.close()
 
@@ -108,7 +133,15 @@ class AsyncRadiographClient:
         return min(healthy, key=lambda endpoint: (endpoint.in_flight, endpoint.avoid_until))
 
     async def wait_ready(self, model: str, timeout: float = 30.0) -> None:
-        """Wait until some server has ``model`` ready; :class:`ServerError` if none does in time."""
+        """Wait until some server has ``model`` ready.
+
+        Args:
+            model: The served model's name.
+            timeout: Seconds to wait at most.
+
+        Raises:
+            ServerError: No server had the model ready in time, or a server's repository lacks it.
+        """
         deadline = time.monotonic() + timeout
         problems: dict[str, str] = {}
         while True:
@@ -132,9 +165,21 @@ class AsyncRadiographClient:
             await asyncio.sleep(0.5)
 
     async def model_card(self, model: str) -> ModelCard:
-        """The card of ``model`` (from its config) on the first replica that answers; every replica
-        whose card differs from it, or that cannot say, is refused for the rest of the run. Requests
-        to each replica are then pinned to the version its config describes."""
+        """The card of ``model``, read from its config on the first replica that answers.
+
+        Every replica whose card differs from it, or that cannot say, is refused for the rest of the
+        run. Requests to each replica are then pinned to the version its config describes.
+
+        Args:
+            model: The served model's name.
+
+        Returns:
+            The model card.
+
+        Raises:
+            ModelCardError: The model is a router, its config holds no valid card, or no replica
+                serves the same card.
+        """
         card = await self.served_card(model)
         if isinstance(card, RouterCard):
             raise ModelCardError(
@@ -143,7 +188,17 @@ class AsyncRadiographClient:
         return card
 
     async def served_card(self, model: str) -> ModelCard | RouterCard:
-        """:meth:`model_card`, or the routing description of a router (:mod:`radserve.routing`)."""
+        """:meth:`model_card`, or the routing description of a router (:mod:`radserve.routing`).
+
+        Args:
+            model: The served model's name.
+
+        Returns:
+            The model card, or the router's card.
+
+        Raises:
+            ModelCardError: Its config holds no valid card, or no replica serves the same card.
+        """
         reference: ModelCard | RouterCard | None = None
         problems = []
         for endpoint in self._endpoints:
@@ -190,12 +245,25 @@ class AsyncRadiographClient:
         *,
         primary: bool = True,
     ) -> Prediction:
-        """Probabilities ``[B, C]`` for wire images ``uint8 [B, 1, H, W]``, retrying transient failures
-        within the retry budget (:mod:`radserve.client.retry`).
+        """Probabilities ``[B, C]`` for wire images, retrying transient failures within the budget.
 
-        ``images`` may map input names to tensors (a router takes one per wire contract);
-        ``extra_outputs`` names further outputs of the model to return in ``Prediction.extra``; with
-        ``primary=False`` (a detector) only those are asked for and ``probabilities`` is empty.
+        Retries follow :mod:`radserve.client.retry`; the request is pinned to the version whose card
+        was read from this replica.
+
+        Args:
+            model: The served model's name.
+            images: Wire images ``uint8 [B, channels, H, W]``, or input names mapped to tensors (a
+                router takes one per wire contract).
+            extra_outputs: Further outputs of the model to return in ``Prediction.extra``.
+            primary: False (a detector): only ``extra_outputs`` are asked for and ``probabilities``
+                is empty.
+
+        Returns:
+            The answer, with the version that gave it and the attempts it took.
+
+        Raises:
+            InferenceError: The request failed, after the retries its failure allows; its
+                ``reason`` is a row reason code (``overloaded``, ``server_unavailable``, ...).
         """
         named = images if isinstance(images, Mapping) else {INPUT_NAME: images}
         inputs = []

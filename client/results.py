@@ -1,5 +1,8 @@
-"""Result rows: one per radiograph (a prediction), per failed input (an error and its reason) or per
-instance outside the model's input contract (``not_accepted`` and the attribute refused)."""
+"""Result rows, and the files they are written to.
+
+One row per radiograph (a prediction), per failed input (an error and its reason) or per instance
+outside the model's input contract (``not_accepted`` and the attribute refused).
+"""
 
 from __future__ import annotations
 
@@ -102,9 +105,11 @@ class ResultRow:
 
     @property
     def key(self) -> tuple[str, str, int | None]:
+        """The row's identity in a run: (path, SOPInstanceUID, frame)."""
         return (self.path, self.sop_instance_uid, self.frame)
 
     def to_dict(self) -> dict[str, Any]:
+        """The row as the JSONL object (every field, by name)."""
         return asdict(self)
 
 
@@ -112,11 +117,21 @@ _CSV_FIELDS = tuple(ResultRow.__dataclass_fields__)
 
 
 class ResultWriter:
-    """Writes rows to ``.jsonl`` or ``.csv`` as they arrive, flushed so a killed run keeps them, and
-    fsync'ed every ``fsync_rows`` rows or ``fsync_seconds`` (and on close) so a host crash keeps them.
+    """Writes rows to ``.jsonl`` or ``.csv`` as they arrive.
 
-    In CSV, ``probabilities`` and ``first_stage_probabilities`` are JSON objects in one column (labels
-    differ between models), and ``boxes`` a JSON list.
+    Each write is flushed, so a killed run keeps its rows, and fsync'ed every ``fsync_rows`` rows or
+    ``fsync_seconds`` (and on close), so a host crash keeps them. In CSV, ``probabilities`` and
+    ``first_stage_probabilities`` are JSON objects in one column (labels differ between models), and
+    ``boxes`` a JSON list.
+
+    Args:
+        path: The results file; its suffix (``.jsonl`` or ``.csv``) chooses the format.
+        append: Add to an existing file (``--resume``) instead of replacing it.
+        fsync_rows: Rows written between two fsyncs, at most.
+        fsync_seconds: Seconds between two fsyncs, at most.
+
+    Raises:
+        ValueError: The suffix is neither ``.jsonl`` nor ``.csv``.
     """
 
     def __init__(
@@ -142,7 +157,11 @@ class ResultWriter:
                 self._csv.writeheader()
 
     def write(self, rows: list[ResultRow]) -> None:
-        """Write the rows of one input in a single write, then flush."""
+        """Write the rows of one input in a single write, then flush.
+
+        Args:
+            rows: The rows of one input file.
+        """
         buffer = io.StringIO()
         if self._csv is None:
             buffer.writelines(json.dumps(row.to_dict(), sort_keys=True) + "\n" for row in rows)
@@ -170,6 +189,7 @@ class ResultWriter:
         self._unsynced, self._synced_at = 0, time.monotonic()
 
     def close(self) -> None:
+        """Flush, fsync and close the file (also on leaving a ``with`` block)."""
         if not self._stream.closed:
             self._stream.flush()
             self._sync()
@@ -183,18 +203,32 @@ class ResultWriter:
 
 
 def resolved(path: str | Path) -> str:
-    """The key ``--resume`` matches inputs on: the absolute path, symbolic links resolved."""
+    """The key ``--resume`` matches inputs on.
+
+    Args:
+        path: An input path.
+
+    Returns:
+        The absolute path, symbolic links resolved.
+    """
     return str(Path(path).resolve())
 
 
 def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str]:
-    """Inputs that are done in a results file, for ``--resume``, as ``key`` of their row paths
-    (resolved paths; the row path itself for pseudonymized rows).
+    """Inputs that are done in a results file, for ``--resume``.
 
     An input is done when none of its rows ended in a transient error (:data:`TRANSIENT_REASONS`).
     The file is rewritten (atomically) without the rows of inputs that are not done, so that their
     new rows replace them; a run killed while writing leaves at most a torn last line, which goes too.
     Rows of one input are written together, so an input is all in or out.
+
+    Args:
+        path: The results file (``.jsonl`` or ``.csv``); none yet: nothing is done.
+        key: What an input is known by: its resolved path, or the row path itself for pseudonymized
+            rows.
+
+    Returns:
+        ``key`` of the row paths of the inputs that are done.
     """
     if not path.exists():
         return set()

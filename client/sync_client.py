@@ -28,6 +28,13 @@ class RadiographClient:
 
     Thread-safe: several threads may call :meth:`infer` at once, and up to ``max_in_flight``
     requests are on the wire together.
+
+    Args:
+        url: ``HOST:PORT`` of a server, or several comma-separated (replicas balanced by the client).
+        max_in_flight: Requests on the wire at once, at most.
+        retry: Backoff of transient failures; the defaults of :class:`RetryPolicy` when None.
+        tls: TLS to the servers (mutual with a client certificate); plaintext when None.
+        admin_key: The key of servers whose model config is behind ``--admin-key``.
     """
 
     def __init__(
@@ -53,17 +60,60 @@ class RadiographClient:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def wait_ready(self, model: str, timeout: float = 30.0) -> None:
+        """Wait until some server has ``model`` ready.
+
+        Args:
+            model: The served model's name.
+            timeout: Seconds to wait at most.
+
+        Raises:
+            ServerError: No server had the model ready in time.
+        """
         self._run(self._client.wait_ready(model, timeout))
 
     def model_card(self, model: str) -> ModelCard:
+        """The model card of ``model``, read from its served config.
+
+        Args:
+            model: The served model's name.
+
+        Returns:
+            The card; later requests to each replica are pinned to the version it describes.
+
+        Raises:
+            ServerError: No server answered with the model's config.
+            ModelCardError: The config holds no valid card, or replicas serve different cards.
+        """
         return self._run(self._client.model_card(model))
 
     def infer(self, model: str, images: np.ndarray) -> Prediction:
-        """Probabilities for wire images ``uint8 [B, 1, H, W]``."""
+        """Probabilities for wire images, in one request (retried on transient failures).
+
+        Args:
+            model: The served model's name.
+            images: Wire images, ``uint8 [B, channels, H, W]`` at the card's input size.
+
+        Returns:
+            The probabilities ``[B, C]`` and the version that answered.
+
+        Raises:
+            InferenceError: The request failed, after the retries its failure allows.
+        """
         return self._run(self._client.infer(model, images))
 
     def infer_many(self, model: str, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """One request per ``uint8 [1, H, W]`` image, sent concurrently; answers in input order."""
+        """One request per image, sent concurrently.
+
+        Args:
+            model: The served model's name.
+            images: Wire images, each ``uint8 [channels, H, W]``.
+
+        Returns:
+            One prediction per image, in input order.
+
+        Raises:
+            InferenceError: A request failed, after the retries its failure allows.
+        """
 
         async def gather() -> list[Prediction]:
             return list(
@@ -73,6 +123,7 @@ class RadiographClient:
         return self._run(gather())
 
     def close(self) -> None:
+        """Close the channels and stop the private event loop (also on leaving a ``with`` block)."""
         if self._loop.is_running():
             self._run(self._client.close())
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -98,6 +149,19 @@ def classify_paths(
 
     Works the same from a script, ``python -``/``-c``, a notebook cell or code that runs inside an
     event loop (there the run gets a loop of its own in a private thread).
+
+    Args:
+        paths: DICOM files and folders (searched recursively; side files such as ``.csv`` are left out).
+        model: The served model's name: a classifier or a router.
+        options: Servers, concurrency, decoding, SR output; every default from ``radserve.settings``.
+
+    Returns:
+        Every result row (one per radiograph or frame, or one per failed or refused input) and the
+        run's counts.
+
+    Raises:
+        ServerError: No server has the model ready.
+        DecodeWorkersError: The decode workers could not start.
     """
     rows: list[ResultRow] = []
     summary = _run_to_completion(lambda: classify(discover(paths).files, model, rows.extend, options))

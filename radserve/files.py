@@ -16,7 +16,12 @@ _AT_FDCWD = -100
 
 
 def swap_folder(staged: Path, live: Path) -> None:
-    """Put ``staged`` in place of ``live`` atomically; the old ``live`` is removed afterwards."""
+    """Put ``staged`` in place of ``live`` atomically; the old ``live`` is removed afterwards.
+
+    Args:
+        staged: The complete new folder, on the same filesystem as ``live``.
+        live: The folder readers use; created when it does not exist.
+    """
     if not live.exists():
         staged.rename(live)
         return

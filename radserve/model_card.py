@@ -48,7 +48,14 @@ ONNXRUNTIME_THREADS_PARAMETER = "onnxruntime_threads"
 
 
 def detector_name(classifier: str) -> str:
-    """The detector served next to classifier ``classifier`` (system outputs "boxes")."""
+    """The name of the detector served next to a classifier (system outputs "boxes").
+
+    Args:
+        classifier: The classifier's model name.
+
+    Returns:
+        The detector's model name.
+    """
     return f"{classifier}{DETECTOR_SUFFIX}"
 
 
@@ -83,6 +90,17 @@ class InputContract:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputContract:
+        """The contract of a card's ``accepts`` object.
+
+        Args:
+            data: The JSON object, lists for the tuples.
+
+        Returns:
+            The contract.
+
+        Raises:
+            ModelCardError: The object has fields a contract does not know.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -204,6 +222,7 @@ class ModelCard:
 
     @property
     def num_classes(self) -> int:
+        """The number of labels (the model's output width)."""
         return len(self.labels)
 
     @property
@@ -217,7 +236,13 @@ class ModelCard:
 
         The decision is the label with the highest probability among those at or above their
         threshold, else ``negative`` with the threshold of the most probable label that has an
-        operating point. Without operating points: ``("", None)``.
+        operating point.
+
+        Args:
+            probabilities: The row's probability of every label.
+
+        Returns:
+            The decision and the threshold used; ``("", None)`` without operating points.
         """
         if not self.operating_points:
             return "", None
@@ -229,17 +254,40 @@ class ModelCard:
         return NEGATIVE_DECISION, float(self.operating_points[ranked[0]]["threshold"])
 
     def replace(self, **changes: Any) -> ModelCard:
-        """A copy with some fields changed."""
+        """A copy with some fields changed.
+
+        Args:
+            **changes: Field names and their new values.
+
+        Returns:
+            The new card (validated like any card).
+
+        Raises:
+            ModelCardError: The changed card is inconsistent.
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The card as a JSON-ready dict (every field, by name)."""
         return asdict(self)
 
     def to_json(self) -> str:
+        """The card as ``model_card.json`` holds it (sorted keys, indented)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """The card of a JSON object; unknown keys are ignored, missing optional ones take defaults.
+
+        Args:
+            data: The card's JSON object.
+
+        Returns:
+            The card.
+
+        Raises:
+            ModelCardError: A required field is missing or the card is inconsistent.
+        """
         known = {f.name for f in fields(cls)}
         missing = {"name", "architecture", "labels", "input_size"} - data.keys()
         if missing:
@@ -254,6 +302,17 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str) -> ModelCard:
+        """The card of a ``model_card.json`` text.
+
+        Args:
+            text: The JSON text.
+
+        Returns:
+            The card.
+
+        Raises:
+            ModelCardError: The text is not a JSON object, or not a valid card.
+        """
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
@@ -264,7 +323,17 @@ class ModelCard:
 
     @classmethod
     def read(cls, path: Path) -> ModelCard:
-        """Read ``model_card.json`` from a file or a model folder."""
+        """Read ``model_card.json`` from a file or a model version folder.
+
+        Args:
+            path: The file, or the folder that holds it.
+
+        Returns:
+            The card.
+
+        Raises:
+            ModelCardError: The file cannot be read or is not a valid card.
+        """
         path = path / MODEL_CARD_FILE if path.is_dir() else path
         try:
             return cls.from_json(path.read_text())
@@ -273,20 +342,46 @@ class ModelCard:
 
     @classmethod
     def from_repository(cls, repository: Path, name: str) -> ModelCard:
-        """The card of the newest version of model ``name`` in a Triton model repository."""
+        """The card of the newest version of a model in a Triton model repository.
+
+        Args:
+            repository: The repository folder.
+            name: The model's name (its folder).
+
+        Returns:
+            The card of its highest numbered version.
+
+        Raises:
+            ModelCardError: The model has no version, or its card cannot be read.
+        """
         numbered = model_versions(repository / name)
         if not numbered:
             raise ModelCardError(f"no version of model {name!r} in {repository}")
         return cls.read(repository / name / str(numbered[-1]))
 
     def write(self, folder: Path) -> Path:
+        """Write the card as ``model_card.json`` into a folder.
+
+        Args:
+            folder: The model version folder.
+
+        Returns:
+            The file written.
+        """
         path = folder / MODEL_CARD_FILE
         path.write_text(self.to_json() + "\n")
         return path
 
 
 def model_versions(model_dir: Path) -> list[int]:
-    """The numbered version folders of a model in a Triton repository, ascending."""
+    """The numbered version folders of a model in a Triton repository.
+
+    Args:
+        model_dir: The model's folder.
+
+    Returns:
+        The version numbers, ascending; empty when the folder does not exist.
+    """
     if not model_dir.is_dir():
         return []
     return sorted(int(entry.name) for entry in model_dir.iterdir() if entry.is_dir() and entry.name.isdigit())

@@ -25,7 +25,14 @@ ROUTER_OUTPUTS = (FIRST_STAGE_OUTPUT, DOWNSTREAM_OUTPUT, ROUTE_ERROR_OUTPUT)
 
 
 def wire_input_name(card: ModelCard) -> str:
-    """The router input carrying ``card``'s wire contract, e.g. ``image_384x384_letterbox``."""
+    """The router input carrying a stage's wire contract.
+
+    Args:
+        card: The stage's model card.
+
+    Returns:
+        The input name, e.g. ``image_384x384_letterbox``.
+    """
     height, width = card.input_size
     return f"{INPUT_NAME}_{height}x{width}_{card.resize}"
 
@@ -40,9 +47,11 @@ class Stage:
 
     @property
     def input(self) -> str:
+        """The router input that carries this stage's wire images."""
         return wire_input_name(self.card)
 
     def to_dict(self) -> dict[str, Any]:
+        """The stage as a JSON-ready dict, its card included."""
         return {
             "model": self.model,
             "version": self.version,
@@ -52,6 +61,17 @@ class Stage:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Stage:
+        """The stage of a JSON object written by :meth:`to_dict`.
+
+        Args:
+            data: The object.
+
+        Returns:
+            The stage.
+
+        Raises:
+            ModelCardError: Its card is not valid.
+        """
         return cls(str(data["model"]), str(data["version"]), ModelCard.from_dict(data["card"]))
 
 
@@ -91,6 +111,7 @@ class RouterCard:
 
     @property
     def downstream_names(self) -> tuple[str, ...]:
+        """The downstream models' names, in stage order."""
         return tuple(stage.model for stage in self.downstream)
 
     @property
@@ -112,11 +133,19 @@ class RouterCard:
         return max((stage.card.num_classes for stage in self.downstream), default=1)
 
     def route(self, label: str) -> Stage | None:
-        """The downstream stage of a first-stage label; None when it has no route."""
+        """The downstream stage of a first-stage label.
+
+        Args:
+            label: A label of the first stage.
+
+        Returns:
+            Its stage; None when the label has no route.
+        """
         model = self.routes.get(label)
         return None if model is None else self.downstream[self.downstream_names.index(model)]
 
     def to_json(self) -> str:
+        """The router card as its config parameter holds it."""
         return json.dumps(
             {
                 "name": self.name,
@@ -129,6 +158,17 @@ class RouterCard:
 
     @classmethod
     def from_json(cls, text: str) -> RouterCard:
+        """The router card of its config parameter.
+
+        Args:
+            text: The JSON text written by :meth:`to_json`.
+
+        Returns:
+            The router card.
+
+        Raises:
+            ModelCardError: The text is not a valid router card.
+        """
         try:
             data = json.loads(text)
             return cls(

@@ -23,7 +23,14 @@ RESTRICTED_GROUPS = ("model-repository", "model-config", "statistics", "trace", 
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (``localhost`` included)."""
+    """Whether an address is a loopback address.
+
+    Args:
+        host: An IP address or host name.
+
+    Returns:
+        True for ``localhost`` and loopback IP addresses; False for anything else, names included.
+    """
     if host == "localhost":
         return True
     try:
@@ -62,7 +69,19 @@ class ClientTls:
 
 
 def client_tls(ca: Path | None, cert: Path | None = None, key: Path | None = None) -> ClientTls | None:
-    """The :class:`ClientTls` of command-line flags, ``None`` for plaintext (then no cert may be given)."""
+    """The :class:`ClientTls` of the command-line flags.
+
+    Args:
+        ca: The CA that signed the server's certificate; None for plaintext.
+        cert: The client certificate, for mutual TLS.
+        key: Its private key.
+
+    Returns:
+        The TLS options; None for plaintext.
+
+    Raises:
+        ServerError: A client certificate or key was given without a CA.
+    """
     if ca is None:
         if cert is not None or key is not None:
             raise ServerError("--tls-cert/--tls-key need --tls-ca (the CA that signed the server)")
@@ -71,5 +90,13 @@ def client_tls(ca: Path | None, cert: Path | None = None, key: Path | None = Non
 
 
 def pseudonym(value: str, key: bytes) -> str:
-    """A keyed hash of ``value`` (HMAC-SHA256, 16 hex digits): stable per key, not reversible without it."""
+    """A keyed hash of a value: stable per key, not reversible without it.
+
+    Args:
+        value: What to hide (a path).
+        key: The secret.
+
+    Returns:
+        HMAC-SHA256 of ``value`` under ``key``, 16 hex digits.
+    """
     return hmac.new(key, value.encode("utf-8"), sha256).hexdigest()[:16]

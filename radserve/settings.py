@@ -22,8 +22,10 @@ ENV_PREFIX = "RADSERVE_"
 
 
 def _unit(default: Any, unit: str, *, per_host: Callable[[], Any] | None = None) -> Any:
-    """A setting's default and its unit (or meaning) for the settings reference; ``per_host`` computes the
-    default on the host at start instead."""
+    """A setting's default and its unit (or meaning) for the settings reference.
+
+    ``per_host`` computes the default on the host at start instead.
+    """
     if per_host is not None:
         return field(default_factory=per_host, metadata={"unit": unit, "per_host": default})
     return field(default=default, metadata={"unit": unit})
@@ -146,6 +148,7 @@ class ExportDefaults:
 
     @property
     def tensorrt_workspace_bytes(self) -> int:
+        """``tensorrt_workspace_gib`` in bytes."""
         return int(self.tensorrt_workspace_gib * (1 << 30))
 
 
@@ -177,15 +180,24 @@ class Settings:
 
     @property
     def grpc_url(self) -> str:
+        """``HOST:PORT`` of the gRPC endpoint."""
         return f"{self.host}:{self.ports.grpc}"
 
 
 def cpu_split(max_instances: int, cores: int | None = None) -> tuple[int, int]:
-    """(instances, ONNX Runtime threads each) for a CPU host: one single-threaded instance per core,
-    at most ``max_instances`` of them (each holds a copy of the model) sharing the cores beyond.
+    """Instances and ONNX Runtime threads of the embedded target on a CPU host.
 
-    Measured on 2 cores (docs/how-to/benchmarks.md, "Tuning"): two 1-thread instances served ~30 %
-    more than one 2-thread instance, for ResNet-18 and EfficientNet-B0.
+    One single-threaded instance per core, at most ``max_instances`` of them (each holds a copy of
+    the model) sharing the cores beyond. Measured on 2 cores (docs/how-to/benchmarks.md, "Tuning"):
+    two 1-thread instances served ~30 % more than one 2-thread instance, for ResNet-18 and
+    EfficientNet-B0.
+
+    Args:
+        max_instances: Instances at most (``RADSERVE_BATCHING_MAX_CPU_INSTANCES``).
+        cores: The host's cores; ``os.cpu_count()`` when None.
+
+    Returns:
+        (instances, ONNX Runtime threads of each).
     """
     cores = cores or os.cpu_count() or 1
     instances = max(1, min(max_instances, cores))
@@ -217,12 +229,29 @@ def _from_environment(cls: type, environ: Mapping[str, str], prefix: str) -> Any
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Defaults with the ``RADSERVE_*`` overrides of ``environ`` (the process environment)."""
+    """The defaults with the ``RADSERVE_*`` overrides of an environment.
+
+    Args:
+        environ: Variables to read; the process environment when None.
+
+    Returns:
+        The settings.
+
+    Raises:
+        ValueError: A variable's value does not parse as its setting's type.
+    """
     return _from_environment(Settings, os.environ if environ is None else environ, ENV_PREFIX)
 
 
 def settings_table(settings: Settings | None = None) -> Iterator[tuple[str, str, str]]:
-    """(environment variable, default, unit or meaning) of every setting, in declaration order."""
+    """Every setting, in declaration order.
+
+    Args:
+        settings: The settings to list; the defaults when None.
+
+    Yields:
+        (environment variable, default, unit or meaning).
+    """
     yield from _rows(settings or Settings(), ENV_PREFIX)
 
 
@@ -241,7 +270,14 @@ SETTINGS = load_settings()
 
 
 def render_settings_table(settings: Settings | None = None) -> str:
-    """The Markdown table of every setting's variable, default and unit (docs/reference/settings.md)."""
+    """The Markdown table of every setting's variable, default and unit (docs/reference/settings.md).
+
+    Args:
+        settings: The settings to list; the defaults when None.
+
+    Returns:
+        The table.
+    """
     lines = ["| environment variable | default | unit / meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {value} | {unit} |" for name, value, unit in settings_table(settings)]
     return "\n".join(lines)

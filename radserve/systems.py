@@ -48,6 +48,7 @@ class System:
 
     @property
     def architecture(self) -> str:
+        """The architecture the system is served with by default (the first of ``architectures``)."""
         return self.architectures[0]
 
     @property
@@ -56,10 +57,20 @@ class System:
         return 3 if self.channels == 1 else self.channels
 
     def apply(self, card: ModelCard, network_channels: int) -> ModelCard:
-        """``card`` bound to this contract, or :class:`ModelCardError` naming why it does not fit.
+        """A model card bound to this contract.
 
         The served input size becomes the study's; a checkpoint trained at a smaller size (an integer
         divisor of it) runs its network at that size behind an average pooling inside the graph.
+
+        Args:
+            card: The card of the checkpoint being exported.
+            network_channels: Input channels of the checkpoint's first convolution.
+
+        Returns:
+            The card with the system's name, channels, input size and resize mode.
+
+        Raises:
+            ModelCardError: The checkpoint does not fit the contract; the message says why.
         """
         where = f"system {self.name!r}"
         if card.architecture not in self.architectures and card.architecture not in (
@@ -189,7 +200,17 @@ SYSTEMS: dict[str, System] = {
 
 
 def get_system(name: str) -> System:
-    """The system called ``name``; :class:`ModelCardError` lists the known ones otherwise."""
+    """A served system's contract.
+
+    Args:
+        name: The system's name (``radserve systems`` lists them).
+
+    Returns:
+        The contract.
+
+    Raises:
+        ModelCardError: No system has that name; the message lists the known ones.
+    """
     try:
         return SYSTEMS[name]
     except KeyError:

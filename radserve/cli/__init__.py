@@ -1,5 +1,7 @@
-"""The ``radserve`` command line: synth, train, export, export-router, serve, classify, evaluate,
-calibrate, explain, bench, listen, deploy, settings.
+"""The ``radserve`` command line.
+
+Verbs: synth, train, export, export-router, serve, classify, evaluate, calibrate, explain, bench,
+listen, deploy, settings.
 
 Each verb lives in its own module and imports the package it drives only when it runs, so
 ``radserve classify`` never loads PyTorch. Exit codes: 0 success; 1 the run finished but some inputs
