@@ -156,8 +156,7 @@ async def classify(
     Args:
         files: DICOM files (use :func:`classify_paths` for folders).
         model: The served model's name.
-        on_rows: Receives the rows of one file at a time (one per frame, or one error row) as soon
-            as they are all known, so a writer can keep a file's rows together.
+        on_rows: Gets each file's rows together (one per frame, or one error row) once all are known.
         options: Servers, concurrency, decoding, SR output; every default from ``radserve.settings``.
 
     Returns:
@@ -173,7 +172,6 @@ async def classify(
     pending: Iterator[Path] = iter(files)
     metrics = options.metrics or ClientMetrics()
     metrics.model(model)
-
     async with (
         Preparers(options.decode, options.workers, options.decode_worker_imports, metrics, model) as decoders,
         AsyncRadiographClient(
