@@ -302,10 +302,12 @@ def _bench_files(prefix: str) -> list[Path]:
     )
 
 
-def _machine(result: dict[str, Any]) -> str:
+def _machine(results: list[dict[str, Any]]) -> str:
+    cores = sorted({result["cpu_count"] for result in results})
+    loads = [result["load_average_before"] for result in results]
     return (
-        f"{result['cpu_count']} CPU cores, load average {result['load_average_before']} before the run, "
-        f"{result['repeats']} runs of {result['seconds_per_run']} s per point"
+        f"{'/'.join(map(str, cores))} CPU cores, load average {min(loads)} to {max(loads)} before the runs, "
+        f"{results[0]['repeats']} runs of {results[0]['seconds_per_run']} s per point"
     )
 
 
@@ -315,8 +317,7 @@ def bench_measurements() -> str:
     files = [path for path in _bench_files("") if not path.name.startswith("tune-")]
     results = [json.loads(path.read_text()) for path in files]
     parts = [
-        f"{_measured(files)} by `make bench-docs` (ONNX Runtime on the CPU); "
-        f"machine: {_machine(results[0])}.",
+        f"{_measured(files)} by `make bench-docs` (ONNX Runtime on the CPU); machine: {_machine(results)}.",
         bench_table(results),
     ]
     tune = sorted((DOCS / "bench").glob("tune-*.json"))
@@ -344,7 +345,7 @@ def systems_bench_measurements() -> str:
     return "\n\n".join(
         [
             f"{_measured(files)} by `make bench-systems` (random-init study architectures at their study "
-            f"input sizes); machine: {_machine(results[0])}.",
+            f"input sizes); machine: {_machine(results)}.",
             systems_table(results),
         ]
     )
@@ -388,7 +389,11 @@ def systems_demo_measurements() -> str:
         "ECE",
         "served n",
     )
-    parts = [f"{_measured(trainings)} by `make demo-systems`.", _table(header, rows)]
+    parts = [
+        f"{_measured(trainings)} by `make demo-systems` (the reports do not record the machine; "
+        "training time is wall time on it).",
+        _table(header, rows),
+    ]
     parts += [f"![{plot.stem}](../systems/{plot.name})" for plot in sorted(folder.glob("*.png"))]
     return "\n\n".join(parts)
 
