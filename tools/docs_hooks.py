@@ -312,6 +312,7 @@ def _machine(results: list[dict[str, Any]]) -> str:
 
 
 def bench_measurements() -> str:
+    """The benchmark table of every model, the tuning tables, and each model's plot."""
     from radserve.loadtests.tables import bench_table, tune_table
 
     files = [path for path in _bench_files("") if not path.name.startswith("tune-")]
@@ -335,6 +336,44 @@ def bench_measurements() -> str:
         if plot.exists():
             parts.append(f"![{path.stem}](../bench/{plot.name})")
     return "\n\n".join(parts)
+
+
+def bench_cpu_measurements() -> str:
+    """Where the cores went at each model's best served point (the bench's CPU profile)."""
+    from radserve.loadtests.points import config_label
+
+    rows = []
+    for path in _bench_files(""):
+        if path.name.startswith("tune-"):
+            continue
+        result = json.loads(path.read_text())
+        profile = result.get("cpu_profile")
+        if not profile:
+            continue
+        costs = profile["cpu_ms_per_image"]
+        rows.append(
+            (
+                f"{result['architecture']} {result['precision']}, "
+                f"{config_label(profile['concurrency'], profile['per_request'])}",
+                f"{profile['raw_engine_cpu_ms_per_image']:.2f}",
+                f"{costs['client']:.2f} + {costs['tritonserver']:.2f} + {costs['backends']:.2f} "
+                f"= {costs['total']:.2f}",
+                f"{profile['outside_engine_cpu_ms_per_image']:.2f}",
+                f"{profile['served_over_raw_bound']:.2f}",
+                f"{result['ratios']['served_over_raw']:.2f}",
+                f"{costs['machine_busy_share']:.0%}",
+            )
+        )
+    header = (
+        "model, served point",
+        "engine ms (raw)",
+        "served ms: client + tritonserver + backends",
+        "outside the engine ms",
+        "served/raw bound",
+        "served/raw measured",
+        "machine busy",
+    )
+    return _table(header, rows)
 
 
 def systems_bench_measurements() -> str:
@@ -426,6 +465,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "scp-transfer-syntaxes": scp_transfer_syntaxes,
     "scp-status-codes": scp_status_codes,
     "bench": bench_measurements,
+    "bench-cpu": bench_cpu_measurements,
     "bench-systems": systems_bench_measurements,
     "systems-demo": systems_demo_measurements,
     "gpu": gpu_measurements,
