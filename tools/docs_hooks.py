@@ -253,6 +253,27 @@ def scp_transfer_syntaxes() -> str:
     )
 
 
+def scp_association_defaults() -> str:
+    """The association limits the listener inherits from pynetdicom, and its own settings."""
+    from pynetdicom import AE
+
+    from radserve.settings import SETTINGS
+
+    ae = AE()
+    listen = SETTINGS.listen
+    rows = [
+        ("AE title", f"`--ae-title`, default `{listen.ae_title}`; the called AE title is not checked"),
+        ("port", f"`--port`, default {listen.port}; address `--host`, default {SETTINGS.host}"),
+        ("simultaneous associations", f"at most {ae.maximum_associations}"),
+        ("maximum PDU size received", f"{ae.maximum_pdu_size} bytes"),
+        ("ARTIM, ACSE, DIMSE and network timeouts", f"{listen.network_timeout_seconds} s"),
+        ("instances waiting to be classified", f"at most `--max-queue`, default {listen.max_queue}"),
+        ("implementation class UID", f"`{ae.implementation_class_uid}`"),
+        ("implementation version name", f"`{ae.implementation_version_name}`"),
+    ]
+    return _table(("policy", "value"), rows)
+
+
 def scp_status_codes() -> str:
     from radserve.client.listen import scp
 
@@ -463,6 +484,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "alert-rules": alert_rules_reference,
     "scp-sop-classes": scp_sop_classes,
     "scp-transfer-syntaxes": scp_transfer_syntaxes,
+    "scp-association": scp_association_defaults,
     "scp-status-codes": scp_status_codes,
     "bench": bench_measurements,
     "bench-cpu": bench_cpu_measurements,
