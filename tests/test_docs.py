@@ -177,3 +177,26 @@ def test_citations_name_pages_and_sections_that_exist() -> None:
             elif section and not re.search(rf"^#+ .*{re.escape(section)}", target.read_text(), re.MULTILINE):
                 offences.append(f"{name}: {page} has no section {section!r}")
     assert not offences, "\n".join(offences)
+
+
+def test_the_readme_is_short_and_has_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert "`make demo`" in readme and "`make test`" in readme
+
+
+def test_every_page_is_in_the_navigation() -> None:
+    """A page outside ``nav`` builds but nobody finds it: new pages go into mkdocs.yml."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+    def listed(items: list) -> set[str]:
+        pages = set()
+        for item in items:
+            value = next(iter(item.values())) if isinstance(item, dict) else item
+            pages |= listed(value) if isinstance(value, list) else {value}
+        return pages
+
+    excluded = {str(path.relative_to(DOCS)) for path in DOCS.glob("gpu/*.md")}  # exclude_docs
+    assert set(_pages()) - excluded == listed(config["nav"])
