@@ -39,7 +39,7 @@ def stage_cpu_target(paths: Paths) -> dict[str, Any]:
     variant = export_checkpoint(ExportRequest(paths.checkpoint, MODEL, repository, samples=samples)).variants[
         0
     ]
-    onnx_path = next(variant.folder.glob("*.onnx"))
+    onnx_path = next(variant.version_dir.glob("*.onnx"))
     images, _ = synthetic_wire_images(32, variant.card, (512, 416), seed=3)
     wire = [image[None] for image in images]
     seconds = 0.5 if paths.dry_run else 2.0

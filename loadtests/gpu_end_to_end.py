@@ -5,8 +5,9 @@ stage writes ``count`` instances of each (the same encoded pixels under fresh SO
 no encoder runs on the host) and classifies every set twice with radserve's own runner against the
 served model: ``--decode gpu`` (nvImageCodec, display table and resize on the device) and the CPU
 decode workers on all of the host's cores. Per syntax and decoder: rows = files (every file
-accounted for), radiographs/s over the call's wall time, the rows' p50/p95 latency, and where the
-time goes from the client's own series (preparation per file, request per radiograph, files the GPU
+accounted for), radiographs/s over the call's wall time, p50/p95 from a file's submission to its
+row (the client's ``radserve_end_to_end_seconds``) and of its request, and where the time goes from
+the client's own series (preparation per file, request per radiograph, files the GPU
 left to the CPU, by reason).
 """
 
@@ -57,6 +58,28 @@ def write_instances(source: Path, folder: Path, count: int) -> list[Path]:
     return paths
 
 
+def _quantile_ms(metrics: ClientMetrics, name: str, model: str, q: float) -> float | None:
+    """The ``q`` quantile of a client histogram, interpolated within its bucket as PromQL's
+    ``histogram_quantile`` does."""
+    buckets = []
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket" and sample.labels.get("model") == model:
+                buckets.append((float(sample.labels["le"]), sample.value))
+    buckets.sort()
+    if not buckets or not buckets[-1][1]:
+        return None
+    rank, lower, below = q * buckets[-1][1], 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return round(1000 * lower, 1)
+            inside = (rank - below) / (count - below) if count > below else 1.0
+            return round(1000 * (lower + (upper - lower) * inside), 1)
+        lower, below = upper, count
+    return None
+
+
 def _client_split(metrics: ClientMetrics, model: str) -> dict[str, Any]:
     """Mean preparation ms per file and request ms per request, and files by decoder and fallback."""
 
@@ -73,6 +96,8 @@ def _client_split(metrics: ClientMetrics, model: str) -> dict[str, Any]:
                     reason = sample.labels["fallback_reason"]
                     decoded[sample.labels["decoder"] + (f":{reason}" if reason else "")] = int(sample.value)
     return {
+        "end_to_end_p50_ms": _quantile_ms(metrics, "radserve_end_to_end_seconds", model, 0.5),
+        "end_to_end_p95_ms": _quantile_ms(metrics, "radserve_end_to_end_seconds", model, 0.95),
         "prepare_ms_per_file": mean_ms("radserve_preprocess_seconds"),
         "request_ms": mean_ms("radserve_request_seconds"),
         "decoded_files": decoded,
@@ -112,8 +137,8 @@ def classify_set(
         "errors_by_reason": errors,
         "seconds": round(seconds, 2),
         "radiographs_per_s": round(len(ok) / seconds, 1) if seconds else None,
-        "p50_ms": round(float(np.percentile(latencies, 50)), 1) if len(ok) else None,
-        "p95_ms": round(float(np.percentile(latencies, 95)), 1) if len(ok) else None,
+        "request_p50_ms": round(float(np.percentile(latencies, 50)), 1) if len(ok) else None,
+        "request_p95_ms": round(float(np.percentile(latencies, 95)), 1) if len(ok) else None,
         "summary_files": summary.files,
         **_client_split(metrics, model),
     }

@@ -94,9 +94,10 @@ def stage_systems(paths: Paths) -> dict[str, Any]:
     from radserve.systems import SYSTEMS
 
     names = DRY_RUN_SYSTEMS if paths.dry_run else tuple(SYSTEMS)
+    per_request, in_flight = (2, 2) if paths.dry_run else (PER_REQUEST, IN_FLIGHT)
     result: dict[str, Any] = {
         "max_batch_size": MAX_BATCH,
-        "served_point": [PER_REQUEST, IN_FLIGHT],
+        "served_point": [per_request, in_flight],
         "systems": {},
     }
     exported = {}
@@ -119,7 +120,6 @@ def stage_systems(paths: Paths) -> dict[str, Any]:
     server = TritonServer(paths.work / "systems" / "repository", ports=free_ports(), log_file=log)
     server.start(timeout=180)
     (paths.work / "tritonserver.pid").write_text(str(server.pid))
-    per_request, in_flight = (2, 2) if paths.dry_run else (PER_REQUEST, IN_FLIGHT)
     try:
         with ProcessPoolExecutor(8, mp_context=get_context("spawn")) as pool:
             for system, (model, card) in exported.items():
