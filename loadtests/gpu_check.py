@@ -10,7 +10,12 @@ Stages: ``environment``; ``model`` (demo ResNet-18 @ 224: seeded random init wit
 fitted on synthetic radiographs, exported to ``embedded-gpu`` fp16 behind the parity gate);
 ``raw`` (the backend's own module in-process: PyTorch fp16 + CUDA graphs); ``served``
 (tritonserver on the GPU, parity vs the CPU reference, gRPC load sweep: loadtests/gpu_served.py);
-``decode`` (nvImageCodec vs the stored pixels: loadtests/gpu_decode_check.py).
+``end_to_end`` (compressed DICOM files to rows with ``--decode gpu`` and with the CPU decoders:
+loadtests/gpu_end_to_end.py); ``decode`` (nvImageCodec vs the stored pixels:
+loadtests/gpu_decode_check.py); ``systems`` (the five systems' networks raw and served:
+loadtests/gpu_systems.py); ``tensorrt`` (the probe, and plans where the host has TensorRT:
+loadtests/gpu_tensorrt.py); ``cpu_target`` (the embedded CPU target on the host's cores:
+loadtests/gpu_cpu_target.py).
 """
 
 from __future__ import annotations
@@ -36,12 +41,17 @@ MODEL = "demo"
 RAW_BATCHES = (1, 8, 32, 128, 256)
 # (stage, seconds at most); the budget left bounds each too
 STAGES: tuple[tuple[str, int], ...] = (
-    ("environment", 60),
-    ("model", 150),
-    ("raw", 90),
-    ("served", 210),
-    ("decode", 90),
+    ("environment", 30),
+    ("model", 120),
+    ("raw", 60),
+    ("served", 150),
+    ("end_to_end", 150),
+    ("decode", 60),
+    ("systems", 180),
+    ("tensorrt", 120),
+    ("cpu_target", 90),
 )
+BUDGET_SECONDS = 465.0  # all stages together; check.sh allows 480 (8 minutes) in all
 
 
 @dataclass(frozen=True)
@@ -240,14 +250,20 @@ def stage_raw(paths: Paths) -> dict[str, Any]:
 
 
 def run_stage(name: str, paths: Paths) -> dict[str, Any]:
-    if name == "served":
-        from radserve.loadtests.gpu_served import stage_served
+    """One stage's figures; each stage beyond the first three lives in its own module."""
+    modules = {
+        "served": "gpu_served",
+        "end_to_end": "gpu_end_to_end",
+        "decode": "gpu_decode_check",
+        "systems": "gpu_systems",
+        "tensorrt": "gpu_tensorrt",
+        "cpu_target": "gpu_cpu_target",
+    }
+    if name in modules:
+        import importlib
 
-        return stage_served(paths)
-    if name == "decode":
-        from radserve.loadtests.gpu_decode_check import stage_decode
-
-        return stage_decode(paths)
+        module = importlib.import_module(f"radserve.loadtests.{modules[name]}")
+        return getattr(module, f"stage_{name}")(paths)
     return {"environment": stage_environment, "model": stage_model, "raw": stage_raw}[name](paths)
 
 
@@ -326,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT_DIR", "gpu-check-out")))
     parser.add_argument("--dicom", type=Path, required=True, help="the bundle's DICOM files")
     parser.add_argument("--cpu-dry-run", action="store_true", help="run the stages on the CPU, small")
-    parser.add_argument("--budget-seconds", type=float, default=420.0, help="all stages together")
+    parser.add_argument("--budget-seconds", type=float, default=BUDGET_SECONDS, help="all stages together")
     parser.add_argument("--stage", help="run one stage in this process (used by the orchestrator)")
     parser.add_argument("--only", nargs="+", help="run only these stages")
     args = parser.parse_args(argv)

@@ -47,7 +47,7 @@ else
 fi
 
 cd "$WORK"  # never the repository root: its radserve/ folder would shadow the wheel
-timeout --kill-after=10 450 "$PY" -m radserve.loadtests.gpu_check --work "$WORK/check" --out "$OUT" \
+timeout --kill-after=10 480 "$PY" -m radserve.loadtests.gpu_check --work "$WORK/check" --out "$OUT" \
   --dicom "$WORK/dicom" "$@"
 status=$?
 stamp "finished with exit code $status; report in $OUT/gpu-check.md"

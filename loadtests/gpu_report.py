@@ -98,6 +98,103 @@ def _decode_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _end_to_end_lines(report: dict[str, Any]) -> list[str]:
+    stage = _stage(report, "end_to_end")
+    if not stage.get("syntaxes"):
+        return []
+    lines = [
+        "",
+        f"End to end, DICOM files ({stage['matrix'][0]} x {stage['matrix'][1]}, {stage['bits_stored']} bits "
+        f"stored) to rows, {stage['images_per_request']} radiographs per request, "
+        f"{stage['cpu_decode_workers']} CPU decode workers:",
+        "",
+        "| syntax | decode | files | rows ok | radiographs/s | p50 ms | p95 ms | prepare ms/file | "
+        "request ms | decoded by | GPU / CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for syntax, entry in stage["syntaxes"].items():
+        for decode, run in entry.items():
+            if not isinstance(run, dict):
+                continue
+            decoded = ", ".join(f"{key} {value}" for key, value in run.get("decoded_files", {}).items())
+            ratio = entry.get("gpu_over_cpu", "") if decode == "gpu" else ""
+            lines.append(
+                f"| {syntax} | {decode} | {run['files']} | {run['ok']} | {run['radiographs_per_s']} | "
+                f"{run.get('end_to_end_p50_ms')} | {run.get('end_to_end_p95_ms')} | "
+                f"{run.get('prepare_ms_per_file')} | {run.get('request_ms')} | {decoded} | {ratio} |"
+            )
+    return lines
+
+
+def _systems_lines(report: dict[str, Any]) -> list[str]:
+    stage = _stage(report, "systems")
+    if not stage.get("systems"):
+        return []
+    per_request, in_flight = stage["served_point"]
+    lines = [
+        "",
+        f"The five systems (random weights, fp16), raw img/s and served at {per_request} per request x "
+        f"{in_flight} in flight:",
+        "",
+        "| system | architecture | input | raw b1 | raw b8 | raw b32 | served | p99 ms | served / raw |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in stage["systems"].items():
+        raw = entry.get("raw_img_per_s", {})
+        served = entry.get("served", {})
+        lines.append(
+            f"| {name} | {entry['architecture']} | {'x'.join(map(str, entry['input']))} | "
+            f"{raw.get('1', '-')} | {raw.get('8', '-')} | {raw.get('32', '-')} | "
+            f"{served.get('img_per_s', '-')} | {served.get('p99_ms', '-')} | "
+            f"{entry.get('served_over_raw', '-')} |"
+        )
+    return lines
+
+
+def _tensorrt_lines(report: dict[str, Any]) -> list[str]:
+    stage = _stage(report, "tensorrt")
+    probe = stage.get("probe")
+    if not probe:
+        return []
+    found = {key: probe.get(key) for key in ("tensorrt", "trtexec", "torch_tensorrt", "onnxruntime_trt")}
+    lines = [
+        "",
+        "TensorRT on the host: " + ", ".join(f"{key} {value or 'absent'}" for key, value in found.items()),
+    ]
+    for precision, entry in (stage.get("plans") or {}).items():
+        if "error" in entry:
+            lines.append(f"- {precision} plan: {entry['error']}")
+        else:
+            rates = ", ".join(f"b{batch} {rate:,.0f}" for batch, rate in entry["img_per_s"].items())
+            parity = entry["parity"]
+            lines.append(
+                f"- {precision} plan built in {entry['build_seconds']} s; top-1 "
+                f"{parity['top1_agreement']:.1%}, max abs diff {parity['max_abs_diff']:.2e}; "
+                f"raw img/s {rates}"
+            )
+    return lines
+
+
+def _cpu_target_lines(report: dict[str, Any]) -> list[str]:
+    stage = _stage(report, "cpu_target")
+    if not stage.get("points"):
+        return []
+    lines = [
+        "",
+        f"The embedded CPU target on {stage['cores']} cores: engine limit {stage['engine_limit_img_per_s']} "
+        f"img/s ({stage['engine_limit_layout']}); served:",
+        "",
+        "| radiographs per request | in flight | img/s | p50 ms | p99 ms | served / engine limit |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {point['per_request']} | {point['in_flight']} | {point['img_per_s']} | {point['p50_ms']} | "
+        f"{point['p99_ms']} | {point['over_engine_limit']} |"
+        for point in stage["points"]
+    ]
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     environment = _stage(report, "environment")
     title = "GPU check (CPU dry run: figures are not GPU figures)" if report["dry_run"] else "GPU check"
@@ -111,7 +208,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if model.get("ok"):
         lines.append("")
         lines.append(f"Demo model: {model['demo']}; export parity {json.dumps(model['export_parity'])}.")
-    lines += ["", *_status_lines(report), *_served_lines(report), *_decode_lines(report)]
+    lines += ["", *_status_lines(report), *_served_lines(report), *_end_to_end_lines(report)]
+    lines += [*_decode_lines(report), *_systems_lines(report), *_tensorrt_lines(report)]
+    lines += _cpu_target_lines(report)
     if "total_seconds" in report:
         lines += ["", f"Total: {report['total_seconds']} s."]
     return "\n".join(lines) + "\n"

@@ -50,13 +50,21 @@ def _infer(client: Any, model: str, images: np.ndarray) -> np.ndarray:
 
 
 def load_worker(
-    url: str, model: str, per_request: int, threads: int, size: int, warmup: float, seconds: float
+    url: str,
+    model: str,
+    per_request: int,
+    threads: int,
+    size: int,
+    warmup: float,
+    seconds: float,
+    channels: int = 1,
 ) -> tuple[int, list[float]]:
-    """``threads`` synchronous gRPC loops for ``warmup + seconds``; radiographs done and latencies (s)
-    after the warm-up."""
+    """``threads`` synchronous gRPC loops for ``warmup + seconds``; radiographs (or studies of
+    ``channels``) done and latencies (s) after the warm-up."""
     import tritonclient.grpc as grpcclient
 
-    images = np.random.default_rng(os.getpid()).integers(0, 256, (per_request, 1, size, size), dtype=np.uint8)
+    shape = (per_request, channels, size, size)
+    images = np.random.default_rng(os.getpid()).integers(0, 256, shape, dtype=np.uint8)
     start = time.monotonic()
     measure_from, stop = start + warmup, start + warmup + seconds
     counts, latencies, errors = [0] * threads, [[] for _ in range(threads)], []
@@ -92,12 +100,14 @@ def measure_point(
     in_flight: int,
     size: int,
     seconds: float,
+    channels: int = 1,
 ) -> dict[str, Any]:
     processes = min(CLIENT_PROCESSES, in_flight)
     shares = [in_flight // processes + (index < in_flight % processes) for index in range(processes)]
     warmup = min(1.0, seconds / 2)
     futures = [
-        pool.submit(load_worker, url, model, per_request, share, size, warmup, seconds) for share in shares
+        pool.submit(load_worker, url, model, per_request, share, size, warmup, seconds, channels)
+        for share in shares
     ]
     results = [future.result(timeout=seconds + warmup + 60) for future in futures]
     done = sum(count for count, _ in results)
