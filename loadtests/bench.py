@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from radserve.errors import ConfigurationError
 from radserve.loadtests import cpu_profile
 from radserve.loadtests.end_to_end import measure_end_to_end
+from radserve.loadtests.peer_report import PeersResult
 from radserve.loadtests.points import (
     REPEATS,
     Point,
@@ -234,6 +236,55 @@ def run(args: argparse.Namespace) -> BenchResult:
     )
 
 
+def run_peers(args: argparse.Namespace) -> PeersResult:
+    """radserve and the chosen peers (:mod:`.peers`) on the model's ``model.onnx``, with its engine limit."""
+    from importlib import metadata
+
+    from radserve.loadtests.peers import chosen, compare
+    from radserve.loadtests.raw import measure_raw
+    from radserve.settings import SETTINGS, cpu_split
+
+    seconds = args.seconds or 3.0
+    concurrencies = tuple(args.concurrency or (1, 4, 16))
+    per_request = tuple(args.images_per_request or PER_REQUEST)
+    configs = [(c, k) for k in per_request for c in concurrencies]
+    peers = chosen(args.peers)
+    cores = os.cpu_count() or 1
+    layout = cpu_split(SETTINGS.batching.max_cpu_instances, cores)  # the embedded target's, for all
+    card = ModelCard.read(latest_version(args.repository, args.model))
+    onnx_path = latest_version(args.repository, args.model) / "model.onnx"
+    images = wire_images(card, args.dicom, 120)
+    raw = measure_raw(onnx_path, images, seconds, args.batches or (1, 8, 32), cores, args.repeats)
+    points = compare(
+        onnx_path, args.repository, args.model, images, configs, seconds, args.repeats, peers,
+        args.peer_environments, layout,
+    )  # fmt: skip
+    servers: dict[str, list[Point]] = {}
+    for point in points:
+        servers.setdefault(point.path, []).append(point)
+    return PeersResult(
+        model=args.model,
+        architecture=card.architecture,
+        precision=card.precision,
+        input_size=card.input_size,
+        cpu_count=cores,
+        layout=layout,
+        onnxruntime=metadata.version("onnxruntime"),
+        raw=raw,
+        servers=servers,
+        peers={
+            peer.name: {
+                "protocol": peer.protocol,
+                "batching": peer.batching,
+                "requirements": ", ".join(peer.requirements),
+            }
+            for peer in peers
+        },
+        repeats=args.repeats,
+        seconds=seconds,
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from radserve.settings import SETTINGS
 
@@ -264,9 +315,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="0.5 s runs, concurrency 1/4/16, raw batches 1/8"
     )
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="folder for bench.json/png")
+    from radserve.loadtests.peers import PEERS
+
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        help=f"compare radserve with these serving systems instead ({', '.join(PEERS)}; none named: "
+        "all), each in its own venv under --peer-environments; needs a loopback-only network namespace "
+        "(make bench-peers)",
+    )
+    parser.add_argument("--peer-environments", type=Path, default=Path("build/peers"))
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.peers is not None:
+        if args.model is None:
+            raise ConfigurationError("radserve bench --peers needs --model (a model of the repository)")
+        peers = run_peers(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "peers.json").write_text(json.dumps(peers.to_dict(), indent=2) + "\n")
+        print(peers.table())
+        print(f"wrote {args.out / 'peers.json'}")
+        return 0
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
