@@ -88,7 +88,9 @@ def chosen(names: Sequence[str]) -> list[Peer]:
 
 def require_loopback_only() -> None:
     """Refuse to run unless this process sees no network interface but loopback (``unshare --net``)."""
-    interfaces = sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else []
+    import socket
+
+    interfaces = sorted(name for _, name in socket.if_nameindex())  # this network namespace's, not /sys's
     if interfaces != ["lo"]:
         raise ConfigurationError(
             f"radserve bench --peers starts servers that bind every interface ({', '.join(interfaces)} "
@@ -99,7 +101,7 @@ def require_loopback_only() -> None:
 
 def peer_python(peer: Peer, environments: Path) -> Path:
     """The Python of ``peer``'s own venv under ``environments``, created (pinned) if missing."""
-    folder = environments / peer.name
+    folder = environments.resolve() / peer.name
     python = folder / "bin" / "python"
     stamp = folder / ".radserve-peer"
     wanted = json.dumps([*peer.requirements, f"onnxruntime=={metadata.version('onnxruntime')}"])
@@ -156,8 +158,9 @@ def _answer_rows(protocol: str, payload: bytes, shape: str | None) -> int:
 def _http_run(
     target: Target, requests: list[np.ndarray], concurrency: int, seconds: float
 ) -> tuple[Run, int]:
-    """``concurrency`` threads, each on its own keep-alive connection, for ``seconds``; the run and the
-    number of failed requests (a wrong status, shape or row count, or a broken connection)."""
+    """``concurrency`` threads, each on its own keep-alive connection, for ``seconds`` (each at least one
+    request); the run and the number of failed requests (a wrong status, shape or row count, or a
+    broken connection)."""
     host, port = target.address.rsplit(":", 1)
     bodies = [_request_body(target.protocol, images) for images in requests]
     latencies: list[float] = []
@@ -168,7 +171,7 @@ def _http_run(
     def user(offset: int) -> None:
         connection = http.client.HTTPConnection(host, int(port), timeout=120)
         index = offset
-        while time.perf_counter() < deadline:
+        while True:  # every user sends at least once (a readiness probe runs for 0 s)
             body, headers = bodies[index % len(bodies)]
             expected = len(requests[index % len(requests)])
             sent = time.perf_counter()
@@ -191,6 +194,8 @@ def _http_run(
                 else:
                     failed[0] += 1
             index += concurrency
+            if time.perf_counter() >= deadline:
+                break
         connection.close()
 
     started = time.perf_counter()
