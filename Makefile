@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test docs lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-tune bench-systems demo-systems soak gpu-bundle
+.PHONY: demo test docs lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-peers bench-tune bench-systems demo-systems soak gpu-bundle
 
 install: $(STAMP)
 
@@ -115,6 +115,20 @@ bench-docs: $(DEMO_CHECKPOINT)
 	  cp $(BUILD)/bench/$$model/bench.png docs/bench/$$file.png || exit 1; done
 	$(PY) -m radserve.loadtests.tables \
 	  --bench $(foreach entry,$(BENCH_MODELS),docs/bench/$(lastword $(subst :, ,$(entry))).json)
+
+# radserve against MLServer, KServe, Ray Serve, LitServe and BentoML on the bench models (not in CI; ~45 min on a
+# QUIET machine, after `make bench-docs` made the repository): each peer is installed into its own venv under
+# build/peers first (it needs the package index), then the comparison runs in a loopback-only network namespace
+# (unshare --net, as root), because several peers bind every interface. docs/bench/peers/MODEL.json.
+PEERS_ARGS := --concurrency 1 4 16 --images-per-request 1 8 --batches 1 8 16 32 --seconds 3 --repeats 3
+bench-peers: | $(STAMP)
+	test -d $(BENCH_REPOSITORY)/resnet18 || { echo "run make bench-docs first"; exit 1; }
+	$(PY) -m radserve.loadtests.peers --environments $(BUILD)/peers
+	mkdir -p docs/bench/peers
+	for entry in $(BENCH_MODELS); do model=$${entry%%:*}; file=$${entry##*:}; \
+	  unshare --net sh -c "ip link set lo up && $(RADSERVE) bench --model $$model --repository $(BENCH_REPOSITORY) \
+	    --dicom $(BENCH_DICOM) --peers --peer-environments $(BUILD)/peers $(PEERS_ARGS) --out $(BUILD)/peers-$$model" \
+	  && cp $(BUILD)/peers-$$model/peers.json docs/bench/peers/$$file.json || exit 1; done
 
 bench-tune: | $(STAMP)
 	test -d $(BENCH_REPOSITORY)/resnet18 || { echo "run make bench-docs first"; exit 1; }

@@ -68,37 +68,45 @@ class PeersResult:
         }
 
     def table(self) -> str:
-        """Markdown: one row per server at its best point, then the grid of every point."""
-        limit = best(self.raw)
-        ratios = self.ratios()
-        failed = self.failed_requests()
-        lines = [
-            f"{self.architecture} {self.precision} @ {self.input_size[0]}, ONNX Runtime {self.onnxruntime}, "
-            f"{self.layout[0]} session(s) x {self.layout[1]} thread(s) in every server, "
-            f"{self.cpu_count} cores; "
-            f"engine limit {limit.images_per_second:.1f} img/s (raw, {limit.layout}, batch {limit.batch}); "
-            f"median (range) of {self.repeats} runs of {self.seconds:g} s.",
-            "",
-            "| server | batching | best img/s (range) | at | p99 ms | best / engine limit | radserve / it | "
-            "failed requests |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name in self.servers:
-            point = self.best_of(name)
-            low, high = point.spread
-            batching = self.peers.get(name, {}).get("batching", "Triton dynamic batcher")
-            ratio = ratios["radserve_over_peer_best"].get(name, "")
-            lines.append(
-                f"| {name} | {batching} | {point.images_per_second:.1f} ({low:.1f}-{high:.1f}) | "
-                f"{config_label(point.concurrency, point.batch)} | {point.p99_ms:.1f} | "
-                f"{ratios['best_over_engine_limit'][name]:.2f} | {ratio} | {failed[name]} |"
-            )
-        configs = [(point.concurrency, point.batch) for point in self.servers["radserve"]]
-        lines += ["", "| server | " + " | ".join(config_label(*config) for config in configs) + " |"]
-        lines.append("|---|" + "---|" * len(configs))
-        for name, points in self.servers.items():
-            rates = {(point.concurrency, point.batch): point.images_per_second for point in points}
-            lines.append(
-                f"| {name} | " + " | ".join(f"{rates.get(config, 0.0):.1f}" for config in configs) + " |"
-            )
-        return "\n".join(lines)
+        return peers_table(self.to_dict())
+
+
+def _best(points: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(points, key=lambda point: point["images_per_second"])
+
+
+def peers_table(data: dict[str, Any]) -> str:
+    """Markdown of a ``peers.json``: each server at its best point, then every point of the grid."""
+    limit = _best(data["raw"])
+    servers = data["servers"]
+    ratios, failed = data["ratios"], data["failed_requests"]
+    lines = [
+        f"{data['architecture']} {data['precision']} @ {data['input_size'][0]}, ONNX Runtime "
+        f"{data['onnxruntime']}, {data['layout']} (sessions x threads) in every server, {data['cpu_count']} "
+        f"cores; engine limit {limit['images_per_second']:.1f} img/s (raw, {limit['layout']}, batch "
+        f"{limit['batch']}); median (range) of {data['repeats']} runs of {data['seconds']:g} s per point.",
+        "",
+        "| server | batching | best img/s (range) | at | p99 ms | CPU ms per radiograph | "
+        "best / engine limit | radserve / it | failed requests |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, points in servers.items():
+        point = _best(points)
+        low, high = point["images_per_second_range"]
+        batching = data["peers"].get(name, {}).get("batching", "Triton dynamic batcher")
+        cpu = point["extra"].get("cpu_ms_per_image", {}).get("total", "")
+        lines.append(
+            f"| {name} | {batching} | {point['images_per_second']:.1f} ({low:.1f}-{high:.1f}) | "
+            f"{config_label(point['concurrency'], point['batch'])} | {point['p99_ms']:.1f} | {cpu} | "
+            f"{ratios['best_over_engine_limit'][name]:.2f} | "
+            f"{ratios['radserve_over_peer_best'].get(name, '')} | {failed[name]} |"
+        )
+    configs = [(point["concurrency"], point["batch"]) for point in servers["radserve"]]
+    lines += ["", "| img/s | " + " | ".join(config_label(*config) for config in configs) + " |"]
+    lines.append("|---|" + "---|" * len(configs))
+    for name, points in servers.items():
+        rates = {(point["concurrency"], point["batch"]): point["images_per_second"] for point in points}
+        lines.append(
+            f"| {name} | " + " | ".join(f"{rates.get(config, 0.0):.1f}" for config in configs) + " |"
+        )
+    return "\n".join(lines)

@@ -458,6 +458,23 @@ def systems_demo_measurements() -> str:
     return "\n\n".join(parts)
 
 
+def peers_measurements() -> str:
+    """radserve against the other servers, one table per model (``docs/bench/peers/*.json``)."""
+    from radserve.loadtests.peer_report import peers_table
+
+    files = sorted((DOCS / "bench" / "peers").glob("*.json"))
+    if not files:
+        return "Not measured yet: `make bench-peers` writes `docs/bench/peers/*.json`."
+    parts = [f"{_measured(files)} by `make bench-peers` (ONNX Runtime on the CPU)."]
+    for path in files:
+        data = json.loads(path.read_text())
+        parts += [
+            f"### {data['architecture']} {data['precision']} @ {data['input_size'][0]}",
+            peers_table(data),
+        ]
+    return "\n\n".join(parts)
+
+
 def gpu_measurements() -> str:
     from radserve.loadtests.gpu_report import render_markdown
 
@@ -491,6 +508,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "bench-systems": systems_bench_measurements,
     "systems-demo": systems_demo_measurements,
     "gpu": gpu_measurements,
+    "peers": peers_measurements,
 }
 
 
