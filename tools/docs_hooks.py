@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mkdocs.plugins import event_priority
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 MARKER = re.compile(r"^<!-- generated: ([a-z0-9-]+) -->$", re.MULTILINE)
@@ -536,6 +538,7 @@ def api_sources(folder: Path) -> Path:
     return folder
 
 
+@event_priority(100)  # before mkdocstrings' own on_config, which drops search paths that do not exist
 def on_config(config: Any, **_: Any) -> Any:
     """MkDocs event: lay out the API sources before mkdocstrings looks for them."""
     api_sources(ROOT / "build" / "api-sources")
