@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -285,6 +286,31 @@ def run_peers(args: argparse.Namespace) -> PeersResult:
     )
 
 
+def run_engines(args: argparse.Namespace) -> dict[str, Any]:
+    """The raw engines (:mod:`.engines`) on the model's ``model.onnx`` and its ``_int8`` variant."""
+    from radserve.loadtests.engines import compare_engines
+    from radserve.loadtests.raw import ENGINES
+
+    card = ModelCard.read(latest_version(args.repository, args.model))
+    variants = {"fp32": latest_version(args.repository, args.model) / "model.onnx"}
+    if (args.repository / f"{args.model}_int8").is_dir():
+        variants["int8"] = latest_version(args.repository, f"{args.model}_int8") / "model.onnx"
+    seconds = args.seconds or 3.0
+    images = wire_images(card, args.dicom, 32)
+    engines = compare_engines(
+        variants, images, seconds, args.batches or (1, 8, 32), args.repeats, args.engines or ENGINES
+    )
+    return {
+        "model": args.model,
+        "architecture": card.architecture,
+        "input_size": list(card.input_size),
+        "cpu_count": os.cpu_count(),
+        "repeats": args.repeats,
+        "seconds": seconds,
+        "engines": engines,
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from radserve.settings import SETTINGS
 
@@ -325,9 +351,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(make bench-peers)",
     )
     parser.add_argument("--peer-environments", type=Path, default=Path("build/peers"))
+    parser.add_argument(
+        "--engines",
+        nargs="*",
+        help="compare the raw CPU engines instead (onnxruntime, openvino, openvino-bf16; none named: all) "
+        "on the model and its _int8 variant, with the reduced-precision gate against ONNX Runtime fp32",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.engines is not None:
+        if args.model is None:
+            raise ConfigurationError("radserve bench --engines needs --model (a model of the repository)")
+        from radserve.loadtests.engines import engines_table
+
+        engines = run_engines(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "engines.json").write_text(json.dumps(engines, indent=2) + "\n")
+        print(engines_table(engines))
+        print(f"wrote {args.out / 'engines.json'}")
+        return 0
     if args.peers is not None:
         if args.model is None:
             raise ConfigurationError("radserve bench --peers needs --model (a model of the repository)")

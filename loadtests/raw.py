@@ -31,9 +31,12 @@ BATCHES = (1, 2, 4, 8, 16, 32)
 _START_MARGIN_SECONDS = 0.05  # workers start measuring together, this long after the command
 
 
+ENGINES = ("onnxruntime", "openvino", "openvino-bf16")  # openvino: f32 inference precision
+
+
 @dataclass(frozen=True)
 class Layout:
-    """``processes`` concurrent ONNX Runtime sessions of ``threads`` intra-op threads each."""
+    """``processes`` concurrent engine sessions of ``threads`` intra-op threads each."""
 
     processes: int
     threads: int
@@ -57,8 +60,38 @@ def batch_feeds(images: Sequence[np.ndarray], batch: int) -> list[np.ndarray]:
     ]
 
 
-def cpu_session(onnx_path: str | Path, threads: int):  # type: ignore[no-untyped-def]
-    """A session configured as the embedded model configures its own (export/embedded_model.py)."""
+class OpenVinoSession:
+    """OpenVINO's CPU plugin on an ONNX file, behind ONNX Runtime's ``run(outputs, feed)`` call.
+
+    One stream (one infer request at a time, as one ONNX Runtime session) of ``threads`` threads;
+    ``precision`` is OpenVINO's inference precision hint: ``f32``, or ``bf16`` where the CPU has it
+    (AVX512-BF16 or AMX; OpenVINO's own default on such CPUs).
+    """
+
+    def __init__(self, onnx_path: str | Path, threads: int, precision: str) -> None:
+        import openvino
+
+        core = openvino.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self._compiled = core.compile_model(str(onnx_path), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        self._output = self._compiled.output(OUTPUT_NAME)
+
+    def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self._request.infer({INPUT_NAME: feed[INPUT_NAME]})
+        return [np.asarray(result[self._output])]
+
+
+def cpu_session(onnx_path: str | Path, threads: int, engine: str = "onnxruntime"):  # type: ignore[no-untyped-def]
+    """A session configured as the embedded model configures its own (export/embedded_model.py), or an
+    OpenVINO session with the same call (``engine``: one of :data:`ENGINES`)."""
+    if engine.startswith("openvino"):
+        return OpenVinoSession(onnx_path, threads, "bf16" if engine.endswith("bf16") else "f32")
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -81,10 +114,12 @@ def _run_for(session, feeds: list[np.ndarray], until: float) -> tuple[list[float
     return latencies, finished
 
 
-def _worker(connection: Connection, onnx_path: str, threads: int, images: list[np.ndarray]) -> None:
+def _worker(
+    connection: Connection, onnx_path: str, threads: int, images: list[np.ndarray], engine: str
+) -> None:
     """Serve ``(command, batch, seconds[, start])`` messages: ``warm`` answers when warm, ``run``
     measures from ``start`` (time.monotonic, shared by the processes) and answers (latencies, start, end)."""
-    session = cpu_session(onnx_path, threads)
+    session = cpu_session(onnx_path, threads, engine)
     connection.send("ready")
     feeds: dict[int, list[np.ndarray]] = {}
     while (message := connection.recv()) is not None:
@@ -103,7 +138,9 @@ def _worker(connection: Connection, onnx_path: str, threads: int, images: list[n
 class LayoutWorkers:
     """The worker processes of one layout, alive across batches and repetitions."""
 
-    def __init__(self, layout: Layout, onnx_path: Path, images: Sequence[np.ndarray]) -> None:
+    def __init__(
+        self, layout: Layout, onnx_path: Path, images: Sequence[np.ndarray], engine: str = "onnxruntime"
+    ) -> None:
         self.layout = layout
         context = multiprocessing.get_context("spawn")
         self._connections: list[Connection] = []
@@ -111,7 +148,9 @@ class LayoutWorkers:
         for _ in range(layout.processes):
             parent, child = context.Pipe()
             process = context.Process(
-                target=_worker, args=(child, str(onnx_path), layout.threads, list(images)), daemon=True
+                target=_worker,
+                args=(child, str(onnx_path), layout.threads, list(images), engine),
+                daemon=True,
             )
             process.start()
             self._connections.append(parent)
@@ -165,13 +204,15 @@ def measure_raw(
     batches: Sequence[int] = BATCHES,
     cores: int | None = None,
     repeats: int = REPEATS,
+    engine: str = "onnxruntime",
 ) -> list[Point]:
-    """Every layout of :func:`layouts` at every batch size, ``repeats`` interleaved runs each."""
+    """Every layout of :func:`layouts` at every batch size, ``repeats`` interleaved runs each, on
+    ``engine`` (one of :data:`ENGINES`)."""
     tried = layouts(cores or os.cpu_count() or 1)
     workers = []
     try:
         for layout in tried:
-            workers.append(LayoutWorkers(layout, onnx_path, images))
+            workers.append(LayoutWorkers(layout, onnx_path, images, engine))
         configs = [(layout_workers, batch) for layout_workers in workers for batch in batches]
         runs = interleaved(configs, lambda config: config[0].measure(config[1], seconds), repeats)
     finally:
