@@ -52,6 +52,7 @@ class PreparedRadiograph:
     frame: int | None
     image: np.ndarray | dict[str, np.ndarray]  # uint8 [1, H, W]; a router's: one per input name
     source: tuple[int, int] = (0, 0)  # rows, columns of the source image (boxes map back onto it)
+    rendering_note: str = ""  # the row's rendering_note
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,12 @@ def prepare_file(path: str, card: ModelCard | RouterCard) -> PreparedFile:
         with captured_warnings(path):  # pydicom's warnings may quote patient attributes
             dataset = read_dataset(path)
             check_contract(dataset, card.accepts, path)  # 0. the model's input contract, header only
-            decoded = decode_dataset(dataset, path)  # 1. decode
+            decoded = decode_dataset(dataset, path, card.rendering)  # 1. decode
             radiographs = display(decoded)  # 2. display LUT
         prepared = tuple(
-            PreparedRadiograph(r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape)  # 3. resize
+            PreparedRadiograph(  # 3. resize
+                r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape, r.rendering_note
+            )
             for r in radiographs
         )
     except NotAcceptedError as refusal:
@@ -148,6 +151,7 @@ def _row(
         raise answer  # cancellation, interrupts
     probabilities, prediction = answer
     if isinstance(card, RouterCard):
-        return routed_row(path, *where, model, card, probabilities, prediction)
-    row = prediction_row(path, *where, model, card, probabilities, prediction)
-    return replace(row, boxes=boxes) if boxes else row
+        row = routed_row(path, *where, model, card, probabilities, prediction)
+    else:
+        row = prediction_row(path, *where, model, card, probabilities, prediction)
+    return replace(row, boxes=boxes or row.boxes, rendering_note=item.rendering_note)

@@ -49,6 +49,9 @@ class ResultRow:
     error: str = ""
     ood: bool | None = None  # score (top probability) below the card's OOD threshold; None: no threshold
     accept_any: bool = False  # classified with --accept-any: the input contract was not checked
+    # where the model card's rendering policy overruled the header (e.g. a contradicting Presentation
+    # LUT Shape); '' when the header was followed as written (docs/design.md, "Display pipeline")
+    rendering_note: str = ""
     # under the model card's operating points: the label decided (or "negative") and its threshold
     decision: str = ""
     threshold: float | None = None

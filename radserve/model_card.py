@@ -20,6 +20,9 @@ from radserve.settings import SETTINGS
 ResizeMode = Literal["letterbox", "stretch"]
 Task = Literal["classification", "detection"]
 Precision = Literal["fp32", "fp16", "int8"]
+LutShapeConflict = Literal["photometric", "refuse"]
+VoiFirst = Literal["window", "lut"]
+VoiLutDepth = Literal["data", "descriptor"]
 
 MODEL_CARD_FILE = "model_card.json"
 MODEL_CARD_PARAMETER = "radserve.model_card"
@@ -83,6 +86,45 @@ class InputContract:
 
 
 @dataclass(frozen=True)
+class RenderingPolicy:
+    """How the client renders stored values to the wire image: the way the training data was rendered.
+
+    The default is radserve's own display pipeline, with which the demos were trained (docs/design.md,
+    "Display pipeline"). ``presentation_lut_conflict``: when Presentation LUT Shape contradicts the
+    Photometric Interpretation (INVERSE on MONOCHROME2, IDENTITY on MONOCHROME1), ``photometric``
+    renders by the Photometric Interpretation and notes it in the row, ``refuse`` refuses the instance.
+    ``voi_first``: which VOI transform wins when a data set has both a window and a VOI LUT Sequence
+    (``lut`` as pydicom's ``apply_voi_lut``). ``voi_lut_depth``: ``data`` scales a VOI LUT by the bit
+    depth its entries need when they do not fit the depth its descriptor declares (dcmtk's
+    ``--ignore-vlut-depth``); ``descriptor`` always by the declared depth.
+    """
+
+    presentation_lut_conflict: LutShapeConflict = "photometric"
+    voi_first: VoiFirst = "window"
+    voi_lut_depth: VoiLutDepth = "data"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("presentation_lut_conflict", ("photometric", "refuse")),
+            ("voi_first", ("window", "lut")),
+            ("voi_lut_depth", ("data", "descriptor")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ModelCardError(f"rendering policy: {name} must be one of {', '.join(allowed)}")
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RenderingPolicy:
+        """The policy of a card's ``rendering`` object; fields it lacks take their defaults."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ModelCardError(f"rendering policy has unknown fields {unknown}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a model is, what it expects on the wire and how it was validated.
 
@@ -122,6 +164,7 @@ class ModelCard:
     # "detection": a detector (DETECTION_OUTPUTS, at most max_detections boxes per image), no probabilities
     task: Task = "classification"
     max_detections: int = 0
+    rendering: RenderingPolicy = field(default_factory=RenderingPolicy)
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -215,6 +258,8 @@ class ModelCard:
                 values[key] = tuple(values[key])
         if isinstance(values.get("accepts"), dict):
             values["accepts"] = InputContract.from_dict(values["accepts"])
+        if isinstance(values.get("rendering"), dict):
+            values["rendering"] = RenderingPolicy.from_dict(values["rendering"])
         return cls(**values)
 
     @classmethod

@@ -13,12 +13,12 @@ from pydicom.uid import DigitalXRayImageStorageForProcessing, SecondaryCaptureIm
 
 from radserve.client.contract import check_contract, read_accepted
 from radserve.client.flow import prepare_file
-from radserve.errors import InputError, NotAcceptedError
+from radserve.errors import InputError, ModelCardError, NotAcceptedError
 from radserve.export.pipeline import ExportResult
-from radserve.model_card import InputContract, ModelCard
+from radserve.model_card import InputContract, ModelCard, RenderingPolicy
 from radserve.server_config.triton import TritonServer
 from radserve.synthetic.dataset import synthetic_dataset, write_synthetic_set
-from tests._dicom_factory import shipped
+from tests._dicom_factory import HIGHDICOM_DX, shipped
 from tests.test_end_to_end import TINY_MODEL, _classify
 
 CARD = ModelCard(name="m", architecture="resnet18", labels=("a", "b"), input_size=(64, 64))
@@ -105,6 +105,41 @@ def test_cards_state_their_contract_and_old_cards_stay_readable(tmp_path: Path) 
     )
 
 
+def test_cards_state_their_rendering_policy_and_old_cards_take_the_default() -> None:
+    card = CARD.replace(rendering=RenderingPolicy(presentation_lut_conflict="refuse", voi_first="lut"))
+    assert ModelCard.from_json(card.to_json()) == card
+    assert json.loads(CARD.to_json())["rendering"] == {
+        "presentation_lut_conflict": "photometric",
+        "voi_first": "window",
+        "voi_lut_depth": "data",
+    }
+    old = json.loads(CARD.to_json())
+    del old["rendering"]
+    assert ModelCard.from_dict(old).rendering == RenderingPolicy()
+    with pytest.raises(ModelCardError, match="voi_first"):
+        ModelCard.from_dict(old | {"rendering": {"voi_first": "both"}})
+
+
+def test_prepare_applies_the_cards_rendering_policy(tmp_path: Path) -> None:
+    """A MONOCHROME2 DX with Presentation LUT Shape INVERSE: the same wire image as without it and a
+    note, or a refusal naming it when the card says refuse."""
+    plain = _radiograph(WindowCenter=2048, WindowWidth=4096)
+    plain.save_as(tmp_path / "plain.dcm")
+    _radiograph(WindowCenter=2048, WindowWidth=4096, PresentationLUTShape="INVERSE").save_as(
+        tmp_path / "inv.dcm"
+    )
+    expected = prepare_file(str(tmp_path / "plain.dcm"), CARD)
+    followed = prepare_file(str(tmp_path / "inv.dcm"), CARD)
+    assert plain.PhotometricInterpretation == "MONOCHROME2" and expected.radiographs[0].rendering_note == ""
+    np.testing.assert_array_equal(followed.radiographs[0].image, expected.radiographs[0].image)
+    assert "INVERSE contradicts MONOCHROME2" in followed.radiographs[0].rendering_note
+    refused = prepare_file(
+        str(tmp_path / "inv.dcm"), CARD.replace(rendering=RenderingPolicy(presentation_lut_conflict="refuse"))
+    )
+    assert (refused.status, refused.error_reason) == ("not_accepted", "presentation_lut_shape")
+    assert str(tmp_path / "inv.dcm") in refused.error and refused.sop_instance_uid == plain.SOPInstanceUID
+
+
 def test_export_flags_override_the_defaults() -> None:
     from radserve.cli import build_parser
     from radserve.cli._export import _contract
@@ -125,6 +160,12 @@ def pacs_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[st
     DX For Processing image; and the paths of the radiographs."""
     folder = tmp_path_factory.mktemp("pacs")
     radiographs = [r.path for r in write_synthetic_set(folder / "xr", 4, seed=11, matrix=(160, 128))]
+    conflict = _radiograph(PresentationLUTShape="INVERSE", SOPInstanceUID="1.2.826.0.1.3680043.10.543.77")
+    conflict.save_as(folder / "dx-plut-inverse.dcm")
+    radiographs += [
+        str(folder / "dx-plut-inverse.dcm"),
+        shutil.copy(HIGHDICOM_DX, folder / "highdicom-dx.dcm"),
+    ]
     for name in NON_RADIOGRAPHS:
         shutil.copy(shipped(name), folder / name)
     processing = _radiograph(SOPClassUID=DigitalXRayImageStorageForProcessing, Modality="DX")
@@ -156,6 +197,7 @@ def test_mixed_folder_classifies_radiographs_and_refuses_the_rest(
         (row,) = rows[Path(path).name]
         assert row["status"] == "ok" and row["accept_any"] is False
         assert row["ood"] is (row["score"] < threshold)
+        assert ("INVERSE contradicts" in row["rendering_note"]) is (Path(path).name == "dx-plut-inverse.dcm")
     for name, message in NON_RADIOGRAPHS.items():
         (row,) = rows[name]
         assert (row["status"], row["error_reason"], row["label"]) == ("not_accepted", "modality", "")
