@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydicom.uid import MRImageStorage
+
 from radserve.errors import ModelCardError
-from radserve.model_card import ModelCard, ResizeMode
+from radserve.model_card import InputContract, ModelCard, ResizeMode
 
 GRADCAM_SYSTEM_OUTPUT = "grad-cam"  # a system with it is exported with its Grad-CAM companion NAME_gradcam
 _VIEWS = ("ap", "lateral")
@@ -45,6 +47,7 @@ class System:
     outputs: tuple[str, ...]  # beyond probabilities
     demo_input_size: tuple[int, int]
     study: str
+    accepts: InputContract | None = None  # the instances it answers for; None: radiographs (the default)
 
     @property
     def architecture(self) -> str:
@@ -94,6 +97,7 @@ class System:
                 input_size=self.input_size,
                 network_input_size=None if trained == self.input_size else trained,
                 resize=self.resize,
+                accepts=self.accepts or card.accepts,
             )
         except ModelCardError:
             raise ModelCardError(
@@ -171,6 +175,10 @@ SYSTEMS: dict[str, System] = {
             outputs=("one row per study",),
             demo_input_size=(112, 112),
             study="benign vs malignant vertebral compression fracture on MRI",
+            # single-slice MR Image Storage: Enhanced MR (functional groups) is refused naming its class
+            accepts=InputContract(
+                modalities=("MR",), sop_classes=(MRImageStorage,), photometric=("MONOCHROME2",)
+            ),
         ),
         System(
             name="fracture",

@@ -40,8 +40,10 @@ class _Table:
     order: np.ndarray  # indices sorting ``modality`` (for percentiles)
 
 
-def _modality_values(raw: np.ndarray, params: DisplayParams) -> tuple[np.ndarray, np.ndarray]:
-    """Modality values and padding flags of raw container values (any integer array)."""
+def modality_values(raw: np.ndarray, params: DisplayParams) -> tuple[np.ndarray, np.ndarray]:
+    """Modality values (float64) and padding flags of raw container values (any integer array):
+    the first stages of the pipeline, shared with the MRI series path (:mod:`radserve.client.mri_series`).
+    """
     raw = raw.astype(np.int64, copy=False)
     stored = stored_values(raw, params.bits_stored, params.signed, params.shift)
     if params.padding is not None:
@@ -61,7 +63,7 @@ def _modality_values(raw: np.ndarray, params: DisplayParams) -> tuple[np.ndarray
 
 @lru_cache(maxsize=64)
 def _table(params: DisplayParams, container_bits: int) -> _Table:
-    modality, padding = _modality_values(np.arange(1 << container_bits), params)
+    modality, padding = modality_values(np.arange(1 << container_bits), params)
     order = np.argsort(modality, kind="stable")
     for arr in (modality, padding, order):
         arr.flags.writeable = False
@@ -163,7 +165,7 @@ def render_mono(frame: np.ndarray, params: DisplayParams) -> tuple[np.ndarray, n
 
 def _render_direct(frame: np.ndarray, params: DisplayParams) -> np.ndarray:
     """32-bit containers: the same transform evaluated per pixel (no 2**32 table)."""
-    modality, padding = _modality_values(frame, params)
+    modality, padding = modality_values(frame, params)
     auto = None
     if needs_auto_window(params):
         values = modality[~padding]
