@@ -9,6 +9,7 @@ the wire keeps the study's input size.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from pydicom.uid import MRImageStorage
@@ -202,3 +203,31 @@ def get_system(name: str) -> System:
         return SYSTEMS[name]
     except KeyError:
         raise ModelCardError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}") from None
+
+
+PRIVATE_SCHEME = "99RADSERVE"
+"""Coding scheme of the labels no standard code is given for here (docs/reference/conformance.md)."""
+# Each label's code in an SR or GSPS: (scheme, value, meaning). SNOMED CT codes as DICOM PS3.16 lists them
+# (pydicom.sr.codedict: CID 4031 Common Anatomic Regions, CID 222 Normal-Abnormal, CID 6063 Malignancy),
+# "Fracture of bone" (SNOMED CT 125605004) from SNOMED's own editorial material. The other labels are
+# compound (view and category) or have no code verified here: finding_code gives them private codes.
+FINDING_CODES: dict[str, tuple[str, str, str]] = {
+    "shoulder": ("SCT", "16982005", "Shoulder"),
+    "elbow": ("SCT", "16953009", "Elbow joint"),
+    "hand": ("SCT", "85562004", "Hand"),
+    "pelvis": ("SCT", "816092008", "Pelvis"),
+    "knee": ("SCT", "72696002", "Knee"),
+    "normal": ("SCT", "17621005", "Normal"),
+    "benign": ("SCT", "30807003", "Benign"),
+    "malignant": ("SCT", "21594007", "Malignant"),
+    "fracture": ("SCT", "125605004", "Fracture of bone"),
+}
+
+
+def finding_code(label: str) -> tuple[str, str, str]:
+    """(coding scheme, code value, code meaning) of a label: its standard code, else a private code of
+    :data:`PRIVATE_SCHEME` whose value is derived from the label (stable across runs and models)."""
+    if label in FINDING_CODES:
+        return FINDING_CODES[label]
+    digest = hashlib.sha256(label.encode()).hexdigest()[:12].upper()
+    return (PRIVATE_SCHEME, f"L{digest}", label[:64])
