@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radserve.client.contract import check_contract
+from radserve.client.contract import ImageFacts, check_contract
 from radserve.client.dicom import captured_warnings, decode_dataset, display, read_dataset
 from radserve.client.packing import Answer, RequestPacker
 from radserve.client.preprocess import wire_input
@@ -53,6 +53,9 @@ class PreparedRadiograph:
     image: np.ndarray | dict[str, np.ndarray]  # uint8 [1, H, W]; a router's: one per input name
     source: tuple[int, int] = (0, 0)  # rows, columns of the source image (boxes map back onto it)
     rendering_note: str = ""  # the row's rendering_note
+    facts: ImageFacts = field(
+        default_factory=ImageFacts
+    )  # the row's laterality, burned-in annotation, lossy compression
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,10 @@ def prepare_file(path: str, card: ModelCard | RouterCard) -> PreparedFile:
             check_contract(dataset, card.accepts, path)  # 0. the model's input contract, header only
             decoded = decode_dataset(dataset, path, card.rendering)  # 1. decode
             radiographs = display(decoded)  # 2. display LUT
+        facts = ImageFacts.of(dataset)
         prepared = tuple(
             PreparedRadiograph(  # 3. resize
-                r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape, r.rendering_note
+                r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape, r.rendering_note, facts
             )
             for r in radiographs
         )
@@ -154,4 +158,4 @@ def _row(
         row = routed_row(path, *where, model, card, probabilities, prediction)
     else:
         row = prediction_row(path, *where, model, card, probabilities, prediction)
-    return replace(row, boxes=boxes or row.boxes, rendering_note=item.rendering_note)
+    return replace(row, boxes=boxes or row.boxes, rendering_note=item.rendering_note, **asdict(item.facts))

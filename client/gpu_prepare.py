@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radserve.client.contract import check_contract
+from radserve.client.contract import ImageFacts, check_contract
 from radserve.client.dicom import captured_warnings, read_dataset
 from radserve.client.dicom._decode import check_shape, encoded_frames
 from radserve.client.dicom._display import display_lut, needs_auto_window, window_from_counts
@@ -119,6 +119,7 @@ class GpuPreparer:
                     return reason
                 images = self._decoder.decode(encoded_frames(dataset, info, path), path)
                 params = display_params(dataset, info, path, card.rendering)
+                facts = ImageFacts.of(dataset)
                 uid = str(dataset.get("SOPInstanceUID", ""))
                 prepared = []
                 for index, image in enumerate(images):
@@ -127,7 +128,9 @@ class GpuPreparer:
                         return "enlarge"
                     frame = index + 1 if info.frames > 1 else None
                     prepared.append(
-                        PreparedRadiograph(uid, frame, wire, (info.rows, info.columns), params.rendering_note)
+                        PreparedRadiograph(
+                            uid, frame, wire, (info.rows, info.columns), params.rendering_note, facts
+                        )
                     )
         except NotAcceptedError as refusal:
             uid = str(dataset.get("SOPInstanceUID", "")) if dataset is not None else ""

@@ -52,6 +52,10 @@ class ResultRow:
     # where the model card's rendering policy overruled the header (e.g. a contradicting Presentation
     # LUT Shape); '' when the header was followed as written (docs/design.md, "Display pipeline")
     rendering_note: str = ""
+    # of the source instance, '' when absent (radserve.client.contract.ImageFacts)
+    image_laterality: str = ""  # Image Laterality (0020,0062), else Laterality: R, L, U, B
+    burned_in_annotation: str = ""  # Burned In Annotation (0028,0301): YES, NO
+    lossy_image_compression: str = ""  # Lossy Image Compression (0028,2110): 00, 01
     # under the model card's operating points: the label decided (or "negative") and its threshold
     decision: str = ""
     threshold: float | None = None

@@ -60,8 +60,11 @@ class InputContract:
     """The DICOM instances a model answers for, checked on the header before any pixel is decoded.
 
     Each tuple lists accepted values of one attribute; an empty tuple accepts any value (and a
-    missing attribute). DX "For Processing" images (raw detector data) are refused unless
-    ``for_processing``.
+    missing attribute). Body parts and view positions are matched against Body Part Examined and View
+    Position, or the coded Anatomic Region and View Code Sequences where those are empty. DX "For
+    Processing" images (raw detector data) are refused unless ``for_processing``; an Image Type
+    holding one of ``refused_image_types`` (a LOCALIZER, a SECONDARY image derived after the fact)
+    is refused, and so is burned-in annotation or lossy compression when the card says so.
     """
 
     modalities: tuple[str, ...] = SETTINGS.contract.modalities
@@ -70,11 +73,14 @@ class InputContract:
     body_parts: tuple[str, ...] = ()
     view_positions: tuple[str, ...] = ()
     for_processing: bool = False
+    refused_image_types: tuple[str, ...] = SETTINGS.contract.refused_image_types
+    refuse_burned_in_annotation: bool = False
+    refuse_lossy_compression: bool = False
 
     @classmethod
     def any(cls) -> InputContract:
         """The contract of ``--accept-any``: every instance, For Processing included."""
-        return cls((), (), (), (), (), for_processing=True)
+        return cls((), (), (), (), (), for_processing=True, refused_image_types=())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputContract:
@@ -82,7 +88,7 @@ class InputContract:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelCardError(f"input contract has unknown fields {unknown}")
-        return cls(**{key: value if key == "for_processing" else tuple(value) for key, value in data.items()})
+        return cls(**{key: value if isinstance(value, bool) else tuple(value) for key, value in data.items()})
 
 
 @dataclass(frozen=True)

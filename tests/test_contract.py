@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.uid import DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage
 
-from radserve.client.contract import check_contract, read_accepted
+from radserve.client.contract import ImageFacts, check_contract, read_accepted
 from radserve.client.flow import prepare_file
 from radserve.errors import InputError, ModelCardError, NotAcceptedError
 from radserve.export.pipeline import ExportResult
@@ -69,6 +69,71 @@ def test_each_attribute_of_the_contract_has_its_own_reason() -> None:
     absent = _radiograph()
     del absent.Modality
     assert _refusal(absent).detail == "modality (absent) not in CR, DX"
+
+
+@pytest.mark.parametrize(
+    ("image_type", "refused"),
+    [
+        (["ORIGINAL", "PRIMARY", "LOCALIZER"], "LOCALIZER"),
+        (["DERIVED", "SECONDARY"], "SECONDARY"),
+        (["DERIVED", "PRIMARY"], None),  # processed For Presentation DX: accepted
+        (["ORIGINAL", "PRIMARY"], None),
+    ],
+)
+def test_localizers_and_secondary_images_are_refused_by_default(
+    image_type: list[str], refused: str | None
+) -> None:
+    ds = _radiograph(ImageType=image_type)
+    check_contract(ds, InputContract.any(), "x.dcm")
+    if refused is None:
+        check_contract(ds, CARD.accepts, "x.dcm")
+        return
+    refusal = _refusal(ds)
+    assert (
+        refusal.reason == "image_type"
+        and refused in refusal.detail
+        and "\\".join(image_type) in refusal.detail
+    )
+    check_contract(ds, InputContract(refused_image_types=()), "x.dcm")
+
+
+def test_burned_in_annotation_and_lossy_compression_refused_when_the_card_says_so() -> None:
+    strict = InputContract(refuse_burned_in_annotation=True, refuse_lossy_compression=True)
+    burned, lossy = _radiograph(BurnedInAnnotation="YES"), _radiograph(LossyImageCompression="01")
+    for ds in (burned, lossy):
+        check_contract(ds, CARD.accepts, "x.dcm")  # accepted by default, recorded in the row
+    assert _refusal(burned, strict).reason == "burned_in_annotation"
+    assert _refusal(lossy, strict).reason == "lossy_compression"
+    unknown = _radiograph()
+    del unknown.BurnedInAnnotation
+    assert "(absent)" in _refusal(unknown, strict).detail
+    check_contract(_radiograph(BurnedInAnnotation="NO", LossyImageCompression="00"), strict, "x.dcm")
+    assert ModelCard.from_json(CARD.replace(accepts=strict).to_json()).accepts == strict
+
+
+def test_coded_sequences_stand_in_for_empty_free_text() -> None:
+    """Body Part Examined and View Position are often empty or localised; the Anatomic Region Sequence
+    (CID 4031) and View Code Sequence (CID 4010) say the same in codes."""
+    knee_pa = InputContract(body_parts=("KNEE",), view_positions=("PA",))
+    ds = _radiograph(BodyPartExamined="", ViewPosition="")
+    ds.AnatomicRegionSequence = [_code("72696002", "SCT", "Knee")]
+    ds.ViewCodeSequence = [_code("272479007", "SCT", "postero-anterior")]
+    check_contract(ds, knee_pa, "x.dcm")
+    ds.ViewCodeSequence = [_code("399067008", "SCT", "lateral")]
+    assert _refusal(ds, knee_pa).detail == "view position LATERAL not in PA"
+    ds.BodyPartExamined = "HAND"  # the free text, when present, wins
+    assert _refusal(ds, knee_pa).detail == "body part HAND not in KNEE"
+
+
+def test_prepared_rows_carry_laterality_burned_in_annotation_and_lossy_compression() -> None:
+    (radiograph,) = prepare_file(HIGHDICOM_DX, CARD).radiographs
+    assert radiograph.facts == ImageFacts("L", "NO", "00")
+
+
+def _code(value: str, scheme: str, meaning: str) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
 
 
 def test_for_processing_is_refused_with_its_own_reason_unless_allowed() -> None:
@@ -198,6 +263,8 @@ def test_mixed_folder_classifies_radiographs_and_refuses_the_rest(
         assert row["status"] == "ok" and row["accept_any"] is False
         assert row["ood"] is (row["score"] < threshold)
         assert ("INVERSE contradicts" in row["rendering_note"]) is (Path(path).name == "dx-plut-inverse.dcm")
+        assert row["burned_in_annotation"] == "NO"
+    assert rows["highdicom-dx.dcm"][0]["image_laterality"] == "L"
     for name, message in NON_RADIOGRAPHS.items():
         (row,) = rows[name]
         assert (row["status"], row["error_reason"], row["label"]) == ("not_accepted", "modality", "")
