@@ -58,7 +58,11 @@ from radserve.model_card import ModelCard
 __all__ = [
     "CODING_SCHEME",
     "SR_SERIES_NUMBER",
+    "evidence_header",
+    "frame_number",
+    "radserve_version",
     "read_source_header",
+    "save_private",
     "sr_series_uid",
     "write_classification_sr",
 ]
@@ -126,12 +130,12 @@ def write_classification_sr(
     """
     path = row.path or str(getattr(source, "filename", "") or "<dataset>")
     _check_row(row, source)
-    header = _evidence_header(source, path)
-    frame = _frame_number(row, header, path)
+    header = evidence_header(source, path)
+    frame = frame_number(row, header, path)
 
     now = _dt.datetime.now()
     sr_uid = generate_uid()
-    software = [v for v in (model_version, f"radserve {_radserve_version()}") if v]
+    software = [v for v in (model_version, f"radserve {radserve_version()}") if v]
     try:
         root = content_tree(row, card, header, frame, model_version, first_stage)
         with captured_warnings(path):  # highdicom and pydicom quote the values they warn about
@@ -165,11 +169,15 @@ def write_classification_sr(
         # the message may quote patient attributes: keep only the type (the cause stays chained)
         raise InputError(path, "sr_failed", f"cannot build the SR ({type(error).__name__})") from error
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    target = output_dir / f"{sr_uid}.dcm"
+    return save_private(document, output_dir / f"{sr_uid}.dcm")
+
+
+def save_private(document: Dataset, target: Path) -> Path:
+    """Write ``document`` to ``target`` atomically, readable by this user only (it carries the patient
+    module of its source); create the folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     try:
-        # only this user may read it: an SR carries the patient module of its source
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as stream:
             document.save_as(stream, enforce_file_format=True)
         os.replace(partial, target)
@@ -193,7 +201,7 @@ def _check_row(row: ResultRow, source: Dataset) -> None:
         raise ValueError(f"{row.path}: the result is for SOP instance {row.sop_instance_uid}, not {uid}")
 
 
-def _evidence_header(source: Dataset, path: str) -> Dataset:
+def evidence_header(source: Dataset, path: str) -> Dataset:
     """A pixel-less copy of ``source`` that highdicom can take as evidence (``source`` is not changed)."""
     missing = [keyword for keyword in _REQUIRED if not str(source.get(keyword) or "").strip()]
     if missing:
@@ -210,7 +218,7 @@ def _evidence_header(source: Dataset, path: str) -> Dataset:
     return header
 
 
-def _frame_number(row: ResultRow, header: Dataset, path: str) -> int | None:
+def frame_number(row: ResultRow, header: Dataset, path: str) -> int | None:
     """The 1-based frame to reference, or None for a single-frame source."""
     frames = int(header.get("NumberOfFrames") or 1)
     if row.frame is None:
@@ -230,7 +238,7 @@ def _quiet_person_name_warnings() -> Iterator[None]:
         yield
 
 
-def _radserve_version() -> str:
+def radserve_version() -> str:
     try:
         return metadata.version("radserve")
     except metadata.PackageNotFoundError:
