@@ -73,7 +73,7 @@ class InputContract:
     body_parts: tuple[str, ...] = ()
     view_positions: tuple[str, ...] = ()
     for_processing: bool = False
-    refused_image_types: tuple[str, ...] = SETTINGS.contract.refused_image_types
+    refused_image_types: tuple[str, ...] = ("LOCALIZER", "SECONDARY")  # scouts, images derived afterwards
     refuse_burned_in_annotation: bool = False
     refuse_lossy_compression: bool = False
 

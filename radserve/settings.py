@@ -117,10 +117,6 @@ class ContractDefaults:
         "SOP Class UIDs: CR Image Storage, Digital X-Ray Image Storage - For Presentation",
     )
     photometric: tuple[str, ...] = _unit(("MONOCHROME1", "MONOCHROME2"), "Photometric Interpretation values")
-    refused_image_types: tuple[str, ...] = _unit(
-        ("LOCALIZER", "SECONDARY"),
-        "Image Type (0008,0008) values refused: scouts, images derived after the fact",
-    )
     ood_quantile: float = _unit(0.05, "fraction of validation radiographs below the OOD threshold")
 
 
