@@ -1,4 +1,7 @@
-"""The content tree of radserve's Comprehensive SR (see :mod:`radserve.client.sr`): codes and items."""
+"""The content tree of radserve's SR (see :mod:`radserve.client.sr`): a TID 1500 Measurement Report.
+
+Built with highdicom's templates; each label is coded by :func:`radserve.systems.finding_code`.
+"""
 
 from __future__ import annotations
 
@@ -9,43 +12,57 @@ from highdicom.sr import (
     AlgorithmIdentification,
     CodedConcept,
     ContainerContentItem,
-    ContentSequence,
     DeviceObserverIdentifyingAttributes,
     GraphicTypeValues,
-    ImageContentItem,
-    NumContentItem,
+    ImageRegion,
+    Measurement,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
     ObservationContext,
     ObserverContext,
-    RelationshipTypeValues,
-    ScoordContentItem,
-    TextContentItem,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
+    QualitativeEvaluation,
+    SourceImageForMeasurementGroup,
+    SourceImageForRegion,
+    TrackingIdentifier,
 )
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from radserve.client.results import ResultRow
-from radserve.model_card import ModelCard
+from radserve.model_card import NEGATIVE_DECISION, ModelCard, detector_name
+from radserve.systems import PRIVATE_SCHEME, finding_code
 
-CODING_SCHEME = "99RADSERVE"
+__all__ = [
+    "CODING_SCHEME",
+    "DECISION",
+    "LO_MAX",
+    "MANUFACTURER",
+    "PROCEDURE",
+    "THRESHOLD",
+    "content_tree",
+    "label_concept",
+]
+
+CODING_SCHEME = PRIVATE_SCHEME
 """Designator of radserve's private codes (declared in the Coding Scheme Identification Sequence)."""
 
 MANUFACTURER = "radserve"
-
-ROOT_TITLE = CodedConcept("RS0001", CODING_SCHEME, "Radiograph classification")
-CLASS_PROBABILITY = CodedConcept("RS0002", CODING_SCHEME, "Class probability")
-PROBABILITY = CodedConcept("RS0003", CODING_SCHEME, "Probability")
-CLASS = CodedConcept("RS0004", CODING_SCHEME, "Class")
-DECISION = CodedConcept("RS0005", CODING_SCHEME, "Decision")
-THRESHOLD = CodedConcept("RS0006", CODING_SCHEME, "Threshold")
-FINDING = CodedConcept("121071", "DCM", "Finding")
-MEASUREMENT_GROUP = CodedConcept("125007", "DCM", "Measurement Group")
-SOURCE_OF_MEASUREMENT = CodedConcept("121112", "DCM", "Source of Measurement")
+PROCEDURE = CodedConcept("168537006", "SCT", "Plain radiography")  # CID 10005 (PS3.16)
+DECISION = CodedConcept("RS0005", CODING_SCHEME, "Decision")  # no standard concept: documented private
+NEGATIVE = CodedConcept("260385009", "SCT", "Negative")  # CID 250 Positive/Negative
+THRESHOLD = CodedConcept("122411", "DCM", "Threshold Value")
+PROBABILITY = CodedConcept("122157", "DCM", "Probability")
 RATIO = CodedConcept("{ratio}", "UCUM", "ratio")
-IMAGE_REGION = CodedConcept("111030", "DCM", "Image Region")
-_HAS_PROPERTIES = RelationshipTypeValues.HAS_PROPERTIES
 
 LO_MAX = 64
+
+
+def label_concept(label: str) -> CodedConcept:
+    """The coded concept of a model's label (SNOMED CT where one is known, else private)."""
+    scheme, value, meaning = finding_code(label)
+    return CodedConcept(value, scheme, meaning)
 
 
 def content_tree(
@@ -56,36 +73,26 @@ def content_tree(
     model_version: str,
     first_stage: ModelCard | None,
 ) -> ContainerContentItem:
-    extra: list[ContainerContentItem | NumContentItem | TextContentItem] = []
-    if row.decision:
-        decision = TextContentItem(DECISION, row.decision, relationship_type=RelationshipTypeValues.CONTAINS)
-        if row.threshold is not None:
-            decision.ContentSequence = ContentSequence(
-                [NumContentItem(THRESHOLD, float(row.threshold), RATIO, relationship_type=_HAS_PROPERTIES)]
-            )
-        extra.append(decision)
-    extra.extend(_box_items(row, header, frame))
-    score = row.score if row.score is not None else row.probabilities[row.label]
-    groups = [
-        _measurement_group(card, model_version, row.label, score, row.probabilities, header, frame, extra)
-    ]
+    """The root CONTAINER of the Measurement Report of one classified radiograph."""
+    frames = [frame] if frame else None
+    groups: list[MeasurementsAndQualitativeEvaluations | PlanarROIMeasurementsAndQualitativeEvaluations] = []
     if first_stage is not None and row.first_stage_label:  # a router's row: the stage that chose the route
-        first_score = row.first_stage_score
-        if first_score is None:
-            first_score = row.first_stage_probabilities[row.first_stage_label]
-        probabilities = row.first_stage_probabilities
-        groups.insert(
-            0,
-            _measurement_group(
+        groups.append(
+            _classification(
                 first_stage,
                 row.first_stage_version,
                 row.first_stage_label,
-                first_score,
-                probabilities,
+                row.first_stage_probabilities,
                 header,
-                frame,
-            ),
+                frames,
+            )
         )
+    groups.append(
+        _classification(
+            card, model_version, row.label, row.probabilities, header, frames, row.decision, row.threshold
+        )
+    )
+    groups.extend(_boxes(row, card, model_version, header, frames))
     device = DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=["radserve-device", card.name, model_version, card.checkpoint_sha256]),
         name=card.name[:LO_MAX],
@@ -97,91 +104,93 @@ def content_tree(
             observer_type=codes.DCM.Device, observer_identifying_attributes=device
         )
     )
-    root = ContainerContentItem(ROOT_TITLE, is_content_continuous=False)
-    root.ContentSequence = ContentSequence([*context, *groups])
-    return root
+    report = MeasurementReport(
+        observation_context=context,
+        procedure_reported=PROCEDURE,
+        imaging_measurements=groups,
+        referenced_images=_library_entries(header),
+    )
+    return report[0]
 
 
-def _measurement_group(
-    card: ModelCard,
-    model_version: str,
-    label: str,
-    score: float,
-    probabilities: dict[str, float],
-    header: Dataset,
-    frame: int | None,
-    extra: Sequence[ContainerContentItem | NumContentItem | TextContentItem] = (),
-) -> ContainerContentItem:
-    """One model's answer: its identification, its finding (inferred from the source), each class's
-    probability (the card's order), then ``extra`` (decision, boxes)."""
-    image = ImageContentItem(
-        name=SOURCE_OF_MEASUREMENT,
-        referenced_sop_class_uid=header.SOPClassUID,
-        referenced_sop_instance_uid=header.SOPInstanceUID,
-        referenced_frame_numbers=frame,
-        relationship_type=RelationshipTypeValues.INFERRED_FROM,
-    )
-    finding = TextContentItem(FINDING, label, relationship_type=RelationshipTypeValues.CONTAINS)
-    finding.ContentSequence = ContentSequence(
-        [NumContentItem(PROBABILITY, float(score), RATIO, relationship_type=_HAS_PROPERTIES), image]
-    )
+def _library_entries(header: Dataset) -> list[Dataset] | None:
+    """The source for the Image Library, when it can be described there: highdicom copies Patient
+    Orientation into two TEXT items, which may not be empty (PS3.3 C.17.3). Without it the library is
+    empty; the source stays referenced by each measurement group and by the evidence sequence."""
+    orientation = header.get("PatientOrientation")
+    values = list(orientation) if orientation is not None and not isinstance(orientation, str) else []
+    return [header] if len(values) == 2 and all(str(value).strip() for value in values) else None
+
+
+def _algorithm(card: ModelCard, model_version: str, name: str | None = None) -> AlgorithmIdentification:
+    """TID 4019: the model's name, its version as served (model version, architecture, precision)."""
     version = ", ".join(part for part in (model_version, card.architecture, card.precision) if part)
     parameters = [f"architecture={card.architecture}", f"precision={card.precision}"]
     if card.checkpoint_sha256:
         parameters.append(f"checkpoint_sha256={card.checkpoint_sha256}")
-    group = ContainerContentItem(
-        MEASUREMENT_GROUP, is_content_continuous=False, relationship_type=RelationshipTypeValues.CONTAINS
+    return AlgorithmIdentification((name or card.name)[:LO_MAX], version[:LO_MAX], parameters)
+
+
+def _tracking(header: Dataset, frames: Sequence[int] | None, *parts: str) -> TrackingIdentifier:
+    """A tracking identifier stable for the same source, frame and answer (a resent SR tracks the same)."""
+    uid = generate_uid(
+        entropy_srcs=["radserve-tracking", str(header.SOPInstanceUID), str(frames or ""), *parts]
     )
-    items = ContentSequence([*AlgorithmIdentification(card.name, version, parameters), finding])
-    labels = [name for name in card.labels if name in probabilities]
-    for name in labels + [name for name in probabilities if name not in labels]:
-        item = NumContentItem(
-            CLASS_PROBABILITY,
-            float(probabilities[name]),
-            RATIO,
-            relationship_type=RelationshipTypeValues.CONTAINS,
-        )
-        item.ContentSequence = ContentSequence(
-            [TextContentItem(CLASS, name, relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD)]
-        )
-        items.append(item)
-    items.extend(extra)
-    group.ContentSequence = items
-    return group
+    return TrackingIdentifier(uid=uid, identifier=" ".join(parts)[:LO_MAX])
 
 
-def _box_items(row: ResultRow, header: Dataset, frame: int | None) -> list[TextContentItem]:
-    """One finding per detected box, inferred from a SCOORD rectangle on the source image."""
-    items = []
-    for box in row.boxes:
+def _classification(
+    card: ModelCard,
+    model_version: str,
+    label: str,
+    probabilities: dict[str, float],
+    header: Dataset,
+    frames: Sequence[int] | None,
+    decision: str = "",
+    threshold: float | None = None,
+) -> MeasurementsAndQualitativeEvaluations:
+    """TID 1501: one model's answer. Finding type: the top label; one probability per class (the
+    card's order), named by the class's code; the decision under the operating points as a
+    qualitative evaluation and its threshold as a measurement."""
+    ordered = [name for name in card.labels if name in probabilities]
+    ordered += [name for name in probabilities if name not in ordered]
+    measurements = [Measurement(label_concept(name), float(probabilities[name]), RATIO) for name in ordered]
+    evaluations = []
+    if decision:
+        value = NEGATIVE if decision == NEGATIVE_DECISION else label_concept(decision)
+        evaluations.append(QualitativeEvaluation(DECISION, value))
+    if threshold is not None:
+        measurements.append(Measurement(THRESHOLD, float(threshold), RATIO))
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(header, frames, card.name, "classification"),
+        finding_type=label_concept(label),
+        algorithm_id=_algorithm(card, model_version),
+        measurements=measurements,
+        qualitative_evaluations=evaluations or None,
+        source_images=[
+            SourceImageForMeasurementGroup(str(header.SOPClassUID), str(header.SOPInstanceUID), frames)
+        ],
+    )
+
+
+def _boxes(
+    row: ResultRow, card: ModelCard, model_version: str, header: Dataset, frames: Sequence[int] | None
+) -> list[PlanarROIMeasurementsAndQualitativeEvaluations]:
+    """TID 1410 per detected box: a closed POLYLINE rectangle on the source image, its label as the
+    finding type and its score as a probability, found by the classifier's detector."""
+    groups = []
+    for index, box in enumerate(row.boxes, start=1):
         x0, y0, x1, y1 = (float(box[key]) for key in ("x0", "y0", "x1", "y1"))
         corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
-        region = ScoordContentItem(
-            IMAGE_REGION,
-            GraphicTypeValues.POLYLINE,
-            corners,
-            relationship_type=RelationshipTypeValues.INFERRED_FROM,
+        source = SourceImageForRegion(str(header.SOPClassUID), str(header.SOPInstanceUID), frames)
+        label = str(box.get("label", "")) or "box"
+        groups.append(
+            PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(header, frames, card.name, f"box {index}"),
+                referenced_region=ImageRegion(GraphicTypeValues.POLYLINE, corners, source),
+                finding_type=label_concept(label),
+                algorithm_id=_algorithm(card, model_version, detector_name(card.name)),
+                measurements=[Measurement(PROBABILITY, float(box.get("score", 1.0)), RATIO)],
+            )
         )
-        region.ContentSequence = ContentSequence(
-            [
-                ImageContentItem(
-                    name=SOURCE_OF_MEASUREMENT,
-                    referenced_sop_class_uid=header.SOPClassUID,
-                    referenced_sop_instance_uid=header.SOPInstanceUID,
-                    referenced_frame_numbers=frame,
-                    relationship_type=RelationshipTypeValues.SELECTED_FROM,
-                )
-            ]
-        )
-        finding = TextContentItem(
-            FINDING, str(box.get("label", "")) or "box", relationship_type=RelationshipTypeValues.CONTAINS
-        )
-        score = NumContentItem(
-            PROBABILITY,
-            float(box.get("score", 1.0)),
-            RATIO,
-            relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
-        )
-        finding.ContentSequence = ContentSequence([score, region])
-        items.append(finding)
-    return items
+    return groups

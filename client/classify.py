@@ -95,6 +95,8 @@ class ClassifyOptions:
         admin_key: For servers whose model config is behind the admin key.
         ready_timeout_seconds: How long to wait for the model to be ready.
         sr_dir: Write one DICOM Comprehensive SR per classified radiograph into this folder.
+        gsps: With ``sr_dir``: also a Grayscale Softcopy Presentation State of the boxes of every row
+            with boxes, beside its SR (radserve.client.gsps).
         metrics: Prometheus series of the run (client/metrics.py); a private registry when not given.
         decode_worker_imports: Modules each decode worker imports before its first file (e.g. a
             site's pydicom decoder plugins).
@@ -113,17 +115,22 @@ class ClassifyOptions:
     admin_key: str | None = None
     ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
     sr_dir: Path | None = None
+    gsps: bool = False
     metrics: ClientMetrics | None = None
     decode_worker_imports: tuple[str, ...] = ()
     accept_any: bool = False
 
 
-def _with_reports(rows: list[ResultRow], card: ModelCard | RouterCard, folder: Path) -> list[ResultRow]:
-    """Write an SR per classified row; a row whose SR cannot be written becomes an error row.
+def _with_reports(
+    rows: list[ResultRow], card: ModelCard | RouterCard, folder: Path, gsps: bool = False
+) -> list[ResultRow]:
+    """Write an SR per classified row (and with ``gsps`` a presentation state of its boxes); a row whose
+    SR cannot be written becomes an error row.
 
     A router's row is reported by the card of the stage that answered it, with the first stage's finding.
     """
-    from radserve.client.sr import read_source_header, write_classification_sr  # highdicom: only when asked
+    from radserve.client.gsps import write_boxes_gsps  # highdicom: only when asked
+    from radserve.client.sr import read_source_header, write_classification_sr
 
     stages = {}
     if isinstance(card, RouterCard):
@@ -139,6 +146,8 @@ def _with_reports(rows: list[ResultRow], card: ModelCard | RouterCard, folder: P
                 write_classification_sr(
                     row, answered, header, folder, model_version=row.model_version, first_stage=first
                 )
+                if gsps and row.boxes:
+                    write_boxes_gsps(row, answered, header, folder, model_version=row.model_version)
             except InputError as error:
                 row = replace(row, status="error", error_reason=error.reason, error=str(error))
         written.append(row)
@@ -213,7 +222,9 @@ async def classify(
                     if options.accept_any:
                         rows = [replace(row, accept_any=True) for row in rows]
                     if options.sr_dir is not None:
-                        rows = await asyncio.to_thread(_with_reports, rows, card, options.sr_dir)
+                        rows = await asyncio.to_thread(
+                            _with_reports, rows, card, options.sr_dir, options.gsps
+                        )
                     for row in rows:
                         summary.count(row)
                         metrics.observe_row(model, row.status, row.error_reason, time.monotonic() - submitted)

@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radserve.client.contract import check_contract
+from radserve.client.contract import ImageFacts, check_contract
 from radserve.client.dicom import captured_warnings, decode_dataset, display, read_dataset
 from radserve.client.packing import Answer, RequestPacker
 from radserve.client.preprocess import wire_input
@@ -52,6 +52,10 @@ class PreparedRadiograph:
     frame: int | None
     image: np.ndarray | dict[str, np.ndarray]  # uint8 [1, H, W]; a router's: one per input name
     source: tuple[int, int] = (0, 0)  # rows, columns of the source image (boxes map back onto it)
+    rendering_note: str = ""  # the row's rendering_note
+    facts: ImageFacts = field(
+        default_factory=ImageFacts
+    )  # the row's laterality, burned-in annotation, lossy compression
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,13 @@ def prepare_file(path: str, card: ModelCard | RouterCard) -> PreparedFile:
         with captured_warnings(path):  # pydicom's warnings may quote patient attributes
             dataset = read_dataset(path)
             check_contract(dataset, card.accepts, path)  # 0. the model's input contract, header only
-            decoded = decode_dataset(dataset, path)  # 1. decode
+            decoded = decode_dataset(dataset, path, card.rendering)  # 1. decode
             radiographs = display(decoded)  # 2. display LUT
+        facts = ImageFacts.of(dataset)
         prepared = tuple(
-            PreparedRadiograph(r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape)  # 3. resize
+            PreparedRadiograph(  # 3. resize
+                r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape, r.rendering_note, facts
+            )
             for r in radiographs
         )
     except NotAcceptedError as refusal:
@@ -148,6 +155,7 @@ def _row(
         raise answer  # cancellation, interrupts
     probabilities, prediction = answer
     if isinstance(card, RouterCard):
-        return routed_row(path, *where, model, card, probabilities, prediction)
-    row = prediction_row(path, *where, model, card, probabilities, prediction)
-    return replace(row, boxes=boxes) if boxes else row
+        row = routed_row(path, *where, model, card, probabilities, prediction)
+    else:
+        row = prediction_row(path, *where, model, card, probabilities, prediction)
+    return replace(row, boxes=boxes or row.boxes, rendering_note=item.rendering_note, **asdict(item.facts))

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radserve.client.contract import check_contract
+from radserve.client.contract import ImageFacts, check_contract
 from radserve.client.dicom import captured_warnings, read_dataset
 from radserve.client.dicom._decode import check_shape, encoded_frames
-from radserve.client.dicom._display import display_lut, display_params, needs_auto_window, window_from_counts
+from radserve.client.dicom._display import display_lut, needs_auto_window, window_from_counts
+from radserve.client.dicom._params import display_params
 from radserve.client.dicom._read import PixelInfo, pixel_info
 from radserve.client.dicom._resize import area_weights, placement
 from radserve.client.flow import PreparedFile, PreparedRadiograph
@@ -117,7 +118,8 @@ class GpuPreparer:
                 if reason is not None:
                     return reason
                 images = self._decoder.decode(encoded_frames(dataset, info, path), path)
-                params = display_params(dataset, info, path)
+                params = display_params(dataset, info, path, card.rendering)
+                facts = ImageFacts.of(dataset)
                 uid = str(dataset.get("SOPInstanceUID", ""))
                 prepared = []
                 for index, image in enumerate(images):
@@ -125,7 +127,11 @@ class GpuPreparer:
                     if wire is None:
                         return "enlarge"
                     frame = index + 1 if info.frames > 1 else None
-                    prepared.append(PreparedRadiograph(uid, frame, wire, (info.rows, info.columns)))
+                    prepared.append(
+                        PreparedRadiograph(
+                            uid, frame, wire, (info.rows, info.columns), params.rendering_note, facts
+                        )
+                    )
         except NotAcceptedError as refusal:
             uid = str(dataset.get("SOPInstanceUID", "")) if dataset is not None else ""
             return PreparedFile(

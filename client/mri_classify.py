@@ -13,12 +13,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from radserve.client.contract import check_contract
 from radserve.client.dicom._read import read_dataset
 from radserve.client.inputs import discover
 from radserve.client.mri_series import SliceFile, StudyError, group_studies, study_tensor
 from radserve.client.results import ResultRow
 from radserve.client.sync_client import RadiographClient
-from radserve.errors import InferenceError, InputError
+from radserve.errors import InferenceError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard
 
 Infer = Callable[[np.ndarray], tuple[np.ndarray, str]]
@@ -42,11 +43,20 @@ def study_rows(
     model: str,
     lesion_index: int | None = None,
 ) -> list[ResultRow]:
-    """One row per study; ``infer(batch) -> (probabilities [1, C], version)`` asks the model."""
+    """One row per study; ``infer(batch) -> (probabilities [1, C], version)`` asks the model.
+
+    Slices outside the card's input contract are left out of their study: a study with none left is
+    one ``not_accepted`` row naming the first refusal, else each refused slice has its own row.
+    """
     rows = []
     for study, members in group_studies(slices).items():
         where = os.path.commonpath([m.path for m in members])
         base = ResultRow(path=where, status="error", model=model, study_instance_uid=study)
+        members, refused = _accepted(members, card, model, study)
+        if not members:
+            rows.append(replace(refused[0], path=where, sop_instance_uid=""))
+            continue
+        rows.extend(refused)
         try:
             tensor = study_tensor(study, members, card, lesion_index)
             probabilities, version = infer(tensor[None])
@@ -71,6 +81,31 @@ def study_rows(
             )
         )
     return rows
+
+
+def _accepted(
+    members: Sequence[SliceFile], card: ModelCard, model: str, study: str
+) -> tuple[list[SliceFile], list[ResultRow]]:
+    """The slices inside ``card``'s contract, and a ``not_accepted`` row for each of the others."""
+    accepted, refused = [], []
+    for member in members:
+        try:
+            check_contract(member.dataset, card.accepts, member.path)
+            accepted.append(member)
+        except NotAcceptedError as refusal:
+            uid = str(member.dataset.get("SOPInstanceUID", ""))
+            refused.append(
+                ResultRow(
+                    member.path,
+                    "not_accepted",
+                    uid,
+                    model=model,
+                    study_instance_uid=study,
+                    error_reason=refusal.reason,
+                    error=str(refusal),
+                )
+            )
+    return accepted, refused
 
 
 def classify_studies(

@@ -14,9 +14,16 @@ word). Several candidates: the one with most slices.
 **Window.** MR files rarely carry a meaningful VOI LUT, and their stored range depends on the
 receiver gain: each series is windowed from its 1st to its 99.5th percentile of modality values
 over all its slices (one window per series, so neighbouring slices share it), mapped to 0..255.
+Modality values come from the display pipeline's first stages (:func:`modality_values`: High Bit,
+Bits Stored mask, sign extension, Modality LUT or rescale), so signed MR keeps its negative values;
+Pixel Padding Value is left out of the window and rendered black.
+
+**Enhanced MR** (Enhanced MR Image Storage, one multi-frame instance whose slices are described by
+functional groups) is not read: a study whose T1W or T2W series could only come from such an
+instance fails with ``enhanced_mr`` naming it, never as a missing series.
 
 Errors are :class:`StudyError` with a reason: ``missing_t1w_series``, ``missing_t2w_series``,
-``too_few_slices``, ``inconsistent_slice_spacing``.
+``enhanced_mr``, ``too_few_slices``, ``inconsistent_slice_spacing``, or an input error's reason.
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ from typing import Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from radserve.client.dicom import resize
 from radserve.client.dicom._decode import decode
+from radserve.client.dicom._display import modality_values
+from radserve.client.dicom._params import display_params
 from radserve.client.dicom._read import pixel_info
 from radserve.errors import InputError, RadserveError
 from radserve.model_card import ModelCard
@@ -114,11 +124,21 @@ def _normal(ds: Dataset) -> np.ndarray | None:
     return normal / length if length > 0.5 else None
 
 
+def multi_frame(ds: Dataset) -> bool:
+    """An instance holding several slices as frames (Enhanced MR and other multi-frame IODs)."""
+    try:
+        return int(ds.get("NumberOfFrames") or 1) > 1
+    except (TypeError, ValueError):
+        return True
+
+
 def sagittal_series(study: str, slices: Sequence[SliceFile]) -> list[Series]:
-    """The study's sagittal series (normal within ~35° of left-right), slices ordered along it."""
+    """The study's sagittal series (normal within ~35° of left-right), slices ordered along it;
+    multi-frame instances are left out (see the module's Enhanced MR rule)."""
     by_series: dict[str, list[SliceFile]] = defaultdict(list)
     for item in slices:
-        by_series[str(item.dataset.get("SeriesInstanceUID", ""))].append(item)
+        if not multi_frame(item.dataset):
+            by_series[str(item.dataset.get("SeriesInstanceUID", ""))].append(item)
     found = []
     for uid, members in by_series.items():
         normal = _normal(members[0].dataset)
@@ -134,8 +154,20 @@ def sagittal_series(study: str, slices: Sequence[SliceFile]) -> list[Series]:
     return found
 
 
-def pick(study: str, series: Sequence[Series], wanted: Weighting) -> Series:
+def pick(study: str, series: Sequence[Series], wanted: Weighting, slices: Sequence[SliceFile] = ()) -> Series:
+    """The ``wanted`` series with most slices; ``slices`` (the study's) name an Enhanced MR instance
+    when there is none."""
     candidates = [s for s in series if s.weighting == wanted]
+    enhanced = next((item for item in slices if multi_frame(item.dataset)), None)
+    if not candidates and enhanced is not None:
+        sop_class = UID(str(enhanced.dataset.get("SOPClassUID", "")))
+        raise StudyError(
+            study,
+            "enhanced_mr",
+            f"no sagittal {wanted}W series of single-slice instances; {enhanced.path} is a multi-frame "
+            f"{sop_class.name} instance ({enhanced.dataset.get('NumberOfFrames')} frames), whose "
+            "functional groups are not read: send the series as MR Image Storage (one slice per instance)",
+        )
     if not candidates:
         raise StudyError(study, f"missing_{wanted.lower()}w_series", f"no sagittal {wanted}W series")
     return max(candidates, key=lambda s: len(s.slices))
@@ -154,20 +186,26 @@ def _check_spacing(study: str, series: Series) -> None:
         )
 
 
-def _window(study: str, series: Series, chosen: Sequence[int]) -> list[np.ndarray]:
+def _window(study: str, series: Series, chosen: Sequence[int], card: ModelCard) -> list[np.ndarray]:
     """Every chosen slice of ``series`` as uint8 under the series' percentile window."""
-    values = []
+    values, padding = [], []
     for item in series.slices:
         try:
-            frame = decode(item.dataset, pixel_info(item.dataset, item.path), item.path).frames[0]
+            info = pixel_info(item.dataset, item.path)
+            frame = decode(item.dataset, info, item.path).frames[0]
+            params = display_params(item.dataset, info, item.path, card.rendering)
         except InputError as error:
             raise StudyError(study, error.reason, str(error)) from None
-        slope = _float(item.dataset, "RescaleSlope") or 1.0
-        intercept = _float(item.dataset, "RescaleIntercept") or 0.0
-        values.append(frame.astype(np.float32) * slope + intercept)
-    low, high = np.percentile(np.stack(values), WINDOW_PERCENTILES)
+        modality, padded = modality_values(frame, params)
+        values.append(modality.astype(np.float32))
+        padding.append(padded)
+    stack, outside = np.stack(values), np.stack(padding)
+    low, high = np.percentile(stack[~outside] if not outside.all() else stack, WINDOW_PERCENTILES)
     scale = 255.0 / max(float(high - low), 1e-6)
-    return [np.clip((values[i] - low) * scale, 0, 255).round().astype(np.uint8) for i in chosen]
+    images = [np.clip((values[i] - low) * scale, 0, 255).round().astype(np.uint8) for i in chosen]
+    for image, i in zip(images, chosen, strict=True):
+        image[padding[i]] = 0
+    return images
 
 
 def study_tensor(
@@ -180,7 +218,7 @@ def study_tensor(
     """
     k = (card.channels // 2 - 1) // 2
     series = sagittal_series(study, slices)
-    t1, t2 = pick(study, series, "T1"), pick(study, series, "T2")
+    t1, t2 = pick(study, series, "T1", slices), pick(study, series, "T2", slices)
     centres = []
     for each in (t1, t2):
         if len(each.slices) < 2 * k + 1:
@@ -204,6 +242,6 @@ def study_tensor(
         centres.append(centre)
     planes = []
     for each, middle in zip((t1, t2), centres, strict=True):
-        for image in _window(study, each, range(middle - k, middle + k + 1)):
+        for image in _window(study, each, range(middle - k, middle + k + 1), card):
             planes.append(resize(image, card.input_size, card.resize))
     return np.stack(planes)

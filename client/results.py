@@ -54,11 +54,19 @@ class ResultRow:
         latency_ms: The time of the inference request that carried this radiograph, in ms.
         error_reason: Why the row is not ``ok``: an ``error`` reason code, or for ``not_accepted`` the
             attribute refused (``modality``, ``sop_class``, ``photometric``, ``body_part``,
-            ``view_position``, ``for_processing``).
+            ``view_position``, ``for_processing``, ``image_type``, ``presentation_lut_shape``, ...).
         error: A human-readable message naming the file and the reason, never a patient attribute.
         ood: True when ``score`` is below the card's out-of-distribution threshold; None when the card
             has none.
         accept_any: True when classified with ``--accept-any``: the input contract was not checked.
+        rendering_note: Where the model card's rendering policy overruled the header (e.g. a
+            contradicting Presentation LUT Shape); empty when the header was followed as written
+            (docs/design.md, "Display pipeline").
+        image_laterality: Image Laterality (0020,0062), else Laterality, of the source: R, L, U, B;
+            empty when absent.
+        burned_in_annotation: Burned In Annotation (0028,0301) of the source: YES, NO; empty when absent.
+        lossy_image_compression: Lossy Image Compression (0028,2110) of the source: 00, 01; empty when
+            absent.
         decision: Under the card's operating points, the label decided, or ``negative``; empty when the
             card has none.
         threshold: The operating threshold behind ``decision``.
@@ -90,6 +98,10 @@ class ResultRow:
     error: str = ""
     ood: bool | None = None
     accept_any: bool = False
+    rendering_note: str = ""
+    image_laterality: str = ""
+    burned_in_annotation: str = ""
+    lossy_image_compression: str = ""
     decision: str = ""
     threshold: float | None = None
     study_instance_uid: str = ""

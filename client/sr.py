@@ -1,39 +1,34 @@
-"""DICOM Comprehensive SR documents of classification results, one per classified radiograph.
+"""DICOM SR documents of classification results, one per classified radiograph: TID 1500.
 
 The SR joins the study of its source radiograph (same Study Instance UID, patient and study
 modules copied from the source) in a series of its own (one per study and model), so that a
 PACS shows it next to the image. It is written for the site that owns the images and never
 leaves it; nothing of the patient is logged here, and error messages name only files and UIDs.
 
-Content tree (Comprehensive SR, no standard template; private codes use ``99RADSERVE``)::
+Content tree: a Comprehensive SR holding a TID 1500 Measurement Report, built with highdicom's
+templates (docs/reference/conformance.md, "Objects radserve creates")::
 
-    CONTAINER  (99RADSERVE, RS0001, "Radiograph classification")
-      HAS OBS CONTEXT  Observer Type = (DCM 121007 Device), Device Observer UID / Name /
-                       Manufacturer / Model Name            (TID 1004, from highdicom)
-      CONTAINS CONTAINER  (DCM 125007, "Measurement Group")
-        HAS CONCEPT MOD  TEXT (DCM 111001 "Algorithm Name")       = model name
-        HAS CONCEPT MOD  TEXT (DCM 111003 "Algorithm Version")    = version, architecture, precision
-        HAS CONCEPT MOD  TEXT (DCM 111002 "Algorithm Parameters") = architecture=..., precision=...,
-                                                                    checkpoint_sha256=...
-        CONTAINS  TEXT (DCM 121071 "Finding") = top label
-          HAS PROPERTIES  NUM (99RADSERVE, RS0003, "Probability") = its score, unit {ratio}
-          INFERRED FROM   IMAGE (DCM 121112 "Source of Measurement") = the source
-                          (SOP Class, SOP Instance, Referenced Frame Number for multi-frame)
-        CONTAINS  NUM (99RADSERVE, RS0002, "Class probability") = p, unit {ratio}   (one per class)
-          HAS CONCEPT MOD  TEXT (99RADSERVE, RS0004, "Class") = label
-        CONTAINS  TEXT (99RADSERVE, RS0005, "Decision") = label or "negative"  (model card with
-          HAS PROPERTIES  NUM (99RADSERVE, RS0006, "Threshold") = t, {ratio}   operating points only)
-        CONTAINS  TEXT (DCM 121071 "Finding") = a box's label                      (one per box)
-          HAS PROPERTIES  NUM (99RADSERVE, RS0003, "Probability") = its score
-          INFERRED FROM   SCOORD (DCM 111030 "Image Region") POLYLINE, closed rectangle
-            SELECTED FROM  IMAGE = the source (frame)
+    CONTAINER (DCM 126000 "Imaging Measurement Report"), template 1500
+      HAS CONCEPT MOD  Language; HAS OBS CONTEXT  Observer Type = Device, Device Observer UID / Name /
+                       Manufacturer / Model Name (TID 1002, 1004)
+      HAS CONCEPT MOD  Procedure Reported = (SCT 168537006 "Plain radiography")
+      CONTAINS  Image Library (111028): the source, when its Patient Orientation can describe it
+      CONTAINS  Imaging Measurements (126010)
+        Measurement Group (TID 1501), one per model (a router's row: the first stage's, then the
+        answering model's): Tracking Identifier + UID, Finding = the top label's code, Algorithm Name /
+        Version / Parameters (TID 4019), Source of Measurement = the source image (frame), one NUM per
+        class = its probability {ratio} named by the class's code, Threshold Value (DCM 122411) and a
+        qualitative evaluation (99RADSERVE RS0005 "Decision") = the decided label's code or
+        (SCT 260385009 "Negative") under the card's operating points
+        Measurement Group (TID 1410), one per detected box: Tracking Identifier + UID, Finding = the
+        box label's code, Image Region = closed POLYLINE on the source (frame), Probability
+        (DCM 122157) = its score, Algorithm = the classifier's detector
 
-Box coordinates are the source image's (column, row) with (0, 0) the top-left corner of the first
-pixel, as DICOM's SCOORD defines them and as the result rows give them (radserve.client.boxes).
-
-A router's row has two measurement groups: the first stage's (identification, finding, class
-probabilities), then the answering model's as above. The source is also listed in the Current
-Requested Procedure Evidence Sequence.
+Labels are coded by :func:`radserve.systems.finding_code` (SNOMED CT where known, else a private code
+of ``99RADSERVE``, declared in the Coding Scheme Identification Sequence). Box coordinates are the
+source image's (column, row) with (0, 0) the top-left corner of the first pixel, as DICOM's SCOORD
+defines them and as the result rows give them (radserve.client.boxes). The source is also listed in
+the Current Requested Procedure Evidence Sequence.
 """
 
 from __future__ import annotations
@@ -63,7 +58,11 @@ from radserve.model_card import ModelCard
 __all__ = [
     "CODING_SCHEME",
     "SR_SERIES_NUMBER",
+    "evidence_header",
+    "frame_number",
+    "radserve_version",
     "read_source_header",
+    "save_private",
     "sr_series_uid",
     "write_classification_sr",
 ]
@@ -131,12 +130,12 @@ def write_classification_sr(
     """
     path = row.path or str(getattr(source, "filename", "") or "<dataset>")
     _check_row(row, source)
-    header = _evidence_header(source, path)
-    frame = _frame_number(row, header, path)
+    header = evidence_header(source, path)
+    frame = frame_number(row, header, path)
 
     now = _dt.datetime.now()
     sr_uid = generate_uid()
-    software = [v for v in (model_version, f"radserve {_radserve_version()}") if v]
+    software = [v for v in (model_version, f"radserve {radserve_version()}") if v]
     try:
         root = content_tree(row, card, header, frame, model_version, first_stage)
         with captured_warnings(path):  # highdicom and pydicom quote the values they warn about
@@ -170,11 +169,15 @@ def write_classification_sr(
         # the message may quote patient attributes: keep only the type (the cause stays chained)
         raise InputError(path, "sr_failed", f"cannot build the SR ({type(error).__name__})") from error
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    target = output_dir / f"{sr_uid}.dcm"
+    return save_private(document, output_dir / f"{sr_uid}.dcm")
+
+
+def save_private(document: Dataset, target: Path) -> Path:
+    """Write ``document`` to ``target`` atomically, readable by this user only (it carries the patient
+    module of its source); create the folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     try:
-        # only this user may read it: an SR carries the patient module of its source
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as stream:
             document.save_as(stream, enforce_file_format=True)
         os.replace(partial, target)
@@ -198,7 +201,7 @@ def _check_row(row: ResultRow, source: Dataset) -> None:
         raise ValueError(f"{row.path}: the result is for SOP instance {row.sop_instance_uid}, not {uid}")
 
 
-def _evidence_header(source: Dataset, path: str) -> Dataset:
+def evidence_header(source: Dataset, path: str) -> Dataset:
     """A pixel-less copy of ``source`` that highdicom can take as evidence (``source`` is not changed)."""
     missing = [keyword for keyword in _REQUIRED if not str(source.get(keyword) or "").strip()]
     if missing:
@@ -215,7 +218,7 @@ def _evidence_header(source: Dataset, path: str) -> Dataset:
     return header
 
 
-def _frame_number(row: ResultRow, header: Dataset, path: str) -> int | None:
+def frame_number(row: ResultRow, header: Dataset, path: str) -> int | None:
     """The 1-based frame to reference, or None for a single-frame source."""
     frames = int(header.get("NumberOfFrames") or 1)
     if row.frame is None:
@@ -235,7 +238,7 @@ def _quiet_person_name_warnings() -> Iterator[None]:
         yield
 
 
-def _radserve_version() -> str:
+def radserve_version() -> str:
     try:
         return metadata.version("radserve")
     except metadata.PackageNotFoundError:

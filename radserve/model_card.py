@@ -20,6 +20,9 @@ from radserve.settings import SETTINGS
 ResizeMode = Literal["letterbox", "stretch"]
 Task = Literal["classification", "detection"]
 Precision = Literal["fp32", "fp16", "int8"]
+LutShapeConflict = Literal["photometric", "refuse"]
+VoiFirst = Literal["window", "lut"]
+VoiLutDepth = Literal["data", "descriptor"]
 
 MODEL_CARD_FILE = "model_card.json"
 MODEL_CARD_PARAMETER = "radserve.model_card"
@@ -64,16 +67,20 @@ class InputContract:
     """The DICOM instances a model answers for, checked on the header before any pixel is decoded.
 
     Each tuple lists accepted values of one attribute; an empty tuple accepts any value (and a
-    missing attribute). DX "For Processing" images (raw detector data) are refused unless
-    ``for_processing``.
+    missing attribute). Body parts and view positions are matched against Body Part Examined and View
+    Position, or the coded Anatomic Region and View Code Sequences where those are empty.
 
     Attributes:
         modalities: Accepted Modality (0008,0060) values.
         sop_classes: Accepted SOP Class UIDs.
         photometric: Accepted Photometric Interpretation values.
-        body_parts: Accepted Body Part Examined values; empty: any.
-        view_positions: Accepted View Position values; empty: any.
+        body_parts: Accepted Body Part Examined values (or coded Anatomic Region meanings); empty: any.
+        view_positions: Accepted View Position values (or coded View Code meanings); empty: any.
         for_processing: Whether DX "For Processing" images (raw detector data) are accepted.
+        refused_image_types: Image Type values refused (a LOCALIZER scout, a SECONDARY image derived
+            after the fact).
+        refuse_burned_in_annotation: Refuse an instance whose Burned In Annotation is YES.
+        refuse_lossy_compression: Refuse an instance whose Lossy Image Compression is 01.
     """
 
     modalities: tuple[str, ...] = SETTINGS.contract.modalities
@@ -82,11 +89,14 @@ class InputContract:
     body_parts: tuple[str, ...] = ()
     view_positions: tuple[str, ...] = ()
     for_processing: bool = False
+    refused_image_types: tuple[str, ...] = ("LOCALIZER", "SECONDARY")
+    refuse_burned_in_annotation: bool = False
+    refuse_lossy_compression: bool = False
 
     @classmethod
     def any(cls) -> InputContract:
         """The contract of ``--accept-any``: every instance, For Processing included."""
-        return cls((), (), (), (), (), for_processing=True)
+        return cls((), (), (), (), (), for_processing=True, refused_image_types=())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputContract:
@@ -105,7 +115,46 @@ class InputContract:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelCardError(f"input contract has unknown fields {unknown}")
-        return cls(**{key: value if key == "for_processing" else tuple(value) for key, value in data.items()})
+        return cls(**{key: value if isinstance(value, bool) else tuple(value) for key, value in data.items()})
+
+
+@dataclass(frozen=True)
+class RenderingPolicy:
+    """How the client renders stored values to the wire image: the way the training data was rendered.
+
+    The default is radserve's own display pipeline, with which the demos were trained (docs/design.md,
+    "Display pipeline"). ``presentation_lut_conflict``: when Presentation LUT Shape contradicts the
+    Photometric Interpretation (INVERSE on MONOCHROME2, IDENTITY on MONOCHROME1), ``photometric``
+    renders by the Photometric Interpretation and notes it in the row, ``refuse`` refuses the instance.
+    ``voi_first``: which VOI transform wins when a data set has both a window and a VOI LUT Sequence
+    (``lut`` as pydicom's ``apply_voi_lut``). ``voi_lut_depth``: ``data`` scales a VOI LUT by the bit
+    depth its entries need when they do not fit the depth its descriptor declares (dcmtk's
+    ``--ignore-vlut-depth``); ``descriptor`` always by the declared depth.
+    """
+
+    presentation_lut_conflict: LutShapeConflict = "photometric"
+    voi_first: VoiFirst = "window"
+    voi_lut_depth: VoiLutDepth = "data"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("presentation_lut_conflict", ("photometric", "refuse")),
+            ("voi_first", ("window", "lut")),
+            ("voi_lut_depth", ("data", "descriptor")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ModelCardError(f"rendering policy: {name} must be one of {', '.join(allowed)}")
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RenderingPolicy:
+        """The policy of a card's ``rendering`` object; fields it lacks take their defaults."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ModelCardError(f"rendering policy has unknown fields {unknown}")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -152,6 +201,8 @@ class ModelCard:
         task: ``classification`` or ``detection`` (a detector: boxes, scores and classes, no
             probabilities).
         max_detections: Boxes per image a detector answers (padded with score 0); 0 for classifiers.
+        rendering: How the client renders stored values to the wire image (:class:`RenderingPolicy`):
+            as the training data was rendered.
     """
 
     name: str
@@ -175,6 +226,7 @@ class ModelCard:
     network_input_size: tuple[int, int] | None = None
     task: Task = "classification"
     max_detections: int = 0
+    rendering: RenderingPolicy = field(default_factory=RenderingPolicy)
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -298,6 +350,8 @@ class ModelCard:
                 values[key] = tuple(values[key])
         if isinstance(values.get("accepts"), dict):
             values["accepts"] = InputContract.from_dict(values["accepts"])
+        if isinstance(values.get("rendering"), dict):
+            values["rendering"] = RenderingPolicy.from_dict(values["rendering"])
         return cls(**values)
 
     @classmethod

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from radserve.errors import ModelCardError
-from radserve.model_card import INPUT_NAME, InputContract, ModelCard
+from radserve.model_card import INPUT_NAME, InputContract, ModelCard, RenderingPolicy
 
 ROUTER_PARAMETER = "radserve.router"
 # Outputs of a router beside ``probabilities`` (the downstream's, NaN past its class count).
@@ -118,6 +118,11 @@ class RouterCard:
     def accepts(self) -> InputContract:
         """The first stage's input contract: what the router is asked about at all."""
         return self.first.card.accepts
+
+    @property
+    def rendering(self) -> RenderingPolicy:
+        """The first stage's rendering policy: every stage sees the same decoded radiograph."""
+        return self.first.card.rendering
 
     @property
     def wires(self) -> dict[str, ModelCard]:

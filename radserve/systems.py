@@ -9,10 +9,13 @@ the wire keeps the study's input size.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
+from pydicom.uid import MRImageStorage
+
 from radserve.errors import ModelCardError
-from radserve.model_card import ModelCard, ResizeMode
+from radserve.model_card import InputContract, ModelCard, ResizeMode
 
 GRADCAM_SYSTEM_OUTPUT = "grad-cam"  # a system with it is exported with its Grad-CAM companion NAME_gradcam
 _VIEWS = ("ap", "lateral")
@@ -45,6 +48,7 @@ class System:
     outputs: tuple[str, ...]  # beyond probabilities
     demo_input_size: tuple[int, int]
     study: str
+    accepts: InputContract | None = None  # the instances it answers for; None: radiographs (the default)
 
     @property
     def architecture(self) -> str:
@@ -105,6 +109,7 @@ class System:
                 input_size=self.input_size,
                 network_input_size=None if trained == self.input_size else trained,
                 resize=self.resize,
+                accepts=self.accepts or card.accepts,
             )
         except ModelCardError:
             raise ModelCardError(
@@ -182,6 +187,10 @@ SYSTEMS: dict[str, System] = {
             outputs=("one row per study",),
             demo_input_size=(112, 112),
             study="benign vs malignant vertebral compression fracture on MRI",
+            # single-slice MR Image Storage: Enhanced MR (functional groups) is refused naming its class
+            accepts=InputContract(
+                modalities=("MR",), sop_classes=(MRImageStorage,), photometric=("MONOCHROME2",)
+            ),
         ),
         System(
             name="fracture",
@@ -215,3 +224,31 @@ def get_system(name: str) -> System:
         return SYSTEMS[name]
     except KeyError:
         raise ModelCardError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}") from None
+
+
+PRIVATE_SCHEME = "99RADSERVE"
+"""Coding scheme of the labels no standard code is given for here (docs/reference/conformance.md)."""
+# Each label's code in an SR or GSPS: (scheme, value, meaning). SNOMED CT codes as DICOM PS3.16 lists them
+# (pydicom.sr.codedict: CID 4031 Common Anatomic Regions, CID 222 Normal-Abnormal, CID 6063 Malignancy),
+# "Fracture of bone" (SNOMED CT 125605004) from SNOMED's own editorial material. The other labels are
+# compound (view and category) or have no code verified here: finding_code gives them private codes.
+FINDING_CODES: dict[str, tuple[str, str, str]] = {
+    "shoulder": ("SCT", "16982005", "Shoulder"),
+    "elbow": ("SCT", "16953009", "Elbow joint"),
+    "hand": ("SCT", "85562004", "Hand"),
+    "pelvis": ("SCT", "816092008", "Pelvis"),
+    "knee": ("SCT", "72696002", "Knee"),
+    "normal": ("SCT", "17621005", "Normal"),
+    "benign": ("SCT", "30807003", "Benign"),
+    "malignant": ("SCT", "21594007", "Malignant"),
+    "fracture": ("SCT", "125605004", "Fracture of bone"),
+}
+
+
+def finding_code(label: str) -> tuple[str, str, str]:
+    """(coding scheme, code value, code meaning) of a label: its standard code, else a private code of
+    :data:`PRIVATE_SCHEME` whose value is derived from the label (stable across runs and models)."""
+    if label in FINDING_CODES:
+        return FINDING_CODES[label]
+    digest = hashlib.sha256(label.encode()).hexdigest()[:12].upper()
+    return (PRIVATE_SCHEME, f"L{digest}", label[:64])

@@ -21,6 +21,8 @@ TEST_FILES = Path(os.path.dirname(pydicom.data.__file__)) / "test_files"
 PATIENT_NAME = "SECRET^PATIENT"
 PATIENT_ID = "PID-0042-SECRET"
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"
+# highdicom's own DX test image (its wheel ships no test files): tests/data/highdicom/README.md
+HIGHDICOM_DX = str(Path(__file__).parent / "data" / "highdicom" / "dx_image.dcm")
 
 
 def shipped(name: str) -> str:
@@ -140,10 +142,15 @@ def stored_values(ds: Dataset) -> np.ndarray:
     return arr if frames > 1 else arr[np.newaxis]
 
 
-def reference_display(ds: Dataset, arr: np.ndarray) -> np.ndarray:
+def reference_display(
+    ds: Dataset, arr: np.ndarray, *, prefer_lut: bool = False, lut_bits: int | None = None
+) -> np.ndarray:
     """Independent display rendering of one frame with pydicom's functions (float, 0..255).
 
-    Modality LUT -> window (preferred) or VOI LUT Sequence or 0.5-99.5 % window -> polarity.
+    Modality LUT -> window (preferred, or the VOI LUT Sequence with ``prefer_lut`` as pydicom's
+    ``apply_voi_lut(prefer_lut=True)``) or VOI LUT Sequence or 0.5-99.5 % window -> polarity by the
+    Photometric Interpretation (the default rendering policy). A VOI LUT's output is scaled by
+    ``lut_bits``, else by its descriptor's depth.
     """
     modality = apply_modality_lut(arr, ds).astype(np.float64)
     stored = arr.astype(np.int64)
@@ -153,7 +160,7 @@ def reference_display(ds: Dataset, arr: np.ndarray) -> np.ndarray:
         high = int(ds.get("PixelPaddingRangeLimit", low))
         low, high = min(low, high), max(low, high)
         padding = (stored >= low) & (stored <= high)
-    if "WindowCenter" in ds:
+    if "WindowCenter" in ds and not (prefer_lut and ds.get("VOILUTSequence")):
         voi = apply_windowing(modality.copy(), ds)
         if ds.get("ModalityLUTSequence"):
             y_min, y_max = 0.0, 2.0 ** ds.ModalityLUTSequence[0].LUTDescriptor[2] - 1
@@ -167,14 +174,12 @@ def reference_display(ds: Dataset, arr: np.ndarray) -> np.ndarray:
         y = (voi - y_min) / (y_max - y_min)
     elif ds.get("VOILUTSequence"):
         voi = apply_voi(np.rint(modality).astype(np.int64), ds)
-        y = voi / (2.0 ** ds.VOILUTSequence[0].LUTDescriptor[2] - 1)
+        y = voi / (2.0 ** (lut_bits or ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
     else:
         values = modality[~padding]
         low, high = np.percentile(values, [0.5, 99.5], method="inverted_cdf")
         y = np.clip((modality - low) / (high - low), 0, 1) if high > low else (modality > low) * 1.0
-    shape = str(ds.get("PresentationLUTShape", "")).upper()
-    invert = shape == "INVERSE" if shape else ds.PhotometricInterpretation == "MONOCHROME1"
-    if invert:
+    if ds.PhotometricInterpretation == "MONOCHROME1":
         y = 1.0 - y
     grey = y * 255.0
     grey[padding] = 0

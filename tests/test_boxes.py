@@ -6,14 +6,17 @@ import csv
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage
 
 from radserve.client.boxes import source_to_wire, wire_to_source
 from radserve.client.dicom import radiographs_from_dataset, resize
+from radserve.client.gsps import write_boxes_gsps
 from radserve.client.results import ResultRow, ResultWriter
 from radserve.client.sr import read_source_header, write_classification_sr
 from radserve.model_card import ModelCard
@@ -106,6 +109,46 @@ def test_sr_carries_each_box_as_scoord_on_the_source(tmp_path: Path) -> None:
     assert np.allclose(corners[[0, 2]], [[x0, y0], [x1 + 1, y1 + 1]])
     (image,) = [item for item in region.ContentSequence if item.ValueType == "IMAGE"]
     assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == dataset.SOPInstanceUID
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    result = subprocess.run(["dciodvfy", str(written)], capture_output=True, text=True, check=False)
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+    assert not errors, "\n".join(errors)
+
+
+def test_gsps_draws_each_box_with_its_label_on_the_source(tmp_path: Path) -> None:
+    """A GSPS (what viewers display) references the source and carries the box as a closed PIXEL
+    polyline with a text object naming its label and score."""
+    dataset, box = system_example("fracture", "fracture", np.random.default_rng(12), (640, 528))
+    x0, y0, x1, y1 = (float(v) for v in box)
+    boxes = [{"x0": x0, "y0": y0, "x1": x1 + 1, "y1": y1 + 1, "score": 0.8, "label": "fracture"}]
+    row = ResultRow(
+        path="fracture.dcm",
+        status="ok",
+        sop_instance_uid=str(dataset.SOPInstanceUID),
+        label="fracture",
+        score=0.9,
+        probabilities={"fracture": 0.9, "no_fracture": 0.1},
+        boxes=boxes,
+    )
+    card = ModelCard(
+        name="fracture", architecture="resnet18", labels=("fracture", "no_fracture"), input_size=(64, 64)
+    )
+    written = write_boxes_gsps(row, card, dataset, tmp_path / "pr", model_version="1")
+    state = pydicom.dcmread(written)
+    assert state.SOPClassUID == GrayscaleSoftcopyPresentationStateStorage and state.Modality == "PR"
+    assert state.StudyInstanceUID == dataset.StudyInstanceUID != state.SeriesInstanceUID
+    (series,) = state.ReferencedSeriesSequence
+    assert series.ReferencedImageSequence[0].ReferencedSOPInstanceUID == dataset.SOPInstanceUID
+    (annotation,) = state.GraphicAnnotationSequence
+    (graphic,) = annotation.GraphicObjectSequence
+    assert (graphic.GraphicType, graphic.GraphicAnnotationUnits) == ("POLYLINE", "PIXEL")
+    corners = np.asarray(graphic.GraphicData, dtype=np.float64).reshape(-1, 2)
+    assert np.allclose(corners[[0, 2, 4]], [[x0, y0], [x1 + 1, y1 + 1], [x0, y0]])  # closed
+    (text,) = annotation.TextObjectSequence
+    assert text.UnformattedTextValue == "fracture 0.80"
+    with pytest.raises(ValueError, match="boxes"):
+        write_boxes_gsps(replace(row, boxes=[]), card, dataset, tmp_path / "pr")
     if shutil.which("dciodvfy") is None:
         pytest.skip("dciodvfy (dicom3tools) is not installed")
     result = subprocess.run(["dciodvfy", str(written)], capture_output=True, text=True, check=False)

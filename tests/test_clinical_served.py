@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from highdicom.sr import ComprehensiveSR
 from sklearn import metrics
 
 from radserve.cli import main
+from radserve.client._sr_content import DECISION, THRESHOLD, label_concept
 from radserve.export.pipeline import ExportRequest, export_checkpoint
 from radserve.export.repo_check import check_repository
 from radserve.model_card import ModelCard
@@ -282,9 +284,11 @@ def test_rows_carry_decisions_in_jsonl_csv_and_sr(
         assert table[row["path"]]["decision"] == decision
         assert float(table[row["path"]]["threshold"]) == threshold
     for path in (tmp_path / "sr").rglob("*.dcm"):
-        sr = pydicom.dcmread(path)
-        group = sr.ContentSequence[-1].ContentSequence
-        decisions = [item for item in group if item.ConceptNameCodeSequence[0].CodeMeaning == "Decision"]
-        assert len(decisions) == 1
-        assert decisions[0].TextValue in {*card.labels, "negative"}
-        assert decisions[0].ContentSequence[0].MeasuredValueSequence[0].NumericValue is not None
+        (group,) = ComprehensiveSR.from_dataset(pydicom.dcmread(path)).content.get_image_measurement_groups()
+        (decision,) = group.get_qualitative_evaluations()
+        assert decision.name == DECISION
+        assert decision.value.meaning in {
+            *(label_concept(label).meaning for label in card.labels),
+            "Negative",
+        }
+        assert group.get_measurements(name=THRESHOLD)[0].value is not None

@@ -11,14 +11,14 @@ import pydicom
 import pytest
 from pydicom.uid import DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage
 
-from radserve.client.contract import check_contract, read_accepted
+from radserve.client.contract import ImageFacts, check_contract, read_accepted
 from radserve.client.flow import prepare_file
-from radserve.errors import InputError, NotAcceptedError
+from radserve.errors import InputError, ModelCardError, NotAcceptedError
 from radserve.export.pipeline import ExportResult
-from radserve.model_card import InputContract, ModelCard
+from radserve.model_card import InputContract, ModelCard, RenderingPolicy
 from radserve.server_config.triton import TritonServer
 from radserve.synthetic.dataset import synthetic_dataset, write_synthetic_set
-from tests._dicom_factory import shipped
+from tests._dicom_factory import HIGHDICOM_DX, shipped
 from tests.test_end_to_end import TINY_MODEL, _classify
 
 CARD = ModelCard(name="m", architecture="resnet18", labels=("a", "b"), input_size=(64, 64))
@@ -71,6 +71,71 @@ def test_each_attribute_of_the_contract_has_its_own_reason() -> None:
     assert _refusal(absent).detail == "modality (absent) not in CR, DX"
 
 
+@pytest.mark.parametrize(
+    ("image_type", "refused"),
+    [
+        (["ORIGINAL", "PRIMARY", "LOCALIZER"], "LOCALIZER"),
+        (["DERIVED", "SECONDARY"], "SECONDARY"),
+        (["DERIVED", "PRIMARY"], None),  # processed For Presentation DX: accepted
+        (["ORIGINAL", "PRIMARY"], None),
+    ],
+)
+def test_localizers_and_secondary_images_are_refused_by_default(
+    image_type: list[str], refused: str | None
+) -> None:
+    ds = _radiograph(ImageType=image_type)
+    check_contract(ds, InputContract.any(), "x.dcm")
+    if refused is None:
+        check_contract(ds, CARD.accepts, "x.dcm")
+        return
+    refusal = _refusal(ds)
+    assert (
+        refusal.reason == "image_type"
+        and refused in refusal.detail
+        and "\\".join(image_type) in refusal.detail
+    )
+    check_contract(ds, InputContract(refused_image_types=()), "x.dcm")
+
+
+def test_burned_in_annotation_and_lossy_compression_refused_when_the_card_says_so() -> None:
+    strict = InputContract(refuse_burned_in_annotation=True, refuse_lossy_compression=True)
+    burned, lossy = _radiograph(BurnedInAnnotation="YES"), _radiograph(LossyImageCompression="01")
+    for ds in (burned, lossy):
+        check_contract(ds, CARD.accepts, "x.dcm")  # accepted by default, recorded in the row
+    assert _refusal(burned, strict).reason == "burned_in_annotation"
+    assert _refusal(lossy, strict).reason == "lossy_compression"
+    unknown = _radiograph()
+    del unknown.BurnedInAnnotation
+    assert "(absent)" in _refusal(unknown, strict).detail
+    check_contract(_radiograph(BurnedInAnnotation="NO", LossyImageCompression="00"), strict, "x.dcm")
+    assert ModelCard.from_json(CARD.replace(accepts=strict).to_json()).accepts == strict
+
+
+def test_coded_sequences_stand_in_for_empty_free_text() -> None:
+    """Body Part Examined and View Position are often empty or localised; the Anatomic Region Sequence
+    (CID 4031) and View Code Sequence (CID 4010) say the same in codes."""
+    knee_pa = InputContract(body_parts=("KNEE",), view_positions=("PA",))
+    ds = _radiograph(BodyPartExamined="", ViewPosition="")
+    ds.AnatomicRegionSequence = [_code("72696002", "SCT", "Knee")]
+    ds.ViewCodeSequence = [_code("272479007", "SCT", "postero-anterior")]
+    check_contract(ds, knee_pa, "x.dcm")
+    ds.ViewCodeSequence = [_code("399067008", "SCT", "lateral")]
+    assert _refusal(ds, knee_pa).detail == "view position LATERAL not in PA"
+    ds.BodyPartExamined = "HAND"  # the free text, when present, wins
+    assert _refusal(ds, knee_pa).detail == "body part HAND not in KNEE"
+
+
+def test_prepared_rows_carry_laterality_burned_in_annotation_and_lossy_compression() -> None:
+    (radiograph,) = prepare_file(HIGHDICOM_DX, CARD).radiographs
+    assert radiograph.facts == ImageFacts("L", "NO", "00")
+
+
+def _code(value: str, scheme: str, meaning: str) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
 def test_for_processing_is_refused_with_its_own_reason_unless_allowed() -> None:
     by_class = _radiograph(SOPClassUID=DigitalXRayImageStorageForProcessing, Modality="DX")
     by_intent = _radiograph(Modality="DX", PresentationIntentType="FOR PROCESSING")
@@ -105,6 +170,41 @@ def test_cards_state_their_contract_and_old_cards_stay_readable(tmp_path: Path) 
     )
 
 
+def test_cards_state_their_rendering_policy_and_old_cards_take_the_default() -> None:
+    card = CARD.replace(rendering=RenderingPolicy(presentation_lut_conflict="refuse", voi_first="lut"))
+    assert ModelCard.from_json(card.to_json()) == card
+    assert json.loads(CARD.to_json())["rendering"] == {
+        "presentation_lut_conflict": "photometric",
+        "voi_first": "window",
+        "voi_lut_depth": "data",
+    }
+    old = json.loads(CARD.to_json())
+    del old["rendering"]
+    assert ModelCard.from_dict(old).rendering == RenderingPolicy()
+    with pytest.raises(ModelCardError, match="voi_first"):
+        ModelCard.from_dict(old | {"rendering": {"voi_first": "both"}})
+
+
+def test_prepare_applies_the_cards_rendering_policy(tmp_path: Path) -> None:
+    """A MONOCHROME2 DX with Presentation LUT Shape INVERSE: the same wire image as without it and a
+    note, or a refusal naming it when the card says refuse."""
+    plain = _radiograph(WindowCenter=2048, WindowWidth=4096)
+    plain.save_as(tmp_path / "plain.dcm")
+    _radiograph(WindowCenter=2048, WindowWidth=4096, PresentationLUTShape="INVERSE").save_as(
+        tmp_path / "inv.dcm"
+    )
+    expected = prepare_file(str(tmp_path / "plain.dcm"), CARD)
+    followed = prepare_file(str(tmp_path / "inv.dcm"), CARD)
+    assert plain.PhotometricInterpretation == "MONOCHROME2" and expected.radiographs[0].rendering_note == ""
+    np.testing.assert_array_equal(followed.radiographs[0].image, expected.radiographs[0].image)
+    assert "INVERSE contradicts MONOCHROME2" in followed.radiographs[0].rendering_note
+    refused = prepare_file(
+        str(tmp_path / "inv.dcm"), CARD.replace(rendering=RenderingPolicy(presentation_lut_conflict="refuse"))
+    )
+    assert (refused.status, refused.error_reason) == ("not_accepted", "presentation_lut_shape")
+    assert str(tmp_path / "inv.dcm") in refused.error and refused.sop_instance_uid == plain.SOPInstanceUID
+
+
 def test_export_flags_override_the_defaults() -> None:
     from radserve.cli import build_parser
     from radserve.cli._export import _contract
@@ -125,6 +225,12 @@ def pacs_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[st
     DX For Processing image; and the paths of the radiographs."""
     folder = tmp_path_factory.mktemp("pacs")
     radiographs = [r.path for r in write_synthetic_set(folder / "xr", 4, seed=11, matrix=(160, 128))]
+    conflict = _radiograph(PresentationLUTShape="INVERSE", SOPInstanceUID="1.2.826.0.1.3680043.10.543.77")
+    conflict.save_as(folder / "dx-plut-inverse.dcm")
+    radiographs += [
+        str(folder / "dx-plut-inverse.dcm"),
+        shutil.copy(HIGHDICOM_DX, folder / "highdicom-dx.dcm"),
+    ]
     for name in NON_RADIOGRAPHS:
         shutil.copy(shipped(name), folder / name)
     processing = _radiograph(SOPClassUID=DigitalXRayImageStorageForProcessing, Modality="DX")
@@ -156,6 +262,9 @@ def test_mixed_folder_classifies_radiographs_and_refuses_the_rest(
         (row,) = rows[Path(path).name]
         assert row["status"] == "ok" and row["accept_any"] is False
         assert row["ood"] is (row["score"] < threshold)
+        assert ("INVERSE contradicts" in row["rendering_note"]) is (Path(path).name == "dx-plut-inverse.dcm")
+        assert row["burned_in_annotation"] == "NO"
+    assert rows["highdicom-dx.dcm"][0]["image_laterality"] == "L"
     for name, message in NON_RADIOGRAPHS.items():
         (row,) = rows[name]
         assert (row["status"], row["error_reason"], row["label"]) == ("not_accepted", "modality", "")

@@ -151,13 +151,17 @@ def test_served_boxes_come_back_on_the_source_image(
     manifest = write_system_set("fracture", tmp_path / "inputs", 4, seed=5, matrix=(420, 300))
     files = sorted(manifest.parent.glob("*.dcm"))
     rows: list[ResultRow] = []
-    options = ClassifyOptions(url=fracture_server.grpc_url, workers=1, sr_dir=tmp_path / "sr")
+    options = ClassifyOptions(url=fracture_server.grpc_url, workers=1, sr_dir=tmp_path / "sr", gsps=True)
     summary = asyncio.run(classify(files, "fracture", rows.extend, options))
     assert summary.radiographs == len(files) == len(rows)
     card = detector_export.card
     onnx = detector_export.version_dir / "model.onnx"
-    reports = {
-        _source_of(report): report for report in map(pydicom.dcmread, (tmp_path / "sr").rglob("*.dcm"))
+    written = [pydicom.dcmread(path) for path in (tmp_path / "sr").rglob("*.dcm")]
+    reports = {_source_of(report): report for report in written if report.Modality == "SR"}
+    states = {
+        str(state.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID): state
+        for state in written
+        if state.Modality == "PR"
     }
     with_boxes = 0
     for row in sorted(rows, key=lambda r: r.path):
@@ -176,7 +180,10 @@ def test_served_boxes_come_back_on_the_source_image(
         assert all(b["label"] == "fracture" for b in row.boxes)
         with_boxes += bool(row.boxes)
         assert len(_scoords(reports[row.sop_instance_uid].ContentSequence)) == len(row.boxes)
-    assert with_boxes > 0  # the test compares something
+        if row.boxes:  # a presentation state draws them
+            (annotation,) = states[row.sop_instance_uid].GraphicAnnotationSequence
+            assert len(annotation.GraphicObjectSequence) == len(row.boxes)
+    assert with_boxes > 0 and len(states) == with_boxes  # the test compares something
 
 
 def test_evaluate_measures_the_served_boxes_with_pycocotools(

@@ -12,10 +12,13 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from radserve.client.dicom import radiographs_from_dataset, read_radiographs, resize
-from radserve.client.dicom._display import display_lut, display_params
+from radserve.client.dicom._display import display_lut
+from radserve.client.dicom._params import display_params
 from radserve.client.dicom._read import pixel_info
-from radserve.model_card import ResizeMode
+from radserve.errors import InputError, NotAcceptedError
+from radserve.model_card import RenderingPolicy, ResizeMode
 from tests._dicom_factory import (
+    HIGHDICOM_DX,
     PATIENT_ID,
     PATIENT_NAME,
     make_dataset,
@@ -136,14 +139,106 @@ def test_monochrome1_inverted_once_bones_bright() -> None:
 
 
 @pytest.mark.parametrize(("photometric", "shape"), [("MONOCHROME2", "INVERSE"), ("MONOCHROME1", "IDENTITY")])
-def test_presentation_lut_shape_conflict_is_followed_and_logged(caplog, photometric, shape) -> None:
-    ds = _ds(
-        PhotometricInterpretation=photometric, PresentationLUTShape=shape, WindowCenter=2048, WindowWidth=4096
-    )
+def test_presentation_lut_shape_conflict_rendered_by_photometric(caplog, photometric, shape) -> None:
+    """PS3.3 C.11.6.1.2 pairs IDENTITY with MONOCHROME2, INVERSE with MONOCHROME1; known DX objects carry
+    the other one. By default the Photometric Interpretation wins and the row says so."""
+    window = {"WindowCenter": 2048, "WindowWidth": 4096, "PhotometricInterpretation": photometric}
+    plain = radiographs_from_dataset(_ds(**window), "plain.dcm")[0]
     with caplog.at_level(logging.WARNING, logger="radserve.client.dicom"):
-        _check(ds, "/data/conflict.dcm")
+        (conflict,) = radiographs_from_dataset(
+            _ds(PresentationLUTShape=shape, **window), "/data/conflict.dcm"
+        )
+    np.testing.assert_array_equal(conflict.pixels, plain.pixels)
+    assert plain.rendering_note == ""
+    assert shape in conflict.rendering_note and photometric in conflict.rendering_note
     assert "/data/conflict.dcm" in caplog.text and shape in caplog.text
     assert PATIENT_NAME not in caplog.text and PATIENT_ID not in caplog.text
+
+
+def test_presentation_lut_shape_conflict_refused_when_the_card_says_so() -> None:
+    ds = _ds(PresentationLUTShape="INVERSE", WindowCenter=2048, WindowWidth=4096)
+    with pytest.raises(NotAcceptedError) as refused:
+        radiographs_from_dataset(ds, "/data/fuji.dcm", RenderingPolicy(presentation_lut_conflict="refuse"))
+    assert refused.value.reason == "presentation_lut_shape"
+    assert "/data/fuji.dcm" in str(refused.value) and "INVERSE" in str(refused.value)
+    consistent = _ds(PresentationLUTShape="IDENTITY", WindowCenter=2048, WindowWidth=4096)
+    assert radiographs_from_dataset(consistent, "ok.dcm", RenderingPolicy(presentation_lut_conflict="refuse"))
+
+
+def test_highdicom_dx_image_consistent_presentation_lut_shape() -> None:
+    """highdicom's own DX test image: MONOCHROME1 with INVERSE, the pair the standard expects."""
+    ds = pydicom.dcmread(HIGHDICOM_DX)
+    (pixels,) = _check(ds, HIGHDICOM_DX)
+    refused = RenderingPolicy(presentation_lut_conflict="refuse")
+    (radiograph,) = radiographs_from_dataset(ds, HIGHDICOM_DX, refused)
+    np.testing.assert_array_equal(radiograph.pixels, pixels)
+    assert radiograph.rendering_note == ""
+
+
+def test_voi_lut_preferred_over_window_when_the_card_says_so() -> None:
+    """pydicom's apply_voi_lut prefers the VOI LUT Sequence: the card's ``voi_first`` picks the same."""
+    entries = np.arange(4096)
+    curve = np.rint(65535 / (1 + np.exp(-(entries - 2048) / 300.0))).astype(np.uint16)
+    ds = _ds(WindowCenter=1000, WindowWidth=500)
+    ds.VOILUTSequence = Sequence([_lut_item(0, 16, curve, False)])
+    (lut_first,) = radiographs_from_dataset(ds, "both.dcm", RenderingPolicy(voi_first="lut"))
+    assert max_error(lut_first.pixels, reference_display(ds, stored_values(ds)[0], prefer_lut=True)) <= 1.0
+    window_first = radiographs_from_dataset(ds, "both.dcm")[0].pixels
+    assert not np.array_equal(lut_first.pixels, window_first)
+
+
+@pytest.mark.parametrize("as_ow", [False, True])
+def test_voi_lut_depth_taken_from_its_entries(as_ow: bool) -> None:
+    """A VOI LUT declared 16 bits whose entries are 12-bit (dcmtk's --ignore-vlut-depth): full contrast."""
+    entries = np.arange(4096)
+    curve = np.rint(4095 / (1 + np.exp(-(entries - 2048) / 300.0))).astype(np.uint16)
+    ds = _ds()
+    ds.VOILUTSequence = Sequence([_lut_item(0, 16, curve, as_ow)])
+    (radiograph,) = radiographs_from_dataset(ds, "vlut.dcm")
+    frame = stored_values(ds)[0]
+    assert max_error(radiograph.pixels, reference_display(ds, frame, lut_bits=12)) <= 1.0
+    assert np.percentile(radiograph.pixels, 99) > 200  # 13 of 255 when scaled by the declared 16 bits
+    assert "12 bits" in radiograph.rendering_note and "16" in radiograph.rendering_note
+    declared = radiographs_from_dataset(ds, "vlut.dcm", RenderingPolicy(voi_lut_depth="descriptor"))[0]
+    assert max_error(declared.pixels, reference_display(ds, frame)) <= 1.0
+    assert declared.pixels.max() <= 16 and declared.rendering_note == ""
+
+
+def test_values_stored_above_bit_zero_follow_high_bit() -> None:
+    """PS3.5 8.1.1: High Bit 15 with Bits Stored 12 puts the value in bits 4..15 (the low bits are not
+    part of it)."""
+    low = _ds(WindowCenter=2048, WindowWidth=4096)
+    pixels = phantom(bits=12)
+    high = _ds((pixels << 4) | 0x5, WindowCenter=2048, WindowWidth=4096)
+    high.HighBit = 15
+    (shifted,) = radiographs_from_dataset(high, "highbit.dcm")
+    np.testing.assert_array_equal(shifted.pixels, radiographs_from_dataset(low, "low.dcm")[0].pixels)
+    assert "High Bit 15" in shifted.rendering_note
+
+
+@pytest.mark.parametrize("high_bit", [10, 16])
+def test_high_bit_outside_the_container_is_an_input_error(high_bit: int) -> None:
+    ds = _ds()
+    ds.HighBit = high_bit
+    with pytest.raises(InputError) as error:
+        radiographs_from_dataset(ds, "/data/hb.dcm")
+    assert error.value.reason == "inconsistent_attributes" and "HighBit" in str(error.value)
+
+
+@pytest.mark.parametrize("modality", ["CR", "DX"])
+def test_missing_photometric_on_a_radiograph_refused(modality: str) -> None:
+    ds = _ds(Modality=modality)
+    del ds.PhotometricInterpretation
+    with pytest.raises(NotAcceptedError) as refused:
+        radiographs_from_dataset(ds, "/data/nopi.dcm")
+    assert refused.value.reason == "photometric" and modality in str(refused.value)
+
+
+def test_missing_photometric_elsewhere_is_monochrome2() -> None:
+    ds = _ds(Modality="OT", WindowCenter=2048, WindowWidth=4096)
+    expected = radiographs_from_dataset(ds, "m2.dcm")[0].pixels
+    del ds.PhotometricInterpretation
+    np.testing.assert_array_equal(radiographs_from_dataset(ds, "nopi.dcm")[0].pixels, expected)
 
 
 def test_padding_black_and_excluded_from_auto_window() -> None:

@@ -6,6 +6,7 @@ vertebral-fracture-mri system in the real tritonserver.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,14 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from pydicom.uid import EnhancedMRImageStorage
 
 from radserve.client.classify import ClassifyOptions
-from radserve.client.mri_classify import classify_studies, read_slices
+from radserve.client.contract import check_contract
+from radserve.client.mri_classify import classify_studies, read_slices, study_rows
 from radserve.client.mri_series import SliceFile, StudyError, study_tensor, weighting
 from radserve.client.sync_client import classify_paths
-from radserve.errors import ModelCardError
+from radserve.errors import ModelCardError, NotAcceptedError
 from radserve.export.architectures import build_model
 from radserve.export.checkpoint import save_checkpoint
 from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
@@ -108,6 +111,76 @@ def test_a_study_that_cannot_be_built_names_why(change: str, reason: str) -> Non
     with pytest.raises(StudyError) as raised:
         study_tensor("s", slices, CARD, lesion_index=lesion)
     assert raised.value.reason == reason
+
+
+def _restored(slices: list[SliceFile], change: str) -> list[SliceFile]:
+    """The same study with each slice's stored values re-encoded: ``signed`` (Pixel Representation 1,
+    values shifted below zero in 16-bit two's complement, Bits Stored 12) or ``garbage`` (unsigned, bits
+    above Bits Stored set)."""
+    changed = []
+    for item in slices:
+        ds = copy.deepcopy(item.dataset)
+        values = ds.pixel_array.astype(np.int32)
+        if change == "signed":
+            ds.PixelRepresentation = 1
+            ds.PixelData = (values - 2048).astype("<i2").tobytes()
+        else:
+            ds.PixelData = (values | 0xA000).astype("<u2").tobytes()
+        changed.append(SliceFile(item.path, ds))
+    return changed
+
+
+@pytest.mark.parametrize("change", ["signed", "garbage"])
+def test_stored_values_are_read_as_the_display_pipeline_reads_them(change: str) -> None:
+    """Signed MR (negative values) and bits above Bits Stored: the same tensor as the plain study (the
+    percentile window does not move with an offset of every value)."""
+    slices = _slices()
+    changed = _restored(slices, change)
+    if change == "signed":
+        assert min(int(item.dataset.pixel_array.min()) for item in changed) < 0
+    np.testing.assert_array_equal(study_tensor("s", changed, CARD), study_tensor("s", slices, CARD))
+
+
+def test_enhanced_mr_is_named_not_a_missing_series() -> None:
+    slices = _slices()
+    t2 = [s for s in slices if "T2" in s.dataset.SeriesDescription]
+    enhanced = copy.deepcopy(t2[0].dataset)
+    enhanced.SOPClassUID = EnhancedMRImageStorage
+    enhanced.NumberOfFrames = len(t2)
+    kept = [s for s in slices if s not in t2] + [SliceFile("/data/enhanced.dcm", enhanced)]
+    with pytest.raises(StudyError) as raised:
+        study_tensor("s", kept, CARD)
+    assert raised.value.reason == "enhanced_mr"
+    assert "/data/enhanced.dcm" in str(raised.value) and "Enhanced MR Image Storage" in str(raised.value)
+    exported = SYSTEM.apply(CARD.replace(input_size=(112, 112)), SYSTEM.network_channels)
+    assert exported.accepts == SYSTEM.accepts and exported.accepts.modalities == ("MR",)
+    with pytest.raises(NotAcceptedError, match="Enhanced MR Image Storage"):
+        check_contract(enhanced, exported.accepts, "/data/enhanced.dcm")
+
+
+def test_series_rows_apply_the_cards_contract() -> None:
+    """A study of slices outside the contract is one not_accepted row; a refused slice of an accepted
+    study has its own row beside the study's."""
+    card = CARD.replace(accepts=SYSTEM.accepts)
+
+    def infer(batch: np.ndarray) -> tuple[np.ndarray, str]:
+        return np.array([[0.25, 0.75]]), "1"
+
+    slices = _slices()
+    refused = [SliceFile(f"other/{s.path}", copy.deepcopy(s.dataset)) for s in _slices(seed=1)]
+    for item in refused:
+        item.dataset.Modality = "CT"
+    scout = copy.deepcopy(slices[0].dataset)
+    scout.Modality, scout.SOPInstanceUID = "OT", "1.2.826.0.1.3680043.10.543.99"
+    rows = study_rows([*slices, SliceFile("scout.dcm", scout), *refused], card, infer, "mri")
+    by_status = sorted((row.status, row.error_reason, row.path) for row in rows)
+    assert by_status == [
+        ("not_accepted", "modality", "other"),
+        ("not_accepted", "modality", "scout.dcm"),
+        ("ok", "", ""),
+    ]
+    (study,) = [row for row in rows if row.study_instance_uid == refused[0].dataset.StudyInstanceUID]
+    assert "modality CT not in MR" in study.error and study.sop_instance_uid == ""
 
 
 @pytest.fixture(scope="module")

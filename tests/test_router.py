@@ -20,8 +20,10 @@ import onnxruntime
 import pydicom
 import pytest
 import torch
+from highdicom.sr import ComprehensiveSR, MeasurementsAndQualitativeEvaluations
 
 from radserve.cli import EXIT_FAILURE, main
+from radserve.client._sr_content import label_concept
 from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.flow import prepare_file
 from radserve.client.inputs import discover
@@ -189,12 +191,10 @@ def test_a_mixed_folder_gets_one_row_per_file_from_the_routed_model(
     assert {"router", "router_version", "first_stage_model", "first_stage_version", "routed"} <= set(header)
 
 
-def _group_texts(group: pydicom.Dataset, code: str) -> list[str]:
-    return [
-        item.TextValue
-        for item in group.ContentSequence
-        if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == code
-    ]
+def _algorithm_and_finding(group: MeasurementsAndQualitativeEvaluations) -> tuple[str, str]:
+    """(Algorithm Name, finding type's meaning) of one TID 1501 measurement group."""
+    (name,) = [item.TextValue for item in group[0].ContentSequence if item.name.value == "111001"]
+    return name, group.finding_type.meaning
 
 
 def test_a_routed_row_is_reported_with_both_stages_findings(
@@ -214,15 +214,13 @@ def test_a_routed_row_is_reported_with_both_stages_findings(
     assert len(rows) == len(reports) == 20 and all(row.status == "ok" for row in rows)
     assert {row.routed for row in rows} == {True, False}
     for row in rows:
-        groups = [
-            item for item in reports[row.sop_instance_uid].ContentSequence if item.ValueType == "CONTAINER"
-        ]
-        models = [_group_texts(group, "111001") for group in groups]  # Algorithm Name
-        findings = [_group_texts(group, "121071") for group in groups]  # Finding
+        report = ComprehensiveSR.from_dataset(reports[row.sop_instance_uid]).content
+        groups = [_algorithm_and_finding(group) for group in report.get_image_measurement_groups()]
         if row.routed:
-            assert models == [[FIRST], [row.model]] and findings == [[row.first_stage_label], [row.label]]
+            stages = [(FIRST, row.first_stage_label), (row.model, row.label)]
         else:
-            assert models == [[FIRST]] and findings == [[row.label]]
+            stages = [(FIRST, row.label)]
+        assert groups == [(model, label_concept(label).meaning) for model, label in stages]
 
 
 def test_a_failing_downstream_gives_error_rows_for_its_files_only(

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,17 @@ import pydicom
 import pytest
 from highdicom.sr import ComprehensiveSR
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.uid import ComprehensiveSRStorage, MultiFrameGrayscaleWordSecondaryCaptureImageStorage
 
+from radserve.client._sr_content import DECISION, THRESHOLD, label_concept
 from radserve.client.results import ResultRow
 from radserve.client.sr import CODING_SCHEME, read_source_header, sr_series_uid, write_classification_sr
 from radserve.errors import InputError
 from radserve.model_card import ModelCard
 from radserve.synthetic.dataset import REGIONS, synthetic_dataset
+from radserve.systems import SYSTEMS, finding_code
+from tests._dicom_factory import HIGHDICOM_DX
 
 PROBABILITIES = {"shoulder": 0.015, "elbow": 0.025, "hand": 0.04, "pelvis": 0.12, "knee": 0.8}
 CARD = ModelCard(
@@ -117,34 +122,113 @@ def test_sr_round_trip(tmp_path: Path) -> None:
     assert instance.ReferencedSOPInstanceUID == ds.SOPInstanceUID
     assert instance.ReferencedSOPClassUID == ds.SOPClassUID
 
-    # content: algorithm, finding with its probability and source, one probability per class
+    # content: a TID 1500 Measurement Report, read back with highdicom
     assert sr.ValueType == "CONTAINER"
+    (template,) = sr.ContentTemplateSequence
+    assert (template.MappingResource, template.TemplateIdentifier) == ("DCMR", "1500")
+    assert _name(sr) == ("DCM", "126000")  # Imaging Measurement Report
     assert _text(sr, "DCM", "111001") == [CARD.name]
     (version,) = _text(sr, "DCM", "111003")
     assert version == "7, resnet18, fp16"
     assert f"checkpoint_sha256={CARD.checkpoint_sha256}" in _text(sr, "DCM", "111002")
-    finding = next(item for item in _walk(sr.ContentSequence) if _name(item) == ("DCM", "121071"))
-    assert finding.TextValue == "knee"
-    children = {item.ValueType: item for item in finding.ContentSequence}
-    assert children["NUM"].MeasuredValueSequence[0].FloatingPointValue == PROBABILITIES["knee"]
-    assert children["NUM"].MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "{ratio}"
-    assert children["IMAGE"].RelationshipType == "INFERRED FROM"
-    (reference,) = _image_refs(sr)
-    assert reference.ReferencedSOPInstanceUID == ds.SOPInstanceUID
-    assert reference.ReferencedSOPClassUID == ds.SOPClassUID
-    assert "ReferencedFrameNumber" not in reference
-    probabilities = {
-        item.ContentSequence[0].TextValue: item.MeasuredValueSequence[0].FloatingPointValue
-        for item in _walk(sr.ContentSequence)
-        if item.ValueType == "NUM" and _name(item) == (CODING_SCHEME, "RS0002")
-    }
-    assert probabilities == PROBABILITIES
-    assert "PixelData" not in sr
-    # highdicom parses its own content tree back
     parsed = ComprehensiveSR.from_dataset(sr)
     assert parsed.get_evidence() == [
         (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SOPClassUID)
     ]
+    report = parsed.content
+    (observer,) = report.get_observer_contexts()
+    assert observer.observer_type == codes.DCM.Device
+    (group,) = report.get_image_measurement_groups()
+    assert (group.finding_type.scheme_designator, group.finding_type.value) == ("SCT", "72696002")  # Knee
+    assert {m.name: m.value for m in group.get_measurements()} == {
+        label_concept(label): p for label, p in PROBABILITIES.items()
+    }
+    assert all(m.unit.value == "{ratio}" for m in group.get_measurements())
+    assert not group.get_qualitative_evaluations()  # no operating points: no decision
+    (source,) = group.source_images
+    assert source.referenced_sop_instance_uid == ds.SOPInstanceUID
+    assert source.referenced_sop_class_uid == ds.SOPClassUID
+    assert group.tracking_uid and group.tracking_identifier == f"{CARD.name} classification"
+    # no Image Library (111028, optional in TID 1500): the synthetic source has no Patient Orientation
+    assert not [item for item in sr.ContentSequence if _name(item) == ("DCM", "111028")]
+    assert "PixelData" not in sr
+
+
+def test_sr_of_highdicoms_dx_image_lists_it_in_the_image_library(tmp_path: Path) -> None:
+    source = read_source_header(Path(HIGHDICOM_DX))
+    row = replace(_row(Path(HIGHDICOM_DX), source), sop_instance_uid=str(source.SOPInstanceUID))
+    written = write_classification_sr(row, CARD, source, tmp_path / "sr")
+    library = next(
+        item for item in pydicom.dcmread(written).ContentSequence if _name(item) == ("DCM", "111028")
+    )
+    (image,) = _image_refs(library)
+    assert image.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    _dciodvfy_clean(written)
+
+
+def test_sr_decision_threshold_and_boxes(tmp_path: Path) -> None:
+    """The decision as a coded qualitative evaluation, its threshold as a measurement; each box a
+    TID 1410 planar ROI on the source image with its own tracking identifier and coded finding."""
+    path, ds = _source(tmp_path)
+    card = CARD.replace(operating_points={"knee": {"threshold": 0.5}})
+    boxes = [
+        {"x0": 1.0, "y0": 2.0, "x1": 10.0, "y1": 12.0, "score": 0.9, "label": "knee"},
+        {"x0": 20.0, "y0": 5.0, "x1": 30.0, "y1": 9.0, "score": 0.6, "label": "knee"},
+    ]
+    row = replace(_row(path, ds), decision="knee", threshold=0.5, boxes=boxes)
+    report = ComprehensiveSR.from_dataset(
+        pydicom.dcmread(write_classification_sr(row, card, ds, tmp_path / "sr", model_version="7"))
+    ).content
+    (group,) = report.get_image_measurement_groups()
+    (decision,) = group.get_qualitative_evaluations()
+    assert decision.name == DECISION and decision.value == label_concept("knee")
+    assert group.get_measurements(name=THRESHOLD)[0].value == 0.5
+    rois = report.get_planar_roi_measurement_groups()
+    assert len({roi.tracking_uid for roi in rois}) == len(boxes) == len(rois)
+    for roi, box in zip(rois, boxes, strict=True):
+        assert roi.finding_type == label_concept("knee")
+        (score,) = roi.get_measurements()
+        assert score.value == box["score"]
+        corners = roi.roi.value
+        assert corners[0].tolist() == [box["x0"], box["y0"]] and corners[2].tolist() == [box["x1"], box["y1"]]
+        assert _image_refs(roi.roi)[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    negative = replace(_row(path, ds), decision="negative", threshold=0.9)
+    (group,) = ComprehensiveSR.from_dataset(
+        pydicom.dcmread(write_classification_sr(negative, card, ds, tmp_path / "sr"))
+    ).content.get_image_measurement_groups()
+    assert group.get_qualitative_evaluations()[0].value.meaning == "Negative"
+
+
+def test_router_rows_get_both_stages(tmp_path: Path) -> None:
+    path, ds = _source(tmp_path)
+    first = ModelCard(name="region", architecture="resnet18", labels=("hand", "knee"), input_size=(64, 64))
+    row = replace(
+        _row(path, ds),
+        router="router",
+        first_stage_model="region",
+        first_stage_version="3",
+        first_stage_label="knee",
+        first_stage_score=0.7,
+        first_stage_probabilities={"hand": 0.3, "knee": 0.7},
+    )
+    report = ComprehensiveSR.from_dataset(
+        pydicom.dcmread(write_classification_sr(row, CARD, ds, tmp_path / "sr", first_stage=first))
+    ).content
+    routing, answer = report.get_image_measurement_groups()
+    assert routing.tracking_identifier == "region classification"
+    assert {m.name.meaning: m.value for m in routing.get_measurements()} == {"Hand": 0.3, "Knee": 0.7}
+    assert answer.tracking_identifier == f"{CARD.name} classification"
+    assert routing.tracking_uid != answer.tracking_uid
+
+
+def test_labels_without_a_standard_code_get_documented_private_codes() -> None:
+    assert finding_code("fracture") == ("SCT", "125605004", "Fracture of bone")
+    scheme, value, meaning = finding_code("degenerative_spondylolisthesis")
+    assert (scheme, meaning) == (CODING_SCHEME, "degenerative_spondylolisthesis") and len(value) <= 16
+    assert finding_code("degenerative_spondylolisthesis") == (scheme, value, meaning)  # stable
+    assert value != finding_code("spondylolysis")[1]
+    labels = {label for system in SYSTEMS.values() for label in system.labels}
+    assert len({finding_code(label) for label in labels}) == len(labels)  # no two labels share a code
 
 
 def test_sr_series_is_shared_per_study_and_model(tmp_path: Path) -> None:
@@ -166,9 +250,11 @@ def test_multiframe_reference_carries_frame_number(tmp_path: Path) -> None:
 
     sr = pydicom.dcmread(write_classification_sr(_row(path, ds, frame=2), CARD, source, tmp_path / "sr"))
 
-    (reference,) = _image_refs(sr)
-    assert reference.ReferencedSOPInstanceUID == ds.SOPInstanceUID
-    assert int(reference.ReferencedFrameNumber) == 2
+    (group,) = ComprehensiveSR.from_dataset(sr).content.get_image_measurement_groups()
+    (reference,) = group.source_images
+    assert reference.referenced_sop_instance_uid == ds.SOPInstanceUID
+    assert reference.referenced_frame_numbers == [2]
+    assert {r.ReferencedSOPInstanceUID for r in _image_refs(sr)} == {ds.SOPInstanceUID}
     assert sr.InstanceNumber == 2
     with pytest.raises(InputError) as caught:
         write_classification_sr(_row(path, ds, frame=4), CARD, source, tmp_path / "sr")
@@ -238,13 +324,29 @@ def _multiframe_source(tmp_path: Path) -> tuple[Path, Dataset]:
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) is not installed")
-@pytest.mark.parametrize("frame", [None, 2])
-def test_dciodvfy_accepts_the_sr(tmp_path: Path, frame: int | None) -> None:
-    path, ds = _multiframe_source(tmp_path) if frame else _source(tmp_path)
+@pytest.mark.parametrize("case", ["single-frame", "frame 2", "decision and boxes", "router"])
+def test_dciodvfy_accepts_the_sr(tmp_path: Path, case: str) -> None:
+    path, ds = _multiframe_source(tmp_path) if case == "frame 2" else _source(tmp_path)
     source = read_source_header(path)
+    row, card, first = _row(path, ds, frame=2 if case == "frame 2" else None), CARD, None
+    if case == "decision and boxes":
+        card = CARD.replace(operating_points={"knee": {"threshold": 0.5}})
+        box = {"x0": 1.0, "y0": 2.0, "x1": 10.0, "y1": 12.0, "score": 0.9, "label": "knee"}
+        row = replace(row, decision="knee", threshold=0.5, boxes=[box])
+    if case == "router":
+        first = ModelCard(
+            name="region", architecture="resnet18", labels=("hand", "knee"), input_size=(64, 64)
+        )
+        row = replace(row, first_stage_label="knee", first_stage_probabilities={"hand": 0.3, "knee": 0.7})
     written = write_classification_sr(
-        _row(path, ds, frame=frame), CARD, source, tmp_path / "sr", model_version="7"
+        row, card, source, tmp_path / "sr", model_version="7", first_stage=first
     )
-    result = subprocess.run(["dciodvfy", str(written)], capture_output=True, text=True, check=False)
+    _dciodvfy_clean(written)
+
+
+def _dciodvfy_clean(path: str | Path) -> None:
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
     assert not errors, "\n".join(errors)

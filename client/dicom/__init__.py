@@ -27,10 +27,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from radserve.client.dicom._decode import Decoded, decode
-from radserve.client.dicom._display import IDENTITY, DisplayParams, display_params, render_colour, render_mono
+from radserve.client.dicom._display import IDENTITY, render_colour, render_mono
+from radserve.client.dicom._params import DisplayParams, display_params
 from radserve.client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info, read_dataset
 from radserve.client.dicom._resize import ResizeMode, apply_lut, resize
 from radserve.errors import InputError
+from radserve.model_card import RenderingPolicy
 
 __all__ = [
     "SUPPORTED_TRANSFER_SYNTAXES",
@@ -58,6 +60,7 @@ class Radiograph:
     frame: int | None  # 1-based frame number for multi-frame files, None for single-frame
     values: np.ndarray  # uint8 or uint16 H x W: stored values (grey levels when ``lut`` is the identity)
     lut: np.ndarray  # uint8 display table indexed by ``values`` (IDENTITY for grey levels)
+    rendering_note: str = ""  # where the rendering policy overruled the header (the row's rendering_note)
 
     @property
     def pixels(self) -> np.ndarray:
@@ -69,14 +72,22 @@ class Radiograph:
         return resize(self.values, size, mode, self.lut)
 
 
-def read_radiographs(path: str | os.PathLike[str]) -> list[Radiograph]:
+def read_radiographs(path: str | os.PathLike[str], policy: RenderingPolicy | None = None) -> list[Radiograph]:
     """Read a DICOM file into one display-ready :class:`Radiograph` per frame.
 
-    Raises :class:`InputError` (and nothing else) when the file cannot be used.
+    Args:
+        path: the DICOM file.
+        policy: the model card's rendering policy (None: the default, radserve's own pipeline).
+
+    Returns:
+        One radiograph per frame.
+
+    Raises:
+        InputError: the file cannot be used (a :class:`NotAcceptedError` when the policy refuses it).
     """
     name = os.fsdecode(path)
     with captured_warnings(name):
-        return display(decode_file(name))
+        return display(decode_file(name, policy))
 
 
 def _without_values(message: str) -> str:
@@ -113,9 +124,11 @@ def captured_warnings(path: str) -> Iterator[None]:
                 )
 
 
-def radiographs_from_dataset(ds: Dataset, path: str) -> list[Radiograph]:
+def radiographs_from_dataset(
+    ds: Dataset, path: str, policy: RenderingPolicy | None = None
+) -> list[Radiograph]:
     """Like :func:`read_radiographs` for a data set already in memory; ``path`` names it."""
-    return display(decode_dataset(ds, path))
+    return display(decode_dataset(ds, path, policy))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,20 +142,20 @@ class DecodedFile:
     multi_frame: bool
 
 
-def decode_file(path: str | os.PathLike[str]) -> DecodedFile:
+def decode_file(path: str | os.PathLike[str], policy: RenderingPolicy | None = None) -> DecodedFile:
     """The decode step: read ``path`` and decode every frame; :class:`InputError` on any failure."""
     name = os.fsdecode(path)
-    return decode_dataset(read_dataset(name), name)
+    return decode_dataset(read_dataset(name), name, policy)
 
 
-def decode_dataset(ds: Dataset, path: str) -> DecodedFile:
+def decode_dataset(ds: Dataset, path: str, policy: RenderingPolicy | None = None) -> DecodedFile:
     """Like :func:`decode_file` for a data set already in memory; ``path`` names it."""
     with _input_errors(path):
         if "PixelData" not in ds:
             raise InputError(path, "no_pixel_data", "the data set has no Pixel Data (7FE0,0010)")
         info = pixel_info(ds, path)
         decoded = decode(ds, info, path)
-        params = display_params(ds, info, path) if decoded.kind == "MONO" else None
+        params = display_params(ds, info, path, policy) if decoded.kind == "MONO" else None
         return DecodedFile(path, _sop_instance_uid(ds), decoded, params, info.frames > 1)
 
 
@@ -157,7 +170,8 @@ def display(decoded: DecodedFile) -> list[Radiograph]:
                 else (render_colour(frame, decoded.decoded), IDENTITY)
             )
             number = index + 1 if decoded.multi_frame else None
-            result.append(Radiograph(decoded.path, decoded.sop_instance_uid, number, values, lut))
+            note = decoded.params.rendering_note if decoded.params is not None else ""
+            result.append(Radiograph(decoded.path, decoded.sop_instance_uid, number, values, lut, note))
     return result
 
 

@@ -8,202 +8,27 @@ non-padding values of the frame) -> polarity -> 0..255. Pixel Padding Value (and
 Range Limit) entries are rendered black. Rendering a frame is one table lookup per pixel, done by
 the resize as it reads each pixel (:mod:`client.dicom._resize`).
 
-Polarity: MONOCHROME1 is inverted exactly once. When Presentation LUT Shape is present and disagrees
-with the Photometric Interpretation (INVERSE on MONOCHROME2, IDENTITY on MONOCHROME1), it is taken
-as the rendering intent of the sender and followed, with a warning naming the file.
+The header's attributes, read under the model card's rendering policy, are :class:`DisplayParams`
+(:mod:`client.dicom._params`): the window or the VOI LUT first, the polarity, the VOI LUT's depth.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import cv2
 import numpy as np
 from numba import njit
-from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian
 
 from radserve.client.dicom._decode import Decoded
-from radserve.client.dicom._read import PixelInfo
-from radserve.errors import InputError
-
-_LOG = logging.getLogger(__name__)
+from radserve.client.dicom._params import DisplayParams, stored_values
 
 AUTO_PERCENTILES = (0.5, 99.5)
 """Percentiles of the non-padding modality values mapped to black and white without a window."""
-_FUNCTIONS = frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"})
 IDENTITY = np.arange(256, dtype=np.uint8)
 """The table of values that are grey levels already."""
 IDENTITY.flags.writeable = False
-
-
-@dataclass(frozen=True, slots=True)
-class Lut:
-    """A Modality or VOI LUT: first mapped input value, nominal output bits, entries."""
-
-    first: int
-    bits: int
-    data: bytes  # uint16, native byte order (bytes so the whole key is hashable)
-
-    def array(self) -> np.ndarray:
-        return np.frombuffer(self.data, dtype=np.uint16)
-
-
-@dataclass(frozen=True, slots=True)
-class DisplayParams:
-    """Every header attribute the greyscale rendering depends on: the lookup table cache key."""
-
-    bits_stored: int
-    signed: bool
-    slope: float = 1.0
-    intercept: float = 0.0
-    modality_lut: Lut | None = None
-    window: tuple[float, float, str] | None = None  # centre, width, VOI LUT Function
-    voi_lut: Lut | None = None
-    padding: tuple[int, int] | None = None  # inclusive range of stored values
-    invert: bool = False
-
-
-def display_params(ds: Dataset, info: PixelInfo, path: str) -> DisplayParams:
-    """Collect the display attributes of a greyscale data set; raise InputError if unusable."""
-    try:
-        return _display_params(ds, info, path)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(
-            path,
-            "inconsistent_attributes",
-            f"unusable display attributes ({type(exc).__name__})",
-        ) from exc
-
-
-def _display_params(ds: Dataset, info: PixelInfo, path: str) -> DisplayParams:
-    big_endian = info.transfer_syntax == ExplicitVRBigEndian
-    slope = _float(ds.get("RescaleSlope"), 1.0)
-    intercept = _float(ds.get("RescaleIntercept"), 0.0)
-    if slope == 0.0:
-        _LOG.warning("%s: RescaleSlope is 0, using 1", path)
-        slope = 1.0
-    modality_lut = None
-    if ds.get("ModalityLUTSequence"):
-        modality_lut = _lut(ds.ModalityLUTSequence[0], info.signed, big_endian, path)
-
-    window = None
-    centre = _first(ds.get("WindowCenter"))
-    width = _first(ds.get("WindowWidth"))
-    if centre is not None and width is not None:
-        function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
-        if function not in _FUNCTIONS:
-            _LOG.warning("%s: unknown VOILUTFunction, using LINEAR", path)
-            function = "LINEAR"
-        if width >= 1 or (width > 0 and function != "LINEAR"):
-            window = (centre, width, function)
-        else:
-            _LOG.warning("%s: invalid WindowWidth %s ignored", path, width)
-
-    voi_lut = None
-    if window is None and ds.get("VOILUTSequence"):
-        signed_input = modality_lut is None and (info.signed or intercept < 0 or slope < 0)
-        voi_lut = _lut(ds.VOILUTSequence[0], signed_input, big_endian, path)
-
-    padding = None
-    pad_value = _integer(ds.get("PixelPaddingValue"))
-    if pad_value is not None:
-        limit = _integer(ds.get("PixelPaddingRangeLimit"))
-        low, high = _stored(pad_value, info), _stored(limit if limit is not None else pad_value, info)
-        padding = (min(low, high), max(low, high))
-
-    photometric_inverts = info.photometric == "MONOCHROME1"
-    shape = str(ds.get("PresentationLUTShape") or "").strip().upper()
-    invert = photometric_inverts
-    if shape in ("INVERSE", "IDENTITY"):
-        invert = shape == "INVERSE"
-        if invert != photometric_inverts:
-            _LOG.warning(
-                "%s: PresentationLUTShape %s contradicts %s; following PresentationLUTShape",
-                path,
-                shape,
-                info.photometric,
-            )
-    return DisplayParams(
-        bits_stored=info.bits_stored,
-        signed=info.signed,
-        slope=slope,
-        intercept=intercept,
-        modality_lut=modality_lut,
-        window=window,
-        voi_lut=voi_lut,
-        padding=padding,
-        invert=invert,
-    )
-
-
-def _float(value: Any, default: float) -> float:
-    value = _first(value)
-    return default if value is None else value
-
-
-def _first(value: Any) -> float | None:
-    """First value of a (possibly multi-valued) numeric attribute, None if absent or invalid."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        if not len(value):
-            return None
-        value = value[0]
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return None
-    return result if math.isfinite(result) else None
-
-
-def _integer(value: Any) -> int | None:
-    result = _first(value)
-    return None if result is None else int(result)
-
-
-def _stored(value: int, info: PixelInfo) -> int:
-    """A padding value as the stored value it matches (US/SS ambiguity resolved by the header)."""
-    if info.signed and value >= 1 << (info.bits_stored - 1) and value < 1 << 16:
-        return _sign_extend(np.array([value & ((1 << info.bits_stored) - 1)]), info.bits_stored)[0]
-    return value
-
-
-def _lut(item: Dataset, signed_input: bool, big_endian: bool, path: str) -> Lut | None:
-    """Parse a Modality/VOI LUT item (LUT Descriptor + LUT Data, US or OW)."""
-    descriptor = [int(v) for v in item.LUTDescriptor]
-    if len(descriptor) != 3:
-        raise InputError(path, "inconsistent_attributes", "LUT Descriptor must have 3 values")
-    entries, first, bits = descriptor
-    entries = entries or 65536
-    if signed_input and first >= 1 << 15:
-        first -= 1 << 16  # the descriptor's second value is SS for signed input
-    raw = item.LUTData
-    if isinstance(raw, bytes | bytearray):
-        if bits <= 8 and len(raw) == entries:
-            data = np.frombuffer(raw, dtype=np.uint8)
-        else:
-            data = np.frombuffer(raw[: len(raw) // 2 * 2], dtype=">u2" if big_endian else "<u2")
-    else:
-        data = np.asarray([raw] if isinstance(raw, int) else list(raw), dtype=np.int64)
-    data = data[:entries]
-    if data.size == 0:
-        _LOG.warning("%s: empty LUT Data ignored", path)
-        return None
-    if data.size < entries:
-        _LOG.warning("%s: LUT Data has %d of %d entries", path, data.size, entries)
-    return Lut(first=first, bits=bits, data=data.astype(np.uint16).tobytes())
-
-
-def _sign_extend(values: np.ndarray, bits: int) -> np.ndarray:
-    half = 1 << (bits - 1)
-    return (values ^ half) - half
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,12 +40,12 @@ class _Table:
     order: np.ndarray  # indices sorting ``modality`` (for percentiles)
 
 
-def _modality_values(raw: np.ndarray, params: DisplayParams) -> tuple[np.ndarray, np.ndarray]:
-    """Modality values and padding flags of raw container values (any integer array)."""
+def modality_values(raw: np.ndarray, params: DisplayParams) -> tuple[np.ndarray, np.ndarray]:
+    """Modality values (float64) and padding flags of raw container values (any integer array):
+    the first stages of the pipeline, shared with the MRI series path (:mod:`radserve.client.mri_series`).
+    """
     raw = raw.astype(np.int64, copy=False)
-    stored = raw & ((1 << params.bits_stored) - 1)
-    if params.signed:
-        stored = _sign_extend(stored, params.bits_stored)
+    stored = stored_values(raw, params.bits_stored, params.signed, params.shift)
     if params.padding is not None:
         low, high = params.padding
         padding = (stored >= low) & (stored <= high)
@@ -238,7 +63,7 @@ def _modality_values(raw: np.ndarray, params: DisplayParams) -> tuple[np.ndarray
 
 @lru_cache(maxsize=64)
 def _table(params: DisplayParams, container_bits: int) -> _Table:
-    modality, padding = _modality_values(np.arange(1 << container_bits), params)
+    modality, padding = modality_values(np.arange(1 << container_bits), params)
     order = np.argsort(modality, kind="stable")
     for arr in (modality, padding, order):
         arr.flags.writeable = False
@@ -340,7 +165,7 @@ def render_mono(frame: np.ndarray, params: DisplayParams) -> tuple[np.ndarray, n
 
 def _render_direct(frame: np.ndarray, params: DisplayParams) -> np.ndarray:
     """32-bit containers: the same transform evaluated per pixel (no 2**32 table)."""
-    modality, padding = _modality_values(frame, params)
+    modality, padding = modality_values(frame, params)
     auto = None
     if needs_auto_window(params):
         values = modality[~padding]

@@ -37,7 +37,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from radserve.errors import InputError
+from radserve.errors import InputError, NotAcceptedError
 
 _LOG = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"})
 _PALETTE = "PALETTE COLOR"
+# Projection X-ray modalities stored as MONOCHROME1 or MONOCHROME2: no default polarity is safe.
+_BOTH_POLARITIES = frozenset({"CR", "DX", "MG", "IO"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class PixelInfo:
     signed: bool
     photometric: str
     planar: int
+    shift: int = 0  # High Bit + 1 - Bits Stored of native Pixel Data: the stored value's lowest bit
 
     @property
     def frame_bytes(self) -> int:
@@ -243,6 +246,14 @@ def _photometric(ds: Dataset, path: str, bits_allocated: int) -> tuple[str, int]
     except Exception:
         photometric = ""
     if not photometric:
+        modality = str(ds.get("Modality") or "").strip().upper()
+        if modality in _BOTH_POLARITIES and samples in (0, 1):
+            raise NotAcceptedError(
+                path,
+                "photometric",
+                f"no Photometric Interpretation on a {modality} image: MONOCHROME1 or MONOCHROME2 "
+                "(which way is bone bright) is unknown",
+            )
         photometric = "MONOCHROME2" if samples in (0, 1) else "RGB"
         _LOG.warning("%s: no PhotometricInterpretation, assuming %s", path, photometric)
     if photometric in _MONOCHROME or photometric == _PALETTE:
@@ -305,6 +316,14 @@ def pixel_info(ds: Dataset, path: str) -> PixelInfo:
             "inconsistent_attributes",
             f"BitsStored {bits_stored} is not within 1..BitsAllocated ({bits_allocated})",
         )
+    high_bit = _int(ds, "HighBit", path, bits_stored - 1)
+    if not bits_stored - 1 <= high_bit < bits_allocated:
+        raise InputError(
+            path,
+            "inconsistent_attributes",
+            f"HighBit {high_bit} is not within BitsStored - 1 ({bits_stored - 1})..BitsAllocated - 1 "
+            f"({bits_allocated - 1})",
+        )
     representation = _int(ds, "PixelRepresentation", path, 0)
     if representation not in (0, 1):
         raise InputError(path, "inconsistent_attributes", f"PixelRepresentation is {representation}")
@@ -323,6 +342,8 @@ def pixel_info(ds: Dataset, path: str) -> PixelInfo:
         signed=representation == 1,
         photometric=photometric,
         planar=planar,
+        # PS3.5 8.1.1: native values may sit above bit 0; codecs return them from bit 0 (PS3.5 8.2)
+        shift=high_bit + 1 - bits_stored if uid in NATIVE_SYNTAXES else 0,
     )
     if uid in NATIVE_SYNTAXES:
         _check_native_length(ds, info, path)

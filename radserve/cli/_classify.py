@@ -116,6 +116,7 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
         workers=args.workers,
         decode=args.decode,
         sr_dir=args.sr_dir,
+        gsps=args.gsps,
         metrics=metrics,
         tls=tls,
         admin_key=admin_key,
@@ -195,6 +196,11 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
         help="research use: classify every instance, ignoring the input contract (recorded in each row)",
     )
     command.add_argument("--sr-dir", type=Path, help="write a DICOM Comprehensive SR per radiograph here")
+    command.add_argument(
+        "--gsps",
+        action="store_true",
+        help="with --sr-dir: also a Grayscale Softcopy Presentation State of each radiograph's boxes",
+    )
     command.add_argument(
         "--pseudonymize-paths",
         type=Path,
