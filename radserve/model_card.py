@@ -146,6 +146,7 @@ class RenderingPolicy:
                 raise ModelCardError(f"rendering policy: {name} must be one of {', '.join(allowed)}")
 
     def to_dict(self) -> dict[str, str]:
+        """The card's ``rendering`` object."""
         return asdict(self)
 
     @classmethod

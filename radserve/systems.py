@@ -246,8 +246,15 @@ FINDING_CODES: dict[str, tuple[str, str, str]] = {
 
 
 def finding_code(label: str) -> tuple[str, str, str]:
-    """(coding scheme, code value, code meaning) of a label: its standard code, else a private code of
-    :data:`PRIVATE_SCHEME` whose value is derived from the label (stable across runs and models)."""
+    """(coding scheme, code value, code meaning) of a label.
+
+    Args:
+        label: A class label of a model.
+
+    Returns:
+        Its standard code, else a private code of :data:`PRIVATE_SCHEME` whose value is derived from
+        the label (stable across runs and models).
+    """
     if label in FINDING_CODES:
         return FINDING_CODES[label]
     digest = hashlib.sha256(label.encode()).hexdigest()[:12].upper()
