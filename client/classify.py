@@ -126,7 +126,8 @@ def _with_reports(
 ) -> list[ResultRow]:
     """Write an SR per classified row, and with ``gsps`` a presentation state of its boxes.
 
-    A row whose SR cannot be written becomes an error row. A router's row is reported by the card of the stage that answered it, with the first stage's finding.
+    A row whose SR cannot be written becomes an error row. A router's row is reported by the card of
+    the stage that answered it, with the first stage's finding.
     """
     from radserve.client.gsps import write_boxes_gsps  # highdicom: only when asked
     from radserve.client.sr import read_source_header, write_classification_sr
