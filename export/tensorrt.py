@@ -78,6 +78,7 @@ class EngineSpec:
     timing_cache: Path | None = None
     hardware_compatible: bool = False
     version_compatible: bool = False
+    optimization_level: int | None = None  # builder optimization level 0-5; None: TensorRT's default
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,20 @@ def trtexec_command(spec: EngineSpec) -> list[str]:
         command.append("--hardwareCompatibilityLevel=ampere+")
     if spec.version_compatible:
         command.append("--versionCompatible")
+    if spec.optimization_level is not None:
+        command.append(f"--builderOptimizationLevel={spec.optimization_level}")
     command.append("--skipInference")
     return command
+
+
+def timing_cache_path(requested: Path | None, runtime: Runtime) -> Path | None:
+    """The timing cache file of ``runtime``: ``requested`` with the TensorRT version and the compute
+    capability in its name, so caches of several images and GPUs sit side by side (a cache is valid
+    for one TensorRT version and one GPU: TensorRT developer guide, 'Timing Cache')."""
+    if requested is None:
+        return None
+    key = f"trt{runtime.tensorrt_version}-sm{runtime.compute_capability[0]}{runtime.compute_capability[1]}"
+    return requested.with_name(f"{requested.stem}.{key}{requested.suffix or '.cache'}")
 
 
 def format_command(command: list[str]) -> str:
@@ -263,21 +276,24 @@ def build_engine(spec: EngineSpec) -> EngineMetadata:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     if spec.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if spec.optimization_level is not None:
+        config.builder_optimization_level = spec.optimization_level
 
-    cache_bytes = b""
-    if spec.timing_cache is not None and spec.timing_cache.is_file():
-        cache_bytes = spec.timing_cache.read_bytes()
+    cache_path = timing_cache_path(spec.timing_cache, runtime)
+    cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
     timing_cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(timing_cache, False)  # False: refuse a cache from another device/version
+    # False: a cache from another device or TensorRT version is refused, and set_timing_cache says so
+    if not config.set_timing_cache(timing_cache, False):
+        raise ExportError(f"TensorRT refused the timing cache {cache_path}; delete it and build again")
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT failed to build {spec.onnx_path}; try:\n  {command}")
     spec.plan_path.parent.mkdir(parents=True, exist_ok=True)
     spec.plan_path.write_bytes(bytes(serialized))
-    if spec.timing_cache is not None:
-        spec.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        spec.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     metadata = EngineMetadata(
         tensorrt_version=runtime.tensorrt_version,
         gpu_name=runtime.gpu_name,

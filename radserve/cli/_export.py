@@ -22,6 +22,7 @@ def _export(args: argparse.Namespace) -> int:
     from radserve.export.model_config import ServingOptions
     from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
     from radserve.export.sources import ProgramMetadata
+    from radserve.export.targets import get_target
 
     if is_detector_checkpoint(args.checkpoint):
         return _export_detector(args)
@@ -41,11 +42,11 @@ def _export(args: argparse.Namespace) -> int:
             std=tuple(args.std),
             temperature=args.temperature,
         )
+    target_name = "tensorrt" if args.engine else args.target
+    target = get_target(target_name, args.device)
     batching = SETTINGS.batching
-    if args.max_batch_size is not None:
-        batching = replace(batching, max_batch_size=args.max_batch_size)
-    elif args.target == "embedded-gpu":
-        batching = replace(batching, max_batch_size=batching.gpu_max_batch_size)
+    size = target.max_batch_size(batching) if args.max_batch_size is None else args.max_batch_size
+    batching = replace(batching, max_batch_size=size)
     options = ServingOptions(batching=batching, tensorrt_accelerator=args.trt_accelerator)
     accepts = _contract(args)
     result = export_checkpoint(
@@ -53,7 +54,8 @@ def _export(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             name=args.name,
             repository=args.repository,
-            target="tensorrt" if args.engine else args.target,
+            target=target_name,
+            device=args.device,
             samples=args.samples,
             sample_folder=args.samples_from,
             min_top1_agreement=args.min_top1,
@@ -68,6 +70,7 @@ def _export(args: argparse.Namespace) -> int:
                 timing_cache=args.timing_cache,
                 hardware_compatible=args.hardware_compatible,
                 version_compatible=args.version_compatible,
+                optimization_level=args.builder_optimization_level,
             ),
             work_dir=args.work_dir,
             int8_scheme=args.int8_scheme,
@@ -228,6 +231,13 @@ def _add_engine_arguments(export: argparse.ArgumentParser) -> None:
     engine.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, loaded and saved")
     engine.add_argument("--hardware-compatible", action="store_true", help="TensorRT plan for Ampere+")
     engine.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible plan")
+    engine.add_argument(
+        "--builder-optimization-level",
+        type=int,
+        choices=range(6),
+        metavar="0-5",
+        help="TensorRT builder optimization level (default: TensorRT's, 3); higher builds longer",
+    )
     engine.add_argument("--work-dir", type=Path, help="keep the gated ONNX (and plans) in this folder")
 
 
@@ -243,7 +253,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--target",
         choices=("embedded", "embedded-gpu", "onnxruntime", "tensorrt"),
         default="embedded",
-        help="embedded: ONNX Runtime on the CPU; embedded-gpu: PyTorch on CUDA (both: Python backend)",
+        help="embedded: ONNX Runtime on the CPU; embedded-gpu: PyTorch on CUDA (both: Python backend); "
+        "onnxruntime, tensorrt: Triton's backends (NGC containers)",
+    )
+    export.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        help="where the model is served: onnxruntime on cpu or gpu (default gpu); the other targets "
+        "serve on one device each",
     )
     export.add_argument("--keep-versions", type=int, help="keep only the newest N versions on disk")
     export.add_argument(
