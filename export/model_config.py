@@ -79,6 +79,11 @@ def build_config(
     height, width = card.input_size
     if engine is not None:
         _check_engine_fits(card, batching, engine)
+    if options.tensorrt_accelerator and not target.accelerates():
+        raise ExportError(
+            f"model {card.name!r}: the TensorRT accelerator is for --target onnxruntime --device gpu, "
+            f"not {target.label}"
+        )
     config = pb.ModelConfig(name=card.name, max_batch_size=batching.max_batch_size)
     config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[card.channels, height, width])
     _outputs(config, card)

@@ -1,11 +1,14 @@
 """The repository as this host serves it: embedded models sized to the serving host's cores.
 
-Export writes an embedded model with one instance and ONNX Runtime's default threads, marked
-``radserve.host_sized``. When ``radserve serve`` starts, it points tritonserver at a view of the
-repository in its private work folder: per model, hard links to the version files and the labels, and
-a ``config.pbtxt`` whose instance count and threads come from *this* host
-(:func:`radserve.settings.cpu_split`). The repository itself is never written, so it may be
-read-only; models of the NGC targets are linked unchanged.
+Export writes an embedded model (and an ``onnxruntime`` model for the CPU) with one instance and
+ONNX Runtime's default threads, marked ``radserve.host_sized``. When ``radserve serve`` starts, it
+points tritonserver at a view of the repository in its private work folder: per model, hard links
+to the version files and the labels, and a ``config.pbtxt`` whose instance count and threads come
+from *this* host (:func:`radserve.settings.cpu_split`). The repository itself is never written, so it may be
+read-only; the other models are linked unchanged.
+
+:func:`serving_device` and :func:`repository_needs` tell, from the configs alone, where a model runs
+and what the server must provide for the repository (GPU metrics, Python-backend shared memory).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import errno
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
@@ -23,8 +28,69 @@ from radserve.errors import ServerError
 from radserve.model_card import HOST_SIZED_PARAMETER, ONNXRUNTIME_THREADS_PARAMETER
 from radserve.settings import SETTINGS, cpu_split
 
+__all__ = [
+    "ORT_THREADS_PARAMETER",
+    "RepositoryNeeds",
+    "build_model_view",
+    "build_serving_view",
+    "host_sized_config",
+    "repository_needs",
+    "serving_device",
+]
+
 LOGGER = logging.getLogger(__name__)
 CONFIG_FILE = "config.pbtxt"
+# Triton's ONNX Runtime backend reads its thread count from this parameter (onnxruntime_backend
+# README, 'Other Optimization Options'); embedded_model.py reads ONNXRUNTIME_THREADS_PARAMETER.
+ORT_THREADS_PARAMETER = "intra_op_thread_count"
+_BYTES = {pb.TYPE_UINT8: 1, pb.TYPE_INT8: 1, pb.TYPE_FP16: 2, pb.TYPE_FP32: 4, pb.TYPE_INT64: 8}
+
+
+def serving_device(config: pb.ModelConfig) -> Literal["cpu", "gpu"]:
+    """Where ``config``'s instances run: ``gpu`` when any instance group is KIND_GPU, else ``cpu``.
+
+    A group without a kind (KIND_AUTO) counts as ``gpu``: Triton places it on the GPUs when it sees
+    any (model_configuration.md, 'Instance Groups').
+    """
+    gpu = (pb.ModelInstanceGroup.KIND_GPU, pb.ModelInstanceGroup.KIND_AUTO)
+    return "gpu" if any(group.kind in gpu for group in config.instance_group) else "cpu"
+
+
+@dataclass(frozen=True)
+class RepositoryNeeds:
+    """What a repository asks of its tritonserver."""
+
+    gpu: bool = False  # some model runs on a GPU: GPU metrics on
+    python_request_bytes: int = 0  # largest request + response of a Python-backend model, in bytes
+
+
+def _request_bytes(config: pb.ModelConfig) -> int:
+    batch = max(1, config.max_batch_size)
+    tensors = (*config.input, *config.output)
+    per_item = sum(_BYTES.get(tensor.data_type, 8) * _volume(tensor.dims) for tensor in tensors)
+    return batch * per_item
+
+
+def _volume(dims: object) -> int:
+    volume = 1
+    for size in dims:  # type: ignore[attr-defined]
+        volume *= max(1, int(size))
+    return volume
+
+
+def repository_needs(repository: Path) -> RepositoryNeeds:
+    """The :class:`RepositoryNeeds` of the models under ``repository`` (unreadable configs skipped:
+    ``radserve repo check`` reports them)."""
+    gpu, largest = False, 0
+    for path in sorted(repository.glob(f"*/{CONFIG_FILE}")):
+        try:
+            config = text_format.Parse(path.read_text(), pb.ModelConfig())
+        except (OSError, text_format.ParseError):
+            continue
+        gpu = gpu or serving_device(config) == "gpu"
+        if config.backend == "python":
+            largest = max(largest, _request_bytes(config))
+    return RepositoryNeeds(gpu, largest)
 
 
 def host_sized_config(text: str, instances: int, threads: int) -> tuple[str, bool]:
@@ -40,7 +106,10 @@ def host_sized_config(text: str, instances: int, threads: int) -> tuple[str, boo
     del config.parameters[HOST_SIZED_PARAMETER]
     del config.instance_group[:]
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=instances)
-    config.parameters[ONNXRUNTIME_THREADS_PARAMETER].string_value = str(threads)
+    python = config.backend == "python"
+    config.parameters[ONNXRUNTIME_THREADS_PARAMETER if python else ORT_THREADS_PARAMETER].string_value = str(
+        threads
+    )
     return text_format.MessageToString(config), True
 
 

@@ -32,7 +32,7 @@ from radserve.errors import ServerError
 from radserve.files import swap_folder
 from radserve.security import ADMIN_KEY_HEADER
 from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
-from radserve.server_config.serving_view import build_model_view, build_serving_view
+from radserve.server_config.serving_view import build_model_view, build_serving_view, repository_needs
 from radserve.settings import SETTINGS, Ports
 
 LOGGER = logging.getLogger(__name__)
@@ -147,6 +147,22 @@ def _private_log(server: TritonServer) -> object:
     return os.fdopen(descriptor, "wb")
 
 
+def _python_shm_arguments(request_bytes: int) -> list[str]:
+    """Python-backend shared memory sized so the largest request and its response fit at once.
+
+    Each stub starts with ``shm-default-byte-size`` (1 MiB by default) and grows by
+    ``shm-growth-byte-size`` (python_backend README, 'Managing Shared Memory'); a 256-radiograph
+    request would otherwise grow it many times. Never below Triton's defaults.
+    """
+    if request_bytes <= 0:
+        return []
+    size = max(request_bytes, 1 << 20)
+    return [
+        f"--backend-config=python,shm-default-byte-size={size}",
+        f"--backend-config=python,shm-growth-byte-size={size}",
+    ]
+
+
 @dataclass
 class TritonServer:
     """One ``tritonserver`` process serving a model repository.
@@ -191,9 +207,11 @@ class TritonServer:
     def command(self, backend_directory: Path, repository: Path | None = None) -> list[str]:
         """The tritonserver command line (serving ``repository``, by default the configured one)."""
         binary = self.binary or embedded_triton_binary()
+        served = (repository or self.repository).resolve()
+        needs = repository_needs(served)
         return [
             str(binary),
-            f"--model-repository={(repository or self.repository).resolve()}",
+            f"--model-repository={served}",
             f"--backend-directory={backend_directory}",
             f"--http-address={self.plaintext_host}",
             f"--http-port={self.ports.http}",
@@ -202,7 +220,8 @@ class TritonServer:
             f"--metrics-address={self.plaintext_host}",
             f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true",
-            "--allow-gpu-metrics=false",
+            # GPU metrics (utilisation, memory, power) where a model runs on a GPU
+            f"--allow-gpu-metrics={str(needs.gpu).lower()}",
             "--allow-cpu-metrics=true",
             # Triton 2.51 knows counter_latencies, summary_latencies and summary_quantiles (no
             # histogram_latencies: it is accepted and ignored). Summaries give per-model p50/p95/p99
@@ -214,6 +233,7 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={int(_STOP_TIMEOUT_SECONDS)}",
             f"--log-verbose={self.verbose}",
+            *_python_shm_arguments(needs.python_request_bytes),
             *(self.tls.arguments() if self.tls else []),
             *(restricted_arguments(self.admin_key) if self.admin_key else []),
             *(

@@ -147,3 +147,30 @@ def test_cuda_graphs_match_eager() -> None:
     with torch.inference_mode():
         expected = module(torch.from_numpy(images).to(device)).cpu().numpy()
     np.testing.assert_allclose(runner.infer([images]), expected, atol=1e-5)
+
+
+def test_server_turns_gpu_metrics_on_and_sizes_shared_memory_from_the_largest_request(tmp_path: Path) -> None:
+    """A GPU model turns GPU metrics on; the Python backend's shared memory holds its largest request."""
+    from radserve.export.targets import get_target
+    from radserve.server_config.serving_view import repository_needs
+
+    cpu_only = tmp_path / "cpu"
+    (cpu_only / "m").mkdir(parents=True)
+    (cpu_only / "m" / "config.pbtxt").write_text(
+        render_config(build_config(CARD, get_target("onnxruntime", "cpu")))
+    )
+    assert "--allow-gpu-metrics=false" in TritonServer(cpu_only).command(tmp_path)
+    assert repository_needs(cpu_only).python_request_bytes == 0  # no Python-backend model
+    gpu = tmp_path / "gpu"
+    (gpu / "m").mkdir(parents=True)
+    config = build_config(CARD, "embedded-gpu", gpu_serving_options())
+    (gpu / "m" / "config.pbtxt").write_text(render_config(config))
+    needs = repository_needs(gpu)
+    height, width = CARD.input_size
+    per_radiograph = height * width + 4 * CARD.num_classes  # uint8 image in, fp32 probabilities out
+    assert needs.gpu and needs.python_request_bytes == config.max_batch_size * per_radiograph
+    command = TritonServer(gpu).command(tmp_path)
+    assert "--allow-gpu-metrics=true" in command
+    size = max(needs.python_request_bytes, 1 << 20)
+    assert f"--backend-config=python,shm-default-byte-size={size}" in command
+    assert f"--backend-config=python,shm-growth-byte-size={size}" in command

@@ -89,6 +89,10 @@ class ServingTarget:
         """Write the target's backend, instance group and parameters into ``config``."""
         raise NotImplementedError
 
+    def accelerates(self) -> bool:
+        """Whether the ONNX Runtime TensorRT accelerator (``--trt-accelerator``) applies."""
+        return False
+
     def max_batch_size(self, batching: BatchingDefaults) -> int:
         """The ``max_batch_size`` an export gets when none is given."""
         return batching.max_batch_size

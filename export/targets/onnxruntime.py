@@ -12,18 +12,16 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from radserve.errors import ExportError
 from radserve.export.targets._base import Device, ServingTarget, check_onnx, instance_kind
 from radserve.model_card import HOST_SIZED_PARAMETER, INPUT_NAME, ModelCard
+from radserve.server_config.serving_view import ORT_THREADS_PARAMETER
 
 if TYPE_CHECKING:
     from radserve.export.model_config import ServingOptions
     from radserve.settings import BatchingDefaults
 
-__all__ = ["ENGINE_CACHE_PATH", "ORT_THREADS_PARAMETER", "OnnxRuntimeTarget"]
+__all__ = ["ENGINE_CACHE_PATH", "OnnxRuntimeTarget"]
 
-# ONNX Runtime backend parameter (onnxruntime_backend README, 'Other Optimization Options')
-ORT_THREADS_PARAMETER = "intra_op_thread_count"
 # The TensorRT execution provider's engine cache: under /tmp, the one writable folder of a pod
 # with a read-only root file system (docs/how-to/tensorrt-ngc.md, 'ONNX Runtime with TensorRT').
 ENGINE_CACHE_PATH = "/tmp/radserve-ort-trt"
@@ -45,8 +43,6 @@ class OnnxRuntimeTarget(ServingTarget):
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = self.model_file
         if self.device == "cpu":
-            if options.tensorrt_accelerator:
-                raise ExportError(f"model {card.name!r}: the TensorRT accelerator needs --device gpu")
             # one instance, ONNX Runtime's default threads; `radserve serve` sizes it to its host
             config.instance_group.add(kind=instance_kind("cpu"), count=1)
             config.parameters[HOST_SIZED_PARAMETER].string_value = "true"
@@ -55,6 +51,9 @@ class OnnxRuntimeTarget(ServingTarget):
         config.instance_group.add(kind=instance_kind("gpu"), count=options.batching.gpu_instances)
         if options.tensorrt_accelerator:
             _tensorrt_accelerator(config, card, options.batching)
+
+    def accelerates(self) -> bool:
+        return self.device == "gpu"
 
     def warmup_batch_sizes(self, options: ServingOptions) -> tuple[int, ...]:
         # each size of the accelerator's profile: its engine is built before the first request
