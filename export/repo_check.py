@@ -69,7 +69,9 @@ class RepositoryReport:
         return "\n".join(lines)
 
 
-def check_repository(path: Path) -> RepositoryReport:
+def check_repository(path: Path, image: str | None = None) -> RepositoryReport:
+    """Check every model folder of ``path``; with ``image`` (``nvcr.io/nvidia/tritonserver:YY.MM-py3``)
+    also whether that image loads each TensorRT plan (export/ngc_images.py)."""
     report = RepositoryReport(path)
     if not path.is_dir():
         report.problems.append(f"{path} is not a folder")
@@ -77,20 +79,20 @@ def check_repository(path: Path) -> RepositoryReport:
     folders = sorted(entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if not folders:
         report.problems.append("no model folder")
-    report.models = [check_model(folder) for folder in folders]
+    report.models = [check_model(folder, image) for folder in folders]
     return report
 
 
-def check_model(model_dir: Path) -> ModelReport:
+def check_model(model_dir: Path, image: str | None = None) -> ModelReport:
     report = ModelReport(model_dir.name)
     try:
-        _check_model(model_dir, report)
+        _check_model(model_dir, report, image)
     except RadserveError as error:  # anything unreadable ends this model's check with a reason
         report.problems.append(str(error))
     return report
 
 
-def _check_model(model_dir: Path, report: ModelReport) -> None:
+def _check_model(model_dir: Path, report: ModelReport, image: str | None) -> None:
     problems = report.problems
     config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():
@@ -162,8 +164,13 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
 
     newest_card = None
     for number in report.versions:
-        card = _check_version(model_dir / str(number), config, target, report, (input_size, classes, labels))
+        folder = model_dir / str(number)
+        card = _check_version(folder, config, target, report, (input_size, classes, labels))
         newest_card = card or newest_card
+        if image is not None and target is not None:
+            problems_here, notes = target.check_image(folder, card, image)
+            problems.extend(f"version {number}: {problem}" for problem in problems_here)
+            report.notes.extend(f"version {number}: {note}" for note in notes)
     if config_card is not None and newest_card is not None and config_card != newest_card:
         problems.append(
             f"the config's model card differs from version {report.versions[-1]}'s {MODEL_CARD_FILE}"

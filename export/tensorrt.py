@@ -23,7 +23,8 @@ from typing import Any
 
 from radserve.errors import ExportError
 from radserve.export.hashing import file_sha256
-from radserve.model_card import INPUT_NAME, OUTPUT_NAME, Precision
+from radserve.export.ngc_images import runtime_loads
+from radserve.model_card import INPUT_NAME, OUTPUT_NAME, EngineRecord, Precision
 from radserve.settings import SETTINGS, BatchingDefaults
 
 LOGGER = logging.getLogger(__name__)
@@ -96,6 +97,16 @@ class EngineMetadata:
     version_compatible: bool = False
     format: str = METADATA_FORMAT
     input: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> EngineRecord:
+        """What the model card records of this plan."""
+        return EngineRecord(
+            tensorrt_version=self.tensorrt_version,
+            compute_capability=self.compute_capability,
+            gpu_name=self.gpu_name,
+            hardware_compatible=self.hardware_compatibility == "ampere+",
+            version_compatible=self.version_compatible,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -186,13 +197,11 @@ def format_command(command: list[str]) -> str:
 def check_engine_metadata(metadata: EngineMetadata, runtime: Runtime) -> None:
     """Refuse (:class:`ExportError`) a plan that was not built for ``runtime``."""
     problems = []
-    if metadata.tensorrt_version != runtime.tensorrt_version:
-        # a version-compatible plan runs on the same or a later TensorRT, never an older one
-        later = _version(runtime.tensorrt_version) >= _version(metadata.tensorrt_version)
-        if not (metadata.version_compatible and later):
-            problems.append(
-                f"built with TensorRT {metadata.tensorrt_version}, the runtime is {runtime.tensorrt_version}"
-            )
+    if not runtime_loads(metadata.tensorrt_version, runtime.tensorrt_version, metadata.version_compatible):
+        # a version-compatible plan runs on a later TensorRT of its major or the next (8.6 → 10 → 11)
+        problems.append(
+            f"built with TensorRT {metadata.tensorrt_version}, the runtime is {runtime.tensorrt_version}"
+        )
     if metadata.hardware_compatibility == "ampere+":
         if runtime.compute_capability < AMPERE:
             problems.append(
@@ -338,10 +347,6 @@ def engine_probabilities(plan_path: Path, images: Any) -> Any:
         stream.synchronize()
         parts.append(output.cpu().numpy())
     return np.concatenate(parts)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 def _cc(capability: tuple[int, int]) -> str:

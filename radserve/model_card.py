@@ -83,6 +83,33 @@ class InputContract:
 
 
 @dataclass(frozen=True)
+class EngineRecord:
+    """The TensorRT plan of a ``tensorrt`` model: what an image and a GPU must provide to load it.
+
+    ``hardware_compatible``: built for every GPU from Ampere (compute capability 8.0) on;
+    ``version_compatible``: loads on later TensorRT releases, with the server's
+    ``--backend-config=tensorrt,version-compatible=true`` (docs/how-to/tensorrt-ngc.md).
+    """
+
+    tensorrt_version: str
+    compute_capability: tuple[int, int]
+    gpu_name: str = ""
+    hardware_compatible: bool = False
+    version_compatible: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineRecord:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown or not {"tensorrt_version", "compute_capability"} <= data.keys():
+            raise ModelCardError(
+                f"engine record needs tensorrt_version and compute_capability, got {sorted(data)}"
+            )
+        capability = tuple(data["compute_capability"])
+        return cls(**{**data, "compute_capability": (int(capability[0]), int(capability[1]))})
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a model is, what it expects on the wire and how it was validated.
 
@@ -122,6 +149,8 @@ class ModelCard:
     # "detection": a detector (DETECTION_OUTPUTS, at most max_detections boxes per image), no probabilities
     task: Task = "classification"
     max_detections: int = 0
+    # the TensorRT plan a ``tensorrt`` model serves (None for every other target)
+    engine: EngineRecord | None = None
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -215,6 +244,8 @@ class ModelCard:
                 values[key] = tuple(values[key])
         if isinstance(values.get("accepts"), dict):
             values["accepts"] = InputContract.from_dict(values["accepts"])
+        if isinstance(values.get("engine"), dict):
+            values["engine"] = EngineRecord.from_dict(values["engine"])
         return cls(**values)
 
     @classmethod

@@ -24,12 +24,18 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from radserve.errors import ServerError
-from radserve.model_card import HOST_SIZED_PARAMETER, ONNXRUNTIME_THREADS_PARAMETER
+from radserve.errors import ModelCardError, ServerError
+from radserve.model_card import (
+    HOST_SIZED_PARAMETER,
+    MODEL_CARD_PARAMETER,
+    ONNXRUNTIME_THREADS_PARAMETER,
+    ModelCard,
+)
 from radserve.settings import SETTINGS, cpu_split
 
 __all__ = [
     "ORT_THREADS_PARAMETER",
+    "VERSION_COMPATIBLE_BACKEND_CONFIG",
     "RepositoryNeeds",
     "build_model_view",
     "build_serving_view",
@@ -43,6 +49,9 @@ CONFIG_FILE = "config.pbtxt"
 # Triton's ONNX Runtime backend reads its thread count from this parameter (onnxruntime_backend
 # README, 'Other Optimization Options'); embedded_model.py reads ONNXRUNTIME_THREADS_PARAMETER.
 ORT_THREADS_PARAMETER = "intra_op_thread_count"
+# a version-compatible plan carries its lean runtime: the TensorRT backend loads it only when told to
+# (tensorrt_backend README, 'Command-line Options'; docs/how-to/tensorrt-ngc.md)
+VERSION_COMPATIBLE_BACKEND_CONFIG = "--backend-config=tensorrt,version-compatible=true"
 _BYTES = {pb.TYPE_UINT8: 1, pb.TYPE_INT8: 1, pb.TYPE_FP16: 2, pb.TYPE_FP32: 4, pb.TYPE_INT64: 8}
 
 
@@ -62,6 +71,7 @@ class RepositoryNeeds:
 
     gpu: bool = False  # some model runs on a GPU: GPU metrics on
     python_request_bytes: int = 0  # largest request + response of a Python-backend model, in bytes
+    version_compatible_plans: bool = False  # some TensorRT plan needs the backend's version-compatible=true
 
 
 def _request_bytes(config: pb.ModelConfig) -> int:
@@ -81,7 +91,7 @@ def _volume(dims: object) -> int:
 def repository_needs(repository: Path) -> RepositoryNeeds:
     """The :class:`RepositoryNeeds` of the models under ``repository`` (unreadable configs skipped:
     ``radserve repo check`` reports them)."""
-    gpu, largest = False, 0
+    gpu, largest, compatible = False, 0, False
     for path in sorted(repository.glob(f"*/{CONFIG_FILE}")):
         try:
             config = text_format.Parse(path.read_text(), pb.ModelConfig())
@@ -90,7 +100,20 @@ def repository_needs(repository: Path) -> RepositoryNeeds:
         gpu = gpu or serving_device(config) == "gpu"
         if config.backend == "python":
             largest = max(largest, _request_bytes(config))
-    return RepositoryNeeds(gpu, largest)
+        compatible = compatible or _version_compatible(config)
+    return RepositoryNeeds(gpu, largest, compatible)
+
+
+def _version_compatible(config: pb.ModelConfig) -> bool:
+    """Whether ``config``'s model card records a version-compatible TensorRT plan."""
+    parameter = config.parameters.get(MODEL_CARD_PARAMETER)
+    if parameter is None:
+        return False
+    try:
+        engine = ModelCard.from_json(parameter.string_value).engine
+    except (ModelCardError, TypeError):
+        return False
+    return engine is not None and engine.version_compatible
 
 
 def host_sized_config(text: str, instances: int, threads: int) -> tuple[str, bool]:

@@ -32,7 +32,12 @@ from radserve.errors import ServerError
 from radserve.files import swap_folder
 from radserve.security import ADMIN_KEY_HEADER
 from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
-from radserve.server_config.serving_view import build_model_view, build_serving_view, repository_needs
+from radserve.server_config.serving_view import (
+    VERSION_COMPATIBLE_BACKEND_CONFIG,
+    build_model_view,
+    build_serving_view,
+    repository_needs,
+)
 from radserve.settings import SETTINGS, Ports
 
 LOGGER = logging.getLogger(__name__)
@@ -234,6 +239,7 @@ class TritonServer:
             f"--exit-timeout-secs={int(_STOP_TIMEOUT_SECONDS)}",
             f"--log-verbose={self.verbose}",
             *_python_shm_arguments(needs.python_request_bytes),
+            *([VERSION_COMPATIBLE_BACKEND_CONFIG] if needs.version_compatible_plans else []),
             *(self.tls.arguments() if self.tls else []),
             *(restricted_arguments(self.admin_key) if self.admin_key else []),
             *(

@@ -123,6 +123,10 @@ class ServingTarget:
         """Append to ``problems`` what is wrong with version ``folder``'s artefacts."""
         raise NotImplementedError
 
+    def check_image(self, folder: Path, card: ModelCard | None, image: str) -> tuple[list[str], list[str]]:
+        """(problems, notes) of serving version ``folder`` with the NGC ``image``; none by default."""
+        return [], []
+
     def export(self, request: ExportRequest) -> ExportResult:
         """Export ``request``'s checkpoint to this target (ONNX, gated per precision)."""
         from radserve.export.pipeline import export_onnx

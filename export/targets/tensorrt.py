@@ -115,6 +115,18 @@ class TensorRtTarget(ServingTarget):
         if metadata.plan_sha256 and file_sha256(path) != metadata.plan_sha256:
             problems.append(f"{where}: {path.name} does not match the sha256 in {metadata_path(path).name}")
 
+    def check_image(self, folder: Path, card: ModelCard | None, image: str) -> tuple[list[str], list[str]]:
+        from radserve.export.ngc_images import plan_problems
+        from radserve.export.tensorrt import EngineMetadata
+
+        engine = card.engine if card is not None else None
+        if engine is None:  # a card written before it recorded its plan: the plan's own metadata
+            try:
+                engine = EngineMetadata.read(folder / self.model_file).record()
+            except RadserveError as error:
+                return [str(error)], []
+        return plan_problems(engine, image)
+
     def publish_candidates(
         self,
         request: ExportRequest,
@@ -174,7 +186,8 @@ class TensorRtTarget(ServingTarget):
             # TensorRT runs fp32 convolutions as TF32 by default: only an explicit --max-abs-diff applies
             min_top1, _ = thresholds(request, precision)
             gate(report, min_top1, request.max_abs_diff, f"{card.name} (tensorrt {precision})")
-            card = card.replace(parity={**card.parity, f"tensorrt_{precision}": report.to_dict()})
+            parity = {**card.parity, f"tensorrt_{precision}": report.to_dict()}
+            card = card.replace(parity=parity, engine=engine.record())
             folder = publish(
                 request.repository,
                 card,

@@ -149,7 +149,11 @@ def _contract(args: argparse.Namespace) -> InputContract | None:
 def _repo_check(args: argparse.Namespace) -> int:
     from radserve.export.repo_check import check_repository
 
-    report = check_repository(args.repository)
+    if args.image is not None:
+        from radserve.export.ngc_images import image_tensorrt_version
+
+        image_tensorrt_version(args.image)  # an unknown image stops here, before any model
+    report = check_repository(args.repository, args.image)
     print(report.render())
     return EXIT_OK if report.ok else EXIT_FAILURE
 
@@ -284,4 +288,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     repo_commands = repo.add_subparsers(dest="repo_command", required=True)
     repo_check = repo_commands.add_parser("check", help="validate a model repository (exit 0 ok, 2 not)")
     repo_check.add_argument("repository", type=Path)
+    repo_check.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="also check that this NGC image (nvcr.io/nvidia/tritonserver:YY.MM-py3) loads every plan",
+    )
     repo_check.set_defaults(run=_repo_check)
