@@ -38,6 +38,7 @@ __all__ = [
     "WEIGHTS_FILE_PARAMETER",
     "ServingOptions",
     "build_config",
+    "dynamic_batching",
     "padded_batch_sizes",
     "parse_config",
     "render_config",
@@ -89,7 +90,7 @@ def build_config(
     _outputs(config, card)
     for name, dims in extra_outputs:
         config.output.add(name=name, data_type=pb.TYPE_FP32, dims=list(dims))
-    _dynamic_batching(config.dynamic_batching, target.preferred_batch_sizes(batching), batching)
+    dynamic_batching(config.dynamic_batching, batching, target.preferred_batch_sizes(batching))
     config.version_policy.latest.num_versions = options.versions_kept
     config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
     target.configure(config, card, options)
@@ -115,9 +116,13 @@ def _outputs(config: pb.ModelConfig, card: ModelCard) -> None:
     )
 
 
-def _dynamic_batching(
-    dynamic: pb.ModelDynamicBatching, preferred: tuple[int, ...], batching: BatchingDefaults
+def dynamic_batching(
+    dynamic: pb.ModelDynamicBatching, batching: BatchingDefaults, preferred: tuple[int, ...] | None = None
 ) -> None:
+    """Fill ``dynamic`` from ``batching``: preferred sizes (default: the settings' up to the max),
+    queue delay and queue policy."""
+    if preferred is None:
+        preferred = tuple(size for size in batching.preferred_batch_sizes if size <= batching.max_batch_size)
     dynamic.preferred_batch_size.extend(preferred)
     dynamic.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
     policy = dynamic.default_queue_policy
