@@ -56,6 +56,8 @@ class ServingOptions:
     warmup: bool = True
     tensorrt_accelerator: bool = False
     cuda_graphs: bool = True
+    # queue priority levels (1 highest); requests without a priority take the lowest (backfill)
+    priority_levels: int = 0
 
 
 def build_config(
@@ -91,6 +93,8 @@ def build_config(
     for name, dims in extra_outputs:
         config.output.add(name=name, data_type=pb.TYPE_FP32, dims=list(dims))
     dynamic_batching(config.dynamic_batching, batching, target.preferred_batch_sizes(batching))
+    if options.priority_levels:
+        _priorities(config.dynamic_batching, options.priority_levels)
     config.version_policy.latest.num_versions = options.versions_kept
     config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
     target.configure(config, card, options)
@@ -130,6 +134,18 @@ def dynamic_batching(
     policy.default_timeout_microseconds = batching.queue_timeout_microseconds
     policy.allow_timeout_override = True
     policy.max_queue_size = batching.max_queue_size
+
+
+def _priorities(dynamic: pb.ModelDynamicBatching, levels: int) -> None:
+    """``levels`` queues, 1 first; a request without a priority is backfill, at the lowest level.
+
+    The batcher takes requests of a higher level first; every level keeps the default queue policy
+    (model_configuration.md, 'Priority').
+    """
+    if levels < 1:
+        raise ExportError(f"priority levels must be at least 1, got {levels}")
+    dynamic.priority_levels = levels
+    dynamic.default_priority_level = levels
 
 
 def _check_engine_fits(card: ModelCard, batching: BatchingDefaults, engine: EngineMetadata) -> None:

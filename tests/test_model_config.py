@@ -138,3 +138,12 @@ def test_onnxruntime_tensorrt_engines_are_cached_for_one_profile() -> None:
     shapes = [parameters[f"trt_profile_{key}_shapes"] for key in ("min", "opt", "max")]
     assert shapes == ["image:1x1x528x528", "image:16x1x528x528", "image:32x1x528x528"]
     assert [warmup.batch_size for warmup in config.model_warmup] == [1, 16, 32]
+
+
+def test_priority_levels_put_requests_without_a_priority_last() -> None:
+    config = build_config(CARD, "onnxruntime", ServingOptions(priority_levels=2))
+    assert parse_config(render_config(config)) == config
+    assert (config.dynamic_batching.priority_levels, config.dynamic_batching.default_priority_level) == (2, 2)
+    assert not build_config(CARD, "onnxruntime").dynamic_batching.priority_levels
+    with pytest.raises(ExportError, match="priority levels must be at least 1"):
+        build_config(CARD, "onnxruntime", ServingOptions(priority_levels=-1))

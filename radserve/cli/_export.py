@@ -47,7 +47,9 @@ def _export(args: argparse.Namespace) -> int:
     batching = SETTINGS.batching
     size = target.max_batch_size(batching) if args.max_batch_size is None else args.max_batch_size
     batching = replace(batching, max_batch_size=size)
-    options = ServingOptions(batching=batching, tensorrt_accelerator=args.trt_accelerator)
+    options = ServingOptions(
+        batching=batching, tensorrt_accelerator=args.trt_accelerator, priority_levels=args.priority_levels
+    )
     accepts = _contract(args)
     result = export_checkpoint(
         ExportRequest(
@@ -272,6 +274,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="Triton max_batch_size (TensorRT profile max; embedded-gpu: largest padded size, default "
         f"{SETTINGS.batching.gpu_max_batch_size})",
+    )
+    export.add_argument(
+        "--priority-levels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="queue priority levels (1 first): urgent studies sent with priority 1 pass a backfill, which "
+        "is sent without a priority (level N)",
     )
     export.add_argument(
         "--gradcam",
