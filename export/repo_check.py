@@ -30,6 +30,7 @@ from radserve.model_card import (
     model_versions,
 )
 from radserve.routing import ROUTER_PARAMETER
+from radserve.server_config.serving_view import serving_device
 
 
 @dataclass
@@ -103,8 +104,7 @@ def _check_model(model_dir: Path, report: ModelReport, image: str | None) -> Non
     except text_format.ParseError as error:
         problems.append(f"{CONFIG_FILE} does not parse with Triton's schema: {error}")
         return
-    target = target_of(config)
-    report.target = target.label if target else (config.platform or config.backend or "?")
+    target = _identify(config, report)
     if config.name and config.name != model_dir.name:
         problems.append(f"config name {config.name!r} differs from the folder name {model_dir.name!r}")
     if ROUTER_PARAMETER in config.parameters:  # a router (radserve export-router): no model file of its own
@@ -128,14 +128,7 @@ def _check_model(model_dir: Path, report: ModelReport, image: str | None) -> Non
     input_size = (int(wire.dims[1]), int(wire.dims[2]))
     classes = int(out.dims[0])
 
-    labels_path = model_dir / (out.label_filename or LABELS_FILE)
-    labels: tuple[str, ...] = ()
-    if not labels_path.is_file():
-        problems.append(f"no {labels_path.name}")
-    else:
-        labels = tuple(line for line in labels_path.read_text().splitlines() if line.strip())
-        if len(labels) != classes:
-            problems.append(f"{labels_path.name} has {len(labels)} labels, the output has {classes}")
+    labels = _read_labels(model_dir / (out.label_filename or LABELS_FILE), classes, problems)
 
     config_card = None
     parameter = config.parameters.get(MODEL_CARD_PARAMETER)
@@ -162,21 +155,57 @@ def _check_model(model_dir: Path, report: ModelReport, image: str | None) -> Non
                 f"{len(report.versions)} versions on disk, the policy serves the latest {served}"
             )
 
-    newest_card = None
-    for number in report.versions:
-        folder = model_dir / str(number)
-        card = _check_version(folder, config, target, report, (input_size, classes, labels))
-        newest_card = card or newest_card
-        if image is not None and target is not None:
-            problems_here, notes = target.check_image(folder, card, image)
-            problems.extend(f"version {number}: {problem}" for problem in problems_here)
-            report.notes.extend(f"version {number}: {note}" for note in notes)
+    newest_card = _check_versions(model_dir, config, target, report, (input_size, classes, labels), image)
     if config_card is not None and newest_card is not None and config_card != newest_card:
         problems.append(
             f"the config's model card differs from version {report.versions[-1]}'s {MODEL_CARD_FILE}"
         )
     if config_card is not None:
         _check_card(config_card, "config", model_dir.name, input_size, classes, labels, problems)
+
+
+def _identify(config: pb.ModelConfig, report: ModelReport) -> ServingTarget | None:
+    """The target that wrote ``config`` (None: not radserve's); a problem where its instances run
+    on a device the target does not serve on."""
+    target = target_of(config)
+    report.target = target.label if target else (config.platform or config.backend or "?")
+    if target is not None and serving_device(config) != target.device:
+        report.problems.append(
+            f"instance groups run on the {serving_device(config)}, target {target.name!r} serves on "
+            f"{' or '.join(target.devices)}"
+        )
+    return target
+
+
+def _read_labels(path: Path, classes: int, problems: list[str]) -> tuple[str, ...]:
+    if not path.is_file():
+        problems.append(f"no {path.name}")
+        return ()
+    labels = tuple(line for line in path.read_text().splitlines() if line.strip())
+    if len(labels) != classes:
+        problems.append(f"{path.name} has {len(labels)} labels, the output has {classes}")
+    return labels
+
+
+def _check_versions(
+    model_dir: Path,
+    config: pb.ModelConfig,
+    target: ServingTarget | None,
+    report: ModelReport,
+    shape: tuple[tuple[int, int], int, tuple[str, ...]],
+    image: str | None,
+) -> ModelCard | None:
+    """Check each version folder (and, with ``image``, whether it loads there); the newest card."""
+    newest_card = None
+    for number in report.versions:
+        folder = model_dir / str(number)
+        card = _check_version(folder, config, target, report, shape)
+        newest_card = card or newest_card
+        if image is not None and target is not None:
+            problems, notes = target.check_image(folder, card, image)
+            report.problems.extend(f"version {number}: {problem}" for problem in problems)
+            report.notes.extend(f"version {number}: {note}" for note in notes)
+    return newest_card
 
 
 def _check_router(model_dir: Path, config: pb.ModelConfig, report: ModelReport) -> None:

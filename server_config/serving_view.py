@@ -73,6 +73,22 @@ class RepositoryNeeds:
     python_request_bytes: int = 0  # largest request + response of a Python-backend model, in bytes
     version_compatible_plans: bool = False  # some TensorRT plan needs the backend's version-compatible=true
 
+    def backend_arguments(self) -> list[str]:
+        """tritonserver's backend options for these needs (``--allow-gpu-metrics`` goes with ``gpu``).
+
+        The Python backend's shared memory starts at ``shm-default-byte-size`` (1 MiB by default)
+        and grows by ``shm-growth-byte-size`` (python_backend README, 'Managing Shared Memory'): both
+        fit the largest request, so a 256-radiograph request needs no growth; never below 1 MiB.
+        """
+        arguments = []
+        if self.python_request_bytes > 0:
+            size = max(self.python_request_bytes, 1 << 20)
+            arguments.append(f"--backend-config=python,shm-default-byte-size={size}")
+            arguments.append(f"--backend-config=python,shm-growth-byte-size={size}")
+        if self.version_compatible_plans:
+            arguments.append(VERSION_COMPATIBLE_BACKEND_CONFIG)
+        return arguments
+
 
 def _request_bytes(config: pb.ModelConfig) -> int:
     batch = max(1, config.max_batch_size)

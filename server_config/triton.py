@@ -32,12 +32,7 @@ from radserve.errors import ServerError
 from radserve.files import swap_folder
 from radserve.security import ADMIN_KEY_HEADER
 from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
-from radserve.server_config.serving_view import (
-    VERSION_COMPATIBLE_BACKEND_CONFIG,
-    build_model_view,
-    build_serving_view,
-    repository_needs,
-)
+from radserve.server_config.serving_view import build_model_view, build_serving_view, repository_needs
 from radserve.settings import SETTINGS, Ports
 
 LOGGER = logging.getLogger(__name__)
@@ -152,22 +147,6 @@ def _private_log(server: TritonServer) -> object:
     return os.fdopen(descriptor, "wb")
 
 
-def _python_shm_arguments(request_bytes: int) -> list[str]:
-    """Python-backend shared memory sized so the largest request and its response fit at once.
-
-    Each stub starts with ``shm-default-byte-size`` (1 MiB by default) and grows by
-    ``shm-growth-byte-size`` (python_backend README, 'Managing Shared Memory'); a 256-radiograph
-    request would otherwise grow it many times. Never below Triton's defaults.
-    """
-    if request_bytes <= 0:
-        return []
-    size = max(request_bytes, 1 << 20)
-    return [
-        f"--backend-config=python,shm-default-byte-size={size}",
-        f"--backend-config=python,shm-growth-byte-size={size}",
-    ]
-
-
 @dataclass
 class TritonServer:
     """One ``tritonserver`` process serving a model repository.
@@ -225,7 +204,6 @@ class TritonServer:
             f"--metrics-address={self.plaintext_host}",
             f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true",
-            # GPU metrics (utilisation, memory, power) where a model runs on a GPU
             f"--allow-gpu-metrics={str(needs.gpu).lower()}",
             "--allow-cpu-metrics=true",
             # Triton 2.51 knows counter_latencies, summary_latencies and summary_quantiles (no
@@ -238,8 +216,7 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={int(_STOP_TIMEOUT_SECONDS)}",
             f"--log-verbose={self.verbose}",
-            *_python_shm_arguments(needs.python_request_bytes),
-            *([VERSION_COMPATIBLE_BACKEND_CONFIG] if needs.version_compatible_plans else []),
+            *needs.backend_arguments(),
             *(self.tls.arguments() if self.tls else []),
             *(restricted_arguments(self.admin_key) if self.admin_key else []),
             *(

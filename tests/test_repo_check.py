@@ -69,6 +69,11 @@ def _onnx_input_size(model: Path) -> None:
     onnx.save(graph, str(path))
 
 
+def _gpu_instances(model: Path) -> None:
+    path = model / "config.pbtxt"
+    path.write_text(path.read_text().replace("KIND_CPU", "KIND_GPU"))
+
+
 def _card_labels(model: Path) -> None:
     card = ModelCard.read(model / "1")
     card.replace(labels=tuple(reversed(card.labels))).write(model / "1")
@@ -82,6 +87,7 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "no versions": (_no_versions, "no numbered version folder"),
     "onnx shape": (_onnx_input_size, "image has shape [None, 1, 99, 64]"),
     "card labels": (_card_labels, "model card labels differ from labels.txt"),
+    "instance kind": (_gpu_instances, "instance groups run on the gpu, target 'embedded' serves on cpu"),
 }
 
 
