@@ -19,12 +19,13 @@ import torch
 from radserve.errors import ExportError
 from radserve.export.checkpoint import load_checkpoint
 from radserve.export.gpu_model import GraphRunner, build_serving_network
-from radserve.export.model_config import MODEL_FILES, ServingOptions, padded_batch_sizes
+from radserve.export.model_config import ServingOptions
 from radserve.export.parity import compare, gate, torch_probabilities
-from radserve.export.pipeline import ExportRequest, ExportResult, Variant, _thresholds, tool_versions
+from radserve.export.pipeline import ExportRequest, ExportResult, Variant, thresholds, tool_versions
 from radserve.export.precision import variant_name
 from radserve.export.repository import publish
 from radserve.export.samples import sample_images
+from radserve.export.targets import EmbeddedGpuTarget, padded_batch_sizes
 from radserve.model_card import ModelCard, Precision
 from radserve.settings import SETTINGS
 
@@ -81,7 +82,7 @@ def export_embedded_gpu(request: ExportRequest) -> ExportResult:
         candidate = gpu_probabilities(state_dict, card, images, sizes, device)
         report = compare(reference, candidate, "pytorch fp32")
         LOGGER.info("parity embedded-gpu %s on %s %s", precision, device.type, report)
-        min_top1, max_abs = _thresholds(request, precision)
+        min_top1, max_abs = thresholds(request, precision)
         # fp16 network, fp32 softmax: a probability bound holds (docs/how-to/gpu-hosts.md)
         if max_abs is None:
             max_abs = SETTINGS.export.gpu_fp16_max_abs_diff
@@ -90,10 +91,11 @@ def export_embedded_gpu(request: ExportRequest) -> ExportResult:
         candidates.append((precision, card.replace(parity=parity), report))
     published = []
     with tempfile.TemporaryDirectory(prefix="radserve-export-gpu-") as work:
-        weights = Path(work) / MODEL_FILES["embedded-gpu"]
+        target = EmbeddedGpuTarget()
+        weights = Path(work) / target.model_file
         torch.save(state_dict, weights)
         for precision, card, report in candidates:
             keep = request.keep_versions
-            folder = publish(request.repository, card, weights, "embedded-gpu", options, keep_versions=keep)
+            folder = publish(request.repository, card, weights, target, options, keep_versions=keep)
             published.append(Variant(precision, card, report, folder))
     return ExportResult(tuple(published))

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from radserve.errors import ExportError
-from radserve.export.model_config import ServingOptions, Target
+from radserve.export.model_config import ServingOptions
 from radserve.export.onnx_export import export_onnx
 from radserve.export.parity import compare, gate
 from radserve.export.repository import publish
 from radserve.export.serving_graph import ServingGraph
+from radserve.export.targets import ServingTarget
 from radserve.model_card import GRADCAM_OUTPUT, GRADCAM_SUFFIX, INPUT_NAME, OUTPUT_NAME, ModelCard
 from radserve.settings import SETTINGS
 
@@ -152,7 +153,7 @@ class GradCamCompanion:
     def publish(
         self,
         repository: Path,
-        target: Target = "embedded",
+        target: ServingTarget | str = "embedded",
         options: ServingOptions | None = None,
         keep_versions: int | None = None,
     ) -> Path:

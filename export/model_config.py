@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as pb
 
 from radserve.errors import ExportError
+from radserve.export.targets import TARGETS, ServingTarget, as_target, padded_batch_sizes
+from radserve.export.targets.embedded_gpu import PADDED_SIZES_PARAMETER, WEIGHTS_FILE_PARAMETER
 from radserve.model_card import (
     BOXES_OUTPUT,
     CLASSES_OUTPUT,
-    HOST_SIZED_PARAMETER,
     INPUT_NAME,
     MODEL_CARD_PARAMETER,
-    ONNXRUNTIME_THREADS_PARAMETER,
     OUTPUT_NAME,
     SCORES_OUTPUT,
     ModelCard,
@@ -31,20 +31,20 @@ from radserve.settings import SETTINGS, BatchingDefaults
 if TYPE_CHECKING:
     from radserve.export.tensorrt import EngineMetadata
 
-Target = Literal["embedded", "embedded-gpu", "onnxruntime", "tensorrt"]
-TARGETS: tuple[Target, ...] = ("embedded", "embedded-gpu", "onnxruntime", "tensorrt")
-# Targets served by Triton's Python backend (model.py copied into the version folder).
-PYTHON_TARGETS: tuple[Target, ...] = ("embedded", "embedded-gpu")
+__all__ = [
+    "LABELS_FILE",
+    "PADDED_SIZES_PARAMETER",
+    "TARGETS",
+    "WEIGHTS_FILE_PARAMETER",
+    "ServingOptions",
+    "build_config",
+    "dynamic_batching",
+    "padded_batch_sizes",
+    "parse_config",
+    "render_config",
+]
+
 LABELS_FILE = "labels.txt"
-# embedded-gpu: the network's state_dict; model.py rebuilds the architecture named in the model card.
-WEIGHTS_FILE_PARAMETER = "weights_filename"
-PADDED_SIZES_PARAMETER = "padded_batch_sizes"
-MODEL_FILES: dict[Target, str] = {
-    "embedded": "model.onnx",
-    "embedded-gpu": "weights.pt",
-    "onnxruntime": "model.onnx",
-    "tensorrt": "model.plan",
-}
 
 
 @dataclass(frozen=True)
@@ -56,21 +56,18 @@ class ServingOptions:
     warmup: bool = True
     tensorrt_accelerator: bool = False
     cuda_graphs: bool = True
-
-
-# The ONNX Runtime backend's TensorRT accelerator, per model precision (the precision is in the ONNX;
-# INT8 lets TensorRT run the Q/DQ nodes as int8 without a calibration table).
-_ACCELERATOR_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+    # queue priority levels (1 highest); requests without a priority take the lowest (backfill)
+    priority_levels: int = 0
 
 
 def build_config(
     card: ModelCard,
-    target: Target,
+    target: ServingTarget | str,
     options: ServingOptions | None = None,
     engine: EngineMetadata | None = None,
     extra_outputs: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> pb.ModelConfig:
-    """The Triton configuration serving ``card``'s model on ``target``.
+    """The Triton configuration serving ``card``'s model on ``target`` (a target or its name).
 
     ``extra_outputs`` (name, dims without the batch) follow ``probabilities``: FP32 tensors of a
     companion model, e.g. the Grad-CAM maps (export/gradcam.py).
@@ -80,34 +77,33 @@ def build_config(
     :class:`ExportError` here, as does an input size the profile was not built for.
     """
     options = options or ServingOptions()
+    target = as_target(target)
     batching = options.batching
     height, width = card.input_size
     if engine is not None:
         _check_engine_fits(card, batching, engine)
+    if options.tensorrt_accelerator and not target.accelerates():
+        raise ExportError(
+            f"model {card.name!r}: the TensorRT accelerator is for --target onnxruntime --device gpu, "
+            f"not {target.label}"
+        )
     config = pb.ModelConfig(name=card.name, max_batch_size=batching.max_batch_size)
-    if target in PYTHON_TARGETS:
-        config.backend = "python"
-    elif target == "onnxruntime":
-        config.platform = "onnxruntime_onnx"
-    else:
-        config.platform = "tensorrt_plan"
-    if target not in PYTHON_TARGETS:  # the Python backend takes default_model_filename as its model.py
-        config.default_model_filename = MODEL_FILES[target]
     config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[card.channels, height, width])
     _outputs(config, card)
     for name, dims in extra_outputs:
         config.output.add(name=name, data_type=pb.TYPE_FP32, dims=list(dims))
-
-    _dynamic_batching(config.dynamic_batching, target, batching)
-    _instance_group(config.instance_group.add(), target, batching)
+    dynamic_batching(config.dynamic_batching, batching, target.preferred_batch_sizes(batching))
+    if options.priority_levels:
+        _priorities(config.dynamic_batching, options.priority_levels)
     config.version_policy.latest.num_versions = options.versions_kept
     config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
-    _target_parameters(config, card, target, options)
+    target.configure(config, card, options)
     if options.warmup:
-        warmup = config.model_warmup.add(name="zeros", batch_size=1)
-        warmup.inputs[INPUT_NAME].data_type = pb.TYPE_UINT8
-        warmup.inputs[INPUT_NAME].dims.extend([card.channels, height, width])
-        warmup.inputs[INPUT_NAME].zero_data = True
+        for size in target.warmup_batch_sizes(options):
+            warmup = config.model_warmup.add(name=f"zeros_{size}", batch_size=size)
+            warmup.inputs[INPUT_NAME].data_type = pb.TYPE_UINT8
+            warmup.inputs[INPUT_NAME].dims.extend([card.channels, height, width])
+            warmup.inputs[INPUT_NAME].zero_data = True
     return config
 
 
@@ -124,11 +120,14 @@ def _outputs(config: pb.ModelConfig, card: ModelCard) -> None:
     )
 
 
-def _dynamic_batching(dynamic: pb.ModelDynamicBatching, target: Target, batching: BatchingDefaults) -> None:
-    preferred = padded_batch_sizes(batching.max_batch_size) if target == "embedded-gpu" else None
-    dynamic.preferred_batch_size.extend(
-        size for size in preferred or batching.preferred_batch_sizes if size <= batching.max_batch_size
-    )
+def dynamic_batching(
+    dynamic: pb.ModelDynamicBatching, batching: BatchingDefaults, preferred: tuple[int, ...] | None = None
+) -> None:
+    """Fill ``dynamic`` from ``batching``: preferred sizes (default: the settings' up to the max),
+    queue delay and queue policy."""
+    if preferred is None:
+        preferred = tuple(size for size in batching.preferred_batch_sizes if size <= batching.max_batch_size)
+    dynamic.preferred_batch_size.extend(preferred)
     dynamic.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
     policy = dynamic.default_queue_policy
     policy.timeout_action = pb.ModelQueuePolicy.REJECT
@@ -137,42 +136,16 @@ def _dynamic_batching(dynamic: pb.ModelDynamicBatching, target: Target, batching
     policy.max_queue_size = batching.max_queue_size
 
 
-def _instance_group(group: pb.ModelInstanceGroup, target: Target, batching: BatchingDefaults) -> None:
-    if target == "embedded":
-        # Sized by the serving host when `radserve serve` starts (HOST_SIZED_PARAMETER); 1 instance with
-        # ONNX Runtime's default threads (all cores) for a tritonserver started by other means.
-        group.kind = pb.ModelInstanceGroup.KIND_CPU
-        group.count = 1
-    elif target == "embedded-gpu":
-        group.kind = pb.ModelInstanceGroup.KIND_GPU
-        group.count = batching.gpu_python_instances
-    else:
-        group.kind = pb.ModelInstanceGroup.KIND_GPU
-        group.count = batching.gpu_instances
+def _priorities(dynamic: pb.ModelDynamicBatching, levels: int) -> None:
+    """``levels`` queues, 1 first; a request without a priority is backfill, at the lowest level.
 
-
-def _target_parameters(
-    config: pb.ModelConfig, card: ModelCard, target: Target, options: ServingOptions
-) -> None:
-    if target == "embedded":
-        config.parameters[HOST_SIZED_PARAMETER].string_value = "true"
-        config.parameters[ONNXRUNTIME_THREADS_PARAMETER].string_value = "0"
-        config.parameters["onnx_model_filename"].string_value = MODEL_FILES[target]
-    elif target == "embedded-gpu":
-        # fixed shapes (DESIGN decision 10): model.py pads each batch to one of these, one CUDA graph each
-        sizes = padded_batch_sizes(options.batching.max_batch_size)
-        config.parameters[PADDED_SIZES_PARAMETER].string_value = ",".join(map(str, sizes))
-        config.parameters[WEIGHTS_FILE_PARAMETER].string_value = MODEL_FILES[target]
-    elif target == "onnxruntime":
-        _onnxruntime_options(config, card, options)
-    else:
-        config.optimization.cuda.graphs = options.cuda_graphs
-
-
-def padded_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
-    """The fixed batch sizes of the embedded-gpu target: powers of two below ``max_batch_size``, and it."""
-    powers = (1 << exponent for exponent in range(max_batch_size.bit_length()))
-    return (*(size for size in powers if size < max_batch_size), max_batch_size)
+    The batcher takes requests of a higher level first; every level keeps the default queue policy
+    (model_configuration.md, 'Priority').
+    """
+    if levels < 1:
+        raise ExportError(f"priority levels must be at least 1, got {levels}")
+    dynamic.priority_levels = levels
+    dynamic.default_priority_level = levels
 
 
 def _check_engine_fits(card: ModelCard, batching: BatchingDefaults, engine: EngineMetadata) -> None:
@@ -191,15 +164,6 @@ def _check_engine_fits(card: ModelCard, batching: BatchingDefaults, engine: Engi
         raise ExportError(
             f"model {card.name!r}: the plan is {engine.precision}, the model card says {card.precision}"
         )
-
-
-def _onnxruntime_options(config: pb.ModelConfig, card: ModelCard, options: ServingOptions) -> None:
-    if options.tensorrt_accelerator:
-        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
-            name="tensorrt"
-        )
-        accelerator.parameters["precision_mode"] = _ACCELERATOR_PRECISION[card.precision]
-        accelerator.parameters["max_workspace_size_bytes"] = str(1 << 30)
 
 
 def render_config(config: Message) -> str:

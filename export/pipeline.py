@@ -21,13 +21,13 @@ import numpy as np
 
 from radserve.errors import ExportError
 from radserve.export.checkpoint import LoadedCheckpoint
-from radserve.export.model_config import ServingOptions, Target
-from radserve.export.onnx_export import export_onnx
+from radserve.export.model_config import ServingOptions
+from radserve.export.onnx_export import export_onnx as export_onnx_file
 from radserve.export.parity import ParityReport, compare, gate, onnx_probabilities, torch_probabilities
 from radserve.export.precision import PRECISIONS, convert_fp16, quantize_int8, variant_name
-from radserve.export.repository import publish
 from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
+from radserve.export.targets import Device, ServingTarget, get_target
 from radserve.model_card import InputContract, ModelCard, Precision
 from radserve.settings import SETTINGS
 from radserve.synthetic.dataset import REGIONS
@@ -60,6 +60,7 @@ class EngineOptions:
     timing_cache: Path | None = None
     hardware_compatible: bool = False
     version_compatible: bool = False
+    optimization_level: int | None = None  # TensorRT builder optimization level 0-5; None: its default
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ class ExportRequest:
     checkpoint: Path
     name: str
     repository: Path
-    target: Target = "embedded"
+    target: str = "embedded"
+    # the target's device (radserve.export.targets); None: its default (onnxruntime: gpu)
+    device: Device | None = None
     samples: int = SETTINGS.export.parity_samples
     sample_folder: Path | None = None
     min_top1_agreement: float | None = None
@@ -100,11 +103,14 @@ class ExportRequest:
     # a served system's contract (radserve.systems) the checkpoint must fit; None: the checkpoint's own
     system: str | None = None
 
+    def serving_target(self) -> ServingTarget:
+        """The target named by ``target`` on ``device``."""
+        return get_target(self.target, self.device)
+
     def resolved_int8_scheme(self) -> str:
         if self.int8_scheme != "auto":
             return self.int8_scheme
-        accelerated = self.options is not None and self.options.tensorrt_accelerator
-        return "s8s8" if self.target == "tensorrt" or accelerated else "u8s8"
+        return self.serving_target().int8_scheme(self.options)
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def _thresholds(request: ExportRequest, precision: Precision) -> tuple[float, float | None]:
+def thresholds(request: ExportRequest, precision: Precision) -> tuple[float, float | None]:
     min_top1 = request.min_top1_agreement
     max_abs = request.max_abs_diff if request.max_abs_diff is not None else DEFAULT_MAX_ABS_DIFF[precision]
     return (DEFAULT_MIN_TOP1[precision] if min_top1 is None else min_top1), max_abs
@@ -158,10 +164,11 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     Raises :class:`ExportError` (parity refused, TensorRT unavailable: with the trtexec command)
     or :class:`ModelCardError` (bad source). Nothing is published unless every variant passed.
     """
-    if request.target == "embedded-gpu":  # no ONNX: the network itself, gated on its device
-        from radserve.export.gpu_export import export_embedded_gpu
+    return request.serving_target().export(request)
 
-        return export_embedded_gpu(request)
+
+def export_onnx(request: ExportRequest, target: ServingTarget) -> ExportResult:
+    """The ONNX route of :func:`export_checkpoint`: gated ONNX variants, published by ``target``."""
     unknown = [p for p in request.precisions if p not in PRECISIONS]
     if unknown or not request.precisions:
         raise ExportError(f"precisions must be some of {list(PRECISIONS)}, got {list(request.precisions)}")
@@ -174,13 +181,10 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     images = sample_images(loaded.card, request.samples, request.sample_folder)
     reference = torch_probabilities(loaded.model, loaded.card, images)
     with tempfile.TemporaryDirectory(prefix="radserve-export-") as temporary:
-        work = request.work_dir or Path(temporary)
-        if request.target == "tensorrt" and request.work_dir is None:
-            # the gated ONNX must outlive this call: it is what trtexec builds from elsewhere
-            work = Path("build/export") / request.name
+        work = target.work_folder(request) or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
         fp32_path = work / f"{request.name}_fp32.onnx"
-        export_onnx(loaded.model, loaded.card, fp32_path)
+        export_onnx_file(loaded.model, loaded.card, fp32_path)
         validation = "the samples folder" if request.sample_folder else "synthetic radiographs"
         base_card = loaded.card.replace(
             tool_versions=tool_versions(),
@@ -189,36 +193,13 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
         )
         fp32_report = compare(reference, onnx_probabilities(fp32_path, images), "pytorch fp32")
         LOGGER.info("parity fp32 %s", fp32_report)
-        gate(fp32_report, *_thresholds(request, "fp32"), f"{request.name} (onnxruntime fp32)")
+        gate(fp32_report, *thresholds(request, "fp32"), f"{request.name} (onnxruntime fp32)")
 
         candidates = _gated_variants(request, base_card, images, reference, (fp32_path, fp32_report), work)
         # the companion is gated before anything is published
         companion = _gradcam_companion(request, loaded, base_card, images, reference, work)
-        if request.target == "tensorrt":
-            # beside a TensorRT plan the companion runs on ONNX Runtime (onnxruntime target)
-            return _with_companion(
-                _publish_engines(request, candidates, images, reference, work),
-                companion,
-                request,
-                "onnxruntime",
-            )
-        published = [
-            Variant(
-                precision,
-                card,
-                report,
-                publish(
-                    request.repository,
-                    card,
-                    path,
-                    request.target,
-                    request.options,
-                    keep_versions=request.keep_versions,
-                ),
-            )
-            for precision, card, report, path in candidates
-        ]
-        result = _with_companion(ExportResult(tuple(published)), companion, request, request.target)
+        published = target.publish_candidates(request, candidates, images, reference, work)
+        result = _with_companion(ExportResult(tuple(published)), companion, request, target.companion())
     return result
 
 
@@ -244,7 +225,7 @@ def _gated_variants(
                 quantize_int8(fp32_path, path, calibration, scheme=request.resolved_int8_scheme())
             report = compare(reference, onnx_probabilities(path, images), "pytorch fp32")
             LOGGER.info("parity %s %s", precision, report)
-            gate(report, *_thresholds(request, precision), f"{request.name} (onnxruntime {precision})")
+            gate(report, *thresholds(request, precision), f"{request.name} (onnxruntime {precision})")
         figures = report.to_dict()
         if precision == "int8":
             figures["quantization"] = f"QDQ {request.resolved_int8_scheme()} per-channel"
@@ -258,7 +239,7 @@ def _gated_variants(
 
 
 def _with_companion(
-    result: ExportResult, companion: GradCamCompanion | None, request: ExportRequest, target: Target
+    result: ExportResult, companion: GradCamCompanion | None, request: ExportRequest, target: ServingTarget
 ) -> ExportResult:
     """``result`` after publishing the Grad-CAM companion, when there is one."""
     if companion is None:
@@ -321,80 +302,3 @@ def _calibration_images(card: ModelCard, request: ExportRequest, parity_images: 
         raise ExportError(
             f"{error}: int8 calibration needs radiographs other than the {parity_images} parity samples"
         ) from None
-
-
-def _publish_engines(
-    request: ExportRequest,
-    candidates: list[tuple[Precision, ModelCard, ParityReport, Path]],
-    images: np.ndarray,
-    reference: np.ndarray,
-    work: Path,
-) -> ExportResult:
-    """Build, check and publish one plan per variant (GPU hosts with TensorRT only).
-
-    Without TensorRT or a GPU: :class:`ExportError` listing the trtexec command of every variant;
-    the gated ONNX files stay in ``work`` for it.
-    """
-    from radserve.export.tensorrt import (
-        PLAN_FILE,
-        EngineSpec,
-        Profile,
-        build_engine,
-        current_runtime,
-        engine_probabilities,
-        format_command,
-        metadata_path,
-        trtexec_command,
-    )
-
-    options = request.options or ServingOptions()
-    specs = [
-        EngineSpec(
-            onnx_path=onnx_path.resolve(),
-            plan_path=(work / f"{card.name}.plan").resolve(),
-            profile=Profile.for_batching(options.batching, *card.input_size),
-            precision=precision,
-            workspace_bytes=request.engine.workspace_bytes,
-            timing_cache=request.engine.timing_cache,
-            hardware_compatible=request.engine.hardware_compatible,
-            version_compatible=request.engine.version_compatible,
-        )
-        for precision, card, _, onnx_path in candidates
-    ]
-    try:
-        current_runtime()
-    except ExportError as error:
-        commands = "\n".join(f"  {format_command(trtexec_command(spec))}" for spec in specs)
-        raise ExportError(
-            f"cannot build a TensorRT plan here: {error}. The gated ONNX is in {work}; build the "
-            f"plan(s) inside the NGC TensorRT/Triton container with:\n{commands}"
-        ) from None
-    published = []
-    for (precision, card, _, _), spec in zip(candidates, specs, strict=True):
-        engine = build_engine(spec)
-        trt_report = compare(reference, engine_probabilities(spec.plan_path, images), "pytorch fp32")
-        # TensorRT runs fp32 convolutions as TF32 by default: only an explicit --max-abs-diff applies
-        min_top1, _ = _thresholds(request, precision)
-        gate(trt_report, min_top1, request.max_abs_diff, f"{card.name} (tensorrt {precision})")
-        card = card.replace(parity={**card.parity, f"tensorrt_{precision}": trt_report.to_dict()})
-        published.append((precision, card, trt_report, spec, engine))
-    return ExportResult(
-        tuple(
-            Variant(
-                precision,
-                card,
-                report,
-                publish(
-                    request.repository,
-                    card,
-                    spec.plan_path,
-                    "tensorrt",
-                    options,
-                    keep_versions=request.keep_versions,
-                    extra_files={metadata_path(Path(PLAN_FILE)).name: metadata_path(spec.plan_path)},
-                    engine=engine,
-                ),
-            )
-            for precision, card, report, spec, engine in published
-        )
-    )

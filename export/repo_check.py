@@ -12,15 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from radserve.errors import ModelCardError, RadserveError
-from radserve.export.hashing import file_sha256
-from radserve.export.model_config import LABELS_FILE, WEIGHTS_FILE_PARAMETER, parse_config
+from radserve.export.model_config import LABELS_FILE, parse_config
 from radserve.export.repository import CONFIG_FILE
 from radserve.export.router import router_problems
+from radserve.export.targets import ServingTarget, target_of
 from radserve.model_card import (
     GRADCAM_OUTPUT,
     INPUT_NAME,
@@ -31,8 +30,7 @@ from radserve.model_card import (
     model_versions,
 )
 from radserve.routing import ROUTER_PARAMETER
-
-_ONNX_TYPES = {pb.TYPE_UINT8: onnx.TensorProto.UINT8, pb.TYPE_FP32: onnx.TensorProto.FLOAT}
+from radserve.server_config.serving_view import serving_device
 
 
 @dataclass
@@ -72,7 +70,9 @@ class RepositoryReport:
         return "\n".join(lines)
 
 
-def check_repository(path: Path) -> RepositoryReport:
+def check_repository(path: Path, image: str | None = None) -> RepositoryReport:
+    """Check every model folder of ``path``; with ``image`` (``nvcr.io/nvidia/tritonserver:YY.MM-py3``)
+    also whether that image loads each TensorRT plan (export/ngc_images.py)."""
     report = RepositoryReport(path)
     if not path.is_dir():
         report.problems.append(f"{path} is not a folder")
@@ -80,28 +80,20 @@ def check_repository(path: Path) -> RepositoryReport:
     folders = sorted(entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if not folders:
         report.problems.append("no model folder")
-    report.models = [check_model(folder) for folder in folders]
+    report.models = [check_model(folder, image) for folder in folders]
     return report
 
 
-def check_model(model_dir: Path) -> ModelReport:
+def check_model(model_dir: Path, image: str | None = None) -> ModelReport:
     report = ModelReport(model_dir.name)
     try:
-        _check_model(model_dir, report)
+        _check_model(model_dir, report, image)
     except RadserveError as error:  # anything unreadable ends this model's check with a reason
         report.problems.append(str(error))
     return report
 
 
-def _target(config: pb.ModelConfig) -> str:
-    if config.backend == "python":
-        return "embedded-gpu" if WEIGHTS_FILE_PARAMETER in config.parameters else "embedded"
-    return {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}.get(
-        config.platform, config.platform or config.backend or "?"
-    )
-
-
-def _check_model(model_dir: Path, report: ModelReport) -> None:
+def _check_model(model_dir: Path, report: ModelReport, image: str | None) -> None:
     problems = report.problems
     config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():
@@ -112,7 +104,7 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
     except text_format.ParseError as error:
         problems.append(f"{CONFIG_FILE} does not parse with Triton's schema: {error}")
         return
-    report.target = _target(config)
+    target = _identify(config, report)
     if config.name and config.name != model_dir.name:
         problems.append(f"config name {config.name!r} differs from the folder name {model_dir.name!r}")
     if ROUTER_PARAMETER in config.parameters:  # a router (radserve export-router): no model file of its own
@@ -136,14 +128,7 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
     input_size = (int(wire.dims[1]), int(wire.dims[2]))
     classes = int(out.dims[0])
 
-    labels_path = model_dir / (out.label_filename or LABELS_FILE)
-    labels: tuple[str, ...] = ()
-    if not labels_path.is_file():
-        problems.append(f"no {labels_path.name}")
-    else:
-        labels = tuple(line for line in labels_path.read_text().splitlines() if line.strip())
-        if len(labels) != classes:
-            problems.append(f"{labels_path.name} has {len(labels)} labels, the output has {classes}")
+    labels = _read_labels(model_dir / (out.label_filename or LABELS_FILE), classes, problems)
 
     config_card = None
     parameter = config.parameters.get(MODEL_CARD_PARAMETER)
@@ -170,16 +155,57 @@ def _check_model(model_dir: Path, report: ModelReport) -> None:
                 f"{len(report.versions)} versions on disk, the policy serves the latest {served}"
             )
 
-    newest_card = None
-    for number in report.versions:
-        card = _check_version(model_dir / str(number), config, report, input_size, classes, labels)
-        newest_card = card or newest_card
+    newest_card = _check_versions(model_dir, config, target, report, (input_size, classes, labels), image)
     if config_card is not None and newest_card is not None and config_card != newest_card:
         problems.append(
             f"the config's model card differs from version {report.versions[-1]}'s {MODEL_CARD_FILE}"
         )
     if config_card is not None:
         _check_card(config_card, "config", model_dir.name, input_size, classes, labels, problems)
+
+
+def _identify(config: pb.ModelConfig, report: ModelReport) -> ServingTarget | None:
+    """The target that wrote ``config`` (None: not radserve's); a problem where its instances run
+    on a device the target does not serve on."""
+    target = target_of(config)
+    report.target = target.label if target else (config.platform or config.backend or "?")
+    if target is not None and serving_device(config) != target.device:
+        report.problems.append(
+            f"instance groups run on the {serving_device(config)}, target {target.name!r} serves on "
+            f"{' or '.join(target.devices)}"
+        )
+    return target
+
+
+def _read_labels(path: Path, classes: int, problems: list[str]) -> tuple[str, ...]:
+    if not path.is_file():
+        problems.append(f"no {path.name}")
+        return ()
+    labels = tuple(line for line in path.read_text().splitlines() if line.strip())
+    if len(labels) != classes:
+        problems.append(f"{path.name} has {len(labels)} labels, the output has {classes}")
+    return labels
+
+
+def _check_versions(
+    model_dir: Path,
+    config: pb.ModelConfig,
+    target: ServingTarget | None,
+    report: ModelReport,
+    shape: tuple[tuple[int, int], int, tuple[str, ...]],
+    image: str | None,
+) -> ModelCard | None:
+    """Check each version folder (and, with ``image``, whether it loads there); the newest card."""
+    newest_card = None
+    for number in report.versions:
+        folder = model_dir / str(number)
+        card = _check_version(folder, config, target, report, shape)
+        newest_card = card or newest_card
+        if image is not None and target is not None:
+            problems, notes = target.check_image(folder, card, image)
+            report.problems.extend(f"version {number}: {problem}" for problem in problems)
+            report.notes.extend(f"version {number}: {note}" for note in notes)
+    return newest_card
 
 
 def _check_router(model_dir: Path, config: pb.ModelConfig, report: ModelReport) -> None:
@@ -209,10 +235,9 @@ def _check_card(
 def _check_version(
     folder: Path,
     config: pb.ModelConfig,
+    target: ServingTarget | None,
     report: ModelReport,
-    input_size: tuple[int, int],
-    classes: int,
-    labels: tuple[str, ...],
+    shape: tuple[tuple[int, int], int, tuple[str, ...]],
 ) -> ModelCard | None:
     problems = report.problems
     where = f"version {folder.name}"
@@ -222,139 +247,12 @@ def _check_version(
     except ModelCardError as error:
         problems.append(f"{where}: {error}")
     else:
-        _check_card(card, where, config.name or folder.parent.name, input_size, classes, labels, problems)
-
-    target = report.target
+        _check_card(card, where, config.name or folder.parent.name, *shape, problems)
     channels = int(config.input[0].dims[0])
     if card is not None and card.channels != channels:
         problems.append(f"{where}: model card has {card.channels} input channel(s), config {channels}")
-    if target == "embedded":
-        if not (folder / "model.py").is_file():
-            problems.append(f"{where}: no model.py (the Python backend's model)")
-        onnx_name = config.parameters["onnx_model_filename"].string_value or "model.onnx"
-        _check_onnx(
-            folder / onnx_name, where, (channels, *input_size), classes, problems, _output_names(config)
-        )
-    elif target == "embedded-gpu":
-        if not (folder / "model.py").is_file():
-            problems.append(f"{where}: no model.py (the Python backend's model)")
-        weights = folder / config.parameters[WEIGHTS_FILE_PARAMETER].string_value
-        _check_weights(weights, where, card, problems)
-    elif target == "onnxruntime":
-        _check_onnx(
-            folder / (config.default_model_filename or "model.onnx"),
-            where,
-            (channels, *input_size),
-            classes,
-            problems,
-            _output_names(config),
-        )
-    elif target == "tensorrt":
-        _check_plan(
-            folder / (config.default_model_filename or "model.plan"),
-            where,
-            config,
-            input_size,
-            card,
-            problems,
-        )
+    if target is None:
+        report.notes.append(f"{where}: platform {report.target!r} is not checked")
     else:
-        report.notes.append(f"{where}: platform {target!r} is not checked")
+        target.check_version(folder, config, card, where, problems)
     return card
-
-
-def _output_names(config: pb.ModelConfig) -> tuple[str, ...]:
-    return tuple(output.name for output in config.output)
-
-
-def _check_onnx(
-    path: Path,
-    where: str,
-    wire_shape: tuple[int, int, int],
-    classes: int,
-    problems: list[str],
-    output_names: tuple[str, ...] = (OUTPUT_NAME,),
-) -> None:
-    if not path.is_file():
-        problems.append(f"{where}: no {path.name}")
-        return
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # protobuf raises DecodeError and others for a damaged file
-        problems.append(f"{where}: {path.name} is not a readable ONNX model: {error}")
-        return
-    expected = [(model.graph.input, INPUT_NAME, onnx.TensorProto.UINT8, [None, *wire_shape])]
-    expected.append((model.graph.output[:1], OUTPUT_NAME, onnx.TensorProto.FLOAT, [None, classes]))
-    names = [tensor.name for tensor in model.graph.output]
-    if names != list(output_names):
-        problems.append(f"{where}: {path.name} outputs {names}, the config expects {list(output_names)}")
-        return
-    for tensors, name, elem_type, shape in expected:
-        names = [tensor.name for tensor in tensors]
-        if names != [name]:
-            problems.append(f"{where}: {path.name} has {names}, the config expects [{name!r}]")
-            continue
-        tensor_type = tensors[0].type.tensor_type
-        dims = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor_type.shape.dim]
-        if tensor_type.elem_type != elem_type:
-            actual = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
-            wanted = onnx.TensorProto.DataType.Name(elem_type)
-            problems.append(f"{where}: {path.name} {name} is {actual}, the config expects {wanted}")
-        if dims != shape:
-            shown = ["batch" if d is None else d for d in shape]
-            problems.append(
-                f"{where}: {path.name} {name} has shape {dims}, the config expects {shown} (dynamic batch)"
-            )
-
-
-def _check_plan(
-    path: Path,
-    where: str,
-    config: pb.ModelConfig,
-    input_size: tuple[int, int],
-    card: ModelCard | None,
-    problems: list[str],
-) -> None:
-    from radserve.export.tensorrt import EngineMetadata, metadata_path
-
-    if not path.is_file():
-        problems.append(f"{where}: no {path.name}")
-        return
-    try:
-        metadata = EngineMetadata.read(path)
-    except RadserveError as error:
-        problems.append(f"{where}: {error}")
-        return
-    profile = metadata.profile
-    if config.max_batch_size > profile["max_batch"]:
-        problems.append(
-            f"{where}: max_batch_size {config.max_batch_size} exceeds the plan's profile max "
-            f"{profile['max_batch']} (Triton rejects it)"
-        )
-    if (profile["height"], profile["width"]) != input_size:
-        problems.append(
-            f"{where}: plan built for {profile['height']}x{profile['width']}, config {input_size}"
-        )
-    if card is not None and metadata.precision != card.precision:
-        problems.append(f"{where}: plan precision {metadata.precision}, model card {card.precision}")
-    if metadata.plan_sha256 and file_sha256(path) != metadata.plan_sha256:
-        problems.append(f"{where}: {path.name} does not match the sha256 in {metadata_path(path).name}")
-
-
-def _check_weights(path: Path, where: str, card: ModelCard | None, problems: list[str]) -> None:
-    """embedded-gpu: the weights load as plain tensors and fit the card's architecture and labels."""
-    if not path.is_file():
-        problems.append(f"{where}: no {path.name}")
-        return
-    if card is None:
-        return
-    import torch
-
-    from radserve.export.architectures import build_model
-
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        build_model(card.architecture, card.num_classes).load_state_dict(state_dict)
-    except Exception as error:  # unpickling, unknown architecture, shapes: all end in one line
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        problems.append(f"{where}: {path.name} does not load into {card.architecture}: {first}")

@@ -20,15 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radserve.errors import ExportError
-from radserve.export.model_config import (
-    LABELS_FILE,
-    MODEL_FILES,
-    PYTHON_TARGETS,
-    ServingOptions,
-    Target,
-    build_config,
-    render_config,
-)
+from radserve.export.model_config import LABELS_FILE, ServingOptions, build_config, render_config
+from radserve.export.targets import ServingTarget, as_target
 from radserve.files import swap_folder
 from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard, model_versions
 
@@ -38,19 +31,13 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.pbtxt"
-# model.py of each Python-backend target; it imports Triton's stub utilities, so it is copied as a
-# file (self-contained: it imports nothing from radserve).
-MODEL_SOURCES: dict[Target, Path] = {
-    "embedded": Path(__file__).with_name("embedded_model.py"),
-    "embedded-gpu": Path(__file__).with_name("gpu_model.py"),
-}
 
 
 def publish(
     repository: Path,
     card: ModelCard,
     model_file: Path,
-    target: Target = "embedded",
+    target: ServingTarget | str = "embedded",
     options: ServingOptions | None = None,
     *,
     keep_versions: int | None = None,
@@ -65,6 +52,7 @@ def publish(
     ``extra_outputs`` are the further outputs of a companion model (see :func:`build_config`).
     """
     options = options or ServingOptions()
+    target = as_target(target)
     if keep_versions is not None:
         if keep_versions < 1:
             raise ExportError(f"keep_versions must be at least 1, got {keep_versions}")
@@ -81,9 +69,9 @@ def publish(
             shutil.copytree(model_dir / str(number), staging / str(number), copy_function=os.link)
         version_dir = staging / str(version)
         version_dir.mkdir()
-        shutil.copyfile(model_file, version_dir / MODEL_FILES[target])
-        if target in PYTHON_TARGETS:
-            shutil.copyfile(MODEL_SOURCES[target], version_dir / "model.py")
+        shutil.copyfile(model_file, version_dir / target.model_file)
+        if target.model_source is not None:  # a Python-backend model: its model.py, self-contained
+            shutil.copyfile(target.model_source, version_dir / "model.py")
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, version_dir / name)
         card.write(version_dir)
@@ -93,7 +81,7 @@ def publish(
             prune(staging, keep_versions)
 
     replace_model_folder(repository, card.name, fill)
-    LOGGER.info("published %s version %d (%s) in %s", card.name, version, target, repository)
+    LOGGER.info("published %s version %d (%s) in %s", card.name, version, target.label, repository)
     return model_dir / str(version)
 
 

@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from radserve.errors import ExportError, ModelCardError
-from radserve.export.model_config import _dynamic_batching, parse_config, render_config
+from radserve.export.model_config import dynamic_batching, parse_config, render_config
 from radserve.export.repository import CONFIG_FILE, next_version, replace_model_folder
 from radserve.model_card import (
     MODEL_CARD_PARAMETER,
@@ -92,7 +92,7 @@ def build_router_config(router: RouterCard, version: int) -> pb.ModelConfig:
         (ROUTE_ERROR_OUTPUT, pb.TYPE_STRING, 1),
     ):
         config.output.add(name=output_name, data_type=data_type, dims=[dims])
-    _dynamic_batching(config.dynamic_batching, "embedded", batching)
+    dynamic_batching(config.dynamic_batching, batching)
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=batching.router_instances)
     config.version_policy.latest.num_versions = 1
     config.parameters[ROUTER_PARAMETER].string_value = router.to_json()

@@ -9,10 +9,17 @@ BLS request with the radiographs routed to it, each in its own wire contract's t
 
 A downstream request that fails is retried one radiograph at a time, so a failure is reported
 (``route_error``) for the radiographs it concerns only; a first-stage failure fails the requests.
+
+``execute`` is a coroutine and every BLS request goes out with ``async_exec`` (python_backend
+README, 'Business Logic Scripting', 'Asynchronous BLS' and 'Async Execute'): while one batch waits
+for its stages the instance takes the next batch, and the downstream models of a batch are asked
+concurrently. Tensors are read through DLPack (numpy's ``from_dlpack``), not ``as_numpy``; they are
+written through the numpy bridge (see :func:`_tensor`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -46,9 +53,9 @@ class TritonPythonModel:
         self.width = next(o["dims"][0] for o in config["output"] if o["name"] == PROBABILITIES)
         self.inputs = [i["name"] for i in config["input"]]
 
-    def execute(self, requests: list[Any]) -> list[Any]:
+    async def execute(self, requests: list[Any]) -> list[Any]:
         arrays = [
-            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
+            {name: _numpy(pb_utils.get_input_tensor_by_name(request, name)) for name in self.inputs}
             for request in requests
         ]
         stacked: dict[str, np.ndarray] = {}
@@ -61,25 +68,27 @@ class TritonPythonModel:
             return stacked[name]
 
         try:
-            first = _infer(self.first, batch(self.first["input"]))
+            first = await _infer(self.first, batch(self.first["input"]))
         except RuntimeError as error:
             failure = pb_utils.TritonError(f"first stage {self.first['model']!r} failed: {error}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=failure) for _ in requests]
         routed = self.route[np.argmax(first, axis=1)]
         probabilities = np.full((len(first), self.width), np.nan, dtype=np.float32)
         errors = np.full(len(first), "", dtype=object)
+        asked = []
         for index, stage in enumerate(self.downstream):
             rows = np.flatnonzero(routed == index)
             if len(rows):
-                self._downstream(stage, batch(stage["input"]), rows, probabilities, errors)
+                asked.append(self._downstream(stage, batch(stage["input"]), rows, probabilities, errors))
+        await asyncio.gather(*asked)
         responses, start = [], 0
         for array in arrays:
             end = start + len(array[self.inputs[0]])
             part = slice(start, end)
             tensors = [
-                pb_utils.Tensor(PROBABILITIES, np.ascontiguousarray(probabilities[part])),
-                pb_utils.Tensor("first_probabilities", np.ascontiguousarray(first[part])),
-                pb_utils.Tensor("downstream", np.ascontiguousarray(routed[part, None])),
+                _tensor(PROBABILITIES, probabilities[part]),
+                _tensor("first_probabilities", first[part]),
+                _tensor("downstream", routed[part, None]),
                 pb_utils.Tensor(
                     "route_error", np.array([[e.encode()] for e in errors[part]], dtype=np.object_)
                 ),
@@ -89,7 +98,7 @@ class TritonPythonModel:
         return responses
 
     @staticmethod
-    def _downstream(
+    async def _downstream(
         stage: dict[str, Any], images: np.ndarray, rows: np.ndarray, out: np.ndarray, errors: np.ndarray
     ) -> None:
         """Answers of ``stage`` for ``rows`` into ``out``; a failed request is retried one radiograph
@@ -98,7 +107,7 @@ class TritonPythonModel:
         while groups:
             group = groups.pop()
             try:
-                answer = _infer(stage, images[group])
+                answer = await _infer(stage, images[group])
             except RuntimeError as error:
                 if len(group) > 1:
                     groups.extend(group[i : i + 1] for i in range(len(group)))
@@ -110,15 +119,27 @@ class TritonPythonModel:
             out[group, : answer.shape[1]] = answer
 
 
-def _infer(stage: dict[str, Any], images: np.ndarray) -> np.ndarray:
+def _numpy(tensor: Any) -> np.ndarray:
+    """A CPU tensor of the stub as a numpy array, through DLPack."""
+    return np.from_dlpack(tensor)
+
+
+def _tensor(name: str, array: np.ndarray) -> Any:
+    """A numeric output or BLS input tensor. Not through numpy's DLPack export: the 2.51 stub renames
+    the capsule it takes ("used_dlpack") and numpy 1.26's deleter then fails on every tensor (seen
+    here); torch's export works, but the router must not need torch in the serving image."""
+    return pb_utils.Tensor(name, np.ascontiguousarray(array))
+
+
+async def _infer(stage: dict[str, Any], images: np.ndarray) -> np.ndarray:
     """``probabilities`` of ``stage`` (its pinned version) for wire images; RuntimeError on failure."""
     request = pb_utils.InferenceRequest(
         model_name=stage["model"],
         model_version=int(stage["version"]) if stage["version"] else -1,
         requested_output_names=[PROBABILITIES],
-        inputs=[pb_utils.Tensor("image", np.ascontiguousarray(images))],
+        inputs=[_tensor("image", images)],
     )
-    response = request.exec()
+    response = await request.async_exec()
     if response.has_error():
         error = response.error()
         try:
@@ -127,6 +148,7 @@ def _infer(stage: dict[str, Any], images: np.ndarray) -> np.ndarray:
             message = "the model answered with an error whose message could not be read"
         raise RuntimeError(message)
     answer = pb_utils.get_output_tensor_by_name(response, PROBABILITIES)
-    if answer is None or len(answer.as_numpy()) != len(images):
+    values = None if answer is None else _numpy(answer)
+    if values is None or len(values) != len(images):
         raise RuntimeError(f"answered without {PROBABILITIES} for each of its {len(images)} radiograph(s)")
-    return answer.as_numpy()
+    return values

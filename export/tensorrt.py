@@ -23,7 +23,8 @@ from typing import Any
 
 from radserve.errors import ExportError
 from radserve.export.hashing import file_sha256
-from radserve.model_card import INPUT_NAME, OUTPUT_NAME, Precision
+from radserve.export.ngc_images import runtime_loads
+from radserve.model_card import INPUT_NAME, OUTPUT_NAME, EngineRecord, Precision
 from radserve.settings import SETTINGS, BatchingDefaults
 
 LOGGER = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class EngineSpec:
     timing_cache: Path | None = None
     hardware_compatible: bool = False
     version_compatible: bool = False
+    optimization_level: int | None = None  # builder optimization level 0-5; None: TensorRT's default
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,16 @@ class EngineMetadata:
     version_compatible: bool = False
     format: str = METADATA_FORMAT
     input: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> EngineRecord:
+        """What the model card records of this plan."""
+        return EngineRecord(
+            tensorrt_version=self.tensorrt_version,
+            compute_capability=self.compute_capability,
+            gpu_name=self.gpu_name,
+            hardware_compatible=self.hardware_compatibility == "ampere+",
+            version_compatible=self.version_compatible,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -162,8 +174,20 @@ def trtexec_command(spec: EngineSpec) -> list[str]:
         command.append("--hardwareCompatibilityLevel=ampere+")
     if spec.version_compatible:
         command.append("--versionCompatible")
+    if spec.optimization_level is not None:
+        command.append(f"--builderOptimizationLevel={spec.optimization_level}")
     command.append("--skipInference")
     return command
+
+
+def timing_cache_path(requested: Path | None, runtime: Runtime) -> Path | None:
+    """The timing cache file of ``runtime``: ``requested`` with the TensorRT version and the compute
+    capability in its name, so caches of several images and GPUs sit side by side (a cache is valid
+    for one TensorRT version and one GPU: TensorRT developer guide, 'Timing Cache')."""
+    if requested is None:
+        return None
+    key = f"trt{runtime.tensorrt_version}-sm{runtime.compute_capability[0]}{runtime.compute_capability[1]}"
+    return requested.with_name(f"{requested.stem}.{key}{requested.suffix or '.cache'}")
 
 
 def format_command(command: list[str]) -> str:
@@ -173,13 +197,11 @@ def format_command(command: list[str]) -> str:
 def check_engine_metadata(metadata: EngineMetadata, runtime: Runtime) -> None:
     """Refuse (:class:`ExportError`) a plan that was not built for ``runtime``."""
     problems = []
-    if metadata.tensorrt_version != runtime.tensorrt_version:
-        # a version-compatible plan runs on the same or a later TensorRT, never an older one
-        later = _version(runtime.tensorrt_version) >= _version(metadata.tensorrt_version)
-        if not (metadata.version_compatible and later):
-            problems.append(
-                f"built with TensorRT {metadata.tensorrt_version}, the runtime is {runtime.tensorrt_version}"
-            )
+    if not runtime_loads(metadata.tensorrt_version, runtime.tensorrt_version, metadata.version_compatible):
+        # a version-compatible plan runs on a later TensorRT of its major or the next (8.6 → 10 → 11)
+        problems.append(
+            f"built with TensorRT {metadata.tensorrt_version}, the runtime is {runtime.tensorrt_version}"
+        )
     if metadata.hardware_compatibility == "ampere+":
         if runtime.compute_capability < AMPERE:
             problems.append(
@@ -263,21 +285,24 @@ def build_engine(spec: EngineSpec) -> EngineMetadata:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     if spec.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if spec.optimization_level is not None:
+        config.builder_optimization_level = spec.optimization_level
 
-    cache_bytes = b""
-    if spec.timing_cache is not None and spec.timing_cache.is_file():
-        cache_bytes = spec.timing_cache.read_bytes()
+    cache_path = timing_cache_path(spec.timing_cache, runtime)
+    cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
     timing_cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(timing_cache, False)  # False: refuse a cache from another device/version
+    # False: a cache from another device or TensorRT version is refused, and set_timing_cache says so
+    if not config.set_timing_cache(timing_cache, False):
+        raise ExportError(f"TensorRT refused the timing cache {cache_path}; delete it and build again")
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT failed to build {spec.onnx_path}; try:\n  {command}")
     spec.plan_path.parent.mkdir(parents=True, exist_ok=True)
     spec.plan_path.write_bytes(bytes(serialized))
-    if spec.timing_cache is not None:
-        spec.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        spec.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     metadata = EngineMetadata(
         tensorrt_version=runtime.tensorrt_version,
         gpu_name=runtime.gpu_name,
@@ -322,10 +347,6 @@ def engine_probabilities(plan_path: Path, images: Any) -> Any:
         stream.synchronize()
         parts.append(output.cpu().numpy())
     return np.concatenate(parts)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 def _cc(capability: tuple[int, int]) -> str:

@@ -159,6 +159,34 @@ class RenderingPolicy:
 
 
 @dataclass(frozen=True)
+class EngineRecord:
+    """The TensorRT plan of a ``tensorrt`` model: what an image and a GPU must provide to load it.
+
+    ``hardware_compatible``: built for every GPU from Ampere (compute capability 8.0) on;
+    ``version_compatible``: loads on later TensorRT releases, with the server's
+    ``--backend-config=tensorrt,version-compatible=true`` (docs/how-to/tensorrt-ngc.md).
+    """
+
+    tensorrt_version: str
+    compute_capability: tuple[int, int]
+    gpu_name: str = ""
+    hardware_compatible: bool = False
+    version_compatible: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineRecord:
+        """The record of a card's ``engine`` object; :class:`ModelCardError` when incomplete."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown or not {"tensorrt_version", "compute_capability"} <= data.keys():
+            raise ModelCardError(
+                f"engine record needs tensorrt_version and compute_capability, got {sorted(data)}"
+            )
+        capability = tuple(data["compute_capability"])
+        return cls(**{**data, "compute_capability": (int(capability[0]), int(capability[1]))})
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a model is, what it expects on the wire and how it was validated.
 
@@ -204,6 +232,8 @@ class ModelCard:
         max_detections: Boxes per image a detector answers (padded with score 0); 0 for classifiers.
         rendering: How the client renders stored values to the wire image (:class:`RenderingPolicy`):
             as the training data was rendered.
+        engine: The TensorRT plan a ``tensorrt`` model serves (:class:`EngineRecord`); None for every
+            other target.
     """
 
     name: str
@@ -228,6 +258,7 @@ class ModelCard:
     task: Task = "classification"
     max_detections: int = 0
     rendering: RenderingPolicy = field(default_factory=RenderingPolicy)
+    engine: EngineRecord | None = None
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -353,6 +384,8 @@ class ModelCard:
             values["accepts"] = InputContract.from_dict(values["accepts"])
         if isinstance(values.get("rendering"), dict):
             values["rendering"] = RenderingPolicy.from_dict(values["rendering"])
+        if isinstance(values.get("engine"), dict):
+            values["engine"] = EngineRecord.from_dict(values["engine"])
         return cls(**values)
 
     @classmethod

@@ -32,7 +32,7 @@ from radserve.errors import ServerError
 from radserve.files import swap_folder
 from radserve.security import ADMIN_KEY_HEADER
 from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
-from radserve.server_config.serving_view import build_model_view, build_serving_view
+from radserve.server_config.serving_view import build_model_view, build_serving_view, repository_needs
 from radserve.settings import SETTINGS, Ports
 
 LOGGER = logging.getLogger(__name__)
@@ -191,9 +191,11 @@ class TritonServer:
     def command(self, backend_directory: Path, repository: Path | None = None) -> list[str]:
         """The tritonserver command line (serving ``repository``, by default the configured one)."""
         binary = self.binary or embedded_triton_binary()
+        served = (repository or self.repository).resolve()
+        needs = repository_needs(served)
         return [
             str(binary),
-            f"--model-repository={(repository or self.repository).resolve()}",
+            f"--model-repository={served}",
             f"--backend-directory={backend_directory}",
             f"--http-address={self.plaintext_host}",
             f"--http-port={self.ports.http}",
@@ -202,7 +204,7 @@ class TritonServer:
             f"--metrics-address={self.plaintext_host}",
             f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true",
-            "--allow-gpu-metrics=false",
+            f"--allow-gpu-metrics={str(needs.gpu).lower()}",
             "--allow-cpu-metrics=true",
             # Triton 2.51 knows counter_latencies, summary_latencies and summary_quantiles (no
             # histogram_latencies: it is accepted and ignored). Summaries give per-model p50/p95/p99
@@ -214,6 +216,7 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={int(_STOP_TIMEOUT_SECONDS)}",
             f"--log-verbose={self.verbose}",
+            *needs.backend_arguments(),
             *(self.tls.arguments() if self.tls else []),
             *(restricted_arguments(self.admin_key) if self.admin_key else []),
             *(

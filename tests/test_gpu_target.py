@@ -49,7 +49,8 @@ def test_config_places_the_model_on_the_gpu_with_fixed_shapes() -> None:
     assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     assert config.max_batch_size == 256
     sizes = config.parameters["padded_batch_sizes"].string_value
-    assert sizes == ",".join(str(size) for size in config.dynamic_batching.preferred_batch_size)
+    # every padded size but 1 is preferred: a lone request waits the queue delay for company
+    assert sizes == ",".join(str(size) for size in (1, *config.dynamic_batching.preferred_batch_size))
     assert config.parameters["weights_filename"].string_value == "weights.pt"
     # host sizing is for the CPU embedded target only: the serving view leaves this config as written
     text = render_config(config)
@@ -146,3 +147,30 @@ def test_cuda_graphs_match_eager() -> None:
     with torch.inference_mode():
         expected = module(torch.from_numpy(images).to(device)).cpu().numpy()
     np.testing.assert_allclose(runner.infer([images]), expected, atol=1e-5)
+
+
+def test_server_turns_gpu_metrics_on_and_sizes_shared_memory_from_the_largest_request(tmp_path: Path) -> None:
+    """A GPU model turns GPU metrics on; the Python backend's shared memory holds its largest request."""
+    from radserve.export.targets import get_target
+    from radserve.server_config.serving_view import repository_needs
+
+    cpu_only = tmp_path / "cpu"
+    (cpu_only / "m").mkdir(parents=True)
+    (cpu_only / "m" / "config.pbtxt").write_text(
+        render_config(build_config(CARD, get_target("onnxruntime", "cpu")))
+    )
+    assert "--allow-gpu-metrics=false" in TritonServer(cpu_only).command(tmp_path)
+    assert repository_needs(cpu_only).python_request_bytes == 0  # no Python-backend model
+    gpu = tmp_path / "gpu"
+    (gpu / "m").mkdir(parents=True)
+    config = build_config(CARD, "embedded-gpu", gpu_serving_options())
+    (gpu / "m" / "config.pbtxt").write_text(render_config(config))
+    needs = repository_needs(gpu)
+    height, width = CARD.input_size
+    per_radiograph = height * width + 4 * CARD.num_classes  # uint8 image in, fp32 probabilities out
+    assert needs.gpu and needs.python_request_bytes == config.max_batch_size * per_radiograph
+    command = TritonServer(gpu).command(tmp_path)
+    assert "--allow-gpu-metrics=true" in command
+    size = max(needs.python_request_bytes, 1 << 20)
+    assert f"--backend-config=python,shm-default-byte-size={size}" in command
+    assert f"--backend-config=python,shm-growth-byte-size={size}" in command

@@ -69,6 +69,11 @@ def _onnx_input_size(model: Path) -> None:
     onnx.save(graph, str(path))
 
 
+def _gpu_instances(model: Path) -> None:
+    path = model / "config.pbtxt"
+    path.write_text(path.read_text().replace("KIND_CPU", "KIND_GPU"))
+
+
 def _card_labels(model: Path) -> None:
     card = ModelCard.read(model / "1")
     card.replace(labels=tuple(reversed(card.labels))).write(model / "1")
@@ -82,6 +87,7 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "no versions": (_no_versions, "no numbered version folder"),
     "onnx shape": (_onnx_input_size, "image has shape [None, 1, 99, 64]"),
     "card labels": (_card_labels, "model card labels differ from labels.txt"),
+    "instance kind": (_gpu_instances, "instance groups run on the gpu, target 'embedded' serves on cpu"),
 }
 
 
@@ -105,3 +111,35 @@ def test_cli_exit_code_two_and_per_model_report(good: Path) -> None:
     assert "tiny [embedded] versions 1: ok" in done.stdout
     assert "leftover folders of an interrupted export: .staging-x" in done.stdout
     assert _radserve("repo", "check", str(good / "absent")).returncode == 2
+
+
+def test_cpu_host_exports_and_checks_the_cpu_onnxruntime_target(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`radserve export --target onnxruntime --device cpu` on this CPU-only host: KIND_CPU, checked ok.
+
+    The wheel's tritonserver has no ONNX Runtime backend (docs/how-to/tensorrt-ngc.md): Triton's
+    schema, the ONNX graph and the model folder are what can be checked here.
+    """
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    from radserve.export.model_config import parse_config
+
+    repository = tmp_path / "repo"
+    done = _radserve(
+        "export", str(tiny_checkpoint), "--name", "cpu_ort", "--repository", str(repository),
+        "--target", "onnxruntime", "--device", "cpu", "--samples", "8",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = parse_config((repository / "cpu_ort" / "config.pbtxt").read_text())
+    assert (config.platform, config.default_model_filename) == ("onnxruntime_onnx", "model.onnx")
+    assert [group.kind for group in config.instance_group] == [pb.ModelInstanceGroup.KIND_CPU]
+    report = check_repository(repository)
+    assert report.ok, report.render()
+    assert report.models[0].target == "onnxruntime/cpu"
+    checked = _radserve("repo", "check", str(repository))
+    assert checked.returncode == 0 and "cpu_ort [onnxruntime/cpu] versions 1: ok" in checked.stdout
+    refused = _radserve(
+        "export", str(tiny_checkpoint), "--name", "x", "--target", "tensorrt", "--device", "cpu"
+    )
+    assert refused.returncode != 0 and "target 'tensorrt' serves on gpu, not 'cpu'" in refused.stderr

@@ -114,11 +114,13 @@ def test_metadata_check_refuses_a_foreign_runtime() -> None:
     check_engine_metadata(portable, Runtime("10.13.3", "NVIDIA H100", (9, 0)))
     with pytest.raises(ExportError, match="ampere"):
         check_engine_metadata(portable, Runtime("10.13.3", "Tesla T4", (7, 5)))
-    # version-compatible plans run on a later TensorRT, never an earlier one
+    # version-compatible plans run on a later TensorRT of their major or the next, never an earlier one
     forward = _metadata(version_compatible=True)
     check_engine_metadata(forward, Runtime("10.14.1", "NVIDIA A100", (8, 0)))
-    with pytest.raises(ExportError, match="built with TensorRT"):
-        check_engine_metadata(forward, Runtime("10.8.0", "NVIDIA A100", (8, 0)))
+    check_engine_metadata(forward, Runtime("11.0.0", "NVIDIA A100", (8, 0)))
+    for refused in ("10.8.0", "12.0.0"):
+        with pytest.raises(ExportError, match="built with TensorRT"):
+            check_engine_metadata(forward, Runtime(refused, "NVIDIA A100", (8, 0)))
 
 
 def test_config_max_batch_size_must_fit_the_profile() -> None:
@@ -183,5 +185,98 @@ def test_build_check_and_publish_a_plan(tiny_checkpoint: Path, tmp_path: Path) -
         metadata = check_plan(plan)
         assert metadata.profile["max_batch"] == 32
         assert variant.card.parity[f"tensorrt_{variant.precision}"]["top1_agreement"] >= 0.99
-    assert (tmp_path / "timing.cache").stat().st_size > 0
+    # the timing cache is keyed by TensorRT version and GPU (one file per image and GPU kind)
+    (cache,) = tmp_path.glob("timing.trt*-sm*.cache")
+    assert cache.stat().st_size > 0
     assert check_repository(tmp_path / "repo").ok
+    engine = result.card.engine
+    assert engine is not None and engine.tensorrt_version == check_plan(plan).tensorrt_version
+    print(f"built with TensorRT {engine.tensorrt_version} on {engine.gpu_name} {engine.compute_capability}")
+
+
+@pytest.mark.parametrize(
+    ("built", "runtime", "compatible", "loads"),
+    [
+        ("10.5.0", "10.5.0", False, True),
+        ("10.5.0", "10.7.0", False, False),  # a plain plan: its own version only
+        ("10.5.0", "10.7.0", True, True),
+        ("10.5.0", "10.3.0", True, False),  # never an earlier runtime
+        ("10.5.0", "11.0.0", True, True),  # 10 -> 11
+        ("8.6.1", "10.5.0", True, True),  # 8.6 -> 10
+        ("8.6.1", "11.0.0", True, False),  # two majors on
+        ("8.5.3", "8.6.1", True, False),  # version compatibility starts at 8.6
+    ],
+)
+def test_runtime_loads_follows_tensorrts_compatibility_rules(
+    built: str, runtime: str, compatible: bool, loads: bool
+) -> None:
+    from radserve.export.ngc_images import runtime_loads
+
+    assert runtime_loads(built, runtime, compatible) is loads
+
+
+def _recorded_plan_repository(tmp_path: Path, **engine: object) -> Path:
+    """A tensorrt model published from a recorded plan (bytes + metadata of a real build's shape)."""
+    from radserve.export.repository import publish
+
+    plan = tmp_path / "work" / "model.plan"
+    plan.parent.mkdir(parents=True)
+    plan.write_bytes(b"recorded plan bytes")
+    metadata = _metadata(plan_sha256=file_sha256(plan), **engine)
+    metadata.write(plan)
+    card = CARD.replace(engine=metadata.record())
+    repository = tmp_path / "repo"
+    extra = {"model.plan.json": plan.with_name("model.plan.json")}
+    publish(
+        repository,
+        card,
+        plan,
+        "tensorrt",
+        ServingOptions(batching=BATCHING),
+        extra_files=extra,
+        engine=metadata,
+    )
+    return repository
+
+
+def test_repo_check_refuses_a_plan_the_image_cannot_load(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from radserve.export.repo_check import check_repository
+
+    repository = _recorded_plan_repository(tmp_path, tensorrt_version="10.5.0")
+    assert check_repository(repository).ok  # no image given: nothing to compare with
+    assert check_repository(repository, "nvcr.io/nvidia/tritonserver:24.10-py3").ok  # TensorRT 10.5.0
+    for image, runtime in (
+        ("nvcr.io/nvidia/tritonserver:25.01-py3", "10.8.0"),
+        ("tritonserver:23.10-py3", "8.6.1"),
+    ):
+        report = check_repository(repository, image)
+        assert not report.ok
+        assert (
+            f"plan built with TensorRT 10.5.0 (not version-compatible); {image} has {runtime}"
+            in report.render()
+        )
+    command = ["repo", "check", str(repository), "--image", "tritonserver:25.01-py3"]
+    done = subprocess.run(
+        [sys.executable, "-m", "radserve", *command], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "spine [tensorrt] versions 1: FAILED" in done.stdout
+    unknown = check_repository(repository, "nvcr.io/nvidia/tritonserver:19.01-py3")
+    assert "no TensorRT version known for tritonserver 19.01" in unknown.render()
+
+
+def test_version_compatible_plan_loads_on_a_later_image_with_the_backend_config(tmp_path: Path) -> None:
+    from radserve.export.repo_check import check_repository
+    from radserve.server_config.triton import TritonServer
+
+    repository = _recorded_plan_repository(tmp_path, tensorrt_version="10.5.0", version_compatible=True)
+    report = check_repository(repository, "nvcr.io/nvidia/tritonserver:25.01-py3")
+    assert report.ok, report.render()
+    flag = "--backend-config=tensorrt,version-compatible=true"
+    assert f"version-compatible plan: start tritonserver with {flag}" in report.render()
+    assert flag in TritonServer(repository).command(tmp_path)
+    assert not check_repository(repository, "nvcr.io/nvidia/tritonserver:23.10-py3").ok  # 8.6: earlier
+    plain = _recorded_plan_repository(tmp_path / "plain", tensorrt_version="10.5.0")
+    assert flag not in TritonServer(plain).command(tmp_path)

@@ -64,17 +64,25 @@ def _publish(
 ) -> None:
     from radserve.export.gradcam import gradcam_name
     from radserve.export.hashing import file_sha256
+    from radserve.export.model_config import parse_config
     from radserve.export.pipeline import ExportRequest, export_checkpoint
+    from radserve.export.repository import CONFIG_FILE
+    from radserve.export.targets import target_of
 
     if served_sha256 and file_sha256(args.publish) != served_sha256:
         raise ClinicalError(
             f"{args.publish} is not the checkpoint the served model {args.model!r} was exported from "
             f"(sha256 {served_sha256[:12]}...)"
         )
+    # the new version is published on the target (and device) the served one runs on
+    config_path = args.repository / args.model / CONFIG_FILE
+    target = target_of(parse_config(config_path.read_text())) if config_path.is_file() else None
     request = ExportRequest(
         checkpoint=args.publish,
         name=args.model,
         repository=args.repository,
+        target=target.name if target else "embedded",
+        device=target.device if target else None,
         card_updates={"temperature": temperature, "calibration": calibration, "operating_points": points},
         gradcam=(args.repository / gradcam_name(args.model)).is_dir(),
     )

@@ -22,6 +22,7 @@ def _export(args: argparse.Namespace) -> int:
     from radserve.export.model_config import ServingOptions
     from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
     from radserve.export.sources import ProgramMetadata
+    from radserve.export.targets import get_target
 
     if is_detector_checkpoint(args.checkpoint):
         return _export_detector(args)
@@ -41,19 +42,22 @@ def _export(args: argparse.Namespace) -> int:
             std=tuple(args.std),
             temperature=args.temperature,
         )
+    target_name = "tensorrt" if args.engine else args.target
+    target = get_target(target_name, args.device)
     batching = SETTINGS.batching
-    if args.max_batch_size is not None:
-        batching = replace(batching, max_batch_size=args.max_batch_size)
-    elif args.target == "embedded-gpu":
-        batching = replace(batching, max_batch_size=batching.gpu_max_batch_size)
-    options = ServingOptions(batching=batching, tensorrt_accelerator=args.trt_accelerator)
+    size = target.max_batch_size(batching) if args.max_batch_size is None else args.max_batch_size
+    batching = replace(batching, max_batch_size=size)
+    options = ServingOptions(
+        batching=batching, tensorrt_accelerator=args.trt_accelerator, priority_levels=args.priority_levels
+    )
     accepts = _contract(args)
     result = export_checkpoint(
         ExportRequest(
             checkpoint=args.checkpoint,
             name=args.name,
             repository=args.repository,
-            target="tensorrt" if args.engine else args.target,
+            target=target_name,
+            device=args.device,
             samples=args.samples,
             sample_folder=args.samples_from,
             min_top1_agreement=args.min_top1,
@@ -68,6 +72,7 @@ def _export(args: argparse.Namespace) -> int:
                 timing_cache=args.timing_cache,
                 hardware_compatible=args.hardware_compatible,
                 version_compatible=args.version_compatible,
+                optimization_level=args.builder_optimization_level,
             ),
             work_dir=args.work_dir,
             int8_scheme=args.int8_scheme,
@@ -146,7 +151,11 @@ def _contract(args: argparse.Namespace) -> InputContract | None:
 def _repo_check(args: argparse.Namespace) -> int:
     from radserve.export.repo_check import check_repository
 
-    report = check_repository(args.repository)
+    if args.image is not None:
+        from radserve.export.ngc_images import image_tensorrt_version
+
+        image_tensorrt_version(args.image)  # an unknown image stops here, before any model
+    report = check_repository(args.repository, args.image)
     print(report.render())
     return EXIT_OK if report.ok else EXIT_FAILURE
 
@@ -228,6 +237,13 @@ def _add_engine_arguments(export: argparse.ArgumentParser) -> None:
     engine.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, loaded and saved")
     engine.add_argument("--hardware-compatible", action="store_true", help="TensorRT plan for Ampere+")
     engine.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible plan")
+    engine.add_argument(
+        "--builder-optimization-level",
+        type=int,
+        choices=range(6),
+        metavar="0-5",
+        help="TensorRT builder optimization level (default: TensorRT's, 3); higher builds longer",
+    )
     engine.add_argument("--work-dir", type=Path, help="keep the gated ONNX (and plans) in this folder")
 
 
@@ -243,7 +259,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--target",
         choices=("embedded", "embedded-gpu", "onnxruntime", "tensorrt"),
         default="embedded",
-        help="embedded: ONNX Runtime on the CPU; embedded-gpu: PyTorch on CUDA (both: Python backend)",
+        help="embedded: ONNX Runtime on the CPU; embedded-gpu: PyTorch on CUDA (both: Python backend); "
+        "onnxruntime, tensorrt: Triton's backends (NGC containers)",
+    )
+    export.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        help="where the model is served: onnxruntime on cpu or gpu (default gpu); the other targets "
+        "serve on one device each",
     )
     export.add_argument("--keep-versions", type=int, help="keep only the newest N versions on disk")
     export.add_argument(
@@ -251,6 +274,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="Triton max_batch_size (TensorRT profile max; embedded-gpu: largest padded size, default "
         f"{SETTINGS.batching.gpu_max_batch_size})",
+    )
+    export.add_argument(
+        "--priority-levels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="queue priority levels (1 first): urgent studies sent with priority 1 pass a backfill, which "
+        "is sent without a priority (level N)",
     )
     export.add_argument(
         "--gradcam",
@@ -267,4 +298,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     repo_commands = repo.add_subparsers(dest="repo_command", required=True)
     repo_check = repo_commands.add_parser("check", help="validate a model repository (exit 0 ok, 2 not)")
     repo_check.add_argument("repository", type=Path)
+    repo_check.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="also check that this NGC image (nvcr.io/nvidia/tritonserver:YY.MM-py3) loads every plan",
+    )
     repo_check.set_defaults(run=_repo_check)
