@@ -10,11 +10,11 @@ BLS request with the radiographs routed to it, each in its own wire contract's t
 A downstream request that fails is retried one radiograph at a time, so a failure is reported
 (``route_error``) for the radiographs it concerns only; a first-stage failure fails the requests.
 
-``execute`` is a coroutine and every BLS request goes out with ``async_exec`` (python_backend
-README, 'Business Logic Scripting', 'Asynchronous BLS' and 'Async Execute'): while one batch waits
-for its stages the instance takes the next batch, and the downstream models of a batch are asked
-concurrently. Tensors are read through DLPack (numpy's ``from_dlpack``), not ``as_numpy``; they are
-written through the numpy bridge (see :func:`_tensor`).
+``execute`` is a coroutine and every BLS request goes out with ``async_exec`` (Triton's
+python_backend README, 'Business Logic Scripting', 'Asynchronous BLS' and 'Async Execute'): while
+one batch waits for its stages the instance takes the next batch, and the downstream models of a
+batch are asked concurrently. Tensors are read through DLPack (numpy's ``from_dlpack``), not
+``as_numpy``; they are written through the numpy bridge (see :func:`_tensor`).
 """
 
 from __future__ import annotations

@@ -46,8 +46,9 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 CONFIG_FILE = "config.pbtxt"
-# Triton's ONNX Runtime backend reads its thread count from this parameter (onnxruntime_backend
-# README, 'Other Optimization Options'); embedded_model.py reads ONNXRUNTIME_THREADS_PARAMETER.
+# Triton's ONNX Runtime backend reads its thread count from this parameter (Triton's
+# onnxruntime_backend README, 'Other Optimization Options'); embedded_model.py reads
+# ONNXRUNTIME_THREADS_PARAMETER.
 ORT_THREADS_PARAMETER = "intra_op_thread_count"
 # a version-compatible plan carries its lean runtime: the TensorRT backend loads it only when told to
 # (tensorrt_backend README, 'Command-line Options'; docs/how-to/tensorrt-ngc.md)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["ENGINE_CACHE_PATH", "OnnxRuntimeTarget"]
 
 # The TensorRT execution provider's engine cache: under /tmp, the one writable folder of a pod
-# with a read-only root file system (docs/how-to/tensorrt-ngc.md, 'ONNX Runtime with TensorRT').
+# with a read-only root file system (docs/how-to/tensorrt-ngc.md, 'Batching that hits the engine').
 ENGINE_CACHE_PATH = "/tmp/radserve-ort-trt"
 _ACCELERATOR_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
