@@ -72,6 +72,34 @@ def onnx_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def openvino_probabilities(model_path: Path, images: np.ndarray, inference_precision: str) -> np.ndarray:
+    """Probabilities of an ONNX graph under OpenVINO's CPU plugin at ``inference_precision`` (f32, bf16).
+
+    Raises :class:`ExportError` when OpenVINO is missing or the CPU lacks the precision (OpenVINO would
+    fall back to f32 without saying so, and the variant would be a mislabelled fp32).
+    """
+    try:
+        import openvino
+    except ImportError as error:
+        raise ExportError(f"the openvino CPU engine needs OpenVINO (pip install openvino): {error}") from None
+    core = openvino.Core()
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if inference_precision == "bf16" and "BF16" not in capabilities:
+        raise ExportError(
+            f"this CPU has no bf16 ({', '.join(capabilities)}): a bf16 variant needs AVX512-BF16 or AMX"
+        )
+    compiled = core.compile_model(
+        str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": inference_precision, "NUM_STREAMS": 1}
+    )
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+    parts = [
+        np.asarray(request.infer({INPUT_NAME: images[i : i + _BATCH]})[output])
+        for i in range(0, len(images), _BATCH)
+    ]
+    return np.concatenate(parts)
+
+
 def gate(report: ParityReport, min_top1: float, max_abs_diff: float | None, what: str) -> None:
     """Refuse publication (:class:`ExportError`) when ``report`` is below the thresholds."""
     if report.top1_agreement < min_top1:

@@ -23,12 +23,19 @@ from radserve.errors import ExportError
 from radserve.export.checkpoint import LoadedCheckpoint
 from radserve.export.model_config import ServingOptions
 from radserve.export.onnx_export import export_onnx as export_onnx_file
-from radserve.export.parity import ParityReport, compare, gate, onnx_probabilities, torch_probabilities
+from radserve.export.parity import (
+    ParityReport,
+    compare,
+    gate,
+    onnx_probabilities,
+    openvino_probabilities,
+    torch_probabilities,
+)
 from radserve.export.precision import PRECISIONS, convert_fp16, quantize_int8, variant_name
 from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.export.targets import Device, ServingTarget, get_target
-from radserve.model_card import InputContract, ModelCard, Precision
+from radserve.model_card import CpuEngine, InputContract, ModelCard, Precision
 from radserve.settings import SETTINGS
 from radserve.synthetic.dataset import REGIONS
 from radserve.systems import GRADCAM_SYSTEM_OUTPUT, get_system
@@ -44,11 +51,13 @@ DEFAULT_MIN_TOP1: dict[Precision, float] = {
     "fp32": _GATES.fp32_min_top1,
     "fp16": _GATES.reduced_min_top1,
     "int8": _GATES.reduced_min_top1,
+    "bf16": _GATES.reduced_min_top1,
 }
 DEFAULT_MAX_ABS_DIFF: dict[Precision, float | None] = {
     "fp32": _GATES.fp32_max_abs_diff,
     "fp16": _GATES.reduced_max_abs_diff,
     "int8": _GATES.reduced_max_abs_diff,
+    "bf16": _GATES.reduced_max_abs_diff,
 }
 
 
@@ -84,6 +93,8 @@ class ExportRequest:
     max_abs_diff: float | None = None
     options: ServingOptions | None = None
     precisions: tuple[Precision, ...] = ("fp32",)
+    # the engine the embedded target runs fp32 (and int8) with; bf16 always runs on openvino
+    cpu_engine: CpuEngine = "onnxruntime"
     calibration_samples: int = SETTINGS.export.calibration_samples
     program: ProgramMetadata | None = None
     keep_versions: int | None = None
@@ -172,6 +183,12 @@ def export_onnx(request: ExportRequest, target: ServingTarget) -> ExportResult:
     unknown = [p for p in request.precisions if p not in PRECISIONS]
     if unknown or not request.precisions:
         raise ExportError(f"precisions must be some of {list(PRECISIONS)}, got {list(request.precisions)}")
+    openvino = [p for p in request.precisions if variant_engine(request, p) == "openvino"]
+    if openvino and target.name != "embedded":
+        raise ExportError(
+            f"the {target.name} target serves ONNX Runtime (or TensorRT) only: {', '.join(openvino)} on "
+            "OpenVINO needs --target embedded"
+        )
     loaded = load_source(request.checkpoint, request.name, request.program)
     if request.system is not None:
         card = get_system(request.system).apply(loaded.card, loaded.network_channels)
@@ -203,6 +220,14 @@ def export_onnx(request: ExportRequest, target: ServingTarget) -> ExportResult:
     return result
 
 
+def variant_engine(request: ExportRequest, precision: Precision) -> CpuEngine:
+    """The CPU engine of a variant: OpenVINO for bf16 (ONNX Runtime has no bf16 CPU kernels), fp16 on
+    ONNX Runtime (OpenVINO runs its fp16 graph at its own precision), else the request's."""
+    if precision == "bf16":
+        return "openvino"
+    return "onnxruntime" if precision == "fp16" else request.cpu_engine
+
+
 def _gated_variants(
     request: ExportRequest,
     base_card: ModelCard,
@@ -211,27 +236,34 @@ def _gated_variants(
     fp32: tuple[Path, ParityReport],
     work: Path,
 ) -> list[tuple[Precision, ModelCard, ParityReport, Path]]:
-    """Each requested precision converted from the fp32 ONNX and gated against PyTorch fp32."""
+    """Each requested precision converted from the fp32 ONNX and gated against PyTorch fp32 on the
+    engine that will serve it (bf16: the fp32 graph under OpenVINO's bf16 inference precision)."""
     fp32_path, fp32_report = fp32
     candidates: list[tuple[Precision, ModelCard, ParityReport, Path]] = []
     for precision in request.precisions:
+        engine = variant_engine(request, precision)
         path, report = fp32_path, fp32_report
-        if precision != "fp32":
+        if precision in ("fp16", "int8"):
             path = work / f"{request.name}_{precision}.onnx"
             if precision == "fp16":
                 convert_fp16(fp32_path, path)
             else:
                 calibration = _calibration_images(base_card, request, len(images))
                 quantize_int8(fp32_path, path, calibration, scheme=request.resolved_int8_scheme())
+        if engine == "openvino":
+            hint = "bf16" if precision == "bf16" else "f32"
+            report = compare(reference, openvino_probabilities(path, images, hint), "pytorch fp32")
+        elif precision != "fp32":
             report = compare(reference, onnx_probabilities(path, images), "pytorch fp32")
-            LOGGER.info("parity %s %s", precision, report)
-            gate(report, *thresholds(request, precision), f"{request.name} (onnxruntime {precision})")
+        if precision != "fp32" or engine != "onnxruntime":
+            LOGGER.info("parity %s %s %s", engine, precision, report)
+            gate(report, *thresholds(request, precision), f"{request.name} ({engine} {precision})")
         figures = report.to_dict()
         if precision == "int8":
             figures["quantization"] = f"QDQ {request.resolved_int8_scheme()} per-channel"
-        parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"onnxruntime_{precision}": figures}
+        parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"{engine}_{precision}": figures}
         card = base_card.replace(
-            name=variant_name(request.name, precision), precision=precision, parity=parity
+            name=variant_name(request.name, precision), precision=precision, parity=parity, cpu_engine=engine
         )
         candidates.append((precision, card, report, path))
 

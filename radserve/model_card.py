@@ -19,7 +19,8 @@ from radserve.settings import SETTINGS
 
 ResizeMode = Literal["letterbox", "stretch"]
 Task = Literal["classification", "detection"]
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "int8", "bf16"]
+CpuEngine = Literal["onnxruntime", "openvino"]
 LutShapeConflict = Literal["photometric", "refuse"]
 VoiFirst = Literal["window", "lut"]
 VoiLutDepth = Literal["data", "descriptor"]
@@ -48,6 +49,9 @@ NEGATIVE_DECISION = "negative"
 # serving host when ``radserve serve`` starts (radserve.server_config.serving_view).
 HOST_SIZED_PARAMETER = "radserve.host_sized"
 ONNXRUNTIME_THREADS_PARAMETER = "onnxruntime_threads"
+# the embedded model's CPU engine and, for OpenVINO, its inference precision (f32 or bf16)
+CPU_ENGINE_PARAMETER = "cpu_engine"
+INFERENCE_PRECISION_PARAMETER = "inference_precision"
 
 
 def detector_name(classifier: str) -> str:
@@ -215,7 +219,8 @@ class ModelCard:
             (each row's ``decision``).
         calibration: How ``temperature`` was fitted: {``n``, ``ece_before``, ``ece_after``,
             ``nll_before``, ``nll_after``, ...}.
-        precision: ``fp32``, ``fp16`` or ``int8``: the variant's precision.
+        precision: ``fp32``, ``fp16``, ``int8`` or ``bf16`` (OpenVINO's bf16 inference precision on a
+            CPU that has it, from the fp32 graph): the variant's precision.
         checkpoint_sha256: The sha256 of the checkpoint it was exported from.
         parity: The parity gates' figures per runtime and precision (samples, top-1 agreement, max
             abs and rel difference).
@@ -232,6 +237,8 @@ class ModelCard:
         max_detections: Boxes per image a detector answers (padded with score 0); 0 for classifiers.
         rendering: How the client renders stored values to the wire image (:class:`RenderingPolicy`):
             as the training data was rendered.
+        cpu_engine: The engine the embedded target runs the ONNX graph with: ``onnxruntime``, or
+            ``openvino`` (OpenVINO's CPU plugin; every ``bf16`` variant), gated against PyTorch with it.
         engine: The TensorRT plan a ``tensorrt`` model serves (:class:`EngineRecord`); None for every
             other target.
     """
@@ -247,6 +254,7 @@ class ModelCard:
     operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     precision: Precision = "fp32"
+    cpu_engine: CpuEngine = "onnxruntime"
     checkpoint_sha256: str = ""
     parity: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)

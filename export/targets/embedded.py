@@ -1,4 +1,5 @@
-"""``embedded``: ONNX Runtime inside Triton's Python backend, on the CPU, sized by the serving host."""
+"""``embedded``: ONNX Runtime (or OpenVINO's CPU plugin) inside Triton's Python backend, on the CPU,
+sized by the serving host."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from radserve.export.targets._base import Device, ServingTarget, check_onnx
 from radserve.export.targets.embedded_gpu import WEIGHTS_FILE_PARAMETER
-from radserve.model_card import HOST_SIZED_PARAMETER, ONNXRUNTIME_THREADS_PARAMETER, ModelCard
+from radserve.model_card import (
+    CPU_ENGINE_PARAMETER,
+    HOST_SIZED_PARAMETER,
+    INFERENCE_PRECISION_PARAMETER,
+    ONNXRUNTIME_THREADS_PARAMETER,
+    ModelCard,
+)
 
 if TYPE_CHECKING:
     from radserve.export.model_config import ServingOptions
@@ -39,6 +46,10 @@ class EmbeddedTarget(ServingTarget):
         config.parameters[HOST_SIZED_PARAMETER].string_value = "true"
         config.parameters[ONNXRUNTIME_THREADS_PARAMETER].string_value = "0"
         config.parameters[ONNX_FILE_PARAMETER].string_value = self.model_file
+        # ONNX Runtime, or OpenVINO's CPU plugin at f32 or bf16 (the card's cpu_engine and precision)
+        config.parameters[CPU_ENGINE_PARAMETER].string_value = card.cpu_engine
+        precision = "bf16" if card.precision == "bf16" else "f32"
+        config.parameters[INFERENCE_PRECISION_PARAMETER].string_value = precision
 
     def check_version(
         self, folder: Path, config: pb.ModelConfig, card: ModelCard | None, where: str, problems: list[str]

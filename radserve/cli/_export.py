@@ -64,6 +64,7 @@ def _export(args: argparse.Namespace) -> int:
             max_abs_diff=args.max_abs_diff,
             options=options,
             precisions=tuple(dict.fromkeys(args.precision)),
+            cpu_engine=args.cpu_engine,
             calibration_samples=args.calibration_samples,
             program=program,
             keep_versions=args.keep_versions,
@@ -204,9 +205,17 @@ def _add_gate_arguments(export: argparse.ArgumentParser) -> None:
     gate.add_argument(
         "--precision",
         nargs="+",
-        choices=("fp32", "fp16", "int8"),
+        choices=("fp32", "fp16", "int8", "bf16"),
         default=["fp32"],
-        help="variants to publish side by side: NAME (fp32), NAME_fp16, NAME_int8",
+        help="variants to publish side by side: NAME (fp32), NAME_fp16, NAME_int8, NAME_bf16 (OpenVINO's "
+        "bf16 inference precision on a CPU that has it; embedded target)",
+    )
+    gate.add_argument(
+        "--cpu-engine",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="the engine the embedded target runs fp32 and int8 with (bf16 always runs on openvino); the "
+        "parity gate runs on it (radserve bench --engines compares them on this CPU)",
     )
     gate.add_argument(
         "--calibration-samples",
