@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from radserve.errors import ConfigurationError
 from radserve.settings import SETTINGS
 
 Status = Literal["ok", "error", "not_accepted"]
@@ -95,10 +96,13 @@ class ResultWriter:
     ) -> None:
         suffix = path.suffix.lower()
         if suffix not in (".jsonl", ".csv"):
-            raise ValueError(f"{path}: output must end in .jsonl or .csv")
+            raise ConfigurationError(f"{path}: output must end in .jsonl or .csv")
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._stream: IO[str] = path.open("a" if append else "w", newline="", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream: IO[str] = path.open("a" if append else "w", newline="", encoding="utf-8")
+        except OSError as error:
+            raise ConfigurationError(f"{path}: cannot write results ({error.strerror or error})") from error
         self._csv: csv.DictWriter[str] | None = None
         self._fsync_rows, self._fsync_seconds = fsync_rows, fsync_seconds
         self._unsynced, self._synced_at = 0, time.monotonic()

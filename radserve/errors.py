@@ -63,5 +63,8 @@ class ClinicalError(RadserveError):
     """An evaluation, calibration or threshold cannot be computed (bad truth file, too few cases)."""
 
 
-class ConfigurationError(RadserveError):
-    """A setting or option cannot be used (a malformed address, an unknown model, a bad combination)."""
+class ConfigurationError(RadserveError, ValueError):
+    """A setting or option cannot be used (a malformed address, an unknown model, a bad combination).
+
+    Also a :class:`ValueError`: a bad argument to a library function is one.
+    """

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
+from radserve.errors import ConfigurationError
+
 ENV_PREFIX = "RADSERVE_"
 
 
@@ -190,13 +192,20 @@ def cpu_split(max_instances: int, cores: int | None = None) -> tuple[int, int]:
 
 
 def _parse(raw: str, kind: Any, name: str) -> Any:
+    """``raw`` as a value of ``kind``; a :class:`ConfigurationError` naming ``name`` when it is not one."""
     try:
         if get_origin(kind) is tuple:
-            item = get_args(kind)[0]
-            return tuple(item(part) for part in raw.split(",") if part.strip())
+            items = get_args(kind)
+            values = tuple(items[0](part) for part in raw.split(",") if part.strip())
+            if items[-1] is not Ellipsis and len(values) != len(items):
+                raise ValueError(f"{len(items)} comma-separated values expected, got {len(values)}")
+            return values
         return kind(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind}") from None
+    except ValueError as error:
+        expected = " ".join(getattr(kind, "__name__", str(kind)).split())
+        raise ConfigurationError(
+            f"environment variable {name}={raw!r} is not a valid {expected}: {error}"
+        ) from None
 
 
 def _from_environment(cls: type, environ: Mapping[str, str], prefix: str) -> Any:
@@ -214,7 +223,18 @@ def _from_environment(cls: type, environ: Mapping[str, str], prefix: str) -> Any
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Defaults with the ``RADSERVE_*`` overrides of ``environ`` (the process environment)."""
+    """Defaults with the ``RADSERVE_*`` overrides of ``environ``.
+
+    Args:
+        environ: the variables to read; the process environment when None.
+
+    Returns:
+        The settings.
+
+    Raises:
+        ConfigurationError: a ``RADSERVE_*`` value does not parse as its setting's type (the message
+            names the variable and its value).
+    """
     return _from_environment(Settings, os.environ if environ is None else environ, ENV_PREFIX)
 
 
