@@ -27,6 +27,7 @@ from radserve.client._decode_worker import BOOTSTRAP
 from radserve.client.flow import PreparedFile
 from radserve.errors import ConfigurationError, DecodeWorkersError
 from radserve.model_card import ModelCard
+from radserve.reasons import Reason
 from radserve.routing import RouterCard
 
 
@@ -130,7 +131,9 @@ class DecodePool:
                 except _WorkerDied as died:
                     worker = await self._replace(worker)
                     if attempt:
-                        return PreparedFile(path, error_reason="decoder_crashed", error=f"{path}: {died}")
+                        return PreparedFile(
+                            path, error_reason=Reason.DECODER_CRASHED, error=f"{path}: {died}"
+                        )
             raise AssertionError("unreachable")
         finally:
             self._idle.put_nowait(worker)

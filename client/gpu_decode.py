@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from radserve.errors import InputError
+from radserve.reasons import Reason
 
 # JPEG Lossless (Process 14 and SV1), JPEG 2000 (lossless, lossy), HTJ2K (lossless, RPCL, lossy)
 GPU_SYNTAXES = frozenset(
@@ -64,7 +65,7 @@ class GpuDecoder:
         images = self._decoder.decode(frames, params=self._params)
         for index, image in enumerate(images):
             if image is None:
-                raise InputError(path, "decode_failed", f"nvImageCodec cannot decode frame {index + 1}")
+                raise InputError(path, Reason.DECODE_FAILED, f"nvImageCodec cannot decode frame {index + 1}")
         return images
 
     @staticmethod

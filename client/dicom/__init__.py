@@ -31,6 +31,7 @@ from radserve.client.dicom._display import IDENTITY, DisplayParams, display_para
 from radserve.client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info, read_dataset
 from radserve.client.dicom._resize import ResizeMode, apply_lut, resize
 from radserve.errors import InputError
+from radserve.reasons import Reason
 
 __all__ = [
     "SUPPORTED_TRANSFER_SYNTAXES",
@@ -139,7 +140,7 @@ def decode_dataset(ds: Dataset, path: str) -> DecodedFile:
     """Like :func:`decode_file` for a data set already in memory; ``path`` names it."""
     with _input_errors(path):
         if "PixelData" not in ds:
-            raise InputError(path, "no_pixel_data", "the data set has no Pixel Data (7FE0,0010)")
+            raise InputError(path, Reason.NO_PIXEL_DATA, "the data set has no Pixel Data (7FE0,0010)")
         info = pixel_info(ds, path)
         decoded = decode(ds, info, path)
         params = display_params(ds, info, path) if decoded.kind == "MONO" else None
@@ -169,12 +170,14 @@ def _input_errors(path: str) -> Iterator[None]:
     except InputError:
         raise
     except MemoryError:
-        raise InputError(path, "bad_dimensions", "image too large for the available memory") from None
+        raise InputError(path, Reason.BAD_DIMENSIONS, "image too large for the available memory") from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # Rust codecs raise PanicException, a BaseException, on bad data
         _LOG.debug("%s: unexpected %s while decoding", path, type(exc).__name__)
-        raise InputError(path, "decode_failed", f"unexpected {type(exc).__name__} while decoding") from exc
+        raise InputError(
+            path, Reason.DECODE_FAILED, f"unexpected {type(exc).__name__} while decoding"
+        ) from exc
 
 
 def _sop_instance_uid(ds: Dataset) -> str:

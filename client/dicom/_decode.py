@@ -29,6 +29,7 @@ from radserve.client.dicom._read import (
     PixelInfo,
 )
 from radserve.errors import InputError
+from radserve.reasons import Reason
 
 Kind = Literal["MONO", "RGB", "YBR"]
 
@@ -91,7 +92,7 @@ def _pydicom_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
         arr, meta = get_decoder(info.transfer_syntax).as_array(ds, raw=True)
     except Exception as exc:
         raise InputError(
-            path, "decode_failed", f"cannot decode {info.transfer_syntax.name} Pixel Data: {exc}"
+            path, Reason.DECODE_FAILED, f"cannot decode {info.transfer_syntax.name} Pixel Data: {exc}"
         ) from exc
     photometric = str(meta.get("photometric_interpretation", info.photometric))
     if info.frames == 1:
@@ -110,7 +111,7 @@ def _finish(ds: Dataset, info: PixelInfo, frames: list[np.ndarray], kind: Kind, 
         rgb = [apply_color_lut(f, ds) for f in frames]
     except Exception as exc:
         raise InputError(
-            path, "inconsistent_attributes", f"cannot apply the palette colour LUT: {exc}"
+            path, Reason.INCONSISTENT_ATTRIBUTES, f"cannot apply the palette colour LUT: {exc}"
         ) from exc
     return Decoded(rgb, "RGB", 8 * rgb[0].dtype.itemsize)
 
@@ -124,12 +125,12 @@ def encoded_frames(ds: Dataset, info: PixelInfo, path: str) -> list[bytes]:
         encoded = list(generate_frames(ds.PixelData, number_of_frames=info.frames, extended_offsets=offsets))
     except Exception as exc:
         raise InputError(
-            path, "decode_failed", f"cannot split the encapsulated Pixel Data into frames: {exc}"
+            path, Reason.DECODE_FAILED, f"cannot split the encapsulated Pixel Data into frames: {exc}"
         ) from exc
     if len(encoded) < info.frames:
         raise InputError(
             path,
-            "decode_failed",
+            Reason.DECODE_FAILED,
             f"encapsulated Pixel Data holds {len(encoded)} frame(s), NumberOfFrames is {info.frames}",
         )
     return encoded[: info.frames]
@@ -154,7 +155,7 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
                 frame = imagecodecs.jpeg2k_decode(data, numthreads=_J2K_THREADS)
         except Exception as exc:
             raise InputError(
-                path, "decode_failed", f"cannot decode frame {i + 1} ({uid.name}): {exc}"
+                path, Reason.DECODE_FAILED, f"cannot decode frame {i + 1} ({uid.name}): {exc}"
             ) from exc
         if uid in J2K_SYNTAXES | HTJ2K_SYNTAXES and info.samples == 3 and info.photometric != "YBR_FULL":
             kind = "RGB"  # the codec undoes the J2K multiple component transform itself
@@ -246,6 +247,6 @@ def check_shape(frame: np.ndarray, info: PixelInfo, index: int, path: str) -> No
         want = "x".join(str(n) for n in expected)
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"frame {index + 1} decodes to {got} but the header says {want}",
         )

@@ -30,6 +30,7 @@ from pydicom.uid import ExplicitVRBigEndian
 from radserve.client.dicom._decode import Decoded
 from radserve.client.dicom._read import PixelInfo
 from radserve.errors import InputError
+from radserve.reasons import Reason
 
 _LOG = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def display_params(ds: Dataset, info: PixelInfo, path: str) -> DisplayParams:
     except Exception as exc:
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"unusable display attributes ({type(exc).__name__})",
         ) from exc
 
@@ -179,7 +180,7 @@ def _lut(item: Dataset, signed_input: bool, big_endian: bool, path: str) -> Lut 
     """Parse a Modality/VOI LUT item (LUT Descriptor + LUT Data, US or OW)."""
     descriptor = [int(v) for v in item.LUTDescriptor]
     if len(descriptor) != 3:
-        raise InputError(path, "inconsistent_attributes", "LUT Descriptor must have 3 values")
+        raise InputError(path, Reason.INCONSISTENT_ATTRIBUTES, "LUT Descriptor must have 3 values")
     entries, first, bits = descriptor
     entries = entries or 65536
     if signed_input and first >= 1 << 15:
