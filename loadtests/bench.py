@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radserve.errors import ModelCardError
 from radserve.loadtests import cpu_profile
 from radserve.loadtests.end_to_end import measure_end_to_end
 from radserve.loadtests.points import (
@@ -54,7 +55,7 @@ def latest_version(repository: Path, model: str) -> Path:
     """The newest version folder of ``model`` (:func:`radserve.model_card.model_versions`)."""
     versions = model_versions(repository / model)
     if not versions:
-        raise FileNotFoundError(f"no version of {model} in {repository}")
+        raise ModelCardError(f"no version of model {model!r} in {repository}")
     return repository / model / str(versions[-1])
 
 

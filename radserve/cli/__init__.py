@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from radserve.cli._common import EXIT_FAILURE, EXIT_INPUT_FAILURES, EXIT_OK
-from radserve.errors import RadserveError
+from radserve.errors import ConfigurationError, RadserveError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INPUT_FAILURES", "EXIT_OK", "build_parser", "main"]
 
@@ -36,6 +36,23 @@ _VERBS = (
     "_settings",
     "_systems",
 )
+
+
+# The optional packages behind the verbs (pyproject.toml's extras): `pip install radserve` is the client.
+_EXTRAS = {
+    "torch": "export",
+    "torchvision": "export",
+    "onnx": "export",
+    "onnxscript": "export",
+    "onnxruntime": "server",
+    "pytriton": "server",
+    "sklearn": "clinical",
+    "matplotlib": "clinical",
+    "pycocotools": "clinical",
+    "locust": "loadtest",
+    "psutil": "loadtest",
+    "nvidia": "gpu",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,13 +88,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = "radserve"
     try:
-        args = build_parser().parse_args(arguments)
-        command = f"radserve {args.command}"
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        return int(args.run(args))
+        try:
+            args = build_parser().parse_args(arguments)
+            command = f"radserve {args.command}"
+            logging.basicConfig(
+                level=logging.INFO if args.verbose else logging.WARNING,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            return int(args.run(args))
+        except ModuleNotFoundError as error:  # a verb's package is imported when it runs
+            extra = _EXTRAS.get((error.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise ConfigurationError(
+                f"needs {error.name} (not in `pip install radserve`): pip install 'radserve[{extra}]'"
+            ) from error
     except RadserveError as error:
         if _verbose(arguments):
             traceback.print_exception(error, file=sys.stderr)
