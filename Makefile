@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-tune bench-systems demo-systems soak gpu-bundle
+.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx client-venv loadtest bench bench-docs bench-tune bench-systems demo-systems soak gpu-bundle
 
 install: $(STAMP)
 
@@ -157,7 +157,13 @@ demo-systems: | $(STAMP)
 	  --model spondylolisthesis --serve-repository $(DEMO_SYSTEMS)/repository \
 	  --output docs/systems/spondylolisthesis-gradcam.png
 
-test: $(STAMP) prometheus dicom3tools dcmtk nginx
+# The client-only environment of tests/test_client_install.py (`pip install radserve` beside numpy 2):
+# ~85 s to build on 2 cores, so built here once; rebuilt when pyproject.toml or the constraints change.
+CLIENT_VENV := $(BUILD)/client-venv
+client-venv: | $(STAMP)
+	$(PY) tests/_client_venv.py $(CLIENT_VENV)
+
+test: $(STAMP) prometheus dicom3tools dcmtk nginx client-venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
