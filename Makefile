@@ -158,7 +158,7 @@ demo-systems: | $(STAMP)
 	  --output docs/systems/spondylolisthesis-gradcam.png
 
 # The client-only environment of tests/test_client_install.py (`pip install radserve` beside numpy 2):
-# ~85 s to build on 2 cores, so built here once; rebuilt when pyproject.toml or the constraints change.
+# ~85 s to build on 2 cores, so built here once; rebuilt when pyproject.toml changes.
 CLIENT_VENV := $(BUILD)/client-venv
 client-venv: | $(STAMP)
 	$(PY) tests/_client_venv.py $(CLIENT_VENV)

@@ -1,9 +1,9 @@
 """The client-only environment: ``pip install radserve`` without extras, beside numpy 2.
 
 Built once under ``build/client-venv`` (the Makefile's ``test`` target runs this file; the test's fixture
-calls :func:`ensure`, which rebuilds only when pyproject.toml or the constraints changed). radserve is
+calls :func:`ensure`, which rebuilds only when pyproject.toml changed). radserve is
 installed editable, so the environment runs this checkout's code with the dependencies of a plain
-``pip install radserve``.
+``pip install radserve``; without requirements/constraints.txt, whose numpy < 2 is the server's.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ NUMPY = "numpy>=2"
 
 def _fingerprint() -> str:
     digest = hashlib.sha256(NUMPY.encode())
-    for name in ("pyproject.toml", "requirements/constraints.txt"):
-        digest.update((ROOT / name).read_bytes())
+    digest.update((ROOT / "pyproject.toml").read_bytes())
     return digest.hexdigest()
 
 
@@ -47,8 +46,6 @@ def ensure(folder: Path = VENV) -> Path:
             "pip",
             "install",
             "--quiet",
-            "-c",
-            ROOT / "requirements" / "constraints.txt",
             "-e",
             ROOT,
             NUMPY,
