@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx client-venv loadtest bench bench-docs bench-tune bench-systems demo-systems soak gpu-bundle
+.PHONY: demo test lint format install clean prometheus dicom3tools dcmtk nginx client-venv typecheck loadtest bench bench-docs bench-tune bench-systems demo-systems soak gpu-bundle
 
 install: $(STAMP)
 
@@ -163,9 +163,20 @@ CLIENT_VENV := $(BUILD)/client-venv
 client-venv: | $(STAMP)
 	$(PY) tests/_client_venv.py $(CLIENT_VENV)
 
+# mypy over the installed namespace: build/typecheck/radserve links radserve/'s files and each folder
+# under its package name (pyproject.toml's package-dir), as an installed wheel lays them out.
+TYPECHECK := $(BUILD)/typecheck/radserve
+typecheck: | $(STAMP)
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	for entry in radserve/*; do ln -s $(CURDIR)/$$entry $(TYPECHECK)/; done
+	for folder in client export server_config loadtests synthetic clinical; do \
+	  ln -s $(CURDIR)/$$folder $(TYPECHECK)/$$folder; done
+	$(PY) -m mypy -p radserve
+
 test: $(STAMP) prometheus dicom3tools dcmtk nginx client-venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(MAKE) typecheck
 	$(PY) -m pytest
 
 format: $(STAMP)

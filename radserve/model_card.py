@@ -79,7 +79,8 @@ class InputContract:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelCardError(f"input contract has unknown fields {unknown}")
-        return cls(**{key: value if key == "for_processing" else tuple(value) for key, value in data.items()})
+        lists: dict[str, Any] = {key: tuple(value) for key, value in data.items() if key != "for_processing"}
+        return cls(**lists, for_processing=bool(data.get("for_processing", False)))
 
 
 @dataclass(frozen=True)

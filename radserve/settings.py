@@ -16,11 +16,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args, get_origin, get_type_hints
 
 from radserve.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 ENV_PREFIX = "RADSERVE_"
+_Section = TypeVar("_Section")  # a settings dataclass
 
 
 def _unit(default: Any, unit: str, *, per_host: Callable[[], Any] | None = None) -> Any:
@@ -208,10 +212,10 @@ def _parse(raw: str, kind: Any, name: str) -> Any:
         ) from None
 
 
-def _from_environment(cls: type, environ: Mapping[str, str], prefix: str) -> Any:
+def _from_environment(cls: type[_Section], environ: Mapping[str, str], prefix: str) -> _Section:
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
-    for item in fields(cls):
+    for item in fields(cast("type[DataclassInstance]", cls)):
         kind = hints[item.name]
         if isinstance(kind, type) and is_dataclass(kind):
             values[item.name] = _from_environment(kind, environ, f"{prefix}{item.name.upper()}_")
