@@ -71,3 +71,25 @@ def test_the_client_install_classifies_like_the_full_one(
         row = rows[expected.path]
         assert (row["status"], row["label"]) == ("ok", expected.label), row
         assert row["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("verb", "package", "extra"),
+    [
+        (("export", "missing.pt", "--name", "m"), "torch", "export"),
+        (
+            ("evaluate", "in", "--model", "m", "--truth", "t.csv", "--url", "127.0.0.1:1", "--out", "o"),
+            "sklearn",
+            "clinical",
+        ),
+    ],
+)
+def test_a_verb_whose_extra_is_missing_names_it(
+    client_python: Path, verb: tuple[str, ...], package: str, extra: str, tmp_path: Path
+) -> None:
+    answer = subprocess.run(
+        [client_python, "-m", "radserve", *verb], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert answer.returncode == 2
+    needs = f"needs {package} (not in `pip install radserve`): pip install 'radserve[{extra}]'"
+    assert answer.stderr.strip() == f"radserve {verb[0]}: {needs}"
