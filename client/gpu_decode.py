@@ -66,10 +66,10 @@ class GpuDecoder:
         for index, image in enumerate(images):
             if image is None:
                 raise InputError(path, Reason.DECODE_FAILED, f"nvImageCodec cannot decode frame {index + 1}")
-        return images
+        return list(images)
 
     @staticmethod
-    def to_numpy(image: Any) -> np.ndarray:
+    def to_numpy(image: Any) -> np.ndarray[Any, Any]:
         """A device image as host ``H x W`` (grey) or ``H x W x C`` array."""
         array = np.asarray(image.cpu())
         return array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array

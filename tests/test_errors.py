@@ -119,3 +119,16 @@ def test_an_unwritable_results_file_is_a_configuration_error(tmp_path: Path) -> 
         ResultWriter(blocker / "rows.jsonl")
     with pytest.raises(ValueError, match=r"must end in \.jsonl or \.csv"):  # also a ValueError for callers
         ResultWriter(tmp_path / "rows.txt")
+
+
+def test_a_server_that_does_not_answer_is_one_line(dicom_folder: Path) -> None:
+    """gRPC's failure (tritonclient's InferenceServerException) becomes a ServerError where it enters."""
+    from radserve.server_config.triton import free_ports
+
+    url = f"127.0.0.1:{free_ports().grpc}"  # nothing listens there
+    answer = _radserve(
+        "classify", dicom_folder, "--model", "m", "--url", url, RADSERVE_CLIENT_READY_TIMEOUT_SECONDS="1"
+    )
+    assert answer.returncode == EXIT_FAILURE
+    last = answer.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"radserve classify: {url}: ") and "Traceback" not in answer.stderr

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -57,15 +58,17 @@ class Radiograph:
     path: str
     sop_instance_uid: str
     frame: int | None  # 1-based frame number for multi-frame files, None for single-frame
-    values: np.ndarray  # uint8 or uint16 H x W: stored values (grey levels when ``lut`` is the identity)
-    lut: np.ndarray  # uint8 display table indexed by ``values`` (IDENTITY for grey levels)
+    values: np.ndarray[
+        Any, Any
+    ]  # uint8 or uint16 H x W: stored values (grey levels when ``lut`` is the identity)
+    lut: np.ndarray[Any, Any]  # uint8 display table indexed by ``values`` (IDENTITY for grey levels)
 
     @property
-    def pixels(self) -> np.ndarray:
+    def pixels(self) -> np.ndarray[Any, Any]:
         """uint8 H x W, display-ready: 0 = black, 255 = white."""
         return apply_lut(self.values, self.lut)
 
-    def resized(self, size: tuple[int, int], mode: ResizeMode) -> np.ndarray:
+    def resized(self, size: tuple[int, int], mode: ResizeMode) -> np.ndarray[Any, Any]:
         """The display-ready image at ``size`` = (height, width), the table applied while resizing."""
         return resize(self.values, size, mode, self.lut)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -44,7 +44,7 @@ class Decoded:
     ``bits`` is the significant bit depth of colour samples (used to scale them to 8 bits).
     """
 
-    frames: list[np.ndarray]
+    frames: list[np.ndarray[Any, Any]]
     kind: Kind
     bits: int
 
@@ -69,7 +69,7 @@ def _fast_native(ds: Dataset, info: PixelInfo) -> bool:
     return True
 
 
-def _native_frames(ds: Dataset, info: PixelInfo) -> list[np.ndarray]:
+def _native_frames(ds: Dataset, info: PixelInfo) -> list[np.ndarray[Any, Any]]:
     order = ">" if info.transfer_syntax == ExplicitVRBigEndian else "<"
     dtype = np.dtype(f"{order}u{info.bits_allocated // 8}")
     count = info.frames * info.rows * info.columns
@@ -103,7 +103,9 @@ def _pydicom_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
     return _finish(ds, info, frames, _kind_for(photometric), path)
 
 
-def _finish(ds: Dataset, info: PixelInfo, frames: list[np.ndarray], kind: Kind, path: str) -> Decoded:
+def _finish(
+    ds: Dataset, info: PixelInfo, frames: list[np.ndarray[Any, Any]], kind: Kind, path: str
+) -> Decoded:
     """Expand PALETTE COLOR indices to RGB; pass everything else through."""
     if info.photometric != "PALETTE COLOR":
         return Decoded(frames, kind, info.bits_stored)
@@ -167,7 +169,7 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
     return _finish(ds, info, frames, kind, path)
 
 
-def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray, Kind]:
+def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray[Any, Any], Kind]:
     """libjpeg-turbo for every JPEG process; the lossless-only ljpeg codec as a fallback."""
     import imagecodecs
 
@@ -183,7 +185,7 @@ def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray, Kind]:
         return imagecodecs.ljpeg_decode(data), "MONO"
 
 
-def _decode_htj2k(data: bytes) -> np.ndarray:
+def _decode_htj2k(data: bytes) -> np.ndarray[Any, Any]:
     """OpenJPH is about twice as fast as OpenJPEG on HTJ2K; OpenJPEG covers what it rejects."""
     import imagecodecs
 
@@ -231,7 +233,7 @@ def _jpeg_colour_space(data: bytes, photometric: str) -> str:
     return "RGB" if photometric == "RGB" else "YCbCr"
 
 
-def _unsigned(frame: np.ndarray) -> np.ndarray:
+def _unsigned(frame: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """The same bits in an unsigned container (two's complement for signed codec output)."""
     if frame.dtype.kind == "i":
         return frame.view(f"u{frame.dtype.itemsize}")
@@ -240,7 +242,7 @@ def _unsigned(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def check_shape(frame: np.ndarray, info: PixelInfo, index: int, path: str) -> None:
+def check_shape(frame: np.ndarray[Any, Any], info: PixelInfo, index: int, path: str) -> None:
     expected = (info.rows, info.columns) + ((3,) if info.samples == 3 else ())
     if frame.shape != expected:
         got = "x".join(str(n) for n in frame.shape)
