@@ -25,7 +25,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -63,7 +63,7 @@ class Series:
     uid: str
     weighting: Weighting | None
     slices: tuple[SliceFile, ...]  # ordered along the normal
-    positions: np.ndarray  # mm along the normal, ascending
+    positions: np.ndarray[Any, Any]  # mm along the normal, ascending
 
 
 def group_studies(slices: Iterable[SliceFile]) -> dict[str, list[SliceFile]]:
@@ -104,7 +104,7 @@ def weighting(ds: Dataset) -> Weighting | None:
     return None
 
 
-def _normal(ds: Dataset) -> np.ndarray | None:
+def _normal(ds: Dataset) -> np.ndarray[Any, Any] | None:
     orientation = ds.get("ImageOrientationPatient")
     if orientation is None or len(orientation) != 6:
         return None
@@ -154,7 +154,7 @@ def _check_spacing(study: str, series: Series) -> None:
         )
 
 
-def _window(study: str, series: Series, chosen: Sequence[int]) -> list[np.ndarray]:
+def _window(study: str, series: Series, chosen: Sequence[int]) -> list[np.ndarray[Any, Any]]:
     """Every chosen slice of ``series`` as uint8 under the series' percentile window."""
     values = []
     for item in series.slices:
@@ -172,7 +172,7 @@ def _window(study: str, series: Series, chosen: Sequence[int]) -> list[np.ndarra
 
 def study_tensor(
     study: str, slices: Sequence[SliceFile], card: ModelCard, lesion_index: int | None = None
-) -> np.ndarray:
+) -> np.ndarray[Any, Any]:
     """``uint8 [channels, H, W]`` for one study, or :class:`StudyError`.
 
     ``lesion_index`` counts T1W slices along the normal (0-based); the T2W slice nearest to it in
@@ -181,7 +181,7 @@ def study_tensor(
     k = (card.channels // 2 - 1) // 2
     series = sagittal_series(study, slices)
     t1, t2 = pick(study, series, "T1"), pick(study, series, "T2")
-    centres = []
+    centres: list[int] = []
     for each in (t1, t2):
         if len(each.slices) < 2 * k + 1:
             raise StudyError(
