@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test docs lint format install clean prometheus dicom3tools dcmtk nginx loadtest bench bench-docs bench-peers bench-tune bench-systems demo-systems soak gpu-bundle
+.PHONY: demo test docs lint format install clean prometheus dicom3tools dcmtk nginx client-venv typecheck loadtest bench bench-docs bench-peers bench-tune bench-systems demo-systems soak gpu-bundle
 
 install: $(STAMP)
 
@@ -175,11 +175,28 @@ demo-systems: | $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
+# The client-only environment of tests/test_client_install.py (`pip install radserve` beside numpy 2):
+# ~85 s to build on 2 cores, so built here once; rebuilt when pyproject.toml changes.
+CLIENT_VENV := $(BUILD)/client-venv
+client-venv: | $(STAMP)
+	$(PY) tests/_client_venv.py $(CLIENT_VENV)
+
+# mypy over the installed namespace: build/typecheck/radserve links radserve/'s files and each folder
+# under its package name (pyproject.toml's package-dir), as an installed wheel lays them out.
+TYPECHECK := $(BUILD)/typecheck/radserve
+typecheck: | $(STAMP)
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	for entry in radserve/*; do ln -s $(CURDIR)/$$entry $(TYPECHECK)/; done
+	for folder in client export server_config loadtests synthetic clinical; do \
+	  ln -s $(CURDIR)/$$folder $(TYPECHECK)/$$folder; done
+	$(PY) -m mypy -p radserve
+
 # The site is built right after ruff, before the 12-minute suite: a broken page fails in seconds.
-test: $(STAMP) prometheus dicom3tools dcmtk nginx
+test: $(STAMP) prometheus dicom3tools dcmtk nginx client-venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(MAKE) docs
+	$(MAKE) typecheck
 	$(PY) -m pytest
 
 format: $(STAMP)

@@ -15,6 +15,8 @@ import signal
 import sys
 from typing import IO, Any
 
+from radserve.reasons import Reason
+
 BOOTSTRAP = (
     "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
     "from radserve.client._decode_worker import serve; serve()"
@@ -51,5 +53,6 @@ def serve() -> None:
             _send(channel, prepared)
         except (pickle.PicklingError, TypeError, AttributeError) as error:
             _send(
-                channel, PreparedFile(path, error_reason="internal_error", error=internal_error(path, error))
+                channel,
+                PreparedFile(path, error_reason=Reason.INTERNAL_ERROR, error=internal_error(path, error)),
             )

@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from radserve.client._decode_worker import BOOTSTRAP
 from radserve.client.flow import PreparedFile
-from radserve.errors import DecodeWorkersError
+from radserve.errors import ConfigurationError, DecodeWorkersError
 from radserve.model_card import ModelCard
+from radserve.reasons import Reason
 from radserve.routing import RouterCard
 
 
@@ -102,7 +103,7 @@ class DecodePool:
 
     def __init__(self, workers: int, imports: tuple[str, ...] = ()) -> None:
         if workers < 1:
-            raise ValueError("at least one decode worker is needed")
+            raise ConfigurationError("at least one decode worker is needed")
         self._size = workers
         self._imports = imports
         self._io = ThreadPoolExecutor(workers, thread_name_prefix="radserve-decode")
@@ -130,7 +131,9 @@ class DecodePool:
                 except _WorkerDied as died:
                     worker = await self._replace(worker)
                     if attempt:
-                        return PreparedFile(path, error_reason="decoder_crashed", error=f"{path}: {died}")
+                        return PreparedFile(
+                            path, error_reason=Reason.DECODER_CRASHED, error=f"{path}: {died}"
+                        )
             raise AssertionError("unreachable")
         finally:
             self._idle.put_nowait(worker)

@@ -31,7 +31,7 @@ class Detector:
     card: ModelCard
     min_score: float = SETTINGS.client.box_min_score
 
-    async def boxes(self, image: np.ndarray, source: tuple[int, int]) -> list[dict[str, Any]]:
+    async def boxes(self, image: np.ndarray[Any, Any], source: tuple[int, int]) -> list[dict[str, Any]]:
         """Detections on wire image ``uint8 [1, H, W]`` as boxes on the ``source`` (rows, cols) image."""
         prediction = await self.client.infer(
             self.name, image[np.newaxis], extra_outputs=DETECTION_OUTPUTS, primary=False
@@ -42,7 +42,8 @@ class Detector:
         for box, score, label in zip(boxes, scores, classes, strict=True):
             if score < self.min_score:
                 continue
-            edges = wire_to_source(tuple(map(float, box)), source, card.input_size, card.resize)
+            x0, y0, x1, y1 = map(float, box)
+            edges = wire_to_source((x0, y0, x1, y1), source, card.input_size, card.resize)
             x0, y0, x1, y1 = (round(value, 2) for value in edges)
             if x1 <= x0 or y1 <= y0:  # on the letterbox's padding only: nothing of the source
                 continue

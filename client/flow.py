@@ -36,6 +36,7 @@ from radserve.client.results import ResultRow, Status
 from radserve.client.rows import error_row, internal_error, prediction_row, routed_row
 from radserve.errors import InferenceError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard
+from radserve.reasons import Reason
 from radserve.routing import RouterCard
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def prepare_file(path: str, card: ModelCard | RouterCard) -> PreparedFile:
         raise
     except BaseException as error:  # a worker answers for every file, even after a codec's panic
         LOGGER.exception("unexpected failure on %s", path)
-        return PreparedFile(path, error_reason="internal_error", error=internal_error(path, error))
+        return PreparedFile(path, error_reason=Reason.INTERNAL_ERROR, error=internal_error(path, error))
     return PreparedFile(path, prepared, seconds=time.perf_counter() - started)
 
 
@@ -150,7 +151,7 @@ def _row(
     if isinstance(answer, InferenceError):
         return error_row(path, model, answer.reason, f"{path}: {answer}", *where)
     if isinstance(answer, Exception):
-        return error_row(path, model, "internal_error", internal_error(path, answer), *where)
+        return error_row(path, model, Reason.INTERNAL_ERROR, internal_error(path, answer), *where)
     if isinstance(answer, BaseException):
         raise answer  # cancellation, interrupts
     probabilities, prediction = answer

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from radserve.errors import InputError
+from radserve.reasons import Reason
 
 # JPEG Lossless (Process 14 and SV1), JPEG 2000 (lossless, lossy), HTJ2K (lossless, RPCL, lossy)
 GPU_SYNTAXES = frozenset(
@@ -65,11 +66,11 @@ class GpuDecoder:
         images = self._decoder.decode(frames, params=self._params)
         for index, image in enumerate(images):
             if image is None:
-                raise InputError(path, "decode_failed", f"nvImageCodec cannot decode frame {index + 1}")
-        return images
+                raise InputError(path, Reason.DECODE_FAILED, f"nvImageCodec cannot decode frame {index + 1}")
+        return list(images)
 
     @staticmethod
-    def to_numpy(image: Any) -> np.ndarray:
+    def to_numpy(image: Any) -> np.ndarray[Any, Any]:
         """A device image as host ``H x W`` (grey) or ``H x W x C`` array."""
         array = np.asarray(image.cpu())
         return array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array

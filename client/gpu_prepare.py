@@ -34,6 +34,7 @@ from radserve.client.flow import PreparedFile, PreparedRadiograph
 from radserve.client.gpu_decode import GPU_SYNTAXES, GpuDecoder
 from radserve.errors import DecodeWorkersError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard, ResizeMode
+from radserve.reasons import Reason
 from radserve.routing import RouterCard
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class GpuPreparer:
                 sop_instance_uid=uid,
             )
         except InputError as error:
-            if error.reason == "decode_failed":
+            if error.reason == Reason.DECODE_FAILED:
                 return "gpu_decode_failed"  # the CPU's codecs may still read it (e.g. a liblj92 stream)
             return PreparedFile(path, error_reason=error.reason, error=str(error))
         except Exception:  # a GPU-side failure on one file: the CPU path answers for it

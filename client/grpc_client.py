@@ -27,6 +27,7 @@ from radserve.model_card import (
     OUTPUT_NAME,
     ModelCard,
 )
+from radserve.reasons import Reason
 from radserve.routing import ROUTER_PARAMETER, RouterCard
 from radserve.security import GRPC_ADMIN_KEY_HEADER, ClientTls
 from radserve.settings import SETTINGS
@@ -299,10 +300,10 @@ class AsyncRadiographClient:
                     if not policy.may_retry(kind, deadline_retries, time.monotonic() - started, self.budget):
                         raise InferenceError(
                             f"{endpoint.url}: {status or 'error'} after {attempt + 1} attempt(s): {message}",
-                            kind if kind != "deadline_exceeded" else "inference_failed",
+                            kind,
                             attempt + 1,
                         ) from None
-                    deadline_retries += kind == "deadline_exceeded"
+                    deadline_retries += kind == Reason.DEADLINE_EXCEEDED
                     endpoint.avoid_until = time.monotonic() + policy.max_backoff_seconds
                 finally:
                     endpoint.in_flight -= 1
@@ -325,7 +326,7 @@ def _prediction(
     version = result.get_response().model_version
     if pinned and version != pinned:
         raise InferenceError(
-            f"{url}: version {version} answered a request pinned to version {pinned}", "version_mismatch"
+            f"{url}: version {version} answered a request pinned to version {pinned}", Reason.VERSION_MISMATCH
         )
     extra = {name: result.as_numpy(name) for name in extra_outputs}
     probabilities = result.as_numpy(OUTPUT_NAME)  # None when not asked for (a detector)

@@ -21,6 +21,7 @@ from radserve.client.results import ResultRow
 from radserve.client.sync_client import RadiographClient
 from radserve.errors import InferenceError, InputError, NotAcceptedError
 from radserve.model_card import ModelCard
+from radserve.reasons import Reason
 
 Infer = Callable[[np.ndarray], tuple[np.ndarray, str]]
 
@@ -64,7 +65,7 @@ def study_rows(
             rows.append(replace(base, error_reason=error.reason, error=str(error)))
             continue
         except InferenceError as error:
-            rows.append(replace(base, error_reason="inference_failed", error=str(error)))
+            rows.append(replace(base, error_reason=Reason.INFERENCE_FAILED, error=str(error)))
             continue
         scores = {label: float(p) for label, p in zip(card.labels, probabilities[0], strict=True)}
         best = max(scores, key=scores.__getitem__)

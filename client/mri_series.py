@@ -32,7 +32,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -73,7 +73,7 @@ class Series:
     uid: str
     weighting: Weighting | None
     slices: tuple[SliceFile, ...]  # ordered along the normal
-    positions: np.ndarray  # mm along the normal, ascending
+    positions: np.ndarray[Any, Any]  # mm along the normal, ascending
 
 
 def group_studies(slices: Iterable[SliceFile]) -> dict[str, list[SliceFile]]:
@@ -114,7 +114,7 @@ def weighting(ds: Dataset) -> Weighting | None:
     return None
 
 
-def _normal(ds: Dataset) -> np.ndarray | None:
+def _normal(ds: Dataset) -> np.ndarray[Any, Any] | None:
     orientation = ds.get("ImageOrientationPatient")
     if orientation is None or len(orientation) != 6:
         return None
@@ -186,7 +186,7 @@ def _check_spacing(study: str, series: Series) -> None:
         )
 
 
-def _window(study: str, series: Series, chosen: Sequence[int], card: ModelCard) -> list[np.ndarray]:
+def _window(study: str, series: Series, chosen: Sequence[int], card: ModelCard) -> list[np.ndarray[Any, Any]]:
     """Every chosen slice of ``series`` as uint8 under the series' percentile window."""
     values, padding = [], []
     for item in series.slices:
@@ -210,7 +210,7 @@ def _window(study: str, series: Series, chosen: Sequence[int], card: ModelCard) 
 
 def study_tensor(
     study: str, slices: Sequence[SliceFile], card: ModelCard, lesion_index: int | None = None
-) -> np.ndarray:
+) -> np.ndarray[Any, Any]:
     """``uint8 [channels, H, W]`` for one study, or :class:`StudyError`.
 
     ``lesion_index`` counts T1W slices along the normal (0-based); the T2W slice nearest to it in
@@ -219,7 +219,7 @@ def study_tensor(
     k = (card.channels // 2 - 1) // 2
     series = sagittal_series(study, slices)
     t1, t2 = pick(study, series, "T1", slices), pick(study, series, "T2", slices)
-    centres = []
+    centres: list[int] = []
     for each in (t1, t2):
         if len(each.slices) < 2 * k + 1:
             raise StudyError(

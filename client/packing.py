@@ -23,6 +23,7 @@ import numpy as np
 
 from radserve.client.grpc_client import AsyncRadiographClient, Prediction
 from radserve.client.metrics import ClientMetrics
+from radserve.errors import ConfigurationError
 
 Answer = tuple[np.ndarray, Prediction]  # one radiograph's probabilities [C], and its request's prediction
 Wire = np.ndarray | dict[str, np.ndarray]  # one radiograph: its wire image, or one per router input
@@ -42,7 +43,7 @@ class RequestPacker:
         extra_outputs: Sequence[str] = (),
     ) -> None:
         if images_per_request < 1:
-            raise ValueError("images_per_request must be at least 1")
+            raise ConfigurationError("images_per_request must be at least 1")
         self._client = client
         self._model = model
         self._images_per_request = images_per_request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -12,12 +13,14 @@ from radserve.model_card import ModelCard
 from radserve.routing import RouterCard
 
 
-def model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray:
+def model_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray[Any, Any]:
     """``uint8 [1, H, W]`` at the model's input size, resized as its card says."""
     return radiograph.resized(card.input_size, card.resize)[np.newaxis]
 
 
-def wire_input(radiograph: Radiograph, card: ModelCard | RouterCard) -> np.ndarray | dict[str, np.ndarray]:
+def wire_input(
+    radiograph: Radiograph, card: ModelCard | RouterCard
+) -> np.ndarray[Any, Any] | dict[str, np.ndarray[Any, Any]]:
     """What ``card``'s model receives: :func:`model_input`, or for a router one tensor per wire
     contract of its stages (by router input name), each exactly as that stage's own card says."""
     if isinstance(card, RouterCard):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from radserve.client.results import ResultRow, resolved
 from radserve.errors import InputError
+from radserve.reasons import Reason
 from radserve.security import pseudonym
 
 PREFIX = "path-"
@@ -32,7 +33,9 @@ class PathPseudonyms:
         try:
             return cls(path.read_bytes().strip())
         except OSError as error:
-            raise InputError(str(path), "unreadable", f"cannot read the key ({error.strerror})") from None
+            raise InputError(
+                str(path), Reason.UNREADABLE, f"cannot read the key ({error.strerror})"
+            ) from None
 
     def __call__(self, path: str | Path) -> str:
         text = str(path)

@@ -17,21 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from radserve.errors import ConfigurationError
+from radserve.reasons import is_transient
 from radserve.settings import SETTINGS
 
 Status = Literal["ok", "error", "not_accepted"]
-
-# Error reasons that may pass on another try: ``--resume`` does these inputs again.
-TRANSIENT_REASONS = frozenset(
-    {
-        "inference_failed",
-        "overloaded",
-        "server_unavailable",
-        "version_unavailable",
-        "version_mismatch",
-        "downstream_failed",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -156,10 +146,13 @@ class ResultWriter:
     ) -> None:
         suffix = path.suffix.lower()
         if suffix not in (".jsonl", ".csv"):
-            raise ValueError(f"{path}: output must end in .jsonl or .csv")
+            raise ConfigurationError(f"{path}: output must end in .jsonl or .csv")
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._stream: IO[str] = path.open("a" if append else "w", newline="", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream: IO[str] = path.open("a" if append else "w", newline="", encoding="utf-8")
+        except OSError as error:
+            raise ConfigurationError(f"{path}: cannot write results ({error.strerror or error})") from error
         self._csv: csv.DictWriter[str] | None = None
         self._fsync_rows, self._fsync_seconds = fsync_rows, fsync_seconds
         self._unsynced, self._synced_at = 0, time.monotonic()
@@ -229,7 +222,7 @@ def resolved(path: str | Path) -> str:
 def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str]:
     """Inputs that are done in a results file, for ``--resume``.
 
-    An input is done when none of its rows ended in a transient error (:data:`TRANSIENT_REASONS`).
+    An input is done when none of its rows ended in a transient error (:func:`radserve.reasons.is_transient`).
     The file is rewritten (atomically) without the rows of inputs that are not done, so that their
     new rows replace them; a run killed while writing leaves at most a torn last line, which goes too.
     Rows of one input are written together, so an input is all in or out.
@@ -250,7 +243,7 @@ def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str
     rows = (
         list(csv.DictReader(io.StringIO(text))) if is_csv else [json.loads(x) for x in text.splitlines() if x]
     )
-    retry = {row["path"] for row in rows if row.get("error_reason") in TRANSIENT_REASONS}
+    retry = {row["path"] for row in rows if is_transient(row.get("error_reason") or "")}
     kept = [row for row in rows if row["path"] not in retry]
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
         if is_csv:

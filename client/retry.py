@@ -18,33 +18,26 @@ import random
 import threading
 from dataclasses import dataclass
 
+from radserve.reasons import Reason
 from radserve.settings import SETTINGS
-
-# Row reasons (radserve.errors.InferenceError.reason) of failures that may pass on a retry.
-OVERLOADED = "overloaded"
-UNAVAILABLE = "server_unavailable"
-DEADLINE = "deadline_exceeded"
-FAILED = "inference_failed"
-# The version a run is pinned to was unloaded (a newer export was loaded): the run's card is stale.
-VERSION_GONE = "version_unavailable"
 
 # tritonserver answers a full queue, or a request that timed out in the queue, with UNAVAILABLE.
 _SHED_MESSAGES = ("queue", "timeout", "timed out")
 
 
-def failure_kind(status: str, message: str) -> str:
-    """The kind of a gRPC failure: overloaded, server_unavailable, version_unavailable, deadline_exceeded
-    or inference_failed."""
+def failure_kind(status: str, message: str) -> Reason:
+    """The row reason of a gRPC failure: overloaded, server_unavailable, version_unavailable (the version
+    a run is pinned to was unloaded: the run's card is stale), deadline_exceeded or inference_failed."""
     if "unknown model" in message and "version" in message:
-        return VERSION_GONE
+        return Reason.VERSION_UNAVAILABLE
     if status == "StatusCode.RESOURCE_EXHAUSTED":
-        return OVERLOADED
+        return Reason.OVERLOADED
     if status == "StatusCode.UNAVAILABLE":
         shed = any(marker in message.lower() for marker in _SHED_MESSAGES)
-        return OVERLOADED if shed else UNAVAILABLE
+        return Reason.OVERLOADED if shed else Reason.SERVER_UNAVAILABLE
     if status == "StatusCode.DEADLINE_EXCEEDED":
-        return DEADLINE
-    return FAILED
+        return Reason.DEADLINE_EXCEEDED
+    return Reason.INFERENCE_FAILED
 
 
 class RetryBudget:
@@ -97,8 +90,8 @@ class RetryPolicy:
         """Whether a failure of ``kind`` is retried (spending the budget where it must)."""
         if elapsed > self.give_up_after_seconds:
             return False
-        if kind == UNAVAILABLE:
+        if kind == Reason.SERVER_UNAVAILABLE:
             return True
-        if kind == DEADLINE and deadline_retries >= self.deadline_retries:
+        if kind == Reason.DEADLINE_EXCEEDED and deadline_retries >= self.deadline_retries:
             return False
-        return kind in (OVERLOADED, DEADLINE) and budget.try_spend()
+        return kind in (Reason.OVERLOADED, Reason.DEADLINE_EXCEEDED) and budget.try_spend()

@@ -9,6 +9,7 @@ import numpy as np
 from radserve.client.grpc_client import Prediction
 from radserve.client.results import ResultRow, Status
 from radserve.model_card import ModelCard
+from radserve.reasons import Reason
 from radserve.routing import DOWNSTREAM_OUTPUT, FIRST_STAGE_OUTPUT, ROUTE_ERROR_OUTPUT, RouterCard
 
 
@@ -78,7 +79,9 @@ def routed_row(
     stage = router.downstream[index]
     failure = bytes(prediction.extra[ROUTE_ERROR_OUTPUT][0]).decode(errors="replace")
     if failure:
-        row = error_row(path, stage.model, "downstream_failed", f"{path}: {failure}", sop_instance_uid, frame)
+        row = error_row(
+            path, stage.model, Reason.DOWNSTREAM_FAILED, f"{path}: {failure}", sop_instance_uid, frame
+        )
         return replace(row, model_version=stage.version, routed=True, **stages)
     answered = replace(prediction, model_version=stage.version)
     row = prediction_row(

@@ -54,6 +54,7 @@ from radserve.client.dicom import captured_warnings
 from radserve.client.results import ResultRow
 from radserve.errors import InputError
 from radserve.model_card import ModelCard
+from radserve.reasons import Reason
 
 __all__ = [
     "CODING_SCHEME",
@@ -94,13 +95,13 @@ def read_source_header(path: Path) -> Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
-        raise InputError(str(path), "not_dicom", "not a DICOM file (no 'DICM' prefix)") from None
+        raise InputError(str(path), Reason.NOT_DICOM, "not a DICOM file (no 'DICM' prefix)") from None
     except OSError as error:
         why = error.strerror or type(error).__name__
-        raise InputError(str(path), "unreadable", f"cannot read the file ({why})") from None
+        raise InputError(str(path), Reason.UNREADABLE, f"cannot read the file ({why})") from None
     except Exception as error:  # pydicom raises many types on damaged headers
         raise InputError(
-            str(path), "sr_failed", f"cannot parse the header ({type(error).__name__})"
+            str(path), Reason.SR_FAILED, f"cannot parse the header ({type(error).__name__})"
         ) from None
 
 
@@ -167,7 +168,7 @@ def write_classification_sr(
             )
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         # the message may quote patient attributes: keep only the type (the cause stays chained)
-        raise InputError(path, "sr_failed", f"cannot build the SR ({type(error).__name__})") from error
+        raise InputError(path, Reason.SR_FAILED, f"cannot build the SR ({type(error).__name__})") from error
 
     return save_private(document, output_dir / f"{sr_uid}.dcm")
 
@@ -205,7 +206,7 @@ def evidence_header(source: Dataset, path: str) -> Dataset:
     """A pixel-less copy of ``source`` that highdicom can take as evidence (``source`` is not changed)."""
     missing = [keyword for keyword in _REQUIRED if not str(source.get(keyword) or "").strip()]
     if missing:
-        raise InputError(path, "sr_failed", f"the source lacks {', '.join(missing)}")
+        raise InputError(path, Reason.SR_FAILED, f"the source lacks {', '.join(missing)}")
     header = Dataset()
     for element in source:
         if element.keyword not in _PIXEL_KEYWORDS + _SITE_KEYWORDS:
@@ -224,7 +225,7 @@ def frame_number(row: ResultRow, header: Dataset, path: str) -> int | None:
     if row.frame is None:
         return None
     if not 1 <= row.frame <= frames:
-        raise InputError(path, "sr_failed", f"frame {row.frame} out of range 1..{frames}")
+        raise InputError(path, Reason.SR_FAILED, f"frame {row.frame} out of range 1..{frames}")
     return row.frame if frames > 1 else None
 
 

@@ -26,6 +26,20 @@ import triton_python_backend_utils as pb_utils
 
 STAGE_LOG = os.environ.get("RADSERVE_STAGE_LOG", "")
 
+# How tensors cross the 2.51 stub (docs/how-to/serve-cpu.md, "numpy 2"), measured here: under numpy 2
+# pb_utils.Tensor(name, ndarray) sends outputs with their shape and no bytes, and DLPack works; under
+# numpy 1.26 DLPack crashes the stub (SIGSEGV after "Exception ignored in: <capsule 'used_dlpack'>")
+# and the ndarray path works.
+_DLPACK = int(np.__version__.split(".")[0]) >= 2
+
+
+def _from_stub(tensor: Any) -> np.ndarray:
+    return np.from_dlpack(tensor) if _DLPACK else tensor.as_numpy()
+
+
+def _to_stub(name: str, array: np.ndarray) -> Any:
+    return pb_utils.Tensor.from_dlpack(name, array) if _DLPACK else pb_utils.Tensor(name, array)
+
 
 class OpenVinoSession:
     """OpenVINO's CPU plugin behind the two calls of ONNX Runtime's session this model makes.
@@ -85,7 +99,7 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         started = time.perf_counter()
         images = [
-            pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests
+            _from_stub(pb_utils.get_input_tensor_by_name(request, self.input_name)) for request in requests
         ]
         read = time.perf_counter()
         batch = images[0] if len(images) == 1 else np.concatenate(images)
@@ -102,7 +116,7 @@ class TritonPythonModel:
         for image in images:
             end = start + len(image)
             tensors = [
-                pb_utils.Tensor(name, output[start:end])
+                _to_stub(name, output[start:end])
                 for name, output in zip(self.output_names, outputs, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))

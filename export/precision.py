@@ -35,6 +35,7 @@ from typing import get_args
 import numpy as np
 import onnx
 
+from radserve.errors import ExportError
 from radserve.export.onnx_export import check_onnx
 from radserve.model_card import INPUT_NAME, OUTPUT_NAME, Precision
 
@@ -62,7 +63,7 @@ def convert_fp16(source: Path, destination: Path) -> onnx.ModelProto:
     model = onnx.load(str(source))
     preamble, tail = _preamble(model), _tail(model, include_weighted=False)
     if not preamble or not tail:
-        raise ValueError(f"{source}: no normalisation before the first convolution or no softmax tail")
+        raise ExportError(f"{source}: no normalisation before the first convolution or no softmax tail")
     body_input = _edge(preamble, model, forward=True)
     body_output = _edge(tail, model, forward=False)
     body = Extractor(onnx.shape_inference.infer_shapes(model)).extract_model([body_input], [body_output])
@@ -84,7 +85,7 @@ def _splice(model: onnx.ModelProto, body: onnx.ModelProto) -> onnx.ModelProto:
     for tensor in body.graph.initializer:
         kept = initializers.get(tensor.name)
         if kept is not None and kept.data_type != tensor.data_type:
-            raise ValueError(f"initializer {tensor.name} is used in float32 and in float16")
+            raise ExportError(f"initializer {tensor.name} is used in float32 and in float16")
         initializers[tensor.name] = tensor
     graph = onnx.helper.make_graph(
         [*outer, *body.graph.node],
@@ -115,13 +116,13 @@ def quantize_int8(
     publishes, the other settings exist for ``loadtests/precision_bench.py --int8-alternatives``.
     """
     if scheme not in INT8_SCHEMES:
-        raise ValueError(f"int8 scheme must be one of {sorted(INT8_SCHEMES)}, got {scheme!r}")
+        raise ExportError(f"int8 scheme must be one of {sorted(INT8_SCHEMES)}, got {scheme!r}")
     activation_type, symmetric_activations = INT8_SCHEMES[scheme]
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calibration) == 0:
-        raise ValueError("int8 quantization needs calibration images")
+        raise ExportError("int8 quantization needs calibration images")
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -209,7 +210,7 @@ def _edge(nodes: list[onnx.NodeProto], model: onnx.ModelProto, forward: bool) ->
     else:
         edges = {output for node in rest for output in node.output if output in consumed}
     if len(edges) != 1:
-        raise ValueError(f"expected one tensor between the graph's end and its body, found {sorted(edges)}")
+        raise ExportError(f"expected one tensor between the graph's end and its body, found {sorted(edges)}")
     return edges.pop()
 
 
@@ -227,7 +228,7 @@ def _sort_topologically(graph: onnx.GraphProto) -> None:
             else:
                 remaining.append(node)
         if len(remaining) == len(pending):
-            raise ValueError(f"graph has a cycle or a dangling input at {remaining[0].name}")
+            raise ExportError(f"graph has a cycle or a dangling input at {remaining[0].name}")
         pending = remaining
     del graph.node[:]
     graph.node.extend(ordered)

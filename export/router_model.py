@@ -35,6 +35,12 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         router = json.loads(config["parameters"]["radserve.router"]["string_value"])
+        if int(np.__version__.split(".")[0]) >= 2:
+            # the 2.51 stub's ndarray tensors (this model's BYTES output and BLS requests) are wrong under
+            # numpy 2 (docs/how-to/serve-cpu.md, "numpy 2"): refuse to load rather than answer garbage
+            raise pb_utils.TritonModelException(
+                f"router {router['name']!r}: needs numpy < 2 in tritonserver's Python, found {np.__version__}"
+            )
         self.first = router["first"]
         self.downstream = router["downstream"]
         names = [stage["model"] for stage in self.downstream]

@@ -96,7 +96,7 @@ def _is_torchscript(path: Path) -> bool:
 
 def _frozen(module: torch.nn.Module) -> torch.nn.Module:
     """An unlifted ``torch.export`` module refuses ``train()``; it is already in inference form."""
-    module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
+    module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]  # on purpose
     return module
 
 

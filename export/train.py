@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ class TrainingPlan:
 # Each served system's demo: what differs from TrainingPlan's defaults besides the system's architecture
 # and demo_input_size (radserve.systems). Chosen by measurement on 2 CPU cores (docs/how-to/systems.md); every
 # demo starts its residual blocks as the identity (start_residual_blocks_as_identity).
-_DEMO_PLANS: dict[str, dict[str, float | int]] = {
+_DEMO_PLANS: dict[str, dict[str, Any]] = {  # TrainingPlan fields per system
     "spine-view": {"train_images": 1200, "epochs": 8, "batch_size": 16},  # 10 classes, 120 images each
     "spondylolisthesis": {"train_images": 960, "epochs": 8, "batch_size": 16},
     "fracture": {"train_images": 2400, "epochs": 8, "batch_size": 16},
@@ -63,7 +64,7 @@ def demo_plan(system: str) -> TrainingPlan:
     return TrainingPlan(
         architecture=contract.architecture,
         input_size=contract.demo_input_size[0],
-        **_DEMO_PLANS.get(system, {}),  # type: ignore[arg-type]
+        **_DEMO_PLANS.get(system, {}),
     )
 
 

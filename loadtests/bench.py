@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from radserve.errors import ConfigurationError
+from radserve.errors import ConfigurationError, ModelCardError
 from radserve.loadtests import cpu_profile
 from radserve.loadtests.end_to_end import measure_end_to_end
 from radserve.loadtests.peer_report import PeersResult
@@ -57,7 +57,7 @@ def latest_version(repository: Path, model: str) -> Path:
     """The newest version folder of ``model`` (:func:`radserve.model_card.model_versions`)."""
     versions = model_versions(repository / model)
     if not versions:
-        raise FileNotFoundError(f"no version of {model} in {repository}")
+        raise ModelCardError(f"no version of model {model!r} in {repository}")
     return repository / model / str(versions[-1])
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from radserve.loadtests.points import Point, config_label
+
+if TYPE_CHECKING:  # psutil (the loadtest extra) is imported when a profile is taken, not by the CLI
+    import psutil
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ def _seconds(times: Any) -> float:
 
 
 def _total(processes: Sequence[psutil.Process]) -> float:
+    import psutil
+
     seconds = 0.0
     for process in processes:
         try:
@@ -49,6 +52,8 @@ def _total(processes: Sequence[psutil.Process]) -> float:
 
 def sample(server_pid: int) -> CpuSample:
     """CPU seconds so far of this process (the client), ``server_pid`` and its children, the machine."""
+    import psutil
+
     server = psutil.Process(server_pid)
     stubs = server.children(recursive=True)
     serving = {server_pid, *(stub.pid for stub in stubs)}

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from radserve.errors import ConfigurationError
 from radserve.loadtests import cpu_profile
 from radserve.loadtests.points import REPEATS, Point, Run, interleaved, timed_run, warm_up_seconds
 
@@ -85,7 +86,7 @@ def measure_end_to_end(
 
     files = discover([folder]).files
     if not files:
-        raise FileNotFoundError(f"no DICOM files in {folder}")
+        raise ConfigurationError(f"no DICOM files in {folder}")
     options = ClassifyOptions(url=url, max_in_flight=max_in_flight)
     errors = 0
 

@@ -55,9 +55,9 @@ def _client_microseconds(images: list[np.ndarray], count: int = 2000) -> float:
 
 
 def _ort_microseconds(onnx_path: Path, image: np.ndarray, seconds: float) -> float:
-    from radserve.loadtests.raw import _session
+    from radserve.loadtests.raw import cpu_session
 
-    session = _session(str(onnx_path), 1)
+    session = cpu_session(str(onnx_path), 1)
     session.run(None, {INPUT_NAME: image})
     times = []
     deadline = time.perf_counter() + seconds

@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime
@@ -30,6 +31,9 @@ from radserve.export.precision import convert_fp16, quantize_int8
 from radserve.export.samples import sample_images
 from radserve.loadtests.raw import cpu_session
 from radserve.model_card import INPUT_NAME, ModelCard
+
+if TYPE_CHECKING:
+    import torch
 
 LOGGER = logging.getLogger(__name__)
 DEMO_CHECKPOINT = Path("build/demo-resnet18.pt")
@@ -63,7 +67,7 @@ def probabilities(runner: onnxruntime.InferenceSession, images: np.ndarray) -> n
     )
 
 
-def load_network(checkpoint: Path | None, arch: str, size: int) -> tuple[object, ModelCard]:
+def load_network(checkpoint: Path | None, arch: str, size: int) -> tuple[torch.nn.Module, ModelCard]:
     import torch
 
     from radserve.export.architectures import build_model
@@ -80,7 +84,7 @@ def load_network(checkpoint: Path | None, arch: str, size: int) -> tuple[object,
 
 
 def make_variants(
-    network: object, card: ModelCard, calibration: np.ndarray, folder: Path, alternatives: bool
+    network: torch.nn.Module, card: ModelCard, calibration: np.ndarray, folder: Path, alternatives: bool
 ) -> dict[str, Path]:
     """The ONNX files of every variant, made by export's own functions."""
     variants = {
@@ -89,7 +93,7 @@ def make_variants(
         "int8 (u8s8, CPU targets)": folder / "int8.onnx",
         "int8 (s8s8, TensorRT)": folder / "int8_s8s8.onnx",
     }
-    export_onnx(network, card, variants["fp32"])  # type: ignore[arg-type]
+    export_onnx(network, card, variants["fp32"])
     convert_fp16(variants["fp32"], variants["fp16"])
     quantize_int8(variants["fp32"], variants["int8 (u8s8, CPU targets)"], calibration, scheme="u8s8")
     quantize_int8(variants["fp32"], variants["int8 (s8s8, TensorRT)"], calibration, scheme="s8s8")
@@ -102,7 +106,7 @@ def make_variants(
         }
         for name, settings in settings_by_name.items():
             variants[name] = folder / f"{name}.onnx"
-            quantize_int8(variants["fp32"], variants[name], calibration, **settings)  # type: ignore[arg-type]
+            quantize_int8(variants["fp32"], variants[name], calibration, **settings)  # type: ignore[arg-type]  # str values
     return variants
 
 

@@ -32,7 +32,7 @@ def write_random_checkpoint(
 
     labels = tuple(labels or REGIONS)
     torch.manual_seed(0)
-    card = ModelCard(architecture, architecture, labels, input_size, resize=resize, channels=channels)  # type: ignore[arg-type]
+    card = ModelCard(architecture, architecture, labels, input_size, resize=resize, channels=channels)  # type: ignore[arg-type]  # resize: ModelCard checks it
     output.parent.mkdir(parents=True, exist_ok=True)
     network_channels = 3 if channels == 1 else channels
     save_checkpoint(output, build_model(architecture, len(labels), network_channels), card)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from radserve.reasons import Reason
+
 
 class RadserveError(Exception):
     """Base class of every radserve error."""
@@ -40,12 +42,13 @@ class ServerError(RadserveError):
 class InferenceError(RadserveError):
     """A request failed on the server after every retry.
 
-    ``reason`` is the result rows' code: ``overloaded`` (the server shed it and the retry budget was
-    spent), ``server_unavailable`` (no server answered in time), ``version_unavailable`` (the version
+    ``reason`` is the result rows' code (:class:`~radserve.reasons.Reason`): ``overloaded`` (the server
+    shed it and the retry budget was spent), ``server_unavailable`` (no server answered in time),
+    ``deadline_exceeded`` (past its deadline after its retries), ``version_unavailable`` (the version
     the run is pinned to was unloaded), ``version_mismatch`` or ``inference_failed``.
     """
 
-    def __init__(self, message: str, reason: str = "inference_failed", attempts: int = 1) -> None:
+    def __init__(self, message: str, reason: str = Reason.INFERENCE_FAILED, attempts: int = 1) -> None:
         self.reason = reason
         self.attempts = attempts
         super().__init__(message)
@@ -63,5 +66,8 @@ class ClinicalError(RadserveError):
     """An evaluation, calibration or threshold cannot be computed (bad truth file, too few cases)."""
 
 
-class ConfigurationError(RadserveError):
-    """A setting or option cannot be used (a malformed address, an unknown model, a bad combination)."""
+class ConfigurationError(RadserveError, ValueError):
+    """A setting or option cannot be used (a malformed address, an unknown model, a bad combination).
+
+    Also a :class:`ValueError`: a bad argument to a library function is one.
+    """

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     VERSION_UNAVAILABLE = "version_unavailable"
     VERSION_MISMATCH = "version_mismatch"
     INFERENCE_FAILED = "inference_failed"
+    DOWNSTREAM_FAILED = "downstream_failed"  # a router's second stage failed on the radiograph
     # After the answer
     SR_FAILED = "sr_failed"
     # radserve itself

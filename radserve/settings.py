@@ -16,9 +16,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args, get_origin, get_type_hints
+
+from radserve.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ENV_PREFIX = "RADSERVE_"
+_Section = TypeVar("_Section")  # a settings dataclass
 
 
 def _unit(default: Any, unit: str, *, per_host: Callable[[], Any] | None = None) -> Any:
@@ -205,19 +211,26 @@ def cpu_split(max_instances: int, cores: int | None = None) -> tuple[int, int]:
 
 
 def _parse(raw: str, kind: Any, name: str) -> Any:
+    """``raw`` as a value of ``kind``; a :class:`ConfigurationError` naming ``name`` when it is not one."""
     try:
         if get_origin(kind) is tuple:
-            item = get_args(kind)[0]
-            return tuple(item(part) for part in raw.split(",") if part.strip())
+            items = get_args(kind)
+            values = tuple(items[0](part) for part in raw.split(",") if part.strip())
+            if items[-1] is not Ellipsis and len(values) != len(items):
+                raise ValueError(f"{len(items)} comma-separated values expected, got {len(values)}")
+            return values
         return kind(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind}") from None
+    except ValueError as error:
+        expected = " ".join(getattr(kind, "__name__", str(kind)).split())
+        raise ConfigurationError(
+            f"environment variable {name}={raw!r} is not a valid {expected}: {error}"
+        ) from None
 
 
-def _from_environment(cls: type, environ: Mapping[str, str], prefix: str) -> Any:
+def _from_environment(cls: type[_Section], environ: Mapping[str, str], prefix: str) -> _Section:
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
-    for item in fields(cls):
+    for item in fields(cast("type[DataclassInstance]", cls)):
         kind = hints[item.name]
         if isinstance(kind, type) and is_dataclass(kind):
             values[item.name] = _from_environment(kind, environ, f"{prefix}{item.name.upper()}_")
@@ -229,16 +242,17 @@ def _from_environment(cls: type, environ: Mapping[str, str], prefix: str) -> Any
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """The defaults with the ``RADSERVE_*`` overrides of an environment.
+    """Defaults with the ``RADSERVE_*`` overrides of ``environ``.
 
     Args:
-        environ: Variables to read; the process environment when None.
+        environ: the variables to read; the process environment when None.
 
     Returns:
         The settings.
 
     Raises:
-        ValueError: A variable's value does not parse as its setting's type.
+        ConfigurationError: a ``RADSERVE_*`` value does not parse as its setting's type (the message
+            names the variable and its value).
     """
     return _from_environment(Settings, os.environ if environ is None else environ, ENV_PREFIX)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
+from radserve.errors import ConfigurationError
 from radserve.settings import ENV_PREFIX, Settings, load_settings, render_settings_table, settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ def test_environment_overrides_every_section() -> None:
     assert settings.client.retry_give_up_after_seconds == 7.5
     assert settings.export.mean == (0.5, 0.5, 0.5)
     assert settings.ports.http == Settings().ports.http  # untouched fields keep their defaults
-    with pytest.raises(ValueError, match="RADSERVE_PORTS_HTTP"):
+    with pytest.raises(ConfigurationError, match="RADSERVE_PORTS_HTTP"):
         load_settings({"RADSERVE_PORTS_HTTP": "eighty"})
 
 

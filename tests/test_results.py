@@ -10,15 +10,18 @@ from pathlib import Path
 import pytest
 
 from radserve.client.results import ResultRow, ResultWriter, completed_paths
+from radserve.reasons import TRANSIENT, Reason
 
 
 def _rows() -> list[ResultRow]:
     return [
         ResultRow("in/a.dcm", "ok", label="chest", score=0.9),
-        ResultRow("in/b.dcm", "error", error_reason="inference_failed", error="in/b.dcm: boom"),
-        ResultRow("in/c.dcm", "error", error_reason="not_dicom", error="in/c.dcm: not DICOM"),
-        ResultRow("in/d.dcm", "error", error_reason="overloaded", error="in/d.dcm: shed"),
-        ResultRow("in/e.dcm", "error", error_reason="server_unavailable", error="in/e.dcm: down"),
+        ResultRow("in/b.dcm", "error", error_reason=Reason.DEADLINE_EXCEEDED, error="in/b.dcm: late"),
+        ResultRow("in/c.dcm", "error", error_reason=Reason.NOT_DICOM, error="in/c.dcm: not DICOM"),
+        ResultRow("in/d.dcm", "error", error_reason=Reason.OVERLOADED, error="in/d.dcm: shed"),
+        ResultRow("in/e.dcm", "error", error_reason=Reason.SERVER_UNAVAILABLE, error="in/e.dcm: down"),
+        ResultRow("in/f.dcm", "error", error_reason=Reason.INFERENCE_FAILED, error="in/f.dcm: boom"),
+        ResultRow("in/g.dcm", "error", error_reason=Reason.VERSION_UNAVAILABLE, error="in/g.dcm: reloaded"),
     ]
 
 
@@ -32,13 +35,13 @@ def test_resume_redoes_transient_errors_and_matches_resolved_paths(
         for row in _rows():
             writer.write([row])
     done = completed_paths(output)
-    assert done == {str(tmp_path / "in" / "a.dcm"), str(tmp_path / "in" / "c.dcm")}
+    assert done == {str(tmp_path / "in" / name) for name in ("a.dcm", "c.dcm", "f.dcm")}
     text = output.read_text()
     if suffix == ".csv":
         kept = [row["path"] for row in csv.DictReader(text.splitlines())]
     else:
         kept = [json.loads(line)["path"] for line in text.splitlines()]
-    assert kept == ["in/a.dcm", "in/c.dcm"]  # the transient rows make way for the new ones
+    assert kept == ["in/a.dcm", "in/c.dcm", "in/f.dcm"]  # the transient rows make way for the new ones
     with ResultWriter(output, append=True) as writer:
         writer.write([ResultRow("in/b.dcm", "ok")])
     assert completed_paths(output) == done | {str(tmp_path / "in" / "b.dcm")}
@@ -59,3 +62,14 @@ def test_rows_are_fsynced_per_batch_and_on_close(tmp_path: Path, monkeypatch: py
     assert len(synced) == 2
     writer.close()
     assert len(synced) == 3
+
+
+def test_row_reasons_are_the_enumeration_and_transient_ones_are_redone(tmp_path: Path) -> None:
+    """Every reason a row can carry is a :class:`Reason`; resume redoes exactly the transient ones."""
+    output = tmp_path / "results.jsonl"
+    with ResultWriter(output) as writer:
+        for reason in Reason:
+            writer.write([ResultRow(f"{reason}.dcm", "error", error_reason=reason, error="x")])
+    assert {json.loads(line)["error_reason"] for line in output.read_text().splitlines()} == set(Reason)
+    done = completed_paths(output, key=str)
+    assert {Reason(Path(path).stem) for path in done} == set(Reason) - TRANSIENT

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -33,6 +34,7 @@ from radserve.client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info,
 from radserve.client.dicom._resize import ResizeMode, apply_lut, resize
 from radserve.errors import InputError
 from radserve.model_card import RenderingPolicy
+from radserve.reasons import Reason
 
 __all__ = [
     "SUPPORTED_TRANSFER_SYNTAXES",
@@ -58,16 +60,17 @@ class Radiograph:
     path: str
     sop_instance_uid: str
     frame: int | None  # 1-based frame number for multi-frame files, None for single-frame
-    values: np.ndarray  # uint8 or uint16 H x W: stored values (grey levels when ``lut`` is the identity)
-    lut: np.ndarray  # uint8 display table indexed by ``values`` (IDENTITY for grey levels)
+    # uint8 or uint16 H x W: stored values (grey levels when ``lut`` is the identity)
+    values: np.ndarray[Any, Any]
+    lut: np.ndarray[Any, Any]  # uint8 display table indexed by ``values`` (IDENTITY for grey levels)
     rendering_note: str = ""  # where the rendering policy overruled the header (the row's rendering_note)
 
     @property
-    def pixels(self) -> np.ndarray:
+    def pixels(self) -> np.ndarray[Any, Any]:
         """uint8 H x W, display-ready: 0 = black, 255 = white."""
         return apply_lut(self.values, self.lut)
 
-    def resized(self, size: tuple[int, int], mode: ResizeMode) -> np.ndarray:
+    def resized(self, size: tuple[int, int], mode: ResizeMode) -> np.ndarray[Any, Any]:
         """The display-ready image at ``size`` = (height, width), the table applied while resizing."""
         return resize(self.values, size, mode, self.lut)
 
@@ -152,7 +155,7 @@ def decode_dataset(ds: Dataset, path: str, policy: RenderingPolicy | None = None
     """Like :func:`decode_file` for a data set already in memory; ``path`` names it."""
     with _input_errors(path):
         if "PixelData" not in ds:
-            raise InputError(path, "no_pixel_data", "the data set has no Pixel Data (7FE0,0010)")
+            raise InputError(path, Reason.NO_PIXEL_DATA, "the data set has no Pixel Data (7FE0,0010)")
         info = pixel_info(ds, path)
         decoded = decode(ds, info, path)
         params = display_params(ds, info, path, policy) if decoded.kind == "MONO" else None
@@ -183,12 +186,14 @@ def _input_errors(path: str) -> Iterator[None]:
     except InputError:
         raise
     except MemoryError:
-        raise InputError(path, "bad_dimensions", "image too large for the available memory") from None
+        raise InputError(path, Reason.BAD_DIMENSIONS, "image too large for the available memory") from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # Rust codecs raise PanicException, a BaseException, on bad data
         _LOG.debug("%s: unexpected %s while decoding", path, type(exc).__name__)
-        raise InputError(path, "decode_failed", f"unexpected {type(exc).__name__} while decoding") from exc
+        raise InputError(
+            path, Reason.DECODE_FAILED, f"unexpected {type(exc).__name__} while decoding"
+        ) from exc
 
 
 def _sop_instance_uid(ds: Dataset) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -29,6 +29,7 @@ from radserve.client.dicom._read import (
     PixelInfo,
 )
 from radserve.errors import InputError
+from radserve.reasons import Reason
 
 Kind = Literal["MONO", "RGB", "YBR"]
 
@@ -43,7 +44,7 @@ class Decoded:
     ``bits`` is the significant bit depth of colour samples (used to scale them to 8 bits).
     """
 
-    frames: list[np.ndarray]
+    frames: list[np.ndarray[Any, Any]]
     kind: Kind
     bits: int
 
@@ -68,7 +69,7 @@ def _fast_native(ds: Dataset, info: PixelInfo) -> bool:
     return True
 
 
-def _native_frames(ds: Dataset, info: PixelInfo) -> list[np.ndarray]:
+def _native_frames(ds: Dataset, info: PixelInfo) -> list[np.ndarray[Any, Any]]:
     order = ">" if info.transfer_syntax == ExplicitVRBigEndian else "<"
     dtype = np.dtype(f"{order}u{info.bits_allocated // 8}")
     count = info.frames * info.rows * info.columns
@@ -91,7 +92,7 @@ def _pydicom_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
         arr, meta = get_decoder(info.transfer_syntax).as_array(ds, raw=True)
     except Exception as exc:
         raise InputError(
-            path, "decode_failed", f"cannot decode {info.transfer_syntax.name} Pixel Data: {exc}"
+            path, Reason.DECODE_FAILED, f"cannot decode {info.transfer_syntax.name} Pixel Data: {exc}"
         ) from exc
     photometric = str(meta.get("photometric_interpretation", info.photometric))
     if info.frames == 1:
@@ -102,7 +103,9 @@ def _pydicom_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
     return _finish(ds, info, frames, _kind_for(photometric), path)
 
 
-def _finish(ds: Dataset, info: PixelInfo, frames: list[np.ndarray], kind: Kind, path: str) -> Decoded:
+def _finish(
+    ds: Dataset, info: PixelInfo, frames: list[np.ndarray[Any, Any]], kind: Kind, path: str
+) -> Decoded:
     """Expand PALETTE COLOR indices to RGB; pass everything else through."""
     if info.photometric != "PALETTE COLOR":
         return Decoded(frames, kind, info.bits_stored)
@@ -110,7 +113,7 @@ def _finish(ds: Dataset, info: PixelInfo, frames: list[np.ndarray], kind: Kind, 
         rgb = [apply_color_lut(f, ds) for f in frames]
     except Exception as exc:
         raise InputError(
-            path, "inconsistent_attributes", f"cannot apply the palette colour LUT: {exc}"
+            path, Reason.INCONSISTENT_ATTRIBUTES, f"cannot apply the palette colour LUT: {exc}"
         ) from exc
     return Decoded(rgb, "RGB", 8 * rgb[0].dtype.itemsize)
 
@@ -124,12 +127,12 @@ def encoded_frames(ds: Dataset, info: PixelInfo, path: str) -> list[bytes]:
         encoded = list(generate_frames(ds.PixelData, number_of_frames=info.frames, extended_offsets=offsets))
     except Exception as exc:
         raise InputError(
-            path, "decode_failed", f"cannot split the encapsulated Pixel Data into frames: {exc}"
+            path, Reason.DECODE_FAILED, f"cannot split the encapsulated Pixel Data into frames: {exc}"
         ) from exc
     if len(encoded) < info.frames:
         raise InputError(
             path,
-            "decode_failed",
+            Reason.DECODE_FAILED,
             f"encapsulated Pixel Data holds {len(encoded)} frame(s), NumberOfFrames is {info.frames}",
         )
     return encoded[: info.frames]
@@ -154,7 +157,7 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
                 frame = imagecodecs.jpeg2k_decode(data, numthreads=_J2K_THREADS)
         except Exception as exc:
             raise InputError(
-                path, "decode_failed", f"cannot decode frame {i + 1} ({uid.name}): {exc}"
+                path, Reason.DECODE_FAILED, f"cannot decode frame {i + 1} ({uid.name}): {exc}"
             ) from exc
         if uid in J2K_SYNTAXES | HTJ2K_SYNTAXES and info.samples == 3 and info.photometric != "YBR_FULL":
             kind = "RGB"  # the codec undoes the J2K multiple component transform itself
@@ -166,7 +169,7 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
     return _finish(ds, info, frames, kind, path)
 
 
-def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray, Kind]:
+def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray[Any, Any], Kind]:
     """libjpeg-turbo for every JPEG process; the lossless-only ljpeg codec as a fallback."""
     import imagecodecs
 
@@ -182,7 +185,7 @@ def _decode_jpeg(data: bytes, info: PixelInfo) -> tuple[np.ndarray, Kind]:
         return imagecodecs.ljpeg_decode(data), "MONO"
 
 
-def _decode_htj2k(data: bytes) -> np.ndarray:
+def _decode_htj2k(data: bytes) -> np.ndarray[Any, Any]:
     """OpenJPH is about twice as fast as OpenJPEG on HTJ2K; OpenJPEG covers what it rejects."""
     import imagecodecs
 
@@ -230,7 +233,7 @@ def _jpeg_colour_space(data: bytes, photometric: str) -> str:
     return "RGB" if photometric == "RGB" else "YCbCr"
 
 
-def _unsigned(frame: np.ndarray) -> np.ndarray:
+def _unsigned(frame: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """The same bits in an unsigned container (two's complement for signed codec output)."""
     if frame.dtype.kind == "i":
         return frame.view(f"u{frame.dtype.itemsize}")
@@ -239,13 +242,13 @@ def _unsigned(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def check_shape(frame: np.ndarray, info: PixelInfo, index: int, path: str) -> None:
+def check_shape(frame: np.ndarray[Any, Any], info: PixelInfo, index: int, path: str) -> None:
     expected = (info.rows, info.columns) + ((3,) if info.samples == 3 else ())
     if frame.shape != expected:
         got = "x".join(str(n) for n in frame.shape)
         want = "x".join(str(n) for n in expected)
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"frame {index + 1} decodes to {got} but the header says {want}",
         )

@@ -25,6 +25,7 @@ from pydicom.uid import ExplicitVRBigEndian
 from radserve.client.dicom._read import PixelInfo
 from radserve.errors import InputError, NotAcceptedError
 from radserve.model_card import RenderingPolicy
+from radserve.reasons import Reason
 
 __all__ = ["DisplayParams", "Lut", "display_params", "stored_values"]
 
@@ -87,7 +88,7 @@ def display_params(
     except Exception as exc:
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"unusable display attributes ({type(exc).__name__})",
         ) from exc
 
@@ -218,7 +219,7 @@ def _lut(item: Dataset, signed_input: bool, big_endian: bool, path: str) -> Lut 
     """Parse a Modality/VOI LUT item (LUT Descriptor + LUT Data, US or OW)."""
     descriptor = [int(v) for v in item.LUTDescriptor]
     if len(descriptor) != 3:
-        raise InputError(path, "inconsistent_attributes", "LUT Descriptor must have 3 values")
+        raise InputError(path, Reason.INCONSISTENT_ATTRIBUTES, "LUT Descriptor must have 3 values")
     entries, first, bits = descriptor
     entries = entries or 65536
     if signed_input and first >= 1 << 15:

@@ -38,6 +38,7 @@ from pydicom.uid import (
 )
 
 from radserve.errors import InputError, NotAcceptedError
+from radserve.reasons import Reason
 
 _LOG = logging.getLogger(__name__)
 
@@ -106,26 +107,26 @@ def read_dataset(path: str) -> Dataset:
     try:
         fp = open(path, "rb")  # noqa: SIM115 - closed below, after pydicom has read it
     except IsADirectoryError:
-        raise InputError(path, "unreadable", "is a directory, not a file") from None
+        raise InputError(path, Reason.UNREADABLE, "is a directory, not a file") from None
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
-        raise InputError(path, "unreadable", f"cannot read the file ({why})") from None
+        raise InputError(path, Reason.UNREADABLE, f"cannot read the file ({why})") from None
     with fp:
         try:
             size = os.fstat(fp.fileno()).st_size
             ds = _parse(path, fp, size)
         except IsADirectoryError:
-            raise InputError(path, "unreadable", "is a directory, not a file") from None
+            raise InputError(path, Reason.UNREADABLE, "is a directory, not a file") from None
         except InputError:
             raise
         except OSError as exc:  # a read error of the file itself, not of its content
             why = exc.strerror or type(exc).__name__
-            raise InputError(path, "unreadable", f"cannot read the file ({why})") from None
+            raise InputError(path, Reason.UNREADABLE, f"cannot read the file ({why})") from None
         if PIXEL_DATA_TAG not in ds:
             fp.seek(0)
             if _looks_truncated(ds, fp.read()):
-                raise InputError(path, "truncated", "the file ends before the end of its data set")
-            raise InputError(path, "no_pixel_data", "the data set has no Pixel Data (7FE0,0010)")
+                raise InputError(path, Reason.TRUNCATED, "the file ends before the end of its data set")
+            raise InputError(path, Reason.NO_PIXEL_DATA, "the data set has no Pixel Data (7FE0,0010)")
     raw = ds.get_item(PIXEL_DATA_TAG)
     if (
         isinstance(raw, RawDataElement)
@@ -135,7 +136,7 @@ def read_dataset(path: str) -> Dataset:
     ):
         raise InputError(
             path,
-            "truncated",
+            Reason.TRUNCATED,
             f"Pixel Data declares {raw.length} bytes but the file holds {len(raw.value)}",
         )
     return ds
@@ -144,7 +145,7 @@ def read_dataset(path: str) -> Dataset:
 def _parse(path: str, fp: BinaryIO, size: int) -> Dataset:
     """pydicom's parse of an open file, its failures classified."""
     if size == 0:
-        raise InputError(path, "not_dicom", "empty file")
+        raise InputError(path, Reason.NOT_DICOM, "empty file")
     try:
         return pydicom.dcmread(fp)
     except InvalidDicomError:
@@ -154,12 +155,12 @@ def _parse(path: str, fp: BinaryIO, size: int) -> Dataset:
         if isinstance(exc, EOFError | struct.error) or (
             type(exc) is OSError and exc.errno is None  # pydicom: "No tag to read at ..."
         ):
-            raise InputError(path, "truncated", "the file ends inside its DICOM data set") from None
+            raise InputError(path, Reason.TRUNCATED, "the file ends inside its DICOM data set") from None
         if isinstance(exc, OSError):
             raise
         # pydicom raises many types on corrupt headers
         raise InputError(
-            path, "not_dicom", f"cannot parse the DICOM data set ({type(exc).__name__})"
+            path, Reason.NOT_DICOM, f"cannot parse the DICOM data set ({type(exc).__name__})"
         ) from None
 
 
@@ -168,14 +169,14 @@ def _read_without_preamble(path: str, data: bytes) -> Dataset:
     group_le = int.from_bytes(data[:2], "little")
     group_be = int.from_bytes(data[:2], "big")
     if len(data) < 8 or not ({group_le, group_be} & {0x0002, 0x0008}):
-        raise InputError(path, "not_dicom", "not a DICOM file (no 'DICM' prefix)")
+        raise InputError(path, Reason.NOT_DICOM, "not a DICOM file (no 'DICM' prefix)")
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         plausible = any(tag in ds for tag in (0x00080016, 0x00080018, 0x00280010, PIXEL_DATA_TAG))
     except Exception:
         plausible = False
     if not plausible:
-        raise InputError(path, "not_dicom", "not a DICOM file (no 'DICM' prefix)")
+        raise InputError(path, Reason.NOT_DICOM, "not a DICOM file (no 'DICM' prefix)")
     return ds
 
 
@@ -224,16 +225,18 @@ def _int(ds: Dataset, keyword: str, path: str, default: int | None = None) -> in
         value = "invalid"
     if value is None or value == "":
         if default is None:
-            reason = "bad_dimensions" if keyword in ("Rows", "Columns") else "inconsistent_attributes"
+            reason = (
+                Reason.BAD_DIMENSIONS if keyword in ("Rows", "Columns") else Reason.INCONSISTENT_ATTRIBUTES
+            )
             raise InputError(path, reason, f"{keyword} is missing")
         return default
     try:
         return int(value)
     except (TypeError, ValueError):
         reason = (
-            "bad_dimensions"
+            Reason.BAD_DIMENSIONS
             if keyword in ("Rows", "Columns", "NumberOfFrames")
-            else ("inconsistent_attributes")
+            else Reason.INCONSISTENT_ATTRIBUTES
         )
         raise InputError(path, reason, f"{keyword} is not an integer") from None
 
@@ -270,13 +273,13 @@ def _photometric(ds: Dataset, path: str, bits_allocated: int) -> tuple[str, int]
     if samples != expected_samples:
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"SamplesPerPixel is {samples} but {photometric} needs {expected_samples}",
         )
     if samples == 3 and bits_allocated == 1:
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"BitsAllocated {bits_allocated} is not supported for colour images",
         )
     return photometric, samples
@@ -300,33 +303,33 @@ def pixel_info(ds: Dataset, path: str) -> PixelInfo:
         ("NumberOfFrames", frames, MAX_FRAMES),
     ):
         if not 1 <= value <= limit:
-            raise InputError(path, "bad_dimensions", f"{name} is {value}, must be 1..{limit}")
+            raise InputError(path, Reason.BAD_DIMENSIONS, f"{name} is {value}, must be 1..{limit}")
 
     bits_allocated = _int(ds, "BitsAllocated", path)
     if bits_allocated not in (1, 8, 16, 32):
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"BitsAllocated is {bits_allocated}, must be 1, 8, 16 or 32",
         )
     bits_stored = _int(ds, "BitsStored", path, bits_allocated)
     if not 1 <= bits_stored <= bits_allocated:
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"BitsStored {bits_stored} is not within 1..BitsAllocated ({bits_allocated})",
         )
     high_bit = _int(ds, "HighBit", path, bits_stored - 1)
     if not bits_stored - 1 <= high_bit < bits_allocated:
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"HighBit {high_bit} is not within BitsStored - 1 ({bits_stored - 1})..BitsAllocated - 1 "
             f"({bits_allocated - 1})",
         )
     representation = _int(ds, "PixelRepresentation", path, 0)
     if representation not in (0, 1):
-        raise InputError(path, "inconsistent_attributes", f"PixelRepresentation is {representation}")
+        raise InputError(path, Reason.INCONSISTENT_ATTRIBUTES, f"PixelRepresentation is {representation}")
 
     photometric, samples = _photometric(ds, path, bits_allocated)
     planar = _int(ds, "PlanarConfiguration", path, 0) if samples == 3 else 0
@@ -356,13 +359,13 @@ def _check_native_length(ds: Dataset, info: PixelInfo, path: str) -> None:
     if isinstance(raw, RawDataElement) and raw.length == _UNDEFINED_LENGTH:
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"encapsulated Pixel Data under the native transfer syntax {info.transfer_syntax.name}",
         )
     try:
         present = len(ds.PixelData)
     except Exception:
-        raise InputError(path, "decode_failed", "Pixel Data cannot be read") from None
+        raise InputError(path, Reason.DECODE_FAILED, "Pixel Data cannot be read") from None
     if info.bits_allocated == 1:
         # frames are bit-packed back to back
         needed = (info.rows * info.columns * info.samples * info.frames + 7) // 8
@@ -371,7 +374,7 @@ def _check_native_length(ds: Dataset, info: PixelInfo, path: str) -> None:
     if present < needed:
         raise InputError(
             path,
-            "inconsistent_attributes",
+            Reason.INCONSISTENT_ATTRIBUTES,
             f"Pixel Data holds {present} bytes but {info.frames} frame(s) of "
             f"{info.rows}x{info.columns}x{info.samples} at {info.bits_allocated} bits "
             f"need {needed}",

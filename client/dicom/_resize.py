@@ -11,28 +11,29 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
 from numba import njit
 
 from radserve.client.dicom._display import IDENTITY
-from radserve.model_card import ResizeMode
+from radserve.model_card import ResizeMode as ResizeMode  # re-exported by radserve.client.dicom
 
 
-def apply_lut(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
+def apply_lut(values: np.ndarray[Any, Any], lut: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """``lut[values]`` as a new uint8 image (OpenCV's table lookup for 8-bit values)."""
     if values.dtype == np.uint8 and lut.size == 256:
-        return cv2.LUT(values, lut)
-    return lut[values]
+        return np.asarray(cv2.LUT(values, lut))
+    return np.asarray(lut[values])
 
 
 def resize(
-    image: np.ndarray,
+    image: np.ndarray[Any, Any],
     size: tuple[int, int],
     mode: ResizeMode,
-    lut: np.ndarray | None = None,
-) -> np.ndarray:
+    lut: np.ndarray[Any, Any] | None = None,
+) -> np.ndarray[Any, Any]:
     """Resize the uint8 H x W image ``lut[image]`` to ``size`` = (height, width).
 
     ``image`` is uint8 grey levels (``lut`` None: the identity) or uint8/uint16 stored values indexed
@@ -77,18 +78,20 @@ def placement(source: tuple[int, int], size: tuple[int, int], mode: ResizeMode) 
     return (height - inner_h) // 2, (width - inner_w) // 2, inner_h, inner_w
 
 
-def _scale(image: np.ndarray, lut: np.ndarray, height: int, width: int) -> np.ndarray:
+def _scale(
+    image: np.ndarray[Any, Any], lut: np.ndarray[Any, Any], height: int, width: int
+) -> np.ndarray[Any, Any]:
     rows, cols = image.shape
     if height <= rows and width <= cols:
         means = _lut_area(image, lut, *_area_table(rows, height), *_area_table(cols, width))
-        return np.rint(means).astype(np.uint8)
+        return np.asarray(np.rint(means).astype(np.uint8))
     shrinking = height * width < rows * cols
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(apply_lut(image, lut), (width, height), interpolation=interpolation)
 
 
 @lru_cache(maxsize=256)
-def _area_table(source: int, target: int) -> tuple[np.ndarray, ...]:
+def _area_table(source: int, target: int) -> tuple[np.ndarray[Any, Any], ...]:
     """Per output index: first and end of the whole input cells it covers, the weights of the partial
     cells before and after them, and 1 / its width (OpenCV's ``computeResizeAreaTab``)."""
     scale = source / target
@@ -110,7 +113,7 @@ def _area_table(source: int, target: int) -> tuple[np.ndarray, ...]:
     return first, end, before, after, inverse
 
 
-def area_weights(source: int, target: int) -> np.ndarray:
+def area_weights(source: int, target: int) -> np.ndarray[Any, Any]:
     """The ``target x source`` matrix of :func:`_area_table`'s weights: row ``i`` averages the input
     cells output ``i`` covers (a shrink along one axis is one matrix product; the GPU path uses it)."""
     first, end, before, after, inverse = _area_table(source, target)
@@ -125,10 +128,10 @@ def area_weights(source: int, target: int) -> np.ndarray:
     return weights
 
 
-@njit(cache=True, nogil=True)
-def _lut_area(
+@njit(cache=True, nogil=True)  # numba compiles it for the argument types of each call: no annotations
+def _lut_area(  # type: ignore[no-untyped-def]
     image, lut, y_first, y_end, y_before, y_after, y_inverse, x_first, x_end, x_before, x_after, x_inverse
-):  # type: ignore[no-untyped-def]
+):
     """Area means (float32) of ``lut[image]``: per output row, sum the table values of its input rows
     (integers; the partial rows weighted), then the columns of each output pixel."""
     columns = image.shape[1]

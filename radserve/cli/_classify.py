@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radserve.cli._common import (
-    EXIT_FAILURE,
     EXIT_INPUT_FAILURES,
     EXIT_OK,
     add_client_security_arguments,
     client_tls_of,
 )
+from radserve.errors import ConfigurationError
 from radserve.model_card import ModelCard
 from radserve.security import ClientTls
 
@@ -27,8 +27,7 @@ def _preprocess(args: argparse.Namespace) -> int:
     from radserve.client.preprocess import write_model_inputs
 
     if args.output.suffix.lower() not in (".png", ".npy"):
-        print(f"radserve preprocess: {args.output}: output must end in .png or .npy", file=sys.stderr)
-        return EXIT_FAILURE
+        raise ConfigurationError(f"{args.output}: output must end in .png or .npy")
     if args.repository is not None:
         card = ModelCard.from_repository(args.repository, args.model)
     else:
@@ -84,8 +83,7 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
     hide = _pseudonyms(args, files)
     if args.resume:
         if args.output is None:
-            print("radserve: --resume needs --output", file=sys.stderr)
-            return EXIT_FAILURE
+            raise ConfigurationError("--resume needs --output")
         done = completed_paths(args.output, key=str if hide else resolved)
         files = tuple(path for path in files if (hide(path) if hide else resolved(path)) not in done)
         print(

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from radserve.cli._common import EXIT_FAILURE, EXIT_OK
+from radserve.cli._common import EXIT_OK
 from radserve.cli._evaluate import add_server_arguments, serving
+from radserve.errors import ConfigurationError
 
 
 def _explain(args: argparse.Namespace) -> int:
     from radserve.clinical.explain import explain_file, write_png, write_secondary_capture
 
     if args.output.suffix.lower() != ".png":
-        print(f"radserve explain: {args.output}: output must end in .png")
-        return EXIT_FAILURE
+        raise ConfigurationError(f"{args.output}: output must end in .png")
     with serving(args) as url:
         explanation = explain_file(args.file, args.model, url, args.label)
     write_png(explanation, args.output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from radserve.cli._common import EXIT_FAILURE, EXIT_OK
 from radserve.errors import RadserveError
@@ -133,7 +133,7 @@ def _contract(args: argparse.Namespace) -> InputContract | None:
     """The input contract the flags set (defaults for the fields not given); None without a flag."""
     from radserve.model_card import InputContract
 
-    given = {
+    given: dict[str, Any] = {
         name: tuple(value)
         for name, value in (
             ("modalities", args.accept_modality),

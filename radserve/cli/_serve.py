@@ -8,7 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-from radserve.cli._common import EXIT_FAILURE, EXIT_OK, add_admin_key_argument
+from radserve.cli._common import EXIT_OK, add_admin_key_argument
+from radserve.errors import ConfigurationError, ServerError
 from radserve.settings import SETTINGS
 
 
@@ -19,8 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     from radserve.settings import Ports
 
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
-        print("radserve serve: TLS needs both --tls-cert and --tls-key", file=sys.stderr)
-        return EXIT_FAILURE
+        raise ConfigurationError("TLS needs both --tls-cert and --tls-key")
     tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     check_exposure(args.host, tls, args.insecure)
     removed = remove_stale_regions()
@@ -45,8 +45,8 @@ def _serve(args: argparse.Namespace) -> int:
         )
         while not stop.wait(0.5):
             if not server.is_running():
-                print(f"tritonserver exited unexpectedly:\n{server.log_tail()}", file=sys.stderr)
-                return EXIT_FAILURE
+                print(server.log_tail(), file=sys.stderr)
+                raise ServerError(f"tritonserver exited unexpectedly (log above, in full: {server.log_file})")
         print("stopping tritonserver ...", flush=True)
     return EXIT_OK
 
