@@ -6,6 +6,7 @@ Built with highdicom's templates; each label is coded by :func:`radserve.systems
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 from highdicom.sr import (
@@ -110,7 +111,8 @@ def content_tree(
         imaging_measurements=groups,
         referenced_images=_library_entries(header),
     )
-    return report[0]
+    # the Measurement Report's root container (highdicom's Sequence items are typed as Dataset)
+    return cast(ContainerContentItem, report[0])
 
 
 def _library_entries(header: Dataset) -> list[Dataset] | None:

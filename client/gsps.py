@@ -94,7 +94,10 @@ def write_boxes_gsps(
                 instance_number=frame or 1,
                 manufacturer=MANUFACTURER,
                 manufacturer_model_name=card.name[:LO_MAX],
-                software_versions=[v for v in (model_version, f"radserve {radserve_version()}") if v],
+                # highdicom annotates tuple[str]; Software Versions is multi-valued (one per component)
+                software_versions=tuple(  # type: ignore[arg-type]
+                    v for v in (model_version, f"radserve {radserve_version()}") if v
+                ),
                 device_serial_number="",
                 content_label="RADSERVE_BOXES",
                 content_description=f"boxes found by {card.name}"[:LO_MAX],

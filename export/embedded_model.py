@@ -83,6 +83,7 @@ class TritonPythonModel:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         folder = os.path.join(args["model_repository"], args["model_version"])
         path = os.path.join(folder, parameters.get("onnx_model_filename", "model.onnx"))
+        self.session: Any
         if parameters.get("cpu_engine", "onnxruntime") == "openvino":
             self.session = OpenVinoSession(path, threads, parameters.get("inference_precision", "f32"))
             batch_axis = self.session.batch_axis

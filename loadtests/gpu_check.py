@@ -196,8 +196,8 @@ def stage_model(paths: Paths) -> dict[str, Any]:
         paths.checkpoint,
         MODEL,
         paths.repository,
-        "embedded-gpu",
-        samples,
+        target="embedded-gpu",
+        samples=samples,
         options=options,
         precisions=("fp16",),
     )
@@ -205,7 +205,7 @@ def stage_model(paths: Paths) -> dict[str, Any]:
     result["export_parity"] = exported.card.parity
     result["export_seconds"] = round(time.monotonic() - started - result["checkpoint_seconds"], 1)
     if paths.dry_run:  # the CPU twin the served stage measures on a dry run
-        cpu = ExportRequest(paths.checkpoint, f"{MODEL}_cpu", paths.served_repository, "embedded", samples)
+        cpu = ExportRequest(paths.checkpoint, f"{MODEL}_cpu", paths.served_repository, samples=samples)
         export_checkpoint(cpu)
     report = check_repository(paths.repository)
     result["repo_check"] = report.render().splitlines()

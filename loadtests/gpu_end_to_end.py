@@ -86,7 +86,7 @@ def _client_split(metrics: ClientMetrics, model: str) -> dict[str, Any]:
     def mean_ms(name: str) -> float | None:
         total = metrics.registry.get_sample_value(f"{name}_sum", {"model": model})
         count = metrics.registry.get_sample_value(f"{name}_count", {"model": model})
-        return round(1000 * total / count, 2) if count else None
+        return round(1000 * total / count, 2) if count and total is not None else None
 
     decoded: dict[str, int] = {}
     for family in metrics.registry.collect():

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from radserve.loadtests.gpu_check import Paths
+    from radserve.model_card import Precision
 
 LOGGER = logging.getLogger("gpu-check")
 BATCHES = (1, 8, 32, 128)
@@ -71,7 +72,7 @@ def probe() -> dict[str, Any]:
     return found
 
 
-def _onnx_variants(paths: Paths) -> dict[str, Path]:
+def _onnx_variants(paths: Paths) -> dict[Precision, Path]:
     """The demo checkpoint as fp32 ONNX and its fp16 mixed-precision copy, in the work folder."""
     from radserve.export.checkpoint import load_checkpoint
     from radserve.export.onnx_export import export_onnx

@@ -335,7 +335,7 @@ def compare(
     for round_index in range(repeats):
         LOGGER.info("round %d of %d", round_index + 1, repeats)
         with TritonServer(repository, ports=free_ports()) as server:
-            target = Target("radserve", "v2-grpc", server.grpc_url, server.pid, model)
+            target = Target("radserve", "v2-grpc", server.grpc_url, server.pid or 0, model)
             for config in configs:
                 runs.setdefault(("radserve", config), []).append(
                     measure_target(target, images, config, seconds)

@@ -58,7 +58,7 @@ def candidates(cpus: int, quick: bool = False) -> list[Candidate]:
 
 def write_variant(repository: Path, model: str, candidate: Candidate, into: Path) -> Path:
     """A one-model repository holding ``model``'s newest version with ``candidate``'s config."""
-    from radserve.export.model_config import ServingOptions, Target, build_config, render_config
+    from radserve.export.model_config import ServingOptions, build_config, render_config
     from radserve.server_config.serving_view import host_sized_config
 
     version = latest_version(repository, model)
@@ -70,7 +70,7 @@ def write_variant(repository: Path, model: str, candidate: Candidate, into: Path
     for extra in ("labels.txt",):
         if (repository / model / extra).exists():
             shutil.copy(repository / model / extra, model_dir / extra)
-    target: Target = "embedded" if (version / "model.py").exists() else "onnxruntime"
+    target = "embedded" if (version / "model.py").exists() else "onnxruntime"
     options = ServingOptions(batching=candidate.batching())
     text = render_config(build_config(card, target, options))
     (model_dir / "config.pbtxt").write_text(

@@ -119,7 +119,10 @@ class InputContract:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelCardError(f"input contract has unknown fields {unknown}")
-        return cls(**{key: value if isinstance(value, bool) else tuple(value) for key, value in data.items()})
+        values: dict[str, Any] = {
+            key: value if isinstance(value, bool) else tuple(value) for key, value in data.items()
+        }
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ class Lut:
     bits: int
     data: bytes  # uint16, native byte order (bytes so the whole key is hashable)
 
-    def array(self) -> np.ndarray:
+    def array(self) -> np.ndarray[Any, Any]:
+        """The entries as uint16."""
         return np.frombuffer(self.data, dtype=np.uint16)
 
 
@@ -211,7 +212,7 @@ def _integer(value: Any) -> int | None:
 def _stored(value: int, info: PixelInfo) -> int:
     """A padding value as the stored value it matches (US/SS ambiguity resolved by the header)."""
     if info.signed and value >= 1 << (info.bits_stored - 1) and value < 1 << 16:
-        return _sign_extend(np.array([value & ((1 << info.bits_stored) - 1)]), info.bits_stored)[0]
+        return int(_sign_extend(np.array([value & ((1 << info.bits_stored) - 1)]), info.bits_stored)[0])
     return value
 
 
@@ -241,12 +242,14 @@ def _lut(item: Dataset, signed_input: bool, big_endian: bool, path: str) -> Lut 
     return Lut(first=first, bits=bits, data=data.astype(np.uint16).tobytes())
 
 
-def _sign_extend(values: np.ndarray, bits: int) -> np.ndarray:
+def _sign_extend(values: np.ndarray[Any, Any], bits: int) -> np.ndarray[Any, Any]:
     half = 1 << (bits - 1)
     return (values ^ half) - half
 
 
-def stored_values(raw: np.ndarray, bits_stored: int, signed: bool, shift: int = 0) -> np.ndarray:
+def stored_values(
+    raw: np.ndarray[Any, Any], bits_stored: int, signed: bool, shift: int = 0
+) -> np.ndarray[Any, Any]:
     """Stored values (int64) of raw container values: shifted down by ``shift`` (High Bit + 1 - Bits
     Stored), masked to Bits Stored and sign-extended when Pixel Representation is 1."""
     stored = (raw.astype(np.int64, copy=False) >> shift) & ((1 << bits_stored) - 1)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from tritonclient.grpc import model_config_pb2 as pb
 
 from radserve.errors import ExportError
-from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard
+from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard, Precision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +32,7 @@ __all__ = [
 Device = Literal["cpu", "gpu"]
 DEVICES: tuple[Device, ...] = ("cpu", "gpu")
 # one gated variant before publication: precision, card, parity report, model file
-Candidate = tuple[str, ModelCard, "ParityReport", Path]
+Candidate = tuple[Precision, ModelCard, "ParityReport", Path]
 _KINDS = {"cpu": pb.ModelInstanceGroup.KIND_CPU, "gpu": pb.ModelInstanceGroup.KIND_GPU}
 
 
@@ -70,7 +70,7 @@ class ServingTarget:
         return f"{type(self).__name__}(device={self.device!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.device == self.device  # type: ignore[attr-defined]
+        return isinstance(other, ServingTarget) and type(other) is type(self) and other.device == self.device
 
     def __hash__(self) -> int:
         return hash((self.name, self.device))
