@@ -14,21 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from radserve.client.ownership import restrict, sync_folder
+from radserve.reasons import is_transient
 from radserve.settings import SETTINGS
 
 Status = Literal["ok", "error", "not_accepted"]
-
-# Error reasons that may pass on another try: ``--resume`` does these inputs again.
-TRANSIENT_REASONS = frozenset(
-    {
-        "inference_failed",
-        "overloaded",
-        "server_unavailable",
-        "version_unavailable",
-        "version_mismatch",
-        "downstream_failed",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -80,6 +70,8 @@ _CSV_FIELDS = tuple(ResultRow.__dataclass_fields__)
 class ResultWriter:
     """Writes rows to ``.jsonl`` or ``.csv`` as they arrive, flushed so a killed run keeps them, and
     fsync'ed every ``fsync_rows`` rows or ``fsync_seconds`` (and on close) so a host crash keeps them.
+    Rows name patients' files and findings: the file is 0600 (0640 with ``SETTINGS.listen.file_group``)
+    whatever the umask.
 
     In CSV, ``probabilities`` and ``first_stage_probabilities`` are JSON objects in one column (labels
     differ between models), and ``boxes`` a JSON list.
@@ -98,7 +90,10 @@ class ResultWriter:
             raise ValueError(f"{path}: output must end in .jsonl or .csv")
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._stream: IO[str] = path.open("a" if append else "w", newline="", encoding="utf-8")
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        descriptor = os.open(path, flags, 0o600)
+        self._stream: IO[str] = open(descriptor, "a" if append else "w", newline="", encoding="utf-8")  # noqa: SIM115
+        restrict(path)
         self._csv: csv.DictWriter[str] | None = None
         self._fsync_rows, self._fsync_seconds = fsync_rows, fsync_seconds
         self._unsynced, self._synced_at = 0, time.monotonic()
@@ -157,7 +152,7 @@ def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str
     """Inputs that are done in a results file, for ``--resume``, as ``key`` of their row paths
     (resolved paths; the row path itself for pseudonymized rows).
 
-    An input is done when none of its rows ended in a transient error (:data:`TRANSIENT_REASONS`).
+    An input is done when none of its rows ended in a transient error (:func:`radserve.reasons.is_transient`).
     The file is rewritten (atomically) without the rows of inputs that are not done, so that their
     new rows replace them; a run killed while writing leaves at most a torn last line, which goes too.
     Rows of one input are written together, so an input is all in or out.
@@ -170,7 +165,7 @@ def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str
     rows = (
         list(csv.DictReader(io.StringIO(text))) if is_csv else [json.loads(x) for x in text.splitlines() if x]
     )
-    retry = {row["path"] for row in rows if row.get("error_reason") in TRANSIENT_REASONS}
+    retry = {row["path"] for row in rows if is_transient(row.get("error_reason") or "")}
     kept = [row for row in rows if row["path"] not in retry]
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
         if is_csv:
@@ -182,4 +177,6 @@ def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str
         out.flush()
         os.fsync(out.fileno())
     os.replace(out.name, path)
+    restrict(path)
+    sync_folder(path.parent)
     return {key(row["path"]) for row in kept}

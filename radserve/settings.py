@@ -97,6 +97,13 @@ class ListenDefaults:
     max_queue: int = _unit(1000, "instances received and not yet classified; beyond, C-STORE answers 0xA700")
     spool: str = _unit("radserve-spool", "folder where received instances wait (fsync'ed) until classified")
     network_timeout_seconds: float = _unit(30.0, "s, DIMSE and network timeouts of associations")
+    retry_initial_seconds: float = _unit(1.0, "s before an instance with a transient row is tried again")
+    retry_max_seconds: float = _unit(60.0, "s at most between two tries of one instance (doubling)")
+    max_failures: int = _unit(3, "exceptions handling one instance before it moves to spool/quarantine")
+    report_attempts: int = _unit(5, "tries to forward one SR before it moves to the dead-letter folder")
+    report_retry_initial_seconds: float = _unit(2.0, "s before a failed SR is sent again (doubling)")
+    report_retry_max_seconds: float = _unit(300.0, "s at most between two tries of one SR")
+    file_group: str = _unit("", "group that may read results and SRs (0640); empty: owner only (0600)")
 
 
 @dataclass(frozen=True, slots=True)

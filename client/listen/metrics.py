@@ -7,7 +7,13 @@
   (0xA700), ``spool_failed`` (0xA701, the spool could not be written), ``unreadable`` (0xC000).
 - ``radserve_listen_classified_total{outcome}``: received instances whose rows are written,
   ``ok`` (every row ok) or ``failed``; rows themselves are ``radserve_radiographs_total``.
-- ``radserve_listen_queue_depth``: instances spooled and not yet classified.
+- ``radserve_listen_queue_depth``: instances spooled and not yet classified (the backlog), those
+  waiting for another try included.
+- ``radserve_listen_backlog_oldest_seconds``: age of the oldest instance in the backlog.
+- ``radserve_listen_retries_total{cause}``: tries scheduled again, ``transient`` (a transient row:
+  the instance stays spooled) or ``failure`` (an exception while handling it).
+- ``radserve_listen_failures_total``: exceptions while handling one instance (the listener went on);
+  ``radserve_listen_quarantined_total``: instances moved to the quarantine folder after too many.
 - ``radserve_listen_reports_sent_total{outcome}``: SR documents stored by the report destination
   (``ok``) and attempts that left one for the next try (``failed``: refused, or destination down).
 """
@@ -49,6 +55,27 @@ class ListenerMetrics(ClientMetrics):
             "Instances spooled and not yet classified",
             registry=self.registry,
         )
+        self.backlog_oldest = Gauge(
+            "radserve_listen_backlog_oldest_seconds",
+            "Age of the oldest instance spooled and not yet classified",
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "radserve_listen_retries",
+            "Instances scheduled for another try, by cause",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "radserve_listen_failures",
+            "Exceptions while handling one instance",
+            registry=self.registry,
+        )
+        self.quarantined = Counter(
+            "radserve_listen_quarantined",
+            "Instances moved to the quarantine folder after repeated failures",
+            registry=self.registry,
+        )
         self.reports_sent = Counter(
             "radserve_listen_reports_sent",
             "SR documents forwarded to the report destination by C-STORE",
@@ -59,6 +86,8 @@ class ListenerMetrics(ClientMetrics):
             self.associations.labels(result)
         for outcome in ("received", "duplicate", "queue_full", "spool_failed", "unreadable"):
             self.instances.labels(outcome)
+        for cause in ("transient", "failure"):
+            self.retries.labels(cause)
         for outcome in ("ok", "failed"):
             self.classified.labels(outcome)
             self.reports_sent.labels(outcome)

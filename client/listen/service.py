@@ -4,20 +4,31 @@ Received instances are spooled (fsync) before the sender hears success, counted 
 queue (full: 0xA700, the sender retries later), and classified by :func:`classify` in rounds: a
 round takes instances from the queue for as long as it is not empty, so a steady stream is one run
 of the runner, and a quiet listener holds no decoder processes. Rows are the runner's rows, written
-to one results file as they come; an instance's spool file is removed once its rows are fsync'ed.
-SR documents (``classify.sr_dir``) are forwarded to the report destination by a thread of their own.
-A restart drains what the spool still holds; an instance already in the results is acknowledged
-again without a second row.
+to one results file as they come; an instance's spool file is removed once its rows (and SRs) are
+fsync'ed. SR documents (``classify.sr_dir``) are forwarded to the report destination by a thread of
+their own. A restart drains what the spool still holds; an instance already in the results is
+acknowledged again without a second row.
+
+Acknowledged means classified (docs/how-to/listen.md, "Durability"): an instance whose row is
+transient (:func:`~radserve.reasons.is_transient`: the server away, shedding load, reloading) stays
+spooled, out of the results, and is tried again with doubling backoff until it gets a row that is not;
+an exception while handling one instance is retried the same way, and after
+``SETTINGS.listen.max_failures`` the instance moves to the spool's quarantine folder with an
+``internal_error`` row, so that no instance can stop the listener or crash-loop a restart. The results
+file and the spool are owned by one process (:class:`~radserve.client.ownership.OwnerLock`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import heapq
 import logging
 import os
 import queue
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,8 +38,10 @@ from radserve.client.listen.forward import Destination, send_reports
 from radserve.client.listen.metrics import ListenerMetrics
 from radserve.client.listen.scp import OUT_OF_RESOURCES, SPOOL_FAILED, SUCCESS, start_scp
 from radserve.client.listen.spool import Spool
+from radserve.client.ownership import OwnerLock
 from radserve.client.results import ResultRow, ResultWriter, completed_paths
 from radserve.errors import ConfigurationError, RadserveError
+from radserve.reasons import Reason, is_transient
 from radserve.settings import SETTINGS
 
 __all__ = ["ListenOptions", "Listener"]
@@ -55,6 +68,9 @@ class ListenOptions:
     classify: ClassifyOptions = field(default_factory=ClassifyOptions)
     # Forward each SR to this Storage SCP (they are written to classify.sr_dir first).
     report_destination: Destination | None = None
+    retry_initial_seconds: float = SETTINGS.listen.retry_initial_seconds
+    retry_max_seconds: float = SETTINGS.listen.retry_max_seconds
+    max_failures: int = SETTINGS.listen.max_failures
 
 
 class Listener:
@@ -65,11 +81,24 @@ class Listener:
             raise ConfigurationError("a report destination needs an SR folder (ClassifyOptions.sr_dir)")
         self.options = options
         self.metrics = metrics or ListenerMetrics()
-        self.spool = Spool(options.spool)
+        # Both owned before either is read: a second listener (or classify --resume) refuses here.
+        self._output_lock = OwnerLock(options.output)
+        try:
+            self.spool = Spool(options.spool)
+        except BaseException:
+            self._output_lock.release()
+            raise
         self._done = completed_paths(options.output)
         self._waiting: set[str] = set()
         self._queue: queue.Queue[Path] = queue.Queue()
         self._lock = threading.Lock()
+        # Instances waiting for another try: (when, key) in a heap; their tries, failures, arrival.
+        self._later: list[tuple[float, str]] = []
+        self._tries: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
+        self._since: dict[str, float] = {}
+        self._alone: set[str] = set()  # classified one per round, to find the one that raises
+        self.metrics.backlog_oldest.set_function(self._oldest_age)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.port = 0
@@ -87,12 +116,14 @@ class Listener:
                 self.metrics.instances.labels("queue_full").inc()
                 return OUT_OF_RESOURCES
             self._waiting.add(key)
+            self._since[key] = time.time()
         try:
             self.spool.write(path, data)
         except OSError as error:
             LOGGER.error("cannot spool %s: %s", path, error)
             with self._lock:
                 self._waiting.discard(key)
+                self._since.pop(key, None)
             self.metrics.instances.labels("spool_failed").inc()
             return SPOOL_FAILED
         self.metrics.instances.labels("received").inc()
@@ -109,6 +140,7 @@ class Listener:
         for path in self.spool.pending(self._done):
             with self._lock:
                 self._waiting.add(str(path))
+                self._since[str(path)] = path.stat().st_mtime
             self._enqueue(path)
         if self._waiting:
             LOGGER.info("draining %d instance(s) left in the spool", len(self._waiting))
@@ -134,6 +166,7 @@ class Listener:
                 durable = os.open(options.output, os.O_RDONLY)  # fsync of the writer's file
                 try:
                     while not self._stop.is_set():
+                        self._release_due()
                         if self._queue.empty():
                             self._stop.wait(_IDLE_POLL_SECONDS)
                             continue
@@ -144,42 +177,155 @@ class Listener:
             server.shutdown()
             self._stop.set()
             forwarder.join()
+            self.spool.close()
+            self._output_lock.release()
 
     def _round(self, writer: ResultWriter, durable: int) -> None:
         taken: list[Path] = []
-
-        def on_rows(rows: list[ResultRow]) -> None:
-            writer.write(rows)
-            os.fsync(durable)  # the rows survive a power cut before their instance leaves the spool
-            key = rows[0].path
-            with self._lock:
-                self._done.add(key)
-                self._waiting.discard(key)
-                self.metrics.queue_depth.set(len(self._waiting))
-            self.spool.remove(Path(key))
-            failed = any(row.status != "ok" for row in rows)
-            self.metrics.classified.labels("failed" if failed else "ok").inc()
-
+        on_rows = functools.partial(self._handle, writer, durable)
         options = replace(self.options.classify, metrics=self.metrics)
         try:
             asyncio.run(classify(self._take(taken), self.options.model, on_rows, options))
         except RadserveError as error:  # e.g. the server is unreachable: keep the spool, try again
             LOGGER.error("classification round failed (instances stay spooled): %s", error)
             self._stop.wait(options.ready_timeout_seconds / 10)
+        except Exception as error:  # raised while handling an instance (e.g. writing its SR)
+            self._blame(taken, error, writer, durable)
         finally:
-            for path in taken:
-                if str(path) not in self._done:
-                    self._queue.put(path)
+            for path in self._unsettled(taken):
+                self._queue.put(path)
+
+    # -- what happens to one instance ----------------------------------------------------------
+    def _handle(self, writer: ResultWriter, durable: int, rows: list[ResultRow]) -> None:
+        """The rows of one instance: kept if final, or the instance tried again later; never raises."""
+        key = rows[0].path
+        try:
+            transient = next((row for row in rows if is_transient(row.error_reason)), None)
+            if transient is not None:
+                self._retry_later(key, f"{transient.error_reason}: {transient.error}")
+                return
+            self._write(writer, durable, rows)
+            self._finish(key, removed=True)
+            failed = any(row.status != "ok" for row in rows)
+            self.metrics.classified.labels("failed" if failed else "ok").inc()
+        except Exception as error:  # the instance fails, the listener goes on
+            self._failed(Path(key), error, writer, durable)
+
+    @staticmethod
+    def _write(writer: ResultWriter, durable: int, rows: list[ResultRow]) -> None:
+        writer.write(rows)
+        os.fsync(durable)  # the rows survive a power cut before their instance leaves the spool
+
+    def _finish(self, key: str, *, removed: bool) -> None:
+        """The instance has its final row: done, out of the backlog (its spool file removed)."""
+        with self._lock:
+            self._done.add(key)
+            self._waiting.discard(key)
+            self._alone.discard(key)
+            for state in (self._tries, self._failures, self._since):
+                state.pop(key, None)
+            self.metrics.queue_depth.set(len(self._waiting))
+        if removed:
+            self.spool.remove(Path(key))
+
+    def _retry_later(self, key: str, why: str, *, failures: int = 0) -> None:
+        """Keep the instance spooled and queue it again after a doubling delay."""
+        with self._lock:
+            tries = self._tries[key] = self._tries.get(key, 0) + 1
+            delay = min(self.options.retry_initial_seconds * 2 ** (tries - 1), self.options.retry_max_seconds)
+            heapq.heappush(self._later, (time.monotonic() + delay, key))
+            backlog, oldest = len(self._waiting), self._oldest_age()
+        self.metrics.retries.labels("failure" if failures else "transient").inc()
+        LOGGER.warning(
+            "%s not classified (%s): kept in the spool, try %d in %.1f s; backlog %d instance(s), "
+            "oldest %.0f s",
+            key, why, tries + 1, delay, backlog, oldest,
+        )  # fmt: skip
+
+    def _failed(self, path: Path, error: Exception, writer: ResultWriter, durable: int) -> None:
+        """An exception while handling ``path``: try again, or after ``max_failures`` quarantine it."""
+        key = str(path)
+        with self._lock:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+        self.metrics.failures.inc()
+        LOGGER.error(
+            "handling %s failed (%d of %d)", key, failures, self.options.max_failures, exc_info=error
+        )
+        if failures < self.options.max_failures:
+            self._retry_later(key, f"{type(error).__name__}: {error}", failures=failures)
+            return
+        try:
+            target = self.spool.quarantine(path)
+            why = f"failed {failures} times ({type(error).__name__}: {error}); quarantined as {target}"
+            row = ResultRow(
+                path=key,
+                status="error",
+                sop_instance_uid=path.stem,
+                model=self.options.model,
+                error_reason=Reason.INTERNAL_ERROR,
+                error=why,
+            )
+            self._write(writer, durable, [row])
+        except Exception:  # e.g. the disk is full: the instance stays where it is for the next start
+            LOGGER.exception("cannot quarantine %s", key)
+            self._retry_later(key, "quarantine failed", failures=failures)
+            return
+        self._finish(key, removed=False)
+        self.metrics.quarantined.inc()
+        LOGGER.error("%s", why)
+
+    def _blame(self, taken: list[Path], error: Exception, writer: ResultWriter, durable: int) -> None:
+        """A round raised: the instance that caused it fails; several suspects go one per round."""
+        open_ = self._unsettled(taken)
+        if len(open_) == 1:
+            self._failed(open_[0], error, writer, durable)
+            return
+        LOGGER.error(
+            "classification round failed with %d instance(s) open; each goes alone to find the cause",
+            len(open_), exc_info=error,
+        )  # fmt: skip
+        with self._lock:
+            self._alone.update(str(path) for path in open_)
+        if not open_:  # raised before any instance: do not spin
+            self._stop.wait(self.options.retry_initial_seconds)
+
+    def _unsettled(self, taken: list[Path]) -> list[Path]:
+        """Those of ``taken`` that have no final row and no later try scheduled."""
+        with self._lock:
+            later = {key for _, key in self._later}
+            return [path for path in taken if str(path) in self._waiting and str(path) not in later]
+
+    def _release_due(self) -> None:
+        """Queue the instances whose next try is due."""
+        now = time.monotonic()
+        with self._lock:
+            due = []
+            while self._later and self._later[0][0] <= now:
+                due.append(heapq.heappop(self._later)[1])
+        for key in due:
+            self._queue.put(Path(key))
+
+    def _oldest_age(self) -> float:
+        """Seconds since the oldest instance waiting was received (0 when none waits)."""
+        since = list(self._since.values())
+        return max(0.0, time.time() - min(since)) if since else 0.0
 
     def _take(self, taken: list[Path]) -> Iterator[Path]:
-        """Queued instances until the queue is empty (never blocks the runner's event loop)."""
+        """Queued instances until the queue is empty (never blocks the runner's event loop); an
+        instance suspected of raising goes in a round of its own."""
         while not self._stop.is_set():
             try:
                 path = self._queue.get_nowait()
             except queue.Empty:
                 return
+            alone = str(path) in self._alone
+            if alone and taken:
+                self._queue.put(path)
+                return
             taken.append(path)
             yield path
+            if alone:
+                return
 
     def _forward_reports(self) -> None:
         """Every few seconds, and once more on stop: send the SRs waiting in ``sr_dir`` (own thread)."""

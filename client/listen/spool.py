@@ -3,8 +3,12 @@
 An instance is written to a temporary name, flushed and fsync'ed, renamed to
 ``<SOPInstanceUID>.dcm`` and the folder fsync'ed, so that after a crash every instance that was
 acknowledged is either in the spool or already has its result row. Its file is removed once its
-rows are written (and flushed); a crash between the two leaves a file whose path is already in the
-results, which :meth:`Spool.pending` drops instead of classifying it twice.
+rows (and SRs) are fsync'ed; a crash between the two leaves a file whose path is already in the
+results, which :meth:`Spool.pending` drops instead of classifying it twice. An instance that keeps
+failing moves to ``quarantine/`` inside the spool, where nothing picks it up again.
+
+The spool holds patient images: the folder is 0700, its files 0600, whatever the umask, and one
+process owns it (:class:`~radserve.client.ownership.OwnerLock`, taken before anything is read).
 """
 
 from __future__ import annotations
@@ -15,18 +19,24 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
+from radserve.client.ownership import OwnerLock, sync_folder
+
 __all__ = ["Spool"]
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PARTIAL = ".partial"
+QUARANTINE = "quarantine"
 
 
 class Spool:
-    """A folder of received instances, one file per SOP Instance UID."""
+    """A folder of received instances, one file per SOP Instance UID, owned by this process."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder.resolve()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        self.lock = OwnerLock(self.folder)
+        self.quarantine_folder = self.folder / QUARANTINE
 
     def path_for(self, sop_instance_uid: str) -> Path:
         """Where an instance is kept: named by its UID (a malformed UID gets a fresh one)."""
@@ -36,15 +46,27 @@ class Spool:
     def write(self, path: Path, data: bytes) -> None:
         """Write ``data`` (a DICOM file) durably to ``path``: it survives a crash once this returns."""
         partial = path.with_name(path.name + _PARTIAL)
-        with partial.open("wb") as stream:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(partial, path)
-        self._sync_folder()
+        sync_folder(self.folder)
 
     def remove(self, path: Path) -> None:
+        """Remove a classified instance (durably: the folder is fsync'ed)."""
         path.unlink(missing_ok=True)
+        sync_folder(self.folder)
+
+    def quarantine(self, path: Path) -> Path:
+        """Move an instance that keeps failing out of the spool's way; where it is now."""
+        self.quarantine_folder.mkdir(mode=0o700, exist_ok=True)
+        target = self.quarantine_folder / path.name
+        os.replace(path, target)
+        sync_folder(self.quarantine_folder)
+        sync_folder(self.folder)
+        return target
 
     def pending(self, done: set[str]) -> list[Path]:
         """Instances waiting for classification, oldest first; those whose path is in ``done``
@@ -53,13 +75,10 @@ class Spool:
         for path in self.folder.iterdir():
             if path.name.endswith(_PARTIAL) or str(path) in done:
                 path.unlink(missing_ok=True)
-            elif path.suffix == ".dcm":
+            elif path.suffix == ".dcm" and path.is_file():
                 waiting.append(path)
         return sorted(waiting, key=lambda path: path.stat().st_mtime_ns)
 
-    def _sync_folder(self) -> None:
-        descriptor = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    def close(self) -> None:
+        """Give up ownership of the folder."""
+        self.lock.release()
