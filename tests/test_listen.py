@@ -28,16 +28,21 @@ import pytest
 from pydicom.uid import (
     MPEG2MPML,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
     MRImageStorage,
     RLELossless,
 )
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import ComprehensiveSRStorage, ComputedRadiographyImageStorage
 
 from radserve.client.classify import ClassifyOptions, classify
-from radserve.client.listen import Listener, ListenOptions
+from radserve.client.listen import Destination, Listener, ListenerMetrics, ListenOptions
+from radserve.client.listen.forward import ReportForwarder
 from radserve.client.results import ResultRow
+from radserve.errors import RadserveError
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.synthetic.dataset import SyntheticRecord, write_synthetic_set
 from tests._certificates import self_signed
@@ -105,7 +110,10 @@ def _wait_for(condition, timeout: float = 120.0, what: str = "condition") -> Non
 class _ListenProcess:
     """``python -m radserve listen`` on free ports; ``kill`` is a crash (SIGKILL)."""
 
-    def __init__(self, triton: TritonServer, work: Path, *extra: str) -> None:
+    def __init__(
+        self, triton: TritonServer, work: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        self._env = {**os.environ, **(env or {})}
         ports = free_ports()
         self.port, self.metrics_port = ports.grpc, ports.metrics
         self.output = work / "results.jsonl"
@@ -122,7 +130,7 @@ class _ListenProcess:
         with self.log.open("ab") as log:
             # A session of its own: kill() ends its decoder processes too, as a crash of the host would.
             self.process = subprocess.Popen(
-                self._args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self._args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self._env
             )
         if self.process.poll() is not None:
             raise AssertionError(self.log.read_text())
@@ -332,3 +340,212 @@ def test_full_queue_answers_out_of_resources(dicom_records: list[SyntheticRecord
 
     assert (count("received"), count("queue_full")) == (3, 2)
     assert len(list(options.spool.glob("*.dcm"))) == 3  # acknowledged ones stay for the next start
+
+
+# -- durability: acknowledged means classified ------------------------------------------------------
+
+
+def _uncompressed(records: list[SyntheticRecord]) -> list[SyntheticRecord]:
+    return [r for r in records if r.transfer_syntax == ExplicitVRLittleEndian]
+
+
+def test_triton_down_longer_than_the_retry_window_loses_nothing(
+    repository: Path, tiny_export: object, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    records = write_synthetic_set(tmp_path / "dicom", 11, seed=24, matrix=(256, 208), compressed_share=0)
+    server = TritonServer(repository, ports=free_ports(), log_file=tmp_path / "triton.log").start()
+    request.addfinalizer(server.stop)
+    # The client gives up on the server within about a second: far shorter than the outage below.
+    short = {
+        "RADSERVE_CLIENT_RETRY_GIVE_UP_AFTER_SECONDS": "1", "RADSERVE_CLIENT_READY_TIMEOUT_SECONDS": "1",
+        "RADSERVE_LISTEN_RETRY_INITIAL_SECONDS": "0.2", "RADSERVE_LISTEN_RETRY_MAX_SECONDS": "1",
+    }  # fmt: skip
+    process = _ListenProcess(server, tmp_path, env=short)
+    request.addfinalizer(process.kill)
+    process.start()
+    assert _storescu(process.port, [records[0].path]).returncode == 0
+    _wait_for(lambda: len(_rows(process.output)) == 1, what="the first row")
+    server.stop()
+    sent = _storescu(process.port, [record.path for record in records[1:]])
+    assert sent.returncode == 0, sent.stdout + sent.stderr  # all ten acknowledged while Triton is away
+    _wait_for(
+        lambda: (
+            process.log.read_text().count("not classified (") + process.log.read_text().count("round failed")
+            >= 3
+        ),
+        what="the listener to retry while the server is down",
+    )
+    assert process.metric("radserve_listen_queue_depth") == 10
+    assert process.metric("radserve_listen_backlog_oldest_seconds") > 0
+    server.start()
+    _wait_for(lambda: len(_rows(process.output)) >= 11, 180, "rows once the server is back")
+    assert process.stop() == 0, process.log.read_text()
+    rows = _rows(process.output)
+    assert Counter(row["sop_instance_uid"] for row in rows) == Counter(r.sop_instance_uid for r in records)
+    assert {row["status"] for row in rows} == {"ok"}, rows
+    assert not list(process.spool.glob("*.dcm"))
+
+
+def test_second_owner_of_results_or_spool_is_refused(
+    dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    options = _unserved(tmp_path)
+    with _in_process(options) as first:
+        assert _storescu(first.port, [_uncompressed(dicom_records)[0].path]).returncode == 0
+        before = options.output.read_bytes() if options.output.exists() else b""
+        listen = [sys.executable, "-m", "radserve", "listen", "--model", TINY_MODEL, "--port", "0"]
+        output, spool = ["--output", str(options.output)], ["--spool", str(options.spool)]
+        tries = {
+            "listener, same results": [*listen, *output, "--spool", str(tmp_path / "other")],
+            "listener, same spool": [*listen, "--output", str(tmp_path / "other.jsonl"), *spool],
+            "classify --resume": [sys.executable, "-m", "radserve", "classify", "--model", TINY_MODEL,
+                                  "--url", "127.0.0.1:1", "--resume", *output, dicom_records[1].path],
+        }  # fmt: skip
+        for what, command in tries.items():
+            refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            assert refused.returncode != 0, what
+            lines = refused.stderr.strip().splitlines()
+            assert len(lines) == 1 and "in use by another radserve process" in lines[0], (what, lines)
+        with pytest.raises(RadserveError, match="in use"):
+            Listener(options)
+        # the first listener's file was neither rewritten nor swapped: same inode, same bytes
+        assert options.output.read_bytes().startswith(before)
+        assert len(list(options.spool.glob("*.dcm"))) == 1
+
+
+def test_files_holding_patient_data_are_private_under_umask_022(
+    dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    previous = os.umask(0o022)
+    try:
+        options = _unserved(tmp_path)
+        with _in_process(options) as listener:
+            assert _storescu(listener.port, [_uncompressed(dicom_records)[0].path]).returncode == 0
+    finally:
+        os.umask(previous)
+    (spooled,) = options.spool.glob("*.dcm")
+    assert oct(options.spool.stat().st_mode & 0o777) == "0o700"
+    assert oct(spooled.stat().st_mode & 0o777) == "0o600"
+    assert oct(options.output.stat().st_mode & 0o777) == "0o600"
+
+
+def test_an_instance_that_keeps_failing_is_quarantined_and_the_listener_goes_on(
+    triton: TritonServer, dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    """SR writing raises (the SR folder is a file: OSError, not an input error) for two instances."""
+    blocked = tmp_path / "reports"
+    blocked.write_text("not a folder")
+    classify = ClassifyOptions(url=triton.grpc_url, workers=1, sr_dir=blocked)
+    options = ListenOptions(
+        model=TINY_MODEL, output=tmp_path / "r.jsonl", spool=tmp_path / "spool", port=0, classify=classify,
+        retry_initial_seconds=0.1, retry_max_seconds=0.2, max_failures=2,
+    )  # fmt: skip
+    failing, later = _uncompressed(dicom_records)[:2], _uncompressed(dicom_records)[2]
+    previous = os.umask(0o022)
+    try:
+        with _in_process(options) as listener:
+            assert _storescu(listener.port, [record.path for record in failing]).returncode == 0
+            _wait_for(lambda: len(_rows(options.output)) == 2, what="the quarantine rows")
+            blocked.unlink()  # the fault goes away: the listener never stopped
+            blocked.mkdir()
+            assert _storescu(listener.port, [later.path]).returncode == 0
+            _wait_for(lambda: len(_rows(options.output)) == 3, what="the row after the fault")
+            metrics = listener.metrics.registry.get_sample_value
+            assert metrics("radserve_listen_failures_total") == 4
+            assert metrics("radserve_listen_quarantined_total") == 2
+    finally:
+        os.umask(previous)
+    rows = {row["sop_instance_uid"]: row for row in _rows(options.output)}
+    assert set(rows) == {record.sop_instance_uid for record in [*failing, later]}
+    for record in failing:
+        row = rows[record.sop_instance_uid]
+        assert (row["status"], row["error_reason"]) == ("error", "internal_error"), row
+        assert "FileExistsError" in row["error"] and "quarantine" in row["error"]
+    assert rows[later.sop_instance_uid]["status"] == "ok"
+    quarantined = sorted(path.stem for path in (options.spool / "quarantine").glob("*.dcm"))
+    assert quarantined == sorted(record.sop_instance_uid for record in failing)
+    assert not list(options.spool.glob("*.dcm"))
+    (report,) = blocked.glob("*.dcm")
+    assert oct(report.stat().st_mode & 0o777) == "0o600"
+
+
+# -- SR forwarding as PACS answer it (PS3.4 Annex B.2.3) --------------------------------------------
+
+
+@contextlib.contextmanager
+def _storage_scp(status: int, sop_class: str = ComprehensiveSRStorage) -> Iterator[tuple[int, list[str]]]:
+    """A pynetdicom Storage SCP answering every C-STORE with ``status`` (its port, the UIDs it got).
+
+    PS3.4 B.2.3: 0xB000/0xB006/0xB007 are warnings (the instance is stored, with coercion or
+    elements discarded); 0xA7xx is "Refused: Out of Resources". A real PACS answers these at will;
+    dcmtk's storescp always answers success, hence this peer.
+    """
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return status
+
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        yield int(server.server_address[1]), received
+    finally:
+        server.shutdown()
+
+
+def _report(record: SyntheticRecord, folder: Path) -> Path:
+    """A DICOM file of the Comprehensive SR class in the listener's SR folder (what the forwarder sends)."""
+    dataset = pydicom.dcmread(record.path)
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = ComprehensiveSRStorage
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("status", "peer_class", "outcome"),
+    [
+        (0xB000, ComprehensiveSRStorage, "stored"),  # warning: coercion of data elements
+        (0xB007, ComprehensiveSRStorage, "stored"),  # warning: data set does not match SOP class
+        (0xA700, ComprehensiveSRStorage, "dead-letter"),  # refused: out of resources, every time
+        (0x0000, ComputedRadiographyImageStorage, "dead-letter"),  # the PACS takes no Comprehensive SR
+        (None, ComprehensiveSRStorage, "dead-letter"),  # destination down
+    ],
+)
+def test_sr_forwarding_follows_the_destination_status(
+    dicom_records: list[SyntheticRecord], tmp_path: Path, status: int | None, peer_class: str, outcome: str
+) -> None:
+    folder = tmp_path / "reports"
+    first = _report(dicom_records[0], folder)
+    metrics = ListenerMetrics()
+    sample = metrics.registry.get_sample_value
+    with _storage_scp(status or 0, peer_class) as (port, received):
+        if status is None:
+            port = free_ports().grpc  # nothing listens there
+        forwarder = ReportForwarder(
+            folder, Destination("PACS", "127.0.0.1", port), "RADSERVE", metrics,
+            timeout=5, attempts=3, initial_seconds=0, max_seconds=0,
+        )  # fmt: skip
+        for _ in range(3):
+            forwarder.forward_due()
+        if outcome == "stored":
+            assert received == [first.stem] and not first.exists()
+            assert sample("radserve_listen_reports_sent_total", {"outcome": "ok"}) == 1
+            assert sample("radserve_listen_reports_dead_lettered_total") == 0
+        else:
+            assert (folder / "dead-letter" / first.name).exists() and not first.exists()
+            assert sample("radserve_listen_reports_sent_total", {"outcome": "failed"}) == 3
+            assert sample("radserve_listen_reports_dead_lettered_total") == 1
+            assert sample("radserve_listen_reports_sent_total", {"outcome": "ok"}) == 0
+        assert sample("radserve_listen_reports_pending") == 0
+    # the forwarder is alive and sends the next SR to a destination that stores it
+    with _storage_scp(0x0000) as (port, received):
+        forwarder.destination = Destination("PACS", "127.0.0.1", port)
+        second = _report(dicom_records[1], folder)
+        forwarder.forward_due()
+        assert received == [second.stem] and not second.exists()
+    assert sample("radserve_listen_report_destination_up") == 1

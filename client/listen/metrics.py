@@ -15,7 +15,12 @@
 - ``radserve_listen_failures_total``: exceptions while handling one instance (the listener went on);
   ``radserve_listen_quarantined_total``: instances moved to the quarantine folder after too many.
 - ``radserve_listen_reports_sent_total{outcome}``: SR documents stored by the report destination
-  (``ok``) and attempts that left one for the next try (``failed``: refused, or destination down).
+  (``ok``: success or a warning status) and failed attempts (``failed``: a failure status, refused,
+  or destination down).
+- ``radserve_listen_reports_pending``: SRs waiting to be forwarded;
+  ``radserve_listen_reports_dead_lettered_total``: SRs moved to the dead-letter folder;
+  ``radserve_listen_report_destination_up``: 1 when the last association to the destination was
+  established, 0 when it failed.
 """
 
 from __future__ import annotations
@@ -80,6 +85,19 @@ class ListenerMetrics(ClientMetrics):
             "radserve_listen_reports_sent",
             "SR documents forwarded to the report destination by C-STORE",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.reports_pending = Gauge(
+            "radserve_listen_reports_pending", "SR documents waiting to be forwarded", registry=self.registry
+        )
+        self.reports_dead_lettered = Counter(
+            "radserve_listen_reports_dead_lettered",
+            "SR documents moved to the dead-letter folder after their last failed attempt",
+            registry=self.registry,
+        )
+        self.report_destination_up = Gauge(
+            "radserve_listen_report_destination_up",
+            "Whether the last association to the report destination was established",
             registry=self.registry,
         )
         for result in ("accepted", "rejected", "aborted"):

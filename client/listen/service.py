@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from radserve.client.classify import ClassifyOptions, classify
-from radserve.client.listen.forward import Destination, send_reports
+from radserve.client.listen.forward import Destination, ReportForwarder
 from radserve.client.listen.metrics import ListenerMetrics
 from radserve.client.listen.scp import OUT_OF_RESOURCES, SPOOL_FAILED, SUCCESS, start_scp
 from radserve.client.listen.spool import Spool
@@ -68,6 +68,7 @@ class ListenOptions:
     classify: ClassifyOptions = field(default_factory=ClassifyOptions)
     # Forward each SR to this Storage SCP (they are written to classify.sr_dir first).
     report_destination: Destination | None = None
+    report_ssl_context: ssl.SSLContext | None = None  # DICOM over TLS to the report destination
     retry_initial_seconds: float = SETTINGS.listen.retry_initial_seconds
     retry_max_seconds: float = SETTINGS.listen.retry_max_seconds
     max_failures: int = SETTINGS.listen.max_failures
@@ -328,23 +329,23 @@ class Listener:
                 return
 
     def _forward_reports(self) -> None:
-        """Every few seconds, and once more on stop: send the SRs waiting in ``sr_dir`` (own thread)."""
+        """Every few seconds, and once more on stop: send the SRs due in ``sr_dir`` (own thread)."""
         destination = self.options.report_destination
         folder = self.options.classify.sr_dir
         if destination is None or folder is None:
             return
+        forwarder = ReportForwarder(
+            folder,
+            destination,
+            self.options.ae_title,
+            self.metrics,
+            timeout=self.options.network_timeout,
+            ssl_context=self.options.report_ssl_context,
+        )
         stopping = False
         while not stopping:
             stopping = self._stop.wait(_FORWARD_INTERVAL_SECONDS)
-            try:
-                sent, unsent = send_reports(
-                    folder, destination, self.options.ae_title, self.options.network_timeout
-                )
-            except OSError as error:
-                LOGGER.warning("cannot forward reports to %s: %s", destination, error)
-                sent, unsent = 0, 1
-            self.metrics.reports_sent.labels("ok").inc(sent)
-            self.metrics.reports_sent.labels("failed").inc(unsent)
+            forwarder.forward_due()
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether the DICOM port is open within ``timeout`` seconds (then :attr:`port` is set)."""
