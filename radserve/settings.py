@@ -96,7 +96,13 @@ class ListenDefaults:
     port: int = _unit(11112, "TCP port of the DICOM listener (the registered DICOM port)")
     max_queue: int = _unit(1000, "instances received and not yet classified; beyond, C-STORE answers 0xA700")
     spool: str = _unit("radserve-spool", "folder where received instances wait (fsync'ed) until classified")
-    network_timeout_seconds: float = _unit(30.0, "s, DIMSE and network timeouts of associations")
+    network_timeout_seconds: float = _unit(60.0, "s an association may stay silent before it is closed")
+    acse_timeout_seconds: float = _unit(30.0, "s to wait for association negotiation and release")
+    dimse_timeout_seconds: float = _unit(30.0, "s to wait for the next DIMSE message of a request")
+    max_associations: int = _unit(10, "associations at once; beyond, A-ASSOCIATE-RJ (local limit exceeded)")
+    max_pdu_bytes: int = _unit(65536, "bytes, the largest PDU the listener receives (0: no limit)")
+    require_called_ae: bool = _unit(True, "refuse associations not addressed to the listener's AE title")
+    spool_max_bytes: int = _unit(20 * 1024**3, "bytes of instances waiting; beyond, C-STORE answers 0xA700")
     retry_initial_seconds: float = _unit(1.0, "s before an instance with a transient row is tried again")
     retry_max_seconds: float = _unit(60.0, "s at most between two tries of one instance (doubling)")
     max_failures: int = _unit(3, "exceptions handling one instance before it moves to spool/quarantine")
@@ -196,13 +202,18 @@ def cpu_split(max_instances: int, cores: int | None = None) -> tuple[int, int]:
     return instances, max(1, cores // instances)
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def _parse(raw: str, kind: Any, name: str) -> Any:
     try:
+        if kind is bool:
+            return _BOOLEANS[raw.strip().lower()]
         if get_origin(kind) is tuple:
             item = get_args(kind)[0]
             return tuple(item(part) for part in raw.split(",") if part.strip())
         return kind(raw)
-    except ValueError:
+    except (ValueError, KeyError):
         raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind}") from None
 
 

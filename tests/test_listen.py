@@ -41,6 +41,7 @@ from pynetdicom.sop_class import ComprehensiveSRStorage, ComputedRadiographyImag
 from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.listen import Destination, Listener, ListenerMetrics, ListenOptions
 from radserve.client.listen.forward import ReportForwarder
+from radserve.client.listen.scp import AssociationLimits
 from radserve.client.results import ResultRow
 from radserve.errors import RadserveError
 from radserve.server_config.triton import TritonServer, free_ports
@@ -528,7 +529,8 @@ def test_sr_forwarding_follows_the_destination_status(
             port = free_ports().grpc  # nothing listens there
         forwarder = ReportForwarder(
             folder, Destination("PACS", "127.0.0.1", port), "RADSERVE", metrics,
-            timeout=5, attempts=3, initial_seconds=0, max_seconds=0,
+            limits=AssociationLimits(acse_timeout=5, dimse_timeout=5, network_timeout=5),
+            attempts=3, initial_seconds=0, max_seconds=0,
         )  # fmt: skip
         for _ in range(3):
             forwarder.forward_due()

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import ComprehensiveSRStorage
 from pynetdicom.status import code_to_category
 
 from radserve.client.listen.metrics import ListenerMetrics
+from radserve.client.listen.scp import AssociationLimits
 from radserve.client.ownership import sync_folder
 from radserve.errors import ConfigurationError
 from radserve.settings import SETTINGS
@@ -81,7 +82,7 @@ class ReportForwarder:
         destination: the Storage SCP.
         calling_ae_title: the listener's AE title.
         metrics: where forwarding state is counted.
-        timeout: ACSE, DIMSE and network timeout of the association, in seconds.
+        limits: timeouts (and PDU size) of the association.
         ssl_context: DICOM over TLS to the destination (a client context), or None.
         attempts: failed attempts before an SR moves to the dead-letter folder.
         initial_seconds: delay before the first retry of an SR; doubles up to ``max_seconds``.
@@ -95,7 +96,7 @@ class ReportForwarder:
         calling_ae_title: str,
         metrics: ListenerMetrics,
         *,
-        timeout: float = SETTINGS.listen.network_timeout_seconds,
+        limits: AssociationLimits | None = None,
         ssl_context: ssl.SSLContext | None = None,
         attempts: int = SETTINGS.listen.report_attempts,
         initial_seconds: float = SETTINGS.listen.report_retry_initial_seconds,
@@ -105,7 +106,7 @@ class ReportForwarder:
         self.destination = destination
         self.calling_ae_title = calling_ae_title
         self.metrics = metrics
-        self.timeout = timeout
+        self.limits = limits or AssociationLimits()
         self.ssl_context = ssl_context
         self.attempts = attempts
         self.initial_seconds, self.max_seconds = initial_seconds, max_seconds
@@ -135,7 +136,7 @@ class ReportForwarder:
 
     def _send(self, reports: list[Path]) -> None:
         ae = AE(ae_title=self.calling_ae_title)
-        ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = self.timeout
+        self.limits.apply(ae)
         ae.add_requested_context(ComprehensiveSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         tls = (self.ssl_context, self.destination.host) if self.ssl_context is not None else None
         association = ae.associate(

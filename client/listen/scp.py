@@ -4,13 +4,19 @@ Presentation contexts: CR, DX (for presentation and for processing) and MR Image
 the transfer syntaxes radserve decodes (:data:`SUPPORTED_TRANSFER_SYNTAXES`); a context proposed
 with none of them is refused with result 0x04 (transfer syntaxes not supported), any other SOP class
 with 0x03 (abstract syntax not supported). Verification (C-ECHO) is always supported.
+
+:class:`AssociationLimits` bounds what a peer can hold: associations at once (beyond: A-ASSOCIATE-RJ,
+local limit exceeded), the PDU size, the called AE title, and the ACSE, DIMSE and network timeouts
+(docs/reference/conformance.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
@@ -26,8 +32,9 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from radserve.client.dicom import SUPPORTED_TRANSFER_SYNTAXES
 from radserve.client.listen.metrics import ListenerMetrics
+from radserve.settings import SETTINGS
 
-__all__ = ["STORAGE_CLASSES", "accepted_transfer_syntaxes", "start_scp"]
+__all__ = ["STORAGE_CLASSES", "AssociationLimits", "accepted_transfer_syntaxes", "start_scp"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,8 +51,30 @@ OUT_OF_RESOURCES = 0xA700
 SPOOL_FAILED = 0xA701
 CANNOT_UNDERSTAND = 0xC000
 
-StoreHandler = Callable[[str, bytes], int]
-"""Takes (SOP Instance UID, the encoded file with its meta information); answers a C-STORE status."""
+StoreHandler = Callable[[str, bytes, str], int]
+"""Takes (SOP Instance UID, the encoded file with its meta information, the SHA-256 of the data set
+as received, meta information left out); answers a C-STORE status."""
+
+
+@dataclass(frozen=True)
+class AssociationLimits:
+    """What one peer may hold of the listener, and how long it may keep it waiting (also used by
+    the listener's own associations as an SCU)."""
+
+    max_associations: int = SETTINGS.listen.max_associations
+    max_pdu_bytes: int = SETTINGS.listen.max_pdu_bytes
+    require_called_ae: bool = SETTINGS.listen.require_called_ae
+    acse_timeout: float = SETTINGS.listen.acse_timeout_seconds
+    dimse_timeout: float = SETTINGS.listen.dimse_timeout_seconds
+    network_timeout: float = SETTINGS.listen.network_timeout_seconds
+
+    def apply(self, ae: AE) -> None:
+        """Set these limits on a pynetdicom Application Entity."""
+        ae.maximum_associations = self.max_associations
+        ae.maximum_pdu_size = self.max_pdu_bytes
+        ae.require_called_aet = self.require_called_ae
+        ae.acse_timeout, ae.dimse_timeout = self.acse_timeout, self.dimse_timeout
+        ae.network_timeout = self.network_timeout
 
 
 def accepted_transfer_syntaxes() -> list[str]:
@@ -59,11 +88,12 @@ def _handlers(store: StoreHandler, metrics: ListenerMetrics) -> list[tuple[evt.E
         uid = str(event.request.AffectedSOPInstanceUID or "")
         try:
             data = event.encoded_dataset()
+            digest = hashlib.sha256(event.request.DataSet.getvalue()).hexdigest()
         except Exception as error:  # an unusable request must never kill the association thread
             LOGGER.warning("C-STORE of %s from %s unusable: %s", uid, event.assoc.requestor.ae_title, error)
             metrics.instances.labels("unreadable").inc()
             return CANNOT_UNDERSTAND
-        return store(uid, data)
+        return store(uid, data, digest)
 
     return [
         (evt.EVT_C_STORE, on_store),
@@ -80,12 +110,12 @@ def start_scp(
     metrics: ListenerMetrics,
     *,
     allowed_calling: Sequence[str] = (),
-    network_timeout: float = 30.0,
+    limits: AssociationLimits | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
     """Start the Storage SCP in background threads; ``allowed_calling`` empty admits every caller."""
     ae = AE(ae_title=ae_title)
-    ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = network_timeout
+    (limits or AssociationLimits()).apply(ae)
     syntaxes = accepted_transfer_syntaxes()
     for sop_class in STORAGE_CLASSES:
         ae.add_supported_context(sop_class, syntaxes)

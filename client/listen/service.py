@@ -36,7 +36,13 @@ from pathlib import Path
 from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.listen.forward import Destination, ReportForwarder
 from radserve.client.listen.metrics import ListenerMetrics
-from radserve.client.listen.scp import OUT_OF_RESOURCES, SPOOL_FAILED, SUCCESS, start_scp
+from radserve.client.listen.scp import (
+    OUT_OF_RESOURCES,
+    SPOOL_FAILED,
+    SUCCESS,
+    AssociationLimits,
+    start_scp,
+)
 from radserve.client.listen.spool import Spool
 from radserve.client.ownership import OwnerLock
 from radserve.client.results import ResultRow, ResultWriter, completed_paths
@@ -62,7 +68,8 @@ class ListenOptions:
     ae_title: str = SETTINGS.listen.ae_title
     max_queue: int = SETTINGS.listen.max_queue
     allowed_calling: Sequence[str] = ()  # calling AE titles admitted; empty: any
-    network_timeout: float = SETTINGS.listen.network_timeout_seconds
+    limits: AssociationLimits = field(default_factory=AssociationLimits)
+    spool_max_bytes: int = SETTINGS.listen.spool_max_bytes  # beyond, C-STORE answers 0xA700
     ssl_context: ssl.SSLContext | None = None  # DICOM over TLS
     # How rows are made: the classify runner's options (url, in-flight, workers, sr_dir, ...).
     classify: ClassifyOptions = field(default_factory=ClassifyOptions)
@@ -99,36 +106,81 @@ class Listener:
         self._failures: dict[str, int] = {}
         self._since: dict[str, float] = {}
         self._alone: set[str] = set()  # classified one per round, to find the one that raises
+        # De-duplication by UID and content, and the spool's byte cap.
+        self._digests = self.spool.digests()
+        self._sizes: dict[str, int] = {}
+        self._spool_bytes = 0
+        self._conflicts: queue.Queue[Path] = queue.Queue()
+        self._conflicts_seen = self.spool.conflict_names()
         self.metrics.backlog_oldest.set_function(self._oldest_age)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.port = 0
 
     # -- the DICOM side (association threads) -------------------------------------------------
-    def offer(self, sop_instance_uid: str, data: bytes) -> int:
-        """Spool one received instance; the C-STORE status to answer."""
+    def offer(self, sop_instance_uid: str, data: bytes, digest: str) -> int:
+        """Spool one received instance; the C-STORE status to answer.
+
+        An instance is known by its SOP Instance UID and the SHA-256 of its data set: the same
+        again is a duplicate (success, no second row); other content under a known UID is kept
+        apart and gets a ``uid_conflict`` row, so it can neither shadow nor replace the first.
+        """
         path = self.spool.path_for(sop_instance_uid)
         key = str(path)
         with self._lock:
             if key in self._done or key in self._waiting:
-                self.metrics.instances.labels("duplicate").inc()
-                return SUCCESS
-            if len(self._waiting) >= self.options.max_queue:
+                if self._digests.get(path.name, digest) == digest:
+                    self.metrics.instances.labels("duplicate").inc()
+                    return SUCCESS
+                conflict = True
+            elif len(self._waiting) >= self.options.max_queue:
                 self.metrics.instances.labels("queue_full").inc()
                 return OUT_OF_RESOURCES
-            self._waiting.add(key)
-            self._since[key] = time.time()
+            elif self._spool_bytes + len(data) > self.options.spool_max_bytes:
+                self.metrics.instances.labels("spool_full").inc()
+                return OUT_OF_RESOURCES
+            else:
+                conflict = False
+                self._waiting.add(key)
+                self._since[key] = time.time()
+                self._sizes[key] = len(data)
+                self._spool_bytes += len(data)
+                self._digests[path.name] = digest
+        if conflict:
+            return self._offer_conflict(path, data, digest)
         try:
+            self.spool.record_digest(path.name, digest)
             self.spool.write(path, data)
         except OSError as error:
             LOGGER.error("cannot spool %s: %s", path, error)
             with self._lock:
                 self._waiting.discard(key)
                 self._since.pop(key, None)
+                self._spool_bytes -= self._sizes.pop(key, 0)
             self.metrics.instances.labels("spool_failed").inc()
             return SPOOL_FAILED
         self.metrics.instances.labels("received").inc()
         self._enqueue(path)
+        return SUCCESS
+
+    def _offer_conflict(self, path: Path, data: bytes, digest: str) -> int:
+        """Keep an instance whose UID is known with other content for a ``uid_conflict`` row."""
+        conflict = self.spool.conflict_path(path, digest)
+        with self._lock:
+            if conflict.name in self._conflicts_seen:  # the same conflicting instance again
+                self.metrics.instances.labels("duplicate").inc()
+                return SUCCESS
+            self._conflicts_seen.add(conflict.name)
+        try:
+            self.spool.write(conflict, data)
+        except OSError as error:
+            LOGGER.error("cannot spool %s: %s", conflict, error)
+            with self._lock:
+                self._conflicts_seen.discard(conflict.name)
+            self.metrics.instances.labels("spool_failed").inc()
+            return SPOOL_FAILED
+        self.metrics.instances.labels("uid_conflict").inc()
+        self._conflicts.put(conflict)
         return SUCCESS
 
     def _enqueue(self, path: Path) -> None:
@@ -139,10 +191,15 @@ class Listener:
     def run(self) -> None:
         """Drain the spool, listen, and classify until :meth:`stop`; what is left stays spooled."""
         for path in self.spool.pending(self._done):
+            stat = path.stat()
             with self._lock:
                 self._waiting.add(str(path))
-                self._since[str(path)] = path.stat().st_mtime
+                self._since[str(path)] = stat.st_mtime
+                self._sizes[str(path)] = stat.st_size
+                self._spool_bytes += stat.st_size
             self._enqueue(path)
+        for conflict in self.spool.conflicts():
+            self._conflicts.put(conflict)
         if self._waiting:
             LOGGER.info("draining %d instance(s) left in the spool", len(self._waiting))
         options = self.options
@@ -153,7 +210,7 @@ class Listener:
                 self.offer,
                 self.metrics,
                 allowed_calling=options.allowed_calling,
-                network_timeout=options.network_timeout,
+                limits=options.limits,
                 ssl_context=options.ssl_context,
             )
         except OSError as error:
@@ -168,6 +225,7 @@ class Listener:
                 try:
                     while not self._stop.is_set():
                         self._release_due()
+                        self._settle_conflicts(writer, durable)
                         if self._queue.empty():
                             self._stop.wait(_IDLE_POLL_SECONDS)
                             continue
@@ -223,6 +281,7 @@ class Listener:
             self._done.add(key)
             self._waiting.discard(key)
             self._alone.discard(key)
+            self._spool_bytes -= self._sizes.pop(key, 0)
             for state in (self._tries, self._failures, self._since):
                 state.pop(key, None)
             self.metrics.queue_depth.set(len(self._waiting))
@@ -274,6 +333,35 @@ class Listener:
         self._finish(key, removed=False)
         self.metrics.quarantined.inc()
         LOGGER.error("%s", why)
+
+    def _settle_conflicts(self, writer: ResultWriter, durable: int) -> None:
+        """A ``uid_conflict`` row for each conflicting instance, which moves to the quarantine folder."""
+        while True:
+            try:
+                conflict = self._conflicts.get_nowait()
+            except queue.Empty:
+                return
+            target = self.spool.quarantine_folder / conflict.name
+            uid = conflict.name.split(".conflict")[0].rsplit(".", 1)[0]
+            try:
+                if str(target) not in self._done:  # not already written before a crash
+                    row = ResultRow(
+                        path=str(target),
+                        status="error",
+                        sop_instance_uid=uid,
+                        model=self.options.model,
+                        error_reason=Reason.UID_CONFLICT,
+                        error=f"SOP Instance UID {uid} was received before with other content; "
+                        f"this instance is kept in {target}",
+                    )
+                    self._write(writer, durable, [row])
+                    self._done.add(str(target))
+                    LOGGER.error("%s: %s", conflict.name, row.error)
+                self.spool.quarantine(conflict)
+            except Exception:  # e.g. a full disk: try again on the next pass
+                LOGGER.exception("cannot record the UID conflict of %s", conflict)
+                self._conflicts.put(conflict)
+                return
 
     def _blame(self, taken: list[Path], error: Exception, writer: ResultWriter, durable: int) -> None:
         """A round raised: the instance that caused it fails; several suspects go one per round."""
@@ -339,7 +427,7 @@ class Listener:
             destination,
             self.options.ae_title,
             self.metrics,
-            timeout=self.options.network_timeout,
+            limits=self.options.limits,
             ssl_context=self.options.report_ssl_context,
         )
         stopping = False

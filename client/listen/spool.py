@@ -25,6 +25,8 @@ __all__ = ["Spool"]
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PARTIAL = ".partial"
+_CONFLICT = ".conflict"
+_DIGESTS = ".digests"
 QUARANTINE = "quarantine"
 
 
@@ -42,6 +44,36 @@ class Spool:
         """Where an instance is kept: named by its UID (a malformed UID gets a fresh one)."""
         uid = sop_instance_uid if _UID.match(sop_instance_uid or "") else generate_uid()
         return self.folder / f"{uid}.dcm"
+
+    def conflict_path(self, path: Path, digest: str) -> Path:
+        """Where an instance whose UID is known with other content waits for its row."""
+        return self.folder / f"{path.stem}.{digest[:16]}{_CONFLICT}"
+
+    def conflicts(self) -> list[Path]:
+        """Conflicting instances still waiting for their ``uid_conflict`` row."""
+        return sorted(self.folder.glob(f"*{_CONFLICT}"))
+
+    def conflict_names(self) -> set[str]:
+        """Names of every conflicting instance kept, waiting or quarantined."""
+        found = [*self.folder.glob(f"*{_CONFLICT}"), *self.quarantine_folder.glob(f"*{_CONFLICT}")]
+        return {path.name for path in found}
+
+    def record_digest(self, name: str, digest: str) -> None:
+        """Remember the content hash of the instance spooled as ``name`` (for de-duplication)."""
+        descriptor = os.open(self.folder / _DIGESTS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(descriptor, f"{name} {digest}\n".encode())
+        finally:
+            os.close(descriptor)
+
+    def digests(self) -> dict[str, str]:
+        """The content hash of every instance spooled so far, by file name (the latest one wins)."""
+        try:
+            text = (self.folder / _DIGESTS).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return {}
+        pairs = (line.split(" ", 1) for line in text.splitlines() if " " in line)
+        return {name: digest for name, digest in pairs}
 
     def write(self, path: Path, data: bytes) -> None:
         """Write ``data`` (a DICOM file) durably to ``path``: it survives a crash once this returns."""
