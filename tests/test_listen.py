@@ -36,7 +36,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import ComprehensiveSRStorage, ComputedRadiographyImageStorage
+from pynetdicom.sop_class import ComprehensiveSRStorage, ComputedRadiographyImageStorage, Verification
 
 from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.listen import Destination, Listener, ListenerMetrics, ListenOptions
@@ -551,3 +551,69 @@ def test_sr_forwarding_follows_the_destination_status(
         forwarder.forward_due()
         assert received == [second.stem] and not second.exists()
     assert sample("radserve_listen_report_destination_up") == 1
+
+
+# -- exposure and limits ----------------------------------------------------------------------------
+
+
+def test_same_uid_with_other_pixels_gets_a_uid_conflict_row(
+    dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    original = _uncompressed(dicom_records)[0]
+    forged = pydicom.dcmread(original.path)
+    pixels = bytearray(forged.PixelData)
+    pixels[: len(pixels) // 2] = bytes(len(pixels) // 2)
+    forged.PixelData = bytes(pixels)
+    forged_path = tmp_path / "forged.dcm"
+    forged.save_as(forged_path, enforce_file_format=True)
+    options = _unserved(tmp_path)
+    with _in_process(options) as listener:
+        for path in (original.path, str(forged_path), original.path, str(forged_path)):
+            assert _storescu(listener.port, [path]).returncode == 0
+        _wait_for(lambda: len(_rows(options.output)) == 1, what="the conflict row")
+
+        def count(outcome: str) -> float | None:
+            return listener.metrics.registry.get_sample_value(
+                "radserve_listen_instances_total", {"outcome": outcome}
+            )
+
+        assert (count("received"), count("uid_conflict"), count("duplicate")) == (1, 1, 2)
+    (row,) = _rows(options.output)
+    assert (row["status"], row["error_reason"], row["sop_instance_uid"]) == (
+        "error", "uid_conflict", original.sop_instance_uid,
+    )  # fmt: skip
+    (kept,) = (options.spool / "quarantine").glob("*.conflict")
+    assert pydicom.dcmread(kept).PixelData == forged.PixelData
+    (waiting,) = options.spool.glob("*.dcm")  # the first one is still the one to classify
+    assert pydicom.dcmread(waiting).PixelData == pydicom.dcmread(original.path).PixelData
+
+
+def test_idle_associations_up_to_the_limit_then_refused(tmp_path: Path) -> None:
+    limits = AssociationLimits(max_associations=3)
+    with _in_process(_unserved(tmp_path, limits=limits)) as listener:
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(Verification)
+        idle = [ae.associate("127.0.0.1", listener.port, ae_title="RADSERVE") for _ in range(3)]
+        try:
+            assert all(association.is_established for association in idle)
+            refused = _dcmtk("echoscu", "-v", "-aec", "RADSERVE", "127.0.0.1", str(listener.port))
+            assert refused.returncode != 0
+            assert "Association Rejected" in refused.stdout + refused.stderr
+            idle.pop().release()
+            _wait_for(lambda: _echo(listener.port) == 0, 30, "a freed association slot")
+        finally:
+            for association in idle:
+                association.release()
+        assert _echo(listener.port, called="SOMEONE-ELSE") != 0  # the called AE title is checked
+
+
+def test_exposure_needs_dicom_tls_or_insecure(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "radserve", "listen", "--model", TINY_MODEL, "--port", "0",
+            "--output", str(tmp_path / "r.jsonl"), "--spool", str(tmp_path / "spool")]  # fmt: skip
+    exposed = subprocess.run([*base, "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    assert exposed.returncode != 0 and "without DICOM TLS" in exposed.stderr, exposed.stderr
+    certificate, _ = self_signed(tmp_path)
+    ca_only = subprocess.run(
+        [*base, "--tls-ca", str(certificate)], capture_output=True, text=True, timeout=60
+    )
+    assert ca_only.returncode != 0 and "--tls-ca needs --tls-cert" in ca_only.stderr, ca_only.stderr
