@@ -86,6 +86,9 @@ class ClientDefaults:
     results_fsync_rows: int = _unit(64, "rows written between two fsyncs of the results file")
     results_fsync_seconds: float = _unit(1.0, "s at most between two fsyncs of the results file")
     box_min_score: float = _unit(0.3, "detector score; boxes below it stay out of result rows and the SR")
+    decode_timeout_seconds: float = _unit(120.0, "s one file may take to decode; beyond, decode_timeout row")
+    decode_worker_memory_bytes: int = _unit(8 * 1024**3, "bytes of address space a decoder has")
+    max_pixels_per_file: int = _unit(1 << 30, "frames x rows x columns x samples; beyond, bad_dimensions")
 
 
 @dataclass(frozen=True, slots=True)
