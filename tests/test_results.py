@@ -15,7 +15,7 @@ from radserve.client.results import ResultRow, ResultWriter, completed_paths
 def _rows() -> list[ResultRow]:
     return [
         ResultRow("in/a.dcm", "ok", label="chest", score=0.9),
-        ResultRow("in/b.dcm", "error", error_reason="inference_failed", error="in/b.dcm: boom"),
+        ResultRow("in/b.dcm", "error", error_reason="deadline_exceeded", error="in/b.dcm: late"),
         ResultRow("in/c.dcm", "error", error_reason="not_dicom", error="in/c.dcm: not DICOM"),
         ResultRow("in/d.dcm", "error", error_reason="overloaded", error="in/d.dcm: shed"),
         ResultRow("in/e.dcm", "error", error_reason="server_unavailable", error="in/e.dcm: down"),

@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import logging
 import os
 import queue
 import ssl
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from radserve.client.classify import ClassifyOptions, classify
+from radserve.client.listen.backlog import Backlog
 from radserve.client.listen.forward import Destination, ReportForwarder
 from radserve.client.listen.metrics import ListenerMetrics
 from radserve.client.listen.scp import (
@@ -96,23 +95,12 @@ class Listener:
         except BaseException:
             self._output_lock.release()
             raise
-        self._done = completed_paths(options.output)
-        self._waiting: set[str] = set()
+        self.backlog = Backlog(
+            completed_paths(options.output), self.spool.digests(), self.spool.conflict_names()
+        )
         self._queue: queue.Queue[Path] = queue.Queue()
-        self._lock = threading.Lock()
-        # Instances waiting for another try: (when, key) in a heap; their tries, failures, arrival.
-        self._later: list[tuple[float, str]] = []
-        self._tries: dict[str, int] = {}
-        self._failures: dict[str, int] = {}
-        self._since: dict[str, float] = {}
-        self._alone: set[str] = set()  # classified one per round, to find the one that raises
-        # De-duplication by UID and content, and the spool's byte cap.
-        self._digests = self.spool.digests()
-        self._sizes: dict[str, int] = {}
-        self._spool_bytes = 0
         self._conflicts: queue.Queue[Path] = queue.Queue()
-        self._conflicts_seen = self.spool.conflict_names()
-        self.metrics.backlog_oldest.set_function(self._oldest_age)
+        self.metrics.backlog_oldest.set_function(self.backlog.oldest_seconds)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.port = 0
@@ -127,36 +115,20 @@ class Listener:
         """
         path = self.spool.path_for(sop_instance_uid)
         key = str(path)
-        with self._lock:
-            if key in self._done or key in self._waiting:
-                if self._digests.get(path.name, digest) == digest:
-                    self.metrics.instances.labels("duplicate").inc()
-                    return SUCCESS
-                conflict = True
-            elif len(self._waiting) >= self.options.max_queue:
-                self.metrics.instances.labels("queue_full").inc()
-                return OUT_OF_RESOURCES
-            elif self._spool_bytes + len(data) > self.options.spool_max_bytes:
-                self.metrics.instances.labels("spool_full").inc()
-                return OUT_OF_RESOURCES
-            else:
-                conflict = False
-                self._waiting.add(key)
-                self._since[key] = time.time()
-                self._sizes[key] = len(data)
-                self._spool_bytes += len(data)
-                self._digests[path.name] = digest
-        if conflict:
+        admission = self.backlog.admit(
+            key, len(data), digest, self.options.max_queue, self.options.spool_max_bytes
+        )
+        if admission == "conflict":
             return self._offer_conflict(path, data, digest)
+        if admission != "received":
+            self.metrics.instances.labels(admission).inc()
+            return SUCCESS if admission == "duplicate" else OUT_OF_RESOURCES
         try:
             self.spool.record_digest(path.name, digest)
             self.spool.write(path, data)
         except OSError as error:
             LOGGER.error("cannot spool %s: %s", path, error)
-            with self._lock:
-                self._waiting.discard(key)
-                self._since.pop(key, None)
-                self._spool_bytes -= self._sizes.pop(key, 0)
+            self.backlog.withdraw(key)
             self.metrics.instances.labels("spool_failed").inc()
             return SPOOL_FAILED
         self.metrics.instances.labels("received").inc()
@@ -166,17 +138,14 @@ class Listener:
     def _offer_conflict(self, path: Path, data: bytes, digest: str) -> int:
         """Keep an instance whose UID is known with other content for a ``uid_conflict`` row."""
         conflict = self.spool.conflict_path(path, digest)
-        with self._lock:
-            if conflict.name in self._conflicts_seen:  # the same conflicting instance again
-                self.metrics.instances.labels("duplicate").inc()
-                return SUCCESS
-            self._conflicts_seen.add(conflict.name)
+        if not self.backlog.first_conflict(conflict.name):  # the same conflicting instance again
+            self.metrics.instances.labels("duplicate").inc()
+            return SUCCESS
         try:
             self.spool.write(conflict, data)
         except OSError as error:
             LOGGER.error("cannot spool %s: %s", conflict, error)
-            with self._lock:
-                self._conflicts_seen.discard(conflict.name)
+            self.backlog.forget_conflict(conflict.name)
             self.metrics.instances.labels("spool_failed").inc()
             return SPOOL_FAILED
         self.metrics.instances.labels("uid_conflict").inc()
@@ -185,23 +154,18 @@ class Listener:
 
     def _enqueue(self, path: Path) -> None:
         self._queue.put(path)
-        self.metrics.queue_depth.set(len(self._waiting))
+        self.metrics.queue_depth.set(self.backlog.depth)
 
     # -- the classifying side (the thread that calls run) --------------------------------------
     def run(self) -> None:
         """Drain the spool, listen, and classify until :meth:`stop`; what is left stays spooled."""
-        for path in self.spool.pending(self._done):
-            stat = path.stat()
-            with self._lock:
-                self._waiting.add(str(path))
-                self._since[str(path)] = stat.st_mtime
-                self._sizes[str(path)] = stat.st_size
-                self._spool_bytes += stat.st_size
+        for path in self.spool.pending(self.backlog.is_done):
+            self.backlog.add_spooled(path)
             self._enqueue(path)
         for conflict in self.spool.conflicts():
             self._conflicts.put(conflict)
-        if self._waiting:
-            LOGGER.info("draining %d instance(s) left in the spool", len(self._waiting))
+        if self.backlog.depth:
+            LOGGER.info("draining %d instance(s) left in the spool", self.backlog.depth)
         options = self.options
         try:
             server = start_scp(
@@ -251,7 +215,7 @@ class Listener:
         except Exception as error:  # raised while handling an instance (e.g. writing its SR)
             self._blame(taken, error, writer, durable)
         finally:
-            for path in self._unsettled(taken):
+            for path in self.backlog.unsettled(taken):
                 self._queue.put(path)
 
     # -- what happens to one instance ----------------------------------------------------------
@@ -277,36 +241,25 @@ class Listener:
 
     def _finish(self, key: str, *, removed: bool) -> None:
         """The instance has its final row: done, out of the backlog (its spool file removed)."""
-        with self._lock:
-            self._done.add(key)
-            self._waiting.discard(key)
-            self._alone.discard(key)
-            self._spool_bytes -= self._sizes.pop(key, 0)
-            for state in (self._tries, self._failures, self._since):
-                state.pop(key, None)
-            self.metrics.queue_depth.set(len(self._waiting))
+        self.backlog.finish(key)
+        self.metrics.queue_depth.set(self.backlog.depth)
         if removed:
             self.spool.remove(Path(key))
 
     def _retry_later(self, key: str, why: str, *, failures: int = 0) -> None:
         """Keep the instance spooled and queue it again after a doubling delay."""
-        with self._lock:
-            tries = self._tries[key] = self._tries.get(key, 0) + 1
-            delay = min(self.options.retry_initial_seconds * 2 ** (tries - 1), self.options.retry_max_seconds)
-            heapq.heappush(self._later, (time.monotonic() + delay, key))
-            backlog, oldest = len(self._waiting), self._oldest_age()
+        retry = self.backlog.schedule(key, self.options.retry_initial_seconds, self.options.retry_max_seconds)
         self.metrics.retries.labels("failure" if failures else "transient").inc()
         LOGGER.warning(
             "%s not classified (%s): kept in the spool, try %d in %.1f s; backlog %d instance(s), "
             "oldest %.0f s",
-            key, why, tries + 1, delay, backlog, oldest,
+            key, why, retry.tries + 1, retry.delay, retry.backlog, retry.oldest_seconds,
         )  # fmt: skip
 
     def _failed(self, path: Path, error: Exception, writer: ResultWriter, durable: int) -> None:
         """An exception while handling ``path``: try again, or after ``max_failures`` quarantine it."""
         key = str(path)
-        with self._lock:
-            failures = self._failures[key] = self._failures.get(key, 0) + 1
+        failures = self.backlog.fail(key)
         self.metrics.failures.inc()
         LOGGER.error(
             "handling %s failed (%d of %d)", key, failures, self.options.max_failures, exc_info=error
@@ -344,7 +297,7 @@ class Listener:
             target = self.spool.quarantine_folder / conflict.name
             uid = conflict.name.split(".conflict")[0].rsplit(".", 1)[0]
             try:
-                if str(target) not in self._done:  # not already written before a crash
+                if not self.backlog.is_done(str(target)):  # not already written before a crash
                     row = ResultRow(
                         path=str(target),
                         status="error",
@@ -355,7 +308,7 @@ class Listener:
                         f"this instance is kept in {target}",
                     )
                     self._write(writer, durable, [row])
-                    self._done.add(str(target))
+                    self.backlog.finish(str(target))
                     LOGGER.error("%s: %s", conflict.name, row.error)
                 self.spool.quarantine(conflict)
             except Exception:  # e.g. a full disk: try again on the next pass
@@ -365,7 +318,7 @@ class Listener:
 
     def _blame(self, taken: list[Path], error: Exception, writer: ResultWriter, durable: int) -> None:
         """A round raised: the instance that caused it fails; several suspects go one per round."""
-        open_ = self._unsettled(taken)
+        open_ = self.backlog.unsettled(taken)
         if len(open_) == 1:
             self._failed(open_[0], error, writer, durable)
             return
@@ -373,31 +326,14 @@ class Listener:
             "classification round failed with %d instance(s) open; each goes alone to find the cause",
             len(open_), exc_info=error,
         )  # fmt: skip
-        with self._lock:
-            self._alone.update(str(path) for path in open_)
+        self.backlog.isolate(open_)
         if not open_:  # raised before any instance: do not spin
             self._stop.wait(self.options.retry_initial_seconds)
 
-    def _unsettled(self, taken: list[Path]) -> list[Path]:
-        """Those of ``taken`` that have no final row and no later try scheduled."""
-        with self._lock:
-            later = {key for _, key in self._later}
-            return [path for path in taken if str(path) in self._waiting and str(path) not in later]
-
     def _release_due(self) -> None:
         """Queue the instances whose next try is due."""
-        now = time.monotonic()
-        with self._lock:
-            due = []
-            while self._later and self._later[0][0] <= now:
-                due.append(heapq.heappop(self._later)[1])
-        for key in due:
+        for key in self.backlog.due():
             self._queue.put(Path(key))
-
-    def _oldest_age(self) -> float:
-        """Seconds since the oldest instance waiting was received (0 when none waits)."""
-        since = list(self._since.values())
-        return max(0.0, time.time() - min(since)) if since else 0.0
 
     def _take(self, taken: list[Path]) -> Iterator[Path]:
         """Queued instances until the queue is empty (never blocks the runner's event loop); an
@@ -407,7 +343,7 @@ class Listener:
                 path = self._queue.get_nowait()
             except queue.Empty:
                 return
-            alone = str(path) in self._alone
+            alone = self.backlog.is_alone(str(path))
             if alone and taken:
                 self._queue.put(path)
                 return

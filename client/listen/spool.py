@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom.uid import generate_uid
@@ -100,12 +101,12 @@ class Spool:
         sync_folder(self.folder)
         return target
 
-    def pending(self, done: set[str]) -> list[Path]:
-        """Instances waiting for classification, oldest first; those whose path is in ``done``
+    def pending(self, done: Callable[[str], bool]) -> list[Path]:
+        """Instances waiting for classification, oldest first; those whose path is ``done``
         (rows written just before a crash) and torn partial writes are removed."""
         waiting = []
         for path in self.folder.iterdir():
-            if path.name.endswith(_PARTIAL) or str(path) in done:
+            if path.name.endswith(_PARTIAL) or done(str(path)):
                 path.unlink(missing_ok=True)
             elif path.suffix == ".dcm" and path.is_file():
                 waiting.append(path)
