@@ -42,6 +42,7 @@ from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.listen import Destination, Listener, ListenerMetrics, ListenOptions
 from radserve.client.listen.forward import ReportForwarder
 from radserve.client.listen.scp import AssociationLimits
+from radserve.client.listen.spool import Spool
 from radserve.client.results import ResultRow
 from radserve.errors import RadserveError
 from radserve.server_config.triton import TritonServer, free_ports
@@ -205,16 +206,17 @@ def test_storescu_folder_gets_one_row_per_instance_and_srs_are_forwarded(
 ) -> None:
     uncompressed = next(r for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian)
     mr = _as_mr(uncompressed, tmp_path)
-    received = _send_by_syntax(listener.port, [*dicom_records, mr])
-    assert mr.sop_instance_uid in received and len(received) > len(dicom_records) // 2
-    _wait_for(lambda: {row["sop_instance_uid"] for row in _rows(listener.output)} >= received, what="rows")
-    rows = [row for row in _rows(listener.output) if row["sop_instance_uid"] in received]
-    assert Counter(row["sop_instance_uid"] for row in rows) == Counter(received)
-    # the MR instance is stored, then refused by the radiograph model's input contract (one shared check)
-    (refused,) = (row for row in rows if row["sop_instance_uid"] == mr.sop_instance_uid)
-    assert refused["status"] == "not_accepted" and refused["error_reason"] == "modality", refused
-    uids = received - {mr.sop_instance_uid}
-    rows = [row for row in rows if row["sop_instance_uid"] in uids]
+    # MR is not negotiated: the PACS keeps the instance instead of hearing success for it
+    refused = _storescu(listener.port, [mr.path])
+    assert refused.returncode != 0 and "No presentation context" in refused.stdout + refused.stderr, (
+        refused.stdout + refused.stderr
+    )
+    uids = _send_by_syntax(listener.port, dicom_records)
+    assert len(uids) > len(dicom_records) // 2
+    _wait_for(lambda: {row["sop_instance_uid"] for row in _rows(listener.output)} >= uids, what="rows")
+    rows = [row for row in _rows(listener.output) if row["sop_instance_uid"] in uids]
+    assert Counter(row["sop_instance_uid"] for row in rows) == Counter(uids)
+    assert mr.sop_instance_uid not in {row["sop_instance_uid"] for row in _rows(listener.output)}
     assert {row["status"] for row in rows} == {"ok"}
     # The rows are the classify runner's: same label and probabilities as a folder run of the same files.
     direct: list[ResultRow] = []
@@ -617,3 +619,25 @@ def test_exposure_needs_dicom_tls_or_insecure(tmp_path: Path) -> None:
         [*base, "--tls-ca", str(certificate)], capture_output=True, text=True, timeout=60
     )
     assert ca_only.returncode != 0 and "--tls-ca needs --tls-cert" in ca_only.stderr, ca_only.stderr
+
+
+def test_an_instance_the_listener_died_with_is_quarantined_on_restart(
+    dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    options = _unserved(tmp_path, max_failures=2)
+    with _in_process(options) as listener:
+        sent = _storescu(listener.port, [record.path for record in _uncompressed(dicom_records)[:2]])
+        assert sent.returncode == 0
+    looping, other = sorted(options.spool.glob("*.dcm"))
+    # What two SIGKILLs mid-round leave: attempts begun (before classifying) and never ended.
+    spool = Spool(options.spool)
+    for _ in range(2):
+        spool.begin_attempt(looping)
+    spool.close()
+    with _in_process(options):
+        _wait_for(lambda: len(_rows(options.output)) == 1, what="the quarantine row")
+    (row,) = _rows(options.output)
+    assert (row["sop_instance_uid"], row["error_reason"]) == (looping.stem, "quarantined"), row
+    assert "ended 2 times" in row["error"]
+    assert (options.spool / "quarantine" / looping.name).exists() and not looping.exists()
+    assert other.exists()  # still waiting for the server

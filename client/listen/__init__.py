@@ -1,6 +1,6 @@
 """DICOM network ingestion: a Storage SCP that classifies what a PACS or a modality sends.
 
-``Listener(ListenOptions(model=..., output=...)).run()`` answers C-ECHO and C-STORE (CR, DX, MR) on
+``Listener(ListenOptions(model=..., output=...)).run()`` answers C-ECHO and C-STORE (CR, DX) on
 an AE title and port, spools each instance durably before acknowledging it, and classifies the
 spool through the normal classify runner (:func:`radserve.client.classify.classify`): the same rows,
 the same metrics, optional SR documents to a folder or forwarded to a Storage SCP.

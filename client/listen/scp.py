@@ -1,9 +1,12 @@
 """The DICOM side of the listener: an Application Entity that takes C-STORE and C-ECHO.
 
-Presentation contexts: CR, DX (for presentation and for processing) and MR Image Storage, each with
+Presentation contexts: CR and DX (for presentation and for processing) Image Storage, each with
 the transfer syntaxes radserve decodes (:data:`SUPPORTED_TRANSFER_SYNTAXES`); a context proposed
 with none of them is refused with result 0x04 (transfer syntaxes not supported), any other SOP class
-with 0x03 (abstract syntax not supported). Verification (C-ECHO) is always supported.
+with 0x03 (abstract syntax not supported). Verification (C-ECHO) is always supported. MR Image
+Storage is not negotiated: the listener classifies radiographs one instance at a time, and an MR
+study needs grouping by study first (``radserve classify-series``), so a PACS keeps MR instances
+instead of hearing success for instances no model here can use.
 
 :class:`AssociationLimits` bounds what a peer can hold: associations at once (beyond: A-ASSOCIATE-RJ,
 local limit exceeded), the PDU size, the called AE title, and the ACSE, DIMSE and network timeouts
@@ -25,7 +28,6 @@ from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
-    MRImageStorage,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
@@ -42,7 +44,6 @@ STORAGE_CLASSES: tuple[str, ...] = (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
-    MRImageStorage,
 )
 
 # C-STORE answers (PS3.4 B.2.3): 0xA7xx Refused: Out of Resources, 0xCxxx Error: Cannot Understand.

@@ -99,7 +99,8 @@ class Listener:
             completed_paths(options.output), self.spool.digests(), self.spool.conflict_names()
         )
         self._queue: queue.Queue[Path] = queue.Queue()
-        self._conflicts: queue.Queue[Path] = queue.Queue()
+        # Instances to quarantine with one row each: (file, row path, UID, reason, why).
+        self._aside: queue.Queue[tuple[Path, str, str, Reason, str]] = queue.Queue()
         self.metrics.backlog_oldest.set_function(self.backlog.oldest_seconds)
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -149,8 +150,14 @@ class Listener:
             self.metrics.instances.labels("spool_failed").inc()
             return SPOOL_FAILED
         self.metrics.instances.labels("uid_conflict").inc()
-        self._conflicts.put(conflict)
+        self._set_conflict_aside(conflict)
         return SUCCESS
+
+    def _set_conflict_aside(self, conflict: Path) -> None:
+        uid = conflict.stem.rsplit(".", 1)[0]
+        why = f"SOP Instance UID {uid} was received before with other content"
+        target = self.spool.quarantine_folder / conflict.name
+        self._aside.put((conflict, str(target), uid, Reason.UID_CONFLICT, why))
 
     def _enqueue(self, path: Path) -> None:
         self._queue.put(path)
@@ -161,9 +168,14 @@ class Listener:
         """Drain the spool, listen, and classify until :meth:`stop`; what is left stays spooled."""
         for path in self.spool.pending(self.backlog.is_done):
             self.backlog.add_spooled(path)
-            self._enqueue(path)
+            crashes = self.spool.attempts(path)
+            if crashes >= self.options.max_failures:  # the listener died with it that many times
+                why = f"the listener ended {crashes} times while classifying it"
+                self._aside.put((path, str(path), path.stem, Reason.QUARANTINED, why))
+            else:
+                self._enqueue(path)
         for conflict in self.spool.conflicts():
-            self._conflicts.put(conflict)
+            self._set_conflict_aside(conflict)
         if self.backlog.depth:
             LOGGER.info("draining %d instance(s) left in the spool", self.backlog.depth)
         options = self.options
@@ -189,7 +201,7 @@ class Listener:
                 try:
                     while not self._stop.is_set():
                         self._release_due()
-                        self._settle_conflicts(writer, durable)
+                        self._settle_aside(writer, durable)
                         if self._queue.empty():
                             self._stop.wait(_IDLE_POLL_SECONDS)
                             continue
@@ -216,6 +228,7 @@ class Listener:
             self._blame(taken, error, writer, durable)
         finally:
             for path in self.backlog.unsettled(taken):
+                self.spool.end_attempt(path)
                 self._queue.put(path)
 
     # -- what happens to one instance ----------------------------------------------------------
@@ -248,6 +261,7 @@ class Listener:
 
     def _retry_later(self, key: str, why: str, *, failures: int = 0) -> None:
         """Keep the instance spooled and queue it again after a doubling delay."""
+        self.spool.end_attempt(Path(key))
         retry = self.backlog.schedule(key, self.options.retry_initial_seconds, self.options.retry_max_seconds)
         self.metrics.retries.labels("failure" if failures else "transient").inc()
         LOGGER.warning(
@@ -267,53 +281,51 @@ class Listener:
         if failures < self.options.max_failures:
             self._retry_later(key, f"{type(error).__name__}: {error}", failures=failures)
             return
-        try:
-            target = self.spool.quarantine(path)
-            why = f"failed {failures} times ({type(error).__name__}: {error}); quarantined as {target}"
-            row = ResultRow(
-                path=key,
-                status="error",
-                sop_instance_uid=path.stem,
-                model=self.options.model,
-                error_reason=Reason.INTERNAL_ERROR,
-                error=why,
-            )
-            self._write(writer, durable, [row])
-        except Exception:  # e.g. the disk is full: the instance stays where it is for the next start
-            LOGGER.exception("cannot quarantine %s", key)
-            self._retry_later(key, "quarantine failed", failures=failures)
-            return
-        self._finish(key, removed=False)
-        self.metrics.quarantined.inc()
-        LOGGER.error("%s", why)
+        why = f"failed {failures} times ({type(error).__name__}: {error})"
+        if not self._set_aside(path, key, path.stem, Reason.INTERNAL_ERROR, why, writer, durable):
+            self._retry_later(key, "quarantine failed", failures=failures)  # the disk may be full
 
-    def _settle_conflicts(self, writer: ResultWriter, durable: int) -> None:
-        """A ``uid_conflict`` row for each conflicting instance, which moves to the quarantine folder."""
+    def _set_aside(
+        self,
+        path: Path,
+        row_path: str,
+        uid: str,
+        reason: Reason,
+        why: str,
+        writer: ResultWriter,
+        durable: int,
+    ) -> bool:
+        """Move ``path`` to the quarantine folder with one ``reason`` row; False (logged) if that failed."""
+        target = self.spool.quarantine_folder / path.name
+        try:
+            if not self.backlog.is_done(row_path):  # the row was not written before a crash
+                row = ResultRow(
+                    path=row_path,
+                    status="error",
+                    sop_instance_uid=uid,
+                    model=self.options.model,
+                    error_reason=reason,
+                    error=f"{why}; kept as {target}",
+                )
+                self._write(writer, durable, [row])
+            self.spool.quarantine(path)
+        except Exception:
+            LOGGER.exception("cannot quarantine %s", path)
+            return False
+        self._finish(row_path, removed=False)
+        self.metrics.quarantined.inc()
+        LOGGER.error("%s: %s; kept as %s", uid, why, target)
+        return True
+
+    def _settle_aside(self, writer: ResultWriter, durable: int) -> None:
+        """Quarantine, each with its row, the instances found in conflict or crash-looping."""
         while True:
             try:
-                conflict = self._conflicts.get_nowait()
+                path, row_path, uid, reason, why = self._aside.get_nowait()
             except queue.Empty:
                 return
-            target = self.spool.quarantine_folder / conflict.name
-            uid = conflict.name.split(".conflict")[0].rsplit(".", 1)[0]
-            try:
-                if not self.backlog.is_done(str(target)):  # not already written before a crash
-                    row = ResultRow(
-                        path=str(target),
-                        status="error",
-                        sop_instance_uid=uid,
-                        model=self.options.model,
-                        error_reason=Reason.UID_CONFLICT,
-                        error=f"SOP Instance UID {uid} was received before with other content; "
-                        f"this instance is kept in {target}",
-                    )
-                    self._write(writer, durable, [row])
-                    self.backlog.finish(str(target))
-                    LOGGER.error("%s: %s", conflict.name, row.error)
-                self.spool.quarantine(conflict)
-            except Exception:  # e.g. a full disk: try again on the next pass
-                LOGGER.exception("cannot record the UID conflict of %s", conflict)
-                self._conflicts.put(conflict)
+            if not self._set_aside(path, row_path, uid, reason, why, writer, durable):
+                self._aside.put((path, row_path, uid, reason, why))  # on the next pass
                 return
 
     def _blame(self, taken: list[Path], error: Exception, writer: ResultWriter, durable: int) -> None:
@@ -348,6 +360,7 @@ class Listener:
                 self._queue.put(path)
                 return
             taken.append(path)
+            self.spool.begin_attempt(path)  # counts if the listener dies before the attempt ends
             yield path
             if alone:
                 return

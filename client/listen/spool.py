@@ -28,6 +28,7 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PARTIAL = ".partial"
 _CONFLICT = ".conflict"
 _DIGESTS = ".digests"
+_ATTEMPTS = ".attempts"
 QUARANTINE = "quarantine"
 
 
@@ -40,6 +41,8 @@ class Spool:
         os.chmod(self.folder, 0o700)
         self.lock = OwnerLock(self.folder)
         self.quarantine_folder = self.folder / QUARANTINE
+        self._attempts = self.folder / _ATTEMPTS
+        self._attempts.mkdir(mode=0o700, exist_ok=True)
 
     def path_for(self, sop_instance_uid: str) -> Path:
         """Where an instance is kept: named by its UID (a malformed UID gets a fresh one)."""
@@ -91,6 +94,22 @@ class Spool:
         """Remove a classified instance (durably: the folder is fsync'ed)."""
         path.unlink(missing_ok=True)
         sync_folder(self.folder)
+        self.end_attempt(path)
+
+    def attempts(self, path: Path) -> int:
+        """Attempts at ``path`` that never ended: the listener died during each."""
+        try:
+            return int((self._attempts / path.name).read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def begin_attempt(self, path: Path) -> None:
+        """Count an attempt before it starts (not fsync'ed: it guards against crash loops, not power cuts)."""
+        (self._attempts / path.name).write_text(str(self.attempts(path) + 1))
+
+    def end_attempt(self, path: Path) -> None:
+        """The attempt ended with the listener alive."""
+        (self._attempts / path.name).unlink(missing_ok=True)
 
     def quarantine(self, path: Path) -> Path:
         """Move an instance that keeps failing out of the spool's way; where it is now."""
@@ -99,6 +118,7 @@ class Spool:
         os.replace(path, target)
         sync_folder(self.quarantine_folder)
         sync_folder(self.folder)
+        self.end_attempt(path)
         return target
 
     def pending(self, done: Callable[[str], bool]) -> list[Path]:
