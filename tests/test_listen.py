@@ -40,6 +40,7 @@ from pynetdicom.sop_class import ComprehensiveSRStorage, ComputedRadiographyImag
 
 from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.listen import Destination, Listener, ListenerMetrics, ListenOptions
+from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.forward import ReportForwarder
 from radserve.client.listen.scp import AssociationLimits
 from radserve.client.listen.spool import Spool
@@ -532,10 +533,14 @@ def test_sr_forwarding_follows_the_destination_status(
         forwarder = ReportForwarder(
             folder, Destination("PACS", "127.0.0.1", port), "RADSERVE", metrics,
             limits=AssociationLimits(acse_timeout=5, dimse_timeout=5, network_timeout=5),
-            attempts=3, initial_seconds=0, max_seconds=0,
+            attempts=3, initial_seconds=0, max_seconds=0, audit=AuditLog(tmp_path / "audit.jsonl"),
         )  # fmt: skip
         for _ in range(3):
             forwarder.forward_due()
+        audited = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        expected = ["stored"] if outcome == "stored" else ["retry", "retry", "dead_letter"]
+        assert [record["outcome"] for record in audited] == expected, audited
+        assert {record["destination"] for record in audited} == {f"PACS@127.0.0.1:{port}"}
         if outcome == "stored":
             assert received == [first.stem] and not first.exists()
             assert sample("radserve_listen_reports_sent_total", {"outcome": "ok"}) == 1
@@ -641,3 +646,28 @@ def test_an_instance_the_listener_died_with_is_quarantined_on_restart(
     assert "ended 2 times" in row["error"]
     assert (options.spool / "quarantine" / looping.name).exists() and not looping.exists()
     assert other.exists()  # still waiting for the server
+
+
+def test_audit_trail_names_peers_and_statuses_and_no_patient(
+    dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    record = _uncompressed(dicom_records)[0]
+    options = _unserved(tmp_path, audit_log=tmp_path / "audit.jsonl")
+    with _in_process(options) as listener:
+        assert _storescu(listener.port, [record.path]).returncode == 0
+        assert _echo(listener.port, called="SOMEONE-ELSE") != 0
+        _wait_for(lambda: len((tmp_path / "audit.jsonl").read_text().splitlines()) == 2, 30, "audit lines")
+    stored, rejected = (json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines())
+    assert (stored["event"], stored["result"], stored["calling_ae"], stored["called_ae"]) == (
+        "association", "released", "PACS", "RADSERVE",
+    )  # fmt: skip
+    assert stored["instances"] == 1 and stored["statuses"] == {"0x0000": 1}
+    assert stored["peer"].startswith("127.0.0.1:")
+    assert (rejected["result"], rejected["called_ae"]) == ("rejected", "SOMEONE-ELSE")
+    text = (tmp_path / "audit.jsonl").read_text()
+    source = pydicom.dcmread(record.path)
+    secrets = [str(source.PatientName), str(source.PatientID), record.sop_instance_uid]
+    assert all(secrets)
+    for secret in secrets:
+        assert secret not in text
+    assert oct((tmp_path / "audit.jsonl").stat().st_mode & 0o777) == "0o600"

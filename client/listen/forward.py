@@ -24,6 +24,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ComprehensiveSRStorage
 from pynetdicom.status import code_to_category
 
+from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.metrics import ListenerMetrics
 from radserve.client.listen.scp import AssociationLimits
 from radserve.client.ownership import sync_folder
@@ -87,6 +88,7 @@ class ReportForwarder:
         attempts: failed attempts before an SR moves to the dead-letter folder.
         initial_seconds: delay before the first retry of an SR; doubles up to ``max_seconds``.
         max_seconds: longest delay between two tries of one SR.
+        audit: where each attempt is recorded (destination, SR, status, outcome).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class ReportForwarder:
         attempts: int = SETTINGS.listen.report_attempts,
         initial_seconds: float = SETTINGS.listen.report_retry_initial_seconds,
         max_seconds: float = SETTINGS.listen.report_retry_max_seconds,
+        audit: AuditLog | None = None,
     ) -> None:
         self.folder = folder
         self.destination = destination
@@ -111,6 +114,7 @@ class ReportForwarder:
         self.attempts = attempts
         self.initial_seconds, self.max_seconds = initial_seconds, max_seconds
         self.dead_letter_folder = folder / DEAD_LETTER
+        self.audit = audit or AuditLog(None)
         self._failures: dict[str, int] = {}
         self._due: dict[str, float] = {}
 
@@ -175,10 +179,17 @@ class ReportForwarder:
         self._failures.pop(report.name, None)
         self._due.pop(report.name, None)
         self.metrics.reports_sent.labels("ok").inc()
+        self._audit(report, f"0x{status:04X}", "stored")
+
+    def _audit(self, report: Path, status: str, outcome: str) -> None:
+        self.audit.record(
+            "report", destination=str(self.destination), report=report.name, status=status, outcome=outcome
+        )
 
     def _failed(self, report: Path, why: str) -> None:
         failures = self._failures[report.name] = self._failures.get(report.name, 0) + 1
         self.metrics.reports_sent.labels("failed").inc()
+        self._audit(report, why, "retry" if failures < self.attempts else "dead_letter")
         if failures < self.attempts:
             delay = min(self.initial_seconds * 2 ** (failures - 1), self.max_seconds)
             self._due[report.name] = time.monotonic() + delay

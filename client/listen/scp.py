@@ -15,11 +15,14 @@ local limit exceeded), the PDU size, the called AE title, and the ACSE, DIMSE an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
@@ -33,6 +36,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from radserve.client.dicom import SUPPORTED_TRANSFER_SYNTAXES
+from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.metrics import ListenerMetrics
 from radserve.settings import SETTINGS
 
@@ -84,8 +88,32 @@ def accepted_transfer_syntaxes() -> list[str]:
     return preferred + sorted(SUPPORTED_TRANSFER_SYNTAXES - set(preferred))
 
 
-def _handlers(store: StoreHandler, metrics: ListenerMetrics) -> list[tuple[evt.EventType, Callable]]:
+def _peer(event: Event) -> dict[str, Any]:
+    """Who is on the other side of an association, for the audit trail."""
+    requestor = event.assoc.requestor
+    subject = ""
+    with contextlib.suppress(Exception):  # plain TCP, or no certificate presented
+        certificate = event.assoc.dul.socket.socket.getpeercert()  # type: ignore[union-attr]
+        subject = ",".join("=".join(pair) for rdn in certificate.get("subject", ()) for pair in rdn)
+    return {
+        "calling_ae": str(requestor.ae_title).strip(),
+        "called_ae": str(getattr(requestor.primitive, "called_ae_title", "")).strip(),
+        "peer": f"{requestor.address}:{requestor.port}",
+        "tls_subject": subject,
+    }
+
+
+def _handlers(
+    store: StoreHandler, metrics: ListenerMetrics, audit: AuditLog
+) -> list[tuple[evt.EventType, Callable]]:
+    answered: dict[int, Counter[str]] = {}  # C-STORE statuses per association, for the audit trail
+
     def on_store(event: Event) -> int:
+        status = _store(event)
+        answered.setdefault(id(event.assoc), Counter())[f"0x{status:04X}"] += 1
+        return status
+
+    def _store(event: Event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID or "")
         try:
             data = event.encoded_dataset()
@@ -96,11 +124,24 @@ def _handlers(store: StoreHandler, metrics: ListenerMetrics) -> list[tuple[evt.E
             return CANNOT_UNDERSTAND
         return store(uid, data, digest)
 
+    def ended(result: str) -> Callable[[Event], None]:
+        def handler(event: Event) -> None:
+            if result != "released":  # accepted ones are counted when accepted
+                metrics.associations.labels(result).inc()
+            statuses = answered.pop(id(event.assoc), Counter())
+            audit.record(
+                "association", result=result, instances=sum(statuses.values()), statuses=dict(statuses),
+                **_peer(event),
+            )  # fmt: skip
+
+        return handler
+
     return [
         (evt.EVT_C_STORE, on_store),
         (evt.EVT_ACCEPTED, lambda event: metrics.associations.labels("accepted").inc()),
-        (evt.EVT_REJECTED, lambda event: metrics.associations.labels("rejected").inc()),
-        (evt.EVT_ABORTED, lambda event: metrics.associations.labels("aborted").inc()),
+        (evt.EVT_REJECTED, ended("rejected")),
+        (evt.EVT_RELEASED, ended("released")),
+        (evt.EVT_ABORTED, ended("aborted")),
     ]
 
 
@@ -113,6 +154,7 @@ def start_scp(
     allowed_calling: Sequence[str] = (),
     limits: AssociationLimits | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    audit: AuditLog | None = None,
 ) -> ThreadedAssociationServer:
     """Start the Storage SCP in background threads; ``allowed_calling`` empty admits every caller."""
     ae = AE(ae_title=ae_title)
@@ -124,7 +166,10 @@ def start_scp(
     if allowed_calling:
         ae.require_calling_aet = list(allowed_calling)
     server = ae.start_server(
-        address, block=False, evt_handlers=_handlers(store, metrics), ssl_context=ssl_context
+        address,
+        block=False,
+        evt_handlers=_handlers(store, metrics, audit or AuditLog(None)),
+        ssl_context=ssl_context,
     )
     if server is None:  # only with block=True
         raise AssertionError("unreachable")

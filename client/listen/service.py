@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from radserve.client.classify import ClassifyOptions, classify
+from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.backlog import Backlog
 from radserve.client.listen.forward import Destination, ReportForwarder
 from radserve.client.listen.metrics import ListenerMetrics
@@ -78,6 +79,7 @@ class ListenOptions:
     retry_initial_seconds: float = SETTINGS.listen.retry_initial_seconds
     retry_max_seconds: float = SETTINGS.listen.retry_max_seconds
     max_failures: int = SETTINGS.listen.max_failures
+    audit_log: Path | None = None  # ATNA-style JSON lines: associations and SR forwarding
 
 
 class Listener:
@@ -102,6 +104,7 @@ class Listener:
         # Instances to quarantine with one row each: (file, row path, UID, reason, why).
         self._aside: queue.Queue[tuple[Path, str, str, Reason, str]] = queue.Queue()
         self.metrics.backlog_oldest.set_function(self.backlog.oldest_seconds)
+        self.audit = AuditLog(options.audit_log)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.port = 0
@@ -188,6 +191,7 @@ class Listener:
                 allowed_calling=options.allowed_calling,
                 limits=options.limits,
                 ssl_context=options.ssl_context,
+                audit=self.audit,
             )
         except OSError as error:
             raise ConfigurationError(f"cannot listen on {options.host}:{options.port}: {error}") from None
@@ -214,6 +218,7 @@ class Listener:
             forwarder.join()
             self.spool.close()
             self._output_lock.release()
+            self.audit.close()
 
     def _round(self, writer: ResultWriter, durable: int) -> None:
         taken: list[Path] = []
@@ -378,6 +383,7 @@ class Listener:
             self.metrics,
             limits=self.options.limits,
             ssl_context=self.options.report_ssl_context,
+            audit=self.audit,
         )
         stopping = False
         while not stopping:

@@ -65,6 +65,7 @@ def _listen(args: argparse.Namespace) -> int:
         ),
         report_destination=destination,
         report_ssl_context=_report_ssl_context(args),
+        audit_log=args.audit_log,
     )
     listener = Listener(options, metrics)
     signal.signal(signal.SIGTERM, lambda *_: listener.stop())
@@ -115,6 +116,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="forward SRs over DICOM TLS: the destination verified by --tls-ca (else the system CAs), "
         "--tls-cert/--tls-key presented",
+    )
+    listen.add_argument(
+        "--audit-log", type=Path, help="append an audit trail (JSON lines: associations, SR forwarding) here"
     )
     listen.add_argument(
         "--metrics-port", type=int, help="expose the listener's Prometheus metrics on 127.0.0.1:PORT"
