@@ -6,7 +6,8 @@
 storescu sends batches of the folder's files, each batch under fresh SOP Instance UIDs so that every
 instance sent is a new one. At the end it waits for the listener's backlog to drain and prints the
 instances acknowledged (C-STORE success), the ok rows and other rows (they must match: acknowledged
-means classified), the instances/s the listener sustained, and its resident memory at start and end.
+means classified), the instances/s the listener sustained, and its resident memory at start and end
+(alone, and with its decode workers, which exist only while a round runs).
 Not part of ``make test``.
 """
 
@@ -32,6 +33,12 @@ from radserve.server_config.triton import TritonServer, free_ports
 from radserve.settings import SETTINGS
 
 BATCH = 20  # files per storescu run
+
+
+def _own_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` alone (its decode workers come and go with rounds), MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
 
 def _metric(port: int, name: str) -> float:
@@ -112,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sender.start()
         started = time.monotonic()
         time.sleep(min(30.0, args.seconds / 10))
-        rss_start = rss_mib(listener.pid)
+        rss_start = (_own_rss_mib(listener.pid), rss_mib(listener.pid))
         for restart in range(1, RESTARTS + 1):
             time.sleep(max(0.0, started + args.seconds * restart / (RESTARTS + 1) - time.monotonic()))
             server.stop()
@@ -125,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while _metric(listener_ports.metrics, "radserve_listen_queue_depth") > 0:
             time.sleep(1)
         drained_seconds = time.monotonic() - started
-        rss_end = rss_mib(listener.pid)
+        rss_end = (_own_rss_mib(listener.pid), rss_mib(listener.pid))
     finally:
         listener.send_signal(signal.SIGTERM)
         listener.wait(120)
@@ -141,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "other_rows": len(rows) - ok,
         "distinct_instances_in_rows": len({row["sop_instance_uid"] for row in rows}),
         "instances_per_second": round(len(rows) / drained_seconds, 2),
-        "listener_rss_mib": [round(rss_start), round(rss_end)],
+        "listener_rss_mib_start_end": [round(rss_start[0]), round(rss_end[0])],
+        "with_decode_workers_mib_start_end": [round(rss_start[1]), round(rss_end[1])],
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("soak-listen:", json.dumps(summary))

@@ -20,6 +20,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage, ComputedRadiographyImageStorage, Verification
 
 from radserve.client.classify import ClassifyOptions, classify
+from radserve.client.grpc_client import RetryPolicy
 from radserve.client.listen import Destination, Listener, ListenerMetrics, ListenOptions
 from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.forward import ReportForwarder
@@ -46,7 +48,11 @@ from radserve.client.listen.scp import AssociationLimits
 from radserve.client.listen.spool import Spool
 from radserve.client.results import ResultRow
 from radserve.errors import RadserveError
+from radserve.export.model_config import ServingOptions
+from radserve.export.pipeline import ExportResult
+from radserve.export.repository import publish
 from radserve.server_config.triton import TritonServer, free_ports
+from radserve.settings import SETTINGS
 from radserve.synthetic.dataset import SyntheticRecord, write_synthetic_set
 from tests._certificates import self_signed
 
@@ -354,7 +360,7 @@ def _uncompressed(records: list[SyntheticRecord]) -> list[SyntheticRecord]:
 
 
 def test_triton_down_longer_than_the_retry_window_loses_nothing(
-    repository: Path, tiny_export: object, tmp_path: Path, request: pytest.FixtureRequest
+    repository: Path, tiny_export: ExportResult, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     records = write_synthetic_set(tmp_path / "dicom", 11, seed=24, matrix=(256, 208), compressed_share=0)
     server = TritonServer(repository, ports=free_ports(), log_file=tmp_path / "triton.log").start()
@@ -671,3 +677,33 @@ def test_audit_trail_names_peers_and_statuses_and_no_patient(
     for secret in secrets:
         assert secret not in text
     assert oct((tmp_path / "audit.jsonl").stat().st_mode & 0o777) == "0o600"
+
+
+def test_overloaded_model_every_acknowledged_instance_ends_ok(
+    tiny_export: ExportResult, tmp_path: Path
+) -> None:
+    """A queue of one sheds most of a burst (``overloaded`` rows from the runner): none ends that way."""
+    repository = tmp_path / "repository"
+    options = ServingOptions(batching=replace(SETTINGS.batching, max_queue_size=1), warmup=False)
+    publish(repository, tiny_export.card.replace(name="shed"), tiny_export.version_dir / "model.onnx",
+            options=options)  # fmt: skip
+    records = write_synthetic_set(tmp_path / "dicom", 40, seed=34, matrix=(128, 128), compressed_share=0)
+    give_up = RetryPolicy(initial_backoff_seconds=0.01, max_backoff_seconds=0.02, give_up_after_seconds=0.05)
+    with TritonServer(repository, ports=free_ports(), log_file=tmp_path / "triton.log") as server:
+        classify = ClassifyOptions(url=server.grpc_url, workers=1, max_in_flight=32, images_per_request=1,
+                                   retry=give_up)  # fmt: skip
+        listen = ListenOptions(
+            model="shed", output=tmp_path / "r.jsonl", spool=tmp_path / "spool", port=0, classify=classify,
+            retry_initial_seconds=0.1, retry_max_seconds=0.5,
+        )  # fmt: skip
+        with _in_process(listen) as listener:
+            assert _storescu(listener.port, [record.path for record in records]).returncode == 0
+            _wait_for(lambda: len(_rows(listen.output)) == len(records), 300, "a row per instance")
+            shed = listener.metrics.registry.get_sample_value(
+                "radserve_listen_retries_total", {"cause": "transient"}
+            )
+    assert shed, "the queue never overflowed: the test proved nothing"
+    rows = _rows(listen.output)
+    assert Counter(row["sop_instance_uid"] for row in rows) == Counter(r.sop_instance_uid for r in records)
+    assert {row["status"] for row in rows} == {"ok"}
+    assert not list(listen.spool.glob("*.dcm"))
