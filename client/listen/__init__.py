@@ -8,11 +8,12 @@ the same metrics, optional SR documents to a folder or forwarded to a Storage SC
 
 from radserve.client.listen.forward import Destination
 from radserve.client.listen.metrics import ListenerMetrics
-from radserve.client.listen.scp import STORAGE_CLASSES, accepted_transfer_syntaxes
+from radserve.client.listen.scp import STORAGE_CLASSES, AssociationLimits, accepted_transfer_syntaxes
 from radserve.client.listen.service import Listener, ListenOptions
 
 __all__ = [
     "STORAGE_CLASSES",
+    "AssociationLimits",
     "Destination",
     "ListenOptions",
     "Listener",
