@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test docs lint format install clean prometheus dicom3tools dcmtk nginx client-venv typecheck loadtest bench bench-docs bench-peers bench-tune bench-systems demo-systems soak gpu-bundle
+.PHONY: demo test docs lint format install clean prometheus dicom3tools dcmtk nginx client-venv typecheck loadtest bench bench-docs bench-peers bench-tune bench-systems demo-systems soak soak-listen gpu-bundle
 
 install: $(STAMP)
 
@@ -88,6 +88,12 @@ SOAK_SECONDS ?= 600
 soak: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
 	$(PY) -m radserve.loadtests.soak --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
 	  --seconds $(SOAK_SECONDS) --out $(BUILD)/soak
+
+# Listener soak (not in CI): SOAK_SECONDS of storescu sending fresh instances to `radserve listen` while
+# Triton is restarted twice; prints instances acknowledged = rows, instances/s and the listener's RSS.
+soak-listen: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv dcmtk
+	$(PY) -m radserve.loadtests.soak_listen --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
+	  --seconds $(SOAK_SECONDS) --out $(BUILD)/soak-listen
 
 
 # docs/bench/ (the site's measurements/bench page is generated from it), on a QUIET machine (~20 min on 2 cores): ResNet-18 (demo

@@ -4,6 +4,8 @@ Started as ``python -c`` with a bootstrap that sets ``sys.path`` and imports thi
 caller's ``__main__`` (a script, ``<stdin>``, a notebook) is never imported again here. Protocol, as
 pickles: in, ``sys.path`` (read by the bootstrap) then the modules to import, then ``(path, card)``
 per file; out, ``("ready", pid)`` or ``("failed", message)``, then one ``PreparedFile`` per file.
+The bootstrap's one argument caps the worker's address space (``RLIMIT_AS``, bytes; 0: no cap), so a
+file declaring huge frames fails that file, not the host.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import resource
 import signal
 import sys
 from typing import IO, Any
@@ -31,6 +34,9 @@ def _send(channel: IO[bytes], message: Any) -> None:
 def serve() -> None:
     """Answer requests until the pool closes stdin; the parent handles Ctrl-C for both."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cap = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if cap > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the channel
     requests = sys.stdin.buffer

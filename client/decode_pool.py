@@ -4,8 +4,10 @@ Each worker is a fresh interpreter running :mod:`radserve.client._decode_worker`
 ``__main__``), so the API behaves the same from a script without a main guard, ``python -``,
 ``python -c``, a notebook or an asyncio service. A worker prepares one file at a time, so a worker
 that dies (a codec's segfault or abort) was holding exactly one file: that file is tried once more,
-alone, in a fresh worker, and gets a ``decoder_crashed`` row if it kills that one too. Workers that
-cannot start are one :class:`~radserve.errors.DecodeWorkersError` for the run.
+alone, in a fresh worker, and gets a ``decoder_crashed`` row if it kills that one too. A file that
+takes longer than ``timeout`` seconds (a hung codec) gets a ``decode_timeout`` row and its worker is
+killed and replaced; each worker's address space is capped (``memory_bytes``, RLIMIT_AS). Workers
+that cannot start are one :class:`~radserve.errors.DecodeWorkersError` for the run.
 
 Why processes and not threads (measured on 2 cores shared with other work, 2500 x 2048 files,
 docs/reference/python-api.md, "Overview"): imagecodecs, the display LUT and cv2's resize release the GIL, but
@@ -29,6 +31,7 @@ from radserve.errors import ConfigurationError, DecodeWorkersError
 from radserve.model_card import ModelCard
 from radserve.reasons import Reason
 from radserve.routing import RouterCard
+from radserve.settings import SETTINGS
 
 
 class _WorkerDied(Exception):
@@ -38,10 +41,12 @@ class _WorkerDied(Exception):
 class _Worker:
     """One worker process and its pipes (blocking calls, made from the pool's I/O threads)."""
 
-    def __init__(self, imports: tuple[str, ...]) -> None:
+    def __init__(self, imports: tuple[str, ...], memory_bytes: int) -> None:
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                [sys.executable, "-c", BOOTSTRAP, str(memory_bytes)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
             )
         except OSError as error:
             raise DecodeWorkersError(f"decode workers could not start: {sys.executable}: {error}") from None
@@ -82,6 +87,11 @@ class _Worker:
         assert isinstance(prepared, PreparedFile)
         return prepared
 
+    def kill(self) -> None:
+        """End a worker stuck on a file: its pending read then raises :class:`_WorkerDied`."""
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+
     def close(self) -> None:
         if self._process.stdin is not None:
             with contextlib.suppress(OSError):
@@ -101,17 +111,26 @@ class DecodePool:
     Use as ``async with DecodePool(n) as pool: prepared = await pool.prepare(path, card)``.
     """
 
-    def __init__(self, workers: int, imports: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workers: int,
+        imports: tuple[str, ...] = (),
+        *,
+        timeout: float = SETTINGS.client.decode_timeout_seconds,
+        memory_bytes: int = SETTINGS.client.decode_worker_memory_bytes,
+    ) -> None:
         if workers < 1:
             raise ConfigurationError("at least one decode worker is needed")
         self._size = workers
         self._imports = imports
+        self._timeout, self._memory_bytes = timeout, memory_bytes
         self._io = ThreadPoolExecutor(workers, thread_name_prefix="radserve-decode")
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: list[_Worker] = []
 
     async def _start(self) -> _Worker:
-        worker = await asyncio.get_running_loop().run_in_executor(self._io, _Worker, self._imports)
+        loop = asyncio.get_running_loop()
+        worker = await loop.run_in_executor(self._io, _Worker, self._imports, self._memory_bytes)
         self._all.append(worker)
         return worker
 
@@ -126,8 +145,16 @@ class DecodePool:
         worker = await self._idle.get()
         try:
             for attempt in range(2):
+                answer = loop.run_in_executor(self._io, worker.prepare, path, card)
                 try:
-                    return await loop.run_in_executor(self._io, worker.prepare, path, card)
+                    return await asyncio.wait_for(asyncio.shield(answer), self._timeout)
+                except TimeoutError:
+                    worker.kill()
+                    with contextlib.suppress(_WorkerDied):
+                        await answer
+                    worker = await self._replace(worker)
+                    why = f"{path}: not decoded within {self._timeout:g} s (the worker was replaced)"
+                    return PreparedFile(path, error_reason=Reason.DECODE_TIMEOUT, error=why)
                 except _WorkerDied as died:
                     worker = await self._replace(worker)
                     if attempt:

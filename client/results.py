@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from radserve.client.ownership import restrict, sync_folder
 from radserve.errors import ConfigurationError
 from radserve.reasons import is_transient
 from radserve.settings import SETTINGS
@@ -121,10 +122,11 @@ _CSV_FIELDS = tuple(ResultRow.__dataclass_fields__)
 class ResultWriter:
     """Writes rows to ``.jsonl`` or ``.csv`` as they arrive.
 
-    Each write is flushed, so a killed run keeps its rows, and fsync'ed every ``fsync_rows`` rows or
-    ``fsync_seconds`` (and on close), so a host crash keeps them. In CSV, ``probabilities`` and
-    ``first_stage_probabilities`` are JSON objects in one column (labels differ between models), and
-    ``boxes`` a JSON list.
+    Rows name patients' files and findings: the file is 0600 (0640 with ``SETTINGS.listen.file_group``)
+    whatever the umask. Each write is flushed, so a killed run keeps its rows, and fsync'ed every
+    ``fsync_rows`` rows or ``fsync_seconds`` (and on close), so a host crash keeps them. In CSV,
+    ``probabilities`` and ``first_stage_probabilities`` are JSON objects in one column (labels differ
+    between models), and ``boxes`` a JSON list.
 
     Args:
         path: The results file; its suffix (``.jsonl`` or ``.csv``) chooses the format.
@@ -150,9 +152,12 @@ class ResultWriter:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream: IO[str] = path.open("a" if append else "w", newline="", encoding="utf-8")
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+            descriptor = os.open(path, flags, 0o600)
         except OSError as error:
             raise ConfigurationError(f"{path}: cannot write results ({error.strerror or error})") from error
+        self._stream: IO[str] = open(descriptor, "a" if append else "w", newline="", encoding="utf-8")  # noqa: SIM115
+        restrict(path)
         self._csv: csv.DictWriter[str] | None = None
         self._fsync_rows, self._fsync_seconds = fsync_rows, fsync_seconds
         self._unsynced, self._synced_at = 0, time.monotonic()
@@ -255,4 +260,6 @@ def completed_paths(path: Path, key: Callable[[str], str] = resolved) -> set[str
         out.flush()
         os.fsync(out.fileno())
     os.replace(out.name, path)
+    restrict(path)
+    sync_folder(path.parent)
     return {key(row["path"]) for row in kept}

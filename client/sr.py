@@ -51,6 +51,7 @@ from pydicom.uid import UID, generate_uid
 
 from radserve.client._sr_content import CODING_SCHEME, LO_MAX, MANUFACTURER, content_tree
 from radserve.client.dicom import captured_warnings
+from radserve.client.ownership import restrict, sync_folder
 from radserve.client.results import ResultRow
 from radserve.errors import InputError
 from radserve.model_card import ModelCard
@@ -181,7 +182,11 @@ def save_private(document: Dataset, target: Path) -> Path:
     try:
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as stream:
             document.save_as(stream, enforce_file_format=True)
+            stream.flush()
+            os.fsync(stream.fileno())  # on disk before the listener lets its source go
+        restrict(partial)
         os.replace(partial, target)
+        sync_folder(target.parent)
     finally:
         partial.unlink(missing_ok=True)
     return target

@@ -97,6 +97,9 @@ class ClientDefaults:
     results_fsync_rows: int = _unit(64, "rows written between two fsyncs of the results file")
     results_fsync_seconds: float = _unit(1.0, "s at most between two fsyncs of the results file")
     box_min_score: float = _unit(0.3, "detector score; boxes below it stay out of result rows and the SR")
+    decode_timeout_seconds: float = _unit(120.0, "s one file may take to decode; beyond, decode_timeout row")
+    decode_worker_memory_bytes: int = _unit(8 * 1024**3, "bytes of address space a decoder has")
+    max_pixels_per_file: int = _unit(1 << 30, "frames x rows x columns x samples; beyond, bad_dimensions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,20 @@ class ListenDefaults:
     port: int = _unit(11112, "TCP port of the DICOM listener (the registered DICOM port)")
     max_queue: int = _unit(1000, "instances received and not yet classified; beyond, C-STORE answers 0xA700")
     spool: str = _unit("radserve-spool", "folder where received instances wait (fsync'ed) until classified")
-    network_timeout_seconds: float = _unit(30.0, "s, DIMSE and network timeouts of associations")
+    network_timeout_seconds: float = _unit(60.0, "s an association may stay silent before it is closed")
+    acse_timeout_seconds: float = _unit(30.0, "s to wait for association negotiation and release")
+    dimse_timeout_seconds: float = _unit(30.0, "s to wait for the next DIMSE message of a request")
+    max_associations: int = _unit(10, "associations at once; beyond, A-ASSOCIATE-RJ (local limit exceeded)")
+    max_pdu_bytes: int = _unit(65536, "bytes, the largest PDU the listener receives (0: no limit)")
+    require_called_ae: bool = _unit(True, "refuse associations not addressed to the listener's AE title")
+    spool_max_bytes: int = _unit(20 * 1024**3, "bytes of instances waiting; beyond, C-STORE answers 0xA700")
+    retry_initial_seconds: float = _unit(1.0, "s before an instance with a transient row is tried again")
+    retry_max_seconds: float = _unit(60.0, "s at most between two tries of one instance (doubling)")
+    max_failures: int = _unit(3, "exceptions handling one instance before it moves to spool/quarantine")
+    report_attempts: int = _unit(5, "tries to forward one SR before it moves to the dead-letter folder")
+    report_retry_initial_seconds: float = _unit(2.0, "s before a failed SR is sent again (doubling)")
+    report_retry_max_seconds: float = _unit(300.0, "s at most between two tries of one SR")
+    file_group: str = _unit("", "group that may read results and SRs (0640); empty: owner only (0600)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +226,14 @@ def cpu_split(max_instances: int, cores: int | None = None) -> tuple[int, int]:
     return instances, max(1, cores // instances)
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def _parse(raw: str, kind: Any, name: str) -> Any:
     """``raw`` as a value of ``kind``; a :class:`ConfigurationError` naming ``name`` when it is not one."""
     try:
+        if kind is bool:
+            return _BOOLEANS[raw.strip().lower()]
         if get_origin(kind) is tuple:
             items = get_args(kind)
             values = tuple(items[0](part) for part in raw.split(",") if part.strip())
@@ -220,7 +241,7 @@ def _parse(raw: str, kind: Any, name: str) -> Any:
                 raise ValueError(f"{len(items)} comma-separated values expected, got {len(values)}")
             return values
         return kind(raw)
-    except ValueError as error:
+    except (ValueError, KeyError) as error:
         expected = " ".join(getattr(kind, "__name__", str(kind)).split())
         raise ConfigurationError(
             f"environment variable {name}={raw!r} is not a valid {expected}: {error}"

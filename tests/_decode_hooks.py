@@ -2,12 +2,14 @@
 
 A file whose name contains ``segfault`` really crashes the worker process (a NULL read through
 ctypes) inside the decode step; one whose name contains ``internal`` makes the resize step raise an
-unexpected exception.
+unexpected exception; one whose name contains ``hang`` never finishes decoding (a hung codec); one
+whose name contains ``allocate`` asks for 4 GiB in the decode step (refused under an address-space cap).
 """
 
 from __future__ import annotations
 
 import ctypes
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,13 @@ _wire_input = flow.wire_input
 
 
 def _crashing_decode_dataset(ds: object, path: str) -> dicom.DecodedFile:
-    if "segfault" in Path(path).name:
+    name = Path(path).name
+    if "segfault" in name:
         ctypes.string_at(0)  # SIGSEGV, as a broken codec would
+    if "hang" in name:
+        time.sleep(3600)  # a codec stuck in a loop
+    if "allocate" in name:
+        np.ones(4 << 30, dtype=np.uint8)  # a frame table that declares far more than the file holds
     return _decode_dataset(ds, path)
 
 

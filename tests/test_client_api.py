@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import shutil
@@ -17,6 +18,9 @@ import pytest
 import radserve.client
 from radserve.cli import main
 from radserve.client import ClassifyOptions, DecodeWorkersError, classify_paths
+from radserve.client.decode_pool import DecodePool
+from radserve.client.flow import PreparedFile
+from radserve.export.pipeline import ExportResult
 from radserve.server_config.triton import TritonServer
 from radserve.server_config.triton_metrics import model_counters
 
@@ -172,6 +176,24 @@ def test_a_crashing_decoder_costs_only_its_own_file(
     failed = by_path["internal.dcm"]
     assert failed.error_reason == "internal_error"
     assert "ZeroDivisionError: a bug in the resize step" in failed.error and str(folder) in failed.error
+
+
+def test_a_hung_decoder_times_out_and_a_capped_one_fails_alone(
+    tiny_export: ExportResult, dicom_folder: Path, tmp_path: Path
+) -> None:
+    good = sorted(dicom_folder.rglob("*.dcm"))[0]
+    hung, allocating = tmp_path / "hang.dcm", tmp_path / "allocate.dcm"
+    for copy in (hung, allocating):
+        shutil.copyfile(good, copy)
+
+    async def prepare_all() -> list[PreparedFile]:
+        async with DecodePool(1, ("_decode_hooks",), timeout=3, memory_bytes=2 << 30) as pool:
+            return [await pool.prepare(str(path), tiny_export.card) for path in (hung, allocating, good)]
+
+    timed_out, capped, decoded = asyncio.run(prepare_all())
+    assert timed_out.error_reason == "decode_timeout" and "within 3 s" in timed_out.error, timed_out
+    assert capped.error_reason == "internal_error" and "MemoryError" in capped.error, capped
+    assert not decoded.error_reason and decoded.radiographs  # the replacement worker goes on
 
 
 def test_decode_workers_that_cannot_start_are_one_error_for_the_run(

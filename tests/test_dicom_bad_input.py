@@ -187,3 +187,11 @@ def test_fuzz_truncation_and_bit_flips(tmp_path) -> None:
     assert sum(outcomes.values()) == 120
     print(outcomes)
     assert outcomes["ok"] > 0 and len(outcomes) > 2, outcomes
+
+
+def test_declared_pixels_beyond_the_cap_are_refused_before_decoding(tmp_path) -> None:
+    ds = encode(make_dataset(phantom(), bits_stored=12), phantom(), U.JPEGLSLossless)
+    ds.Rows = ds.Columns = 16384  # each side within bounds, 16 frames of them are 4.3 G pixels
+    ds.NumberOfFrames = 16
+    error = _fails(save(ds, tmp_path, "huge.dcm"), "bad_dimensions")
+    assert "client.max_pixels_per_file" in str(error)

@@ -39,6 +39,7 @@ from pydicom.uid import (
 
 from radserve.errors import InputError, NotAcceptedError
 from radserve.reasons import Reason
+from radserve.settings import SETTINGS
 
 _LOG = logging.getLogger(__name__)
 
@@ -332,6 +333,14 @@ def pixel_info(ds: Dataset, path: str) -> PixelInfo:
         raise InputError(path, Reason.INCONSISTENT_ATTRIBUTES, f"PixelRepresentation is {representation}")
 
     photometric, samples = _photometric(ds, path, bits_allocated)
+    pixels = frames * rows * columns * samples  # bounded before any decoding allocates it
+    if pixels > SETTINGS.client.max_pixels_per_file:
+        raise InputError(
+            path,
+            "bad_dimensions",
+            f"{frames} frame(s) of {rows} x {columns} x {samples} is {pixels} pixels, "
+            f"more than {SETTINGS.client.max_pixels_per_file} (client.max_pixels_per_file)",
+        )
     planar = _int(ds, "PlanarConfiguration", path, 0) if samples == 3 else 0
 
     info = PixelInfo(

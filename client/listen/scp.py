@@ -1,16 +1,28 @@
 """The DICOM side of the listener: an Application Entity that takes C-STORE and C-ECHO.
 
-Presentation contexts: CR, DX (for presentation and for processing) and MR Image Storage, each with
+Presentation contexts: CR and DX (for presentation and for processing) Image Storage, each with
 the transfer syntaxes radserve decodes (:data:`SUPPORTED_TRANSFER_SYNTAXES`); a context proposed
 with none of them is refused with result 0x04 (transfer syntaxes not supported), any other SOP class
-with 0x03 (abstract syntax not supported). Verification (C-ECHO) is always supported.
+with 0x03 (abstract syntax not supported). Verification (C-ECHO) is always supported. MR Image
+Storage is not negotiated: the listener classifies radiographs one instance at a time, and an MR
+study needs grouping by study first (``radserve classify-series``), so a PACS keeps MR instances
+instead of hearing success for instances no model here can use.
+
+:class:`AssociationLimits` bounds what a peer can hold: associations at once (beyond: A-ASSOCIATE-RJ,
+local limit exceeded), the PDU size, the called AE title, and the ACSE, DIMSE and network timeouts
+(docs/reference/conformance.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
@@ -19,15 +31,16 @@ from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
-    MRImageStorage,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
 from radserve.client.dicom import SUPPORTED_TRANSFER_SYNTAXES
+from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.metrics import ListenerMetrics
+from radserve.settings import SETTINGS
 
-__all__ = ["STORAGE_CLASSES", "accepted_transfer_syntaxes", "start_scp"]
+__all__ = ["STORAGE_CLASSES", "AssociationLimits", "accepted_transfer_syntaxes", "start_scp"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,7 +48,6 @@ STORAGE_CLASSES: tuple[str, ...] = (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
-    MRImageStorage,
 )
 
 # C-STORE answers (PS3.4 B.2.3): 0xA7xx Refused: Out of Resources, 0xCxxx Error: Cannot Understand.
@@ -44,8 +56,30 @@ OUT_OF_RESOURCES = 0xA700
 SPOOL_FAILED = 0xA701
 CANNOT_UNDERSTAND = 0xC000
 
-StoreHandler = Callable[[str, bytes], int]
-"""Takes (SOP Instance UID, the encoded file with its meta information); answers a C-STORE status."""
+StoreHandler = Callable[[str, bytes, str], int]
+"""Takes (SOP Instance UID, the encoded file with its meta information, the SHA-256 of the data set
+as received, meta information left out); answers a C-STORE status."""
+
+
+@dataclass(frozen=True)
+class AssociationLimits:
+    """What one peer may hold of the listener, and how long it may keep it waiting (also used by
+    the listener's own associations as an SCU)."""
+
+    max_associations: int = SETTINGS.listen.max_associations
+    max_pdu_bytes: int = SETTINGS.listen.max_pdu_bytes
+    require_called_ae: bool = SETTINGS.listen.require_called_ae
+    acse_timeout: float = SETTINGS.listen.acse_timeout_seconds
+    dimse_timeout: float = SETTINGS.listen.dimse_timeout_seconds
+    network_timeout: float = SETTINGS.listen.network_timeout_seconds
+
+    def apply(self, ae: AE) -> None:
+        """Set these limits on a pynetdicom Application Entity."""
+        ae.maximum_associations = self.max_associations
+        ae.maximum_pdu_size = self.max_pdu_bytes
+        ae.require_called_aet = self.require_called_ae
+        ae.acse_timeout, ae.dimse_timeout = self.acse_timeout, self.dimse_timeout
+        ae.network_timeout = self.network_timeout
 
 
 def accepted_transfer_syntaxes() -> list[str]:
@@ -54,22 +88,60 @@ def accepted_transfer_syntaxes() -> list[str]:
     return preferred + sorted(SUPPORTED_TRANSFER_SYNTAXES - set(preferred))
 
 
-def _handlers(store: StoreHandler, metrics: ListenerMetrics) -> list[tuple[evt.EventType, Callable]]:
+def _peer(event: Event) -> dict[str, Any]:
+    """Who is on the other side of an association, for the audit trail."""
+    requestor = event.assoc.requestor
+    subject = ""
+    with contextlib.suppress(Exception):  # plain TCP, or no certificate presented
+        certificate = event.assoc.dul.socket.socket.getpeercert()  # type: ignore[union-attr]
+        subject = ",".join("=".join(pair) for rdn in certificate.get("subject", ()) for pair in rdn)
+    return {
+        "calling_ae": str(requestor.ae_title).strip(),
+        "called_ae": str(getattr(requestor.primitive, "called_ae_title", "")).strip(),
+        "peer": f"{requestor.address}:{requestor.port}",
+        "tls_subject": subject,
+    }
+
+
+def _handlers(
+    store: StoreHandler, metrics: ListenerMetrics, audit: AuditLog
+) -> list[tuple[evt.EventType, Callable]]:
+    answered: dict[int, Counter[str]] = {}  # C-STORE statuses per association, for the audit trail
+
     def on_store(event: Event) -> int:
+        status = _store(event)
+        answered.setdefault(id(event.assoc), Counter())[f"0x{status:04X}"] += 1
+        return status
+
+    def _store(event: Event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID or "")
         try:
             data = event.encoded_dataset()
+            digest = hashlib.sha256(event.request.DataSet.getvalue()).hexdigest()
         except Exception as error:  # an unusable request must never kill the association thread
             LOGGER.warning("C-STORE of %s from %s unusable: %s", uid, event.assoc.requestor.ae_title, error)
             metrics.instances.labels("unreadable").inc()
             return CANNOT_UNDERSTAND
-        return store(uid, data)
+        return store(uid, data, digest)
+
+    def ended(result: str) -> Callable[[Event], None]:
+        def handler(event: Event) -> None:
+            if result != "released":  # accepted ones are counted when accepted
+                metrics.associations.labels(result).inc()
+            statuses = answered.pop(id(event.assoc), Counter())
+            audit.record(
+                "association", result=result, instances=sum(statuses.values()), statuses=dict(statuses),
+                **_peer(event),
+            )  # fmt: skip
+
+        return handler
 
     return [
         (evt.EVT_C_STORE, on_store),
         (evt.EVT_ACCEPTED, lambda event: metrics.associations.labels("accepted").inc()),
-        (evt.EVT_REJECTED, lambda event: metrics.associations.labels("rejected").inc()),
-        (evt.EVT_ABORTED, lambda event: metrics.associations.labels("aborted").inc()),
+        (evt.EVT_REJECTED, ended("rejected")),
+        (evt.EVT_RELEASED, ended("released")),
+        (evt.EVT_ABORTED, ended("aborted")),
     ]
 
 
@@ -80,12 +152,13 @@ def start_scp(
     metrics: ListenerMetrics,
     *,
     allowed_calling: Sequence[str] = (),
-    network_timeout: float = 30.0,
+    limits: AssociationLimits | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    audit: AuditLog | None = None,
 ) -> ThreadedAssociationServer:
     """Start the Storage SCP in background threads; ``allowed_calling`` empty admits every caller."""
     ae = AE(ae_title=ae_title)
-    ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = network_timeout
+    (limits or AssociationLimits()).apply(ae)
     syntaxes = accepted_transfer_syntaxes()
     for sop_class in STORAGE_CLASSES:
         ae.add_supported_context(sop_class, syntaxes)
@@ -93,7 +166,10 @@ def start_scp(
     if allowed_calling:
         ae.require_calling_aet = list(allowed_calling)
     server = ae.start_server(
-        address, block=False, evt_handlers=_handlers(store, metrics), ssl_context=ssl_context
+        address,
+        block=False,
+        evt_handlers=_handlers(store, metrics, audit or AuditLog(None)),
+        ssl_context=ssl_context,
     )
     if server is None:  # only with block=True
         raise AssertionError("unreachable")

@@ -4,15 +4,24 @@ Received instances are spooled (fsync) before the sender hears success, counted 
 queue (full: 0xA700, the sender retries later), and classified by :func:`classify` in rounds: a
 round takes instances from the queue for as long as it is not empty, so a steady stream is one run
 of the runner, and a quiet listener holds no decoder processes. Rows are the runner's rows, written
-to one results file as they come; an instance's spool file is removed once its rows are fsync'ed.
-SR documents (``classify.sr_dir``) are forwarded to the report destination by a thread of their own.
-A restart drains what the spool still holds; an instance already in the results is acknowledged
-again without a second row.
+to one results file as they come; an instance's spool file is removed once its rows (and SRs) are
+fsync'ed. SR documents (``classify.sr_dir``) are forwarded to the report destination by a thread of
+their own. A restart drains what the spool still holds; an instance already in the results is
+acknowledged again without a second row.
+
+Acknowledged means classified (docs/how-to/listen.md, "Durability"): an instance whose row is
+transient (:func:`~radserve.reasons.is_transient`: the server away, shedding load, reloading) stays
+spooled, out of the results, and is tried again with doubling backoff until it gets a row that is not;
+an exception while handling one instance is retried the same way, and after
+``SETTINGS.listen.max_failures`` the instance moves to the spool's quarantine folder with an
+``internal_error`` row, so that no instance can stop the listener or crash-loop a restart. The results
+file and the spool are owned by one process (:class:`~radserve.client.ownership.OwnerLock`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -23,12 +32,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from radserve.client.classify import ClassifyOptions, classify
-from radserve.client.listen.forward import Destination, send_reports
+from radserve.client.listen.audit import AuditLog
+from radserve.client.listen.backlog import Backlog
+from radserve.client.listen.forward import Destination, ReportForwarder
 from radserve.client.listen.metrics import ListenerMetrics
-from radserve.client.listen.scp import OUT_OF_RESOURCES, SPOOL_FAILED, SUCCESS, start_scp
+from radserve.client.listen.scp import (
+    OUT_OF_RESOURCES,
+    SPOOL_FAILED,
+    SUCCESS,
+    AssociationLimits,
+    start_scp,
+)
 from radserve.client.listen.spool import Spool
+from radserve.client.ownership import OwnerLock
 from radserve.client.results import ResultRow, ResultWriter, completed_paths
 from radserve.errors import ConfigurationError, RadserveError
+from radserve.reasons import Reason, is_transient
 from radserve.settings import SETTINGS
 
 __all__ = ["ListenOptions", "Listener"]
@@ -49,12 +68,18 @@ class ListenOptions:
     ae_title: str = SETTINGS.listen.ae_title
     max_queue: int = SETTINGS.listen.max_queue
     allowed_calling: Sequence[str] = ()  # calling AE titles admitted; empty: any
-    network_timeout: float = SETTINGS.listen.network_timeout_seconds
+    limits: AssociationLimits = field(default_factory=AssociationLimits)
+    spool_max_bytes: int = SETTINGS.listen.spool_max_bytes  # beyond, C-STORE answers 0xA700
     ssl_context: ssl.SSLContext | None = None  # DICOM over TLS
     # How rows are made: the classify runner's options (url, in-flight, workers, sr_dir, ...).
     classify: ClassifyOptions = field(default_factory=ClassifyOptions)
     # Forward each SR to this Storage SCP (they are written to classify.sr_dir first).
     report_destination: Destination | None = None
+    report_ssl_context: ssl.SSLContext | None = None  # DICOM over TLS to the report destination
+    retry_initial_seconds: float = SETTINGS.listen.retry_initial_seconds
+    retry_max_seconds: float = SETTINGS.listen.retry_max_seconds
+    max_failures: int = SETTINGS.listen.max_failures
+    audit_log: Path | None = None  # ATNA-style JSON lines: associations and SR forwarding
 
 
 class Listener:
@@ -65,53 +90,97 @@ class Listener:
             raise ConfigurationError("a report destination needs an SR folder (ClassifyOptions.sr_dir)")
         self.options = options
         self.metrics = metrics or ListenerMetrics()
-        self.spool = Spool(options.spool)
-        self._done = completed_paths(options.output)
-        self._waiting: set[str] = set()
+        # Both owned before either is read: a second listener (or classify --resume) refuses here.
+        self._output_lock = OwnerLock(options.output)
+        try:
+            self.spool = Spool(options.spool)
+        except BaseException:
+            self._output_lock.release()
+            raise
+        self.backlog = Backlog(
+            completed_paths(options.output), self.spool.digests(), self.spool.conflict_names()
+        )
         self._queue: queue.Queue[Path] = queue.Queue()
-        self._lock = threading.Lock()
+        # Instances to quarantine with one row each: (file, row path, UID, reason, why).
+        self._aside: queue.Queue[tuple[Path, str, str, Reason, str]] = queue.Queue()
+        self.metrics.backlog_oldest.set_function(self.backlog.oldest_seconds)
+        self.audit = AuditLog(options.audit_log)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.port = 0
 
     # -- the DICOM side (association threads) -------------------------------------------------
-    def offer(self, sop_instance_uid: str, data: bytes) -> int:
-        """Spool one received instance; the C-STORE status to answer."""
+    def offer(self, sop_instance_uid: str, data: bytes, digest: str) -> int:
+        """Spool one received instance; the C-STORE status to answer.
+
+        An instance is known by its SOP Instance UID and the SHA-256 of its data set: the same
+        again is a duplicate (success, no second row); other content under a known UID is kept
+        apart and gets a ``uid_conflict`` row, so it can neither shadow nor replace the first.
+        """
         path = self.spool.path_for(sop_instance_uid)
         key = str(path)
-        with self._lock:
-            if key in self._done or key in self._waiting:
-                self.metrics.instances.labels("duplicate").inc()
-                return SUCCESS
-            if len(self._waiting) >= self.options.max_queue:
-                self.metrics.instances.labels("queue_full").inc()
-                return OUT_OF_RESOURCES
-            self._waiting.add(key)
+        admission = self.backlog.admit(
+            key, len(data), digest, self.options.max_queue, self.options.spool_max_bytes
+        )
+        if admission == "conflict":
+            return self._offer_conflict(path, data, digest)
+        if admission != "received":
+            self.metrics.instances.labels(admission).inc()
+            return SUCCESS if admission == "duplicate" else OUT_OF_RESOURCES
         try:
+            self.spool.record_digest(path.name, digest)
             self.spool.write(path, data)
         except OSError as error:
             LOGGER.error("cannot spool %s: %s", path, error)
-            with self._lock:
-                self._waiting.discard(key)
+            self.backlog.withdraw(key)
             self.metrics.instances.labels("spool_failed").inc()
             return SPOOL_FAILED
         self.metrics.instances.labels("received").inc()
         self._enqueue(path)
         return SUCCESS
 
+    def _offer_conflict(self, path: Path, data: bytes, digest: str) -> int:
+        """Keep an instance whose UID is known with other content for a ``uid_conflict`` row."""
+        conflict = self.spool.conflict_path(path, digest)
+        if not self.backlog.first_conflict(conflict.name):  # the same conflicting instance again
+            self.metrics.instances.labels("duplicate").inc()
+            return SUCCESS
+        try:
+            self.spool.write(conflict, data)
+        except OSError as error:
+            LOGGER.error("cannot spool %s: %s", conflict, error)
+            self.backlog.forget_conflict(conflict.name)
+            self.metrics.instances.labels("spool_failed").inc()
+            return SPOOL_FAILED
+        self.metrics.instances.labels("uid_conflict").inc()
+        self._set_conflict_aside(conflict)
+        return SUCCESS
+
+    def _set_conflict_aside(self, conflict: Path) -> None:
+        uid = conflict.stem.rsplit(".", 1)[0]
+        why = f"SOP Instance UID {uid} was received before with other content"
+        target = self.spool.quarantine_folder / conflict.name
+        self._aside.put((conflict, str(target), uid, Reason.UID_CONFLICT, why))
+
     def _enqueue(self, path: Path) -> None:
         self._queue.put(path)
-        self.metrics.queue_depth.set(len(self._waiting))
+        self.metrics.queue_depth.set(self.backlog.depth)
 
     # -- the classifying side (the thread that calls run) --------------------------------------
     def run(self) -> None:
         """Drain the spool, listen, and classify until :meth:`stop`; what is left stays spooled."""
-        for path in self.spool.pending(self._done):
-            with self._lock:
-                self._waiting.add(str(path))
-            self._enqueue(path)
-        if self._waiting:
-            LOGGER.info("draining %d instance(s) left in the spool", len(self._waiting))
+        for path in self.spool.pending(self.backlog.is_done):
+            self.backlog.add_spooled(path)
+            crashes = self.spool.attempts(path)
+            if crashes >= self.options.max_failures:  # the listener died with it that many times
+                why = f"the listener ended {crashes} times while classifying it"
+                self._aside.put((path, str(path), path.stem, Reason.QUARANTINED, why))
+            else:
+                self._enqueue(path)
+        for conflict in self.spool.conflicts():
+            self._set_conflict_aside(conflict)
+        if self.backlog.depth:
+            LOGGER.info("draining %d instance(s) left in the spool", self.backlog.depth)
         options = self.options
         try:
             server = start_scp(
@@ -120,8 +189,9 @@ class Listener:
                 self.offer,
                 self.metrics,
                 allowed_calling=options.allowed_calling,
-                network_timeout=options.network_timeout,
+                limits=options.limits,
                 ssl_context=options.ssl_context,
+                audit=self.audit,
             )
         except OSError as error:
             raise ConfigurationError(f"cannot listen on {options.host}:{options.port}: {error}") from None
@@ -134,6 +204,8 @@ class Listener:
                 durable = os.open(options.output, os.O_RDONLY)  # fsync of the writer's file
                 try:
                     while not self._stop.is_set():
+                        self._release_due()
+                        self._settle_aside(writer, durable)
                         if self._queue.empty():
                             self._stop.wait(_IDLE_POLL_SECONDS)
                             continue
@@ -144,61 +216,179 @@ class Listener:
             server.shutdown()
             self._stop.set()
             forwarder.join()
+            self.spool.close()
+            self._output_lock.release()
+            self.audit.close()
 
     def _round(self, writer: ResultWriter, durable: int) -> None:
         taken: list[Path] = []
-
-        def on_rows(rows: list[ResultRow]) -> None:
-            writer.write(rows)
-            os.fsync(durable)  # the rows survive a power cut before their instance leaves the spool
-            key = rows[0].path
-            with self._lock:
-                self._done.add(key)
-                self._waiting.discard(key)
-                self.metrics.queue_depth.set(len(self._waiting))
-            self.spool.remove(Path(key))
-            failed = any(row.status != "ok" for row in rows)
-            self.metrics.classified.labels("failed" if failed else "ok").inc()
-
+        on_rows = functools.partial(self._handle, writer, durable)
         options = replace(self.options.classify, metrics=self.metrics)
         try:
             asyncio.run(classify(self._take(taken), self.options.model, on_rows, options))
         except RadserveError as error:  # e.g. the server is unreachable: keep the spool, try again
             LOGGER.error("classification round failed (instances stay spooled): %s", error)
             self._stop.wait(options.ready_timeout_seconds / 10)
+        except Exception as error:  # raised while handling an instance (e.g. writing its SR)
+            self._blame(taken, error, writer, durable)
         finally:
-            for path in taken:
-                if str(path) not in self._done:
-                    self._queue.put(path)
+            for path in self.backlog.unsettled(taken):
+                self.spool.end_attempt(path)
+                self._queue.put(path)
+
+    # -- what happens to one instance ----------------------------------------------------------
+    def _handle(self, writer: ResultWriter, durable: int, rows: list[ResultRow]) -> None:
+        """The rows of one instance: kept if final, or the instance tried again later; never raises."""
+        key = rows[0].path
+        try:
+            transient = next((row for row in rows if is_transient(row.error_reason)), None)
+            if transient is not None:
+                self._retry_later(key, f"{transient.error_reason}: {transient.error}")
+                return
+            self._write(writer, durable, rows)
+            self._finish(key, removed=True)
+            failed = any(row.status != "ok" for row in rows)
+            self.metrics.classified.labels("failed" if failed else "ok").inc()
+        except Exception as error:  # the instance fails, the listener goes on
+            self._failed(Path(key), error, writer, durable)
+
+    @staticmethod
+    def _write(writer: ResultWriter, durable: int, rows: list[ResultRow]) -> None:
+        writer.write(rows)
+        os.fsync(durable)  # the rows survive a power cut before their instance leaves the spool
+
+    def _finish(self, key: str, *, removed: bool) -> None:
+        """The instance has its final row: done, out of the backlog (its spool file removed)."""
+        self.backlog.finish(key)
+        self.metrics.queue_depth.set(self.backlog.depth)
+        if removed:
+            self.spool.remove(Path(key))
+
+    def _retry_later(self, key: str, why: str, *, failures: int = 0) -> None:
+        """Keep the instance spooled and queue it again after a doubling delay."""
+        self.spool.end_attempt(Path(key))
+        retry = self.backlog.schedule(key, self.options.retry_initial_seconds, self.options.retry_max_seconds)
+        self.metrics.retries.labels("failure" if failures else "transient").inc()
+        LOGGER.warning(
+            "%s not classified (%s): kept in the spool, try %d in %.1f s; backlog %d instance(s), "
+            "oldest %.0f s",
+            key, why, retry.tries + 1, retry.delay, retry.backlog, retry.oldest_seconds,
+        )  # fmt: skip
+
+    def _failed(self, path: Path, error: Exception, writer: ResultWriter, durable: int) -> None:
+        """An exception while handling ``path``: try again, or after ``max_failures`` quarantine it."""
+        key = str(path)
+        failures = self.backlog.fail(key)
+        self.metrics.failures.inc()
+        LOGGER.error(
+            "handling %s failed (%d of %d)", key, failures, self.options.max_failures, exc_info=error
+        )
+        if failures < self.options.max_failures:
+            self._retry_later(key, f"{type(error).__name__}: {error}", failures=failures)
+            return
+        why = f"failed {failures} times ({type(error).__name__}: {error})"
+        if not self._set_aside(path, key, path.stem, Reason.INTERNAL_ERROR, why, writer, durable):
+            self._retry_later(key, "quarantine failed", failures=failures)  # the disk may be full
+
+    def _set_aside(
+        self,
+        path: Path,
+        row_path: str,
+        uid: str,
+        reason: Reason,
+        why: str,
+        writer: ResultWriter,
+        durable: int,
+    ) -> bool:
+        """Move ``path`` to the quarantine folder with one ``reason`` row; False (logged) if that failed."""
+        target = self.spool.quarantine_folder / path.name
+        try:
+            if not self.backlog.is_done(row_path):  # the row was not written before a crash
+                row = ResultRow(
+                    path=row_path,
+                    status="error",
+                    sop_instance_uid=uid,
+                    model=self.options.model,
+                    error_reason=reason,
+                    error=f"{why}; kept as {target}",
+                )
+                self._write(writer, durable, [row])
+            self.spool.quarantine(path)
+        except Exception:
+            LOGGER.exception("cannot quarantine %s", path)
+            return False
+        self._finish(row_path, removed=False)
+        self.metrics.quarantined.inc()
+        LOGGER.error("%s: %s; kept as %s", uid, why, target)
+        return True
+
+    def _settle_aside(self, writer: ResultWriter, durable: int) -> None:
+        """Quarantine, each with its row, the instances found in conflict or crash-looping."""
+        while True:
+            try:
+                path, row_path, uid, reason, why = self._aside.get_nowait()
+            except queue.Empty:
+                return
+            if not self._set_aside(path, row_path, uid, reason, why, writer, durable):
+                self._aside.put((path, row_path, uid, reason, why))  # on the next pass
+                return
+
+    def _blame(self, taken: list[Path], error: Exception, writer: ResultWriter, durable: int) -> None:
+        """A round raised: the instance that caused it fails; several suspects go one per round."""
+        open_ = self.backlog.unsettled(taken)
+        if len(open_) == 1:
+            self._failed(open_[0], error, writer, durable)
+            return
+        LOGGER.error(
+            "classification round failed with %d instance(s) open; each goes alone to find the cause",
+            len(open_), exc_info=error,
+        )  # fmt: skip
+        self.backlog.isolate(open_)
+        if not open_:  # raised before any instance: do not spin
+            self._stop.wait(self.options.retry_initial_seconds)
+
+    def _release_due(self) -> None:
+        """Queue the instances whose next try is due."""
+        for key in self.backlog.due():
+            self._queue.put(Path(key))
 
     def _take(self, taken: list[Path]) -> Iterator[Path]:
-        """Queued instances until the queue is empty (never blocks the runner's event loop)."""
+        """Queued instances until the queue is empty (never blocks the runner's event loop); an
+        instance suspected of raising goes in a round of its own."""
         while not self._stop.is_set():
             try:
                 path = self._queue.get_nowait()
             except queue.Empty:
                 return
+            alone = self.backlog.is_alone(str(path))
+            if alone and taken:
+                self._queue.put(path)
+                return
             taken.append(path)
+            self.spool.begin_attempt(path)  # counts if the listener dies before the attempt ends
             yield path
+            if alone:
+                return
 
     def _forward_reports(self) -> None:
-        """Every few seconds, and once more on stop: send the SRs waiting in ``sr_dir`` (own thread)."""
+        """Every few seconds, and once more on stop: send the SRs due in ``sr_dir`` (own thread)."""
         destination = self.options.report_destination
         folder = self.options.classify.sr_dir
         if destination is None or folder is None:
             return
+        forwarder = ReportForwarder(
+            folder,
+            destination,
+            self.options.ae_title,
+            self.metrics,
+            limits=self.options.limits,
+            ssl_context=self.options.report_ssl_context,
+            audit=self.audit,
+        )
         stopping = False
         while not stopping:
             stopping = self._stop.wait(_FORWARD_INTERVAL_SECONDS)
-            try:
-                sent, unsent = send_reports(
-                    folder, destination, self.options.ae_title, self.options.network_timeout
-                )
-            except OSError as error:
-                LOGGER.warning("cannot forward reports to %s: %s", destination, error)
-                sent, unsent = 0, 1
-            self.metrics.reports_sent.labels("ok").inc(sent)
-            self.metrics.reports_sent.labels("failed").inc(unsent)
+            forwarder.forward_due()
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether the DICOM port is open within ``timeout`` seconds (then :attr:`port` is set)."""

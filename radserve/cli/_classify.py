@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,6 +68,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, admin_key: str | None) -> int:
+    from radserve.client.ownership import OwnerLock
+
+    # One owner per output, taken before --resume reads it: a listener or another run refuses here.
+    with OwnerLock(args.output) if args.output is not None else contextlib.nullcontext():
+        return _classify_files(args, url, tls, admin_key)
+
+
+def _classify_files(args: argparse.Namespace, url: str, tls: ClientTls | None, admin_key: str | None) -> int:
     from radserve.client.classify import ClassifyOptions, classify
     from radserve.client.inputs import discover
     from radserve.client.metrics import ClientMetrics
@@ -97,8 +107,9 @@ def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, adm
     def on_rows(rows: list[ResultRow]) -> None:
         if hide is not None:
             rows = [hide.row(row) for row in rows]
-        if writer is not None:
-            writer.write(rows)
+        if writer is not None:  # absolute paths: --resume's keys do not depend on the directory
+            absolute = rows if hide is not None else [replace(row, path=resolved(row.path)) for row in rows]
+            writer.write(absolute)
         shown.extend(rows[: max(0, args.show - len(shown))])
         for row in rows:
             progress.update(row)

@@ -9,17 +9,37 @@ import sys
 from pathlib import Path
 
 from radserve.cli._common import EXIT_OK
+from radserve.errors import ConfigurationError
+from radserve.security import is_loopback
 from radserve.settings import SETTINGS
 
 
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.tls_cert is None:
+        if args.tls_ca is not None:
+            raise ConfigurationError("--tls-ca needs --tls-cert and --tls-key (the listener's certificate)")
+        if not args.insecure and not is_loopback(args.host):
+            raise ConfigurationError(
+                f"refusing to listen on {args.host} without DICOM TLS: radiographs would cross the network "
+                "in clear text. Give --tls-cert and --tls-key (and --tls-ca for mutual TLS), "
+                "or --insecure on a network you trust"
+            )
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(args.tls_cert, args.tls_key)
     if args.tls_ca is not None:  # mutual TLS: callers must present a certificate from this CA
         context.load_verify_locations(args.tls_ca)
         context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _report_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """TLS to the SR destination: verified with --tls-ca (else the system's CAs), --tls-cert presented."""
+    if not args.dicom_tls_forward:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
+    if args.tls_cert is not None:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
     return context
 
 
@@ -44,6 +64,8 @@ def _listen(args: argparse.Namespace) -> int:
             url=args.url.split(","), max_in_flight=args.max_in_flight, workers=args.workers, sr_dir=sr_dir
         ),
         report_destination=destination,
+        report_ssl_context=_report_ssl_context(args),
+        audit_log=args.audit_log,
     )
     listener = Listener(options, metrics)
     signal.signal(signal.SIGTERM, lambda *_: listener.stop())
@@ -86,6 +108,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen.add_argument("--tls-cert", type=Path, help="DICOM over TLS: the listener's certificate (PEM)")
     listen.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     listen.add_argument("--tls-ca", type=Path, help="require callers' certificates from this CA (PEM)")
+    listen.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without DICOM TLS"
+    )
+    listen.add_argument(
+        "--dicom-tls-forward",
+        action="store_true",
+        help="forward SRs over DICOM TLS: the destination verified by --tls-ca (else the system CAs), "
+        "--tls-cert/--tls-key presented",
+    )
+    listen.add_argument(
+        "--audit-log", type=Path, help="append an audit trail (JSON lines: associations, SR forwarding) here"
+    )
     listen.add_argument(
         "--metrics-port", type=int, help="expose the listener's Prometheus metrics on 127.0.0.1:PORT"
     )
