@@ -30,7 +30,7 @@ from typing import Literal
 
 from radserve.errors import ServerError
 from radserve.files import swap_folder
-from radserve.security import ADMIN_KEY_HEADER
+from radserve.security import ADMIN_KEY_HEADER, redact
 from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
 from radserve.server_config.serving_view import build_model_view, build_serving_view
 from radserve.settings import SETTINGS, Ports
@@ -163,6 +163,9 @@ class TritonServer:
     tls: ServerTls | None = None  # TLS (mutual with a client CA) on gRPC; HTTP and metrics on loopback
     admin_key: str | None = None  # restricted API groups behind this key (radserve.security)
     model_control: Literal["none", "explicit"] = "none"  # explicit: reload() serves new publications
+    # tritonserver's options as written elsewhere (a Kubernetes manifest's), in place of those derived
+    # above; the repository and backend folder are still this server's.
+    arguments: tuple[str, ...] = ()
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
@@ -191,10 +194,16 @@ class TritonServer:
     def command(self, backend_directory: Path, repository: Path | None = None) -> list[str]:
         """The tritonserver command line (serving ``repository``, by default the configured one)."""
         binary = self.binary or embedded_triton_binary()
-        return [
-            str(binary),
+        served = [
             f"--model-repository={(repository or self.repository).resolve()}",
             f"--backend-directory={backend_directory}",
+        ]
+        if self.arguments:
+            given = [option for option in self.arguments if not option.startswith("--model-repository=")]
+            return [str(binary), *served, *given]
+        return [
+            str(binary),
+            *served,
             f"--http-address={self.plaintext_host}",
             f"--http-port={self.ports.http}",
             f"--grpc-address={self.host}",
@@ -242,7 +251,7 @@ class TritonServer:
         view = build_serving_view(self.repository, workdir / "repository")
         self._log_handle = _private_log(self)
         command = self.command(backends, view)
-        LOGGER.info("starting %s", " ".join(command))
+        LOGGER.info("starting %s", redact(" ".join(command), self.admin_key))
         self._process = subprocess.Popen(
             command,
             env=_embedded_environment(),

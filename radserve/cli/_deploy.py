@@ -11,7 +11,9 @@ from radserve.cli._common import EXIT_OK
 
 def _render(args: argparse.Namespace) -> int:
     from radserve.server_config.kubernetes_manifests import DeploymentSpec, render_manifests, to_yaml
+    from radserve.server_config.kubernetes_spec import instance_kinds
 
+    kinds = instance_kinds(args.model_config) if args.model_config else frozenset()
     spec = DeploymentSpec(
         model=args.model,
         replicas=args.replicas,
@@ -22,6 +24,12 @@ def _render(args: argparse.Namespace) -> int:
         queue_target_ms=args.queue_target_ms,
         restricted_api_secret=args.restricted_api_secret,
         tls_secret=args.tls_secret,
+        client_ca_secret=args.client_ca_secret,
+        model_control=args.model_control,
+        ingress_namespaces=tuple(args.ingress_namespace),
+        ingress_pod_labels=tuple(args.ingress_pod_label),
+        drain_seconds=args.drain_seconds,
+        instance_kinds=kinds,
     )
     files = render_manifests(spec)
     if args.output is None:
@@ -70,6 +78,27 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--restricted-api-secret", default="", help="Secret (key admin-key) guarding Triton's admin APIs"
     )
     render.add_argument("--tls-secret", default="", help="kubernetes.io/tls Secret: serve gRPC over TLS")
+    render.add_argument(
+        "--client-ca-secret", default="", help="Secret (key ca.crt): mutual TLS, clients signed by that CA"
+    )
+    render.add_argument(
+        "--model-control",
+        choices=("none", "explicit"),
+        default="none",
+        help="explicit: load/unload through the model-repository API (needs --restricted-api-secret)",
+    )
+    render.add_argument(
+        "--ingress-namespace", action="append", default=[], help="namespace admitted (repeat)"
+    )
+    render.add_argument(
+        "--ingress-pod-label", action="append", default=[], help="KEY=VALUE of pods admitted (repeat)"
+    )
+    render.add_argument(
+        "--drain-seconds", type=int, default=15, help="preStop: s serving on while endpoints drop the pod"
+    )
+    render.add_argument(
+        "--model-config", type=Path, help="the model's config.pbtxt: refuse an instance kind the pod lacks"
+    )
     render.add_argument("--output", type=Path, help="write one file per kind here (default: stdout)")
     render.set_defaults(run=_render)
 
