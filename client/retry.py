@@ -30,11 +30,17 @@ VERSION_GONE = "version_unavailable"
 
 # tritonserver answers a full queue, or a request that timed out in the queue, with UNAVAILABLE.
 _SHED_MESSAGES = ("queue", "timeout", "timed out")
+# What tritonserver 2.51 answers (UNAVAILABLE) from SIGTERM until it exits: "Request for unknown model:
+# 'M' version V is not at ready state". The replica is draining, not the version gone: another
+# replica (or this one, restarted) serves it.
+_DRAINING_MESSAGE = "is not at ready state"
 
 
 def failure_kind(status: str, message: str) -> str:
     """The kind of a gRPC failure: overloaded, server_unavailable, version_unavailable, deadline_exceeded
     or inference_failed."""
+    if _DRAINING_MESSAGE in message:
+        return UNAVAILABLE
     if "unknown model" in message and "version" in message:
         return VERSION_GONE
     if status == "StatusCode.RESOURCE_EXHAUSTED":

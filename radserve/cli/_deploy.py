@@ -45,8 +45,20 @@ def _render(args: argparse.Namespace) -> int:
 def _nginx(args: argparse.Namespace) -> int:
     from radserve.server_config.load_balancer import NginxConfig, render_nginx_config
 
-    tls = {"tls_certificate": args.tls_cert, "tls_key": args.tls_key}
-    sys.stdout.write(render_nginx_config(NginxConfig(args.replica, args.listen, args.prefix, **tls)))
+    config = NginxConfig(
+        args.replica,
+        args.listen,
+        args.prefix,
+        tls_certificate=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure=args.insecure,
+        upstream_ca=args.upstream_ca,
+        upstream_server_name=args.upstream_server_name,
+        upstream_certificate=args.upstream_cert,
+        upstream_key=args.upstream_key,
+        admin_rpcs=args.admin_rpcs,
+    )
+    sys.stdout.write(render_nginx_config(config))
     return EXIT_OK
 
 
@@ -108,4 +120,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     nginx.add_argument("--prefix", type=Path, default=Path("/var/lib/radserve-nginx"), help="pid, logs, temp")
     nginx.add_argument("--tls-cert", type=Path, help="terminate TLS with this certificate (PEM)")
     nginx.add_argument("--tls-key", type=Path, help="and its key (PEM)")
+    nginx.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --listen without TLS (trusted network)"
+    )
+    nginx.add_argument("--upstream-ca", type=Path, help="replicas serve TLS signed by this CA: verify it")
+    nginx.add_argument(
+        "--upstream-server-name", default="localhost", help="the name the replicas' certificates carry"
+    )
+    nginx.add_argument("--upstream-cert", type=Path, help="client certificate for replicas with mutual TLS")
+    nginx.add_argument("--upstream-key", type=Path, help="and its key")
+    nginx.add_argument("--admin-rpcs", action="store_true", help="proxy Triton's admin RPCs too")
     nginx.set_defaults(run=_nginx)
