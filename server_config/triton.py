@@ -164,7 +164,8 @@ class TritonServer:
     admin_key: str | None = None  # restricted API groups behind this key (radserve.security)
     model_control: Literal["none", "explicit"] = "none"  # explicit: reload() serves new publications
     # tritonserver's options as written elsewhere (a Kubernetes manifest's), in place of those derived
-    # above; the repository and backend folder are still this server's.
+    # above; the backend folder is still this server's, and so is the repository unless they name
+    # object storage.
     arguments: tuple[str, ...] = ()
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
@@ -198,9 +199,10 @@ class TritonServer:
             f"--model-repository={(repository or self.repository).resolve()}",
             f"--backend-directory={backend_directory}",
         ]
-        if self.arguments:
-            given = [option for option in self.arguments if not option.startswith("--model-repository=")]
-            return [str(binary), *served, *given]
+        if self.arguments:  # their repository when it is object storage (s3://, gs://, as://)
+            remote = any(o.startswith("--model-repository=") and "://" in o for o in self.arguments)
+            given = [o for o in self.arguments if remote or not o.startswith("--model-repository=")]
+            return [str(binary), *served[remote:], *given]
         return [
             str(binary),
             *served,

@@ -15,8 +15,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from radserve.errors import ConfigurationError
+from radserve.errors import ConfigurationError, ServerError
 from radserve.security import ADMIN_KEY_HEADER
 from radserve.server_config.kserve_manifest import runtime_version
 from radserve.server_config.kubernetes_manifests import (
@@ -37,6 +39,7 @@ from radserve.server_config.kubernetes_manifests import (
 )
 from radserve.server_config.kubernetes_spec import TRITON_IMAGE, instance_kinds
 from radserve.server_config.security import ServerTls
+from radserve.server_config.serving_view import build_serving_view
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.settings import Ports
 from radserve.synthetic.dataset import SyntheticRecord
@@ -435,3 +438,76 @@ def test_default_render_refuses_model_loading_on_the_real_tritonserver(
         unloaded = _http(server, "POST", "/v2/repository/models/tiny/unload")
         ready = _http(server, "GET", "/v2/models/tiny/ready")
     assert loaded >= 400 and unloaded >= 400 and ready == 200
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[str]:
+    """moto's S3-compatible server on loopback, authenticating requests (IAM) after the first three
+    unauthenticated actions (creating the user, its policy and its key)."""
+    port = free_ports().http
+    environment = os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    log = (tmp_path / "moto.log").open("wb")
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=environment,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                moto.poll()
+                assert moto.returncode is None, (tmp_path / "moto.log").read_text()
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        moto.terminate()
+        moto.wait(10)
+        log.close()
+
+
+def _s3_credentials(endpoint: str) -> dict[str, str]:
+    """An IAM user allowed S3, and its key: the Secret's data (AWS_* variables)."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")  # fmt: skip
+    iam.create_user(UserName="radserve")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="radserve", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="radserve")["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def test_tritonserver_reads_an_s3_repository_with_the_secrets_credentials(
+    repository: Path, tiny_export: object, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    credentials = _s3_credentials(s3_server)
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                      aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    s3.create_bucket(Bucket="models")
+    view = build_serving_view(repository, tmp_path / "view")  # the repository as this host serves it
+    for path in sorted(view.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), "models", f"radserve/{path.relative_to(view)}")
+    spec = DeploymentSpec("tiny", repository=f"s3://{s3_server}/models/radserve")
+    container = _kinds(spec)["Deployment/radserve-tiny"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": spec.object_storage_secret}}]
+    ports = free_ports()
+    arguments = _local_arguments(container, "", {}, ports)
+    for name, value in credentials.items():  # the Secret's data, as envFrom sets it
+        monkeypatch.setenv(name, value)
+    with TritonServer(repository, ports=ports, arguments=arguments) as server:
+        ready = _http(server, "GET", "/v2/models/tiny/ready")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+    with pytest.raises(ServerError):
+        TritonServer(repository, ports=free_ports(), arguments=arguments).start(timeout=60)
+    assert ready == 200
