@@ -5,8 +5,9 @@ that caused it, so retries of requests the server *answered* with overload (or t
 deadline) spend tokens of a :class:`RetryBudget`: every request sent earns ``ratio`` token, a retry
 costs one, and the bucket holds at most ``burst``. Over any stretch of requests, retries stay
 below ``burst + ratio x requests``; when the budget is spent, the request ends as ``overloaded``.
-A server that cannot be reached at all (restarting) gets no load from retries: those wait with
-backoff until ``give_up_after_seconds`` without spending the budget.
+A server that cannot be reached at all (restarting), or that is draining after SIGTERM ("not at
+ready state"), gets no load from retries: those wait with backoff, go to another replica when
+there is one, until ``give_up_after_seconds``, without spending the budget.
 
 Inference is idempotent (a pure function of the image: no state changes on the server), so a
 request that outlived its deadline may be sent again, at most ``deadline_retries`` times.

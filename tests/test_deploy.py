@@ -423,6 +423,7 @@ def test_rendered_restriction_and_mutual_tls_work_with_radserves_client(
     assert (health, keyed_load) == (200, 200) and http_infer >= 400 and http_load >= 400
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "starting" in logged and "***" in logged and key not in logged
+    assert server.log_file is not None and key not in server.log_file.read_text()  # tritonserver's own log
 
 
 def test_default_render_refuses_model_loading_on_the_real_tritonserver(
