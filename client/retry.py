@@ -31,17 +31,18 @@ VERSION_GONE = "version_unavailable"
 
 # tritonserver answers a full queue, or a request that timed out in the queue, with UNAVAILABLE.
 _SHED_MESSAGES = ("queue", "timeout", "timed out")
-# What tritonserver 2.51 answers (UNAVAILABLE) from SIGTERM until it exits: "Request for unknown model:
-# 'M' version V is not at ready state". The replica is draining, not the version gone: another
-# replica (or this one, restarted) serves it.
-_DRAINING_MESSAGE = "is not at ready state"
+# tritonserver 2.51 answers "Request for unknown model: 'M' version V is not at ready state"
+# (UNAVAILABLE) both from SIGTERM until it exits (draining: another replica serves V) and for a
+# version it unloaded (gone); the client tells them apart by asking (grpc_client).
+NOT_READY = "not_ready"
+_NOT_READY_MESSAGE = "is not at ready state"
 
 
 def failure_kind(status: str, message: str) -> str:
-    """The kind of a gRPC failure: overloaded, server_unavailable, version_unavailable, deadline_exceeded
-    or inference_failed."""
-    if _DRAINING_MESSAGE in message:
-        return UNAVAILABLE
+    """The kind of a gRPC failure: overloaded, server_unavailable, version_unavailable, deadline_exceeded,
+    inference_failed, or not_ready (draining or version gone: the caller asks which)."""
+    if _NOT_READY_MESSAGE in message:
+        return NOT_READY
     if "unknown model" in message and "version" in message:
         return VERSION_GONE
     if status == "StatusCode.RESOURCE_EXHAUSTED":
