@@ -20,6 +20,9 @@ from radserve.errors import ServerError
 # Lower case: gRPC metadata requires it.
 ADMIN_KEY_HEADER = "radserve-admin-key"
 GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+# The variable holding the key: read by the command line when --admin-key is not given (a flag shows
+# in `ps`), and set from the restriction Secret in the Kubernetes manifests.
+ADMIN_KEY_ENV = "RADSERVE_ADMIN_KEY"
 # Triton's API groups behind the admin key; health, metadata and inference stay open.
 RESTRICTED_GROUPS = ("model-repository", "model-config", "statistics", "trace", "logging", "shared-memory")
 

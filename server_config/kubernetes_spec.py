@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from radserve.errors import ConfigurationError
+from radserve.security import ADMIN_KEY_ENV
 from radserve.server_config.security import restricted_arguments, tls_arguments
 from radserve.settings import SETTINGS
 
@@ -17,6 +18,7 @@ __all__ = [
     "CONTAINER_SECURITY",
     "POD_SECURITY",
     "REPOSITORY_MOUNT",
+    "TRITON_IMAGE",
     "DeploymentSpec",
     "environment",
     "instance_kinds",
@@ -29,7 +31,6 @@ __all__ = [
 Manifest = dict[str, Any]
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the release radserve is tested with
-ADMIN_KEY_VARIABLE = "RADSERVE_ADMIN_KEY"  # the container's variable holding the Secret's key
 SECRET_ADMIN_KEY = "admin-key"  # the key inside the restriction Secret
 GCS_CREDENTIALS = "credentials.json"  # the key inside the object storage Secret for gs://
 REPOSITORY_MOUNT = "/models"
@@ -159,7 +160,7 @@ def triton_options(spec: DeploymentSpec) -> list[str]:
         f"--exit-timeout-secs={spec.exit_timeout_seconds}",
     ]
     if spec.restricted_api_secret:  # health, and without TLS metadata and inference, stay open
-        options += restricted_arguments(f"$({ADMIN_KEY_VARIABLE})", http_data=bool(spec.tls_secret))
+        options += restricted_arguments(f"$({ADMIN_KEY_ENV})", http_data=bool(spec.tls_secret))
     if spec.tls_secret:
         client_ca = f"{_CLIENT_CA_MOUNT}/ca.crt" if spec.client_ca_secret else None
         options += tls_arguments(f"{_TLS_MOUNT}/tls.crt", f"{_TLS_MOUNT}/tls.key", client_ca)
@@ -195,7 +196,7 @@ def environment(spec: DeploymentSpec) -> tuple[list[Manifest], list[Manifest]]:
     env: list[Manifest] = []
     if spec.restricted_api_secret:
         key = {"secretKeyRef": {"name": spec.restricted_api_secret, "key": SECRET_ADMIN_KEY}}
-        env.append({"name": ADMIN_KEY_VARIABLE, "valueFrom": key})
+        env.append({"name": ADMIN_KEY_ENV, "valueFrom": key})
     if spec.repository.startswith("gs://"):
         env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{_GCS_MOUNT}/{GCS_CREDENTIALS}"})
     environment_secret = spec.repository.startswith(("s3://", "as://"))
