@@ -18,7 +18,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from radserve.client.retry import RetryBudget, RetryPolicy, failure_kind
+from radserve.client.retry import NOT_READY, RetryBudget, RetryPolicy, failure_kind
 from radserve.errors import InferenceError, ModelCardError, ServerError
 from radserve.model_card import (
     INPUT_NAME,
@@ -128,10 +128,13 @@ class AsyncRadiographClient:
         for endpoint in self._endpoints:
             await endpoint.client.close()
 
-    def _pick(self) -> _Endpoint:
+    def _pick(self, model: str, version: str | None = None) -> _Endpoint:
+        """The endpoint with the fewest requests in flight, skipping those just failed; for a retry
+        (``version``: the one the failed attempt was pinned to), one that serves that version."""
         now = time.monotonic()
         healthy = [endpoint for endpoint in self._endpoints if endpoint.avoid_until <= now] or self._endpoints
-        return min(healthy, key=lambda endpoint: (endpoint.in_flight, endpoint.avoid_until))
+        same = [endpoint for endpoint in healthy if endpoint.versions.get(model, "") == version]
+        return min(same or healthy, key=lambda endpoint: (endpoint.in_flight, endpoint.avoid_until))
 
     async def wait_ready(self, model: str, timeout: float = 30.0) -> None:
         """Wait until some server has ``model`` ready.
@@ -276,10 +279,11 @@ class AsyncRadiographClient:
         policy = self.retry
         started = time.monotonic()
         attempt = deadline_retries = 0
+        retried: str | None = None  # the version the failed attempt was pinned to
         self.budget.sent()
         while True:
             async with self._in_flight:  # held on the wire only, released while backing off
-                endpoint = self._pick()
+                endpoint = self._pick(model, retried)
                 pinned = endpoint.versions.get(model, "")
                 endpoint.in_flight += 1
                 sent = time.monotonic()
@@ -297,6 +301,8 @@ class AsyncRadiographClient:
                 except InferenceServerException as error:
                     status, message = error.status() or "", error.message() or ""
                     kind = failure_kind(status, message)
+                    if kind == NOT_READY:
+                        kind = await _draining_or_gone(endpoint, model, pinned)
                     if not policy.may_retry(kind, deadline_retries, time.monotonic() - started, self.budget):
                         raise InferenceError(
                             f"{endpoint.url}: {status or 'error'} after {attempt + 1} attempt(s): {message}",
@@ -305,12 +311,27 @@ class AsyncRadiographClient:
                         ) from None
                     deadline_retries += kind == Reason.DEADLINE_EXCEEDED
                     endpoint.avoid_until = time.monotonic() + policy.max_backoff_seconds
+                    retried = pinned
                 finally:
                     endpoint.in_flight -= 1
             delay = policy.backoff(attempt)
             LOGGER.debug("retrying in %.2f s after %s from %s", delay, status, endpoint.url)
             attempt += 1
             await asyncio.sleep(delay)
+
+
+async def _draining_or_gone(endpoint: _Endpoint, model: str, version: str) -> str:
+    """After "version V is not at ready state": version_unavailable when the model is ready without
+    V (V was unloaded, a newer one serves), else server_unavailable: the server is draining (SIGTERM
+    unloads every version) or a replica behind the same address (a proxy) serves V."""
+    try:
+        if await endpoint.client.is_model_ready(model, version) or not await endpoint.client.is_model_ready(
+            model
+        ):
+            return Reason.SERVER_UNAVAILABLE
+        return Reason.VERSION_UNAVAILABLE
+    except InferenceServerException:  # gone meanwhile: reconnecting finds another replica or the new one
+        return Reason.SERVER_UNAVAILABLE
 
 
 def _channel(address: str, tls: ClientTls | None) -> grpcclient.InferenceServerClient:

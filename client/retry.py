@@ -5,8 +5,9 @@ that caused it, so retries of requests the server *answered* with overload (or t
 deadline) spend tokens of a :class:`RetryBudget`: every request sent earns ``ratio`` token, a retry
 costs one, and the bucket holds at most ``burst``. Over any stretch of requests, retries stay
 below ``burst + ratio x requests``; when the budget is spent, the request ends as ``overloaded``.
-A server that cannot be reached at all (restarting) gets no load from retries: those wait with
-backoff until ``give_up_after_seconds`` without spending the budget.
+A server that cannot be reached at all (restarting), or that is draining after SIGTERM ("not at
+ready state"), gets no load from retries: those wait with backoff, go to another replica when
+there is one, until ``give_up_after_seconds``, without spending the budget.
 
 Inference is idempotent (a pure function of the image: no state changes on the server), so a
 request that outlived its deadline may be sent again, at most ``deadline_retries`` times.
@@ -23,11 +24,19 @@ from radserve.settings import SETTINGS
 
 # tritonserver answers a full queue, or a request that timed out in the queue, with UNAVAILABLE.
 _SHED_MESSAGES = ("queue", "timeout", "timed out")
+# tritonserver 2.51 answers "Request for unknown model: 'M' version V is not at ready state"
+# (UNAVAILABLE) both from SIGTERM until it exits (draining: another replica serves V) and for a
+# version it unloaded (gone); the client tells them apart by asking (grpc_client).
+NOT_READY = "not_ready"
+_NOT_READY_MESSAGE = "is not at ready state"
 
 
-def failure_kind(status: str, message: str) -> Reason:
-    """The row reason of a gRPC failure: overloaded, server_unavailable, version_unavailable (the version
-    a run is pinned to was unloaded: the run's card is stale), deadline_exceeded or inference_failed."""
+def failure_kind(status: str, message: str) -> str:
+    """The kind of a gRPC failure: a row reason (overloaded, server_unavailable, version_unavailable:
+    the version a run is pinned to was unloaded, deadline_exceeded, inference_failed), or
+    :data:`NOT_READY` (draining or version gone: the caller asks which)."""
+    if _NOT_READY_MESSAGE in message:
+        return NOT_READY
     if "unknown model" in message and "version" in message:
         return Reason.VERSION_UNAVAILABLE
     if status == "StatusCode.RESOURCE_EXHAUSTED":

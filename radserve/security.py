@@ -14,12 +14,22 @@ from pathlib import Path
 
 from radserve.errors import ServerError
 
-# HTTP header that unlocks the restricted API groups (lower case: gRPC metadata requires it); over
-# gRPC, tritonserver expects it with its own prefix (GRPC_ADMIN_KEY_HEADER).
+# The one restriction contract of serve, the client, nginx and the Kubernetes manifests. tritonserver's
+# ``--{grpc,http}-restricted-...=<groups>:<key>=<value>`` takes ADMIN_KEY_HEADER as <key>; over HTTP the
+# header is <key> itself, over gRPC tritonserver expects it with its own prefix (GRPC_ADMIN_KEY_HEADER).
+# Lower case: gRPC metadata requires it.
 ADMIN_KEY_HEADER = "radserve-admin-key"
 GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+# The variable holding the key: read by the command line when --admin-key is not given (a flag shows
+# in `ps`), and set from the restriction Secret in the Kubernetes manifests.
+ADMIN_KEY_ENV = "RADSERVE_ADMIN_KEY"
 # Triton's API groups behind the admin key; health, metadata and inference stay open.
 RESTRICTED_GROUPS = ("model-repository", "model-config", "statistics", "trace", "logging", "shared-memory")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``***`` (for log lines)."""
+    return text.replace(secret, "***") if secret else text
 
 
 def is_loopback(host: str) -> bool:

@@ -1,86 +1,50 @@
 """Kubernetes and KServe manifests for one model, rendered in code (``radserve deploy render``).
 
 - a Deployment of NVIDIA's Triton image (``onnxruntime`` or ``tensorrt`` repository from a volume
-  or object storage; readiness/liveness/startup on Triton's ``/v2/health/*``; optional
-  restricted admin APIs and gRPC TLS; non-root, read-only root file system);
+  or object storage; readiness/liveness/startup on Triton's ``/v2/health/*``; model control ``none``
+  unless asked, admin APIs behind the key of :mod:`radserve.security`; optional gRPC TLS and mutual
+  TLS; Pod Security "restricted"; a preStop drain before Triton's own exit timeout);
 - a Service (gRPC, HTTP, metrics) and a headless one for client-side balancing (gRPC keeps one
   connection per client, so a ClusterIP spreads connections, not requests);
+- a NetworkPolicy admitting ingress only from the namespaces and pod labels given;
 - a HorizontalPodAutoscaler on the average queue time per request, served by the Prometheus
   adapter from Triton's ``nv_inference_queue_duration_us`` (its rule is rendered too);
 - scrape annotations for Prometheus on the pods;
-- a KServe ``InferenceService`` running the same repository on KServe's Triton runtime.
+- a KServe ``InferenceService`` running the same repository on KServe's Triton runtime
+  (:mod:`radserve.server_config.kserve_manifest`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from radserve.errors import ConfigurationError
+from radserve.server_config.kserve_manifest import inference_service
+from radserve.server_config.kubernetes_spec import (
+    CONTAINER_SECURITY,
+    POD_SECURITY,
+    REPOSITORY_MOUNT,
+    DeploymentSpec,
+    environment,
+    pre_stop,
+    resources,
+    secret_volumes,
+    triton_options,
+)
 from radserve.settings import SETTINGS
 
 __all__ = ["QUEUE_METRIC", "DeploymentSpec", "adapter_rule", "render_manifests", "to_yaml"]
 
 Manifest = dict[str, Any]
 
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the release radserve is tested with
 QUEUE_METRIC = "radserve_triton_queue_seconds_per_request"
-_RESTRICTED = "model-repository,model-config,shared-memory,statistics,trace,logging"
-_REPOSITORY_MOUNT = "/models"
-_TLS_MOUNT = "/etc/radserve/tls"
-_TRITON_UID = 1000  # triton-server, the NGC image's unprivileged user
-
-
-@dataclass(frozen=True)
-class DeploymentSpec:
-    """What varies between deployments of one model."""
-
-    model: str
-    replicas: int = 1
-    gpu: bool = False
-    namespace: str = "radserve"
-    image: str = TRITON_IMAGE
-    # pvc://CLAIM[/PATH] (a volume holding the model repository) or s3://, gs://, as:// (object storage,
-    # credentials from the Secret ``object_storage_secret``).
-    repository: str = "pvc://radserve-model-repository"
-    object_storage_secret: str = "radserve-object-storage"
-    max_replicas: int = 0  # HPA ceiling; 0: four times ``replicas``
-    queue_target_ms: float = 20.0  # ms of average queue time per request the HPA holds replicas to
-    restricted_api_secret: str = ""  # Secret with key ``admin-key``: admin APIs need that header value
-    tls_secret: str = ""  # kubernetes.io/tls Secret: gRPC served over TLS
-
-    def __post_init__(self) -> None:
-        if self.replicas < 1:
-            raise ConfigurationError("replicas must be at least 1")
-        if not self.repository.startswith(("pvc://", "s3://", "gs://", "as://")):
-            raise ConfigurationError(f"repository {self.repository!r}: use pvc://, s3://, gs:// or as://")
-
-    @property
-    def name(self) -> str:
-        return f"radserve-{self.model}".lower().replace("_", "-")
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return {"app.kubernetes.io/name": "radserve-triton", "app.kubernetes.io/instance": self.name}
-
-    @property
-    def on_volume(self) -> bool:
-        return self.repository.startswith("pvc://")
-
-    def metadata(self, suffix: str = "") -> Manifest:
-        return {"name": self.name + suffix, "namespace": self.namespace, "labels": dict(self.labels)}
 
 
 def _triton_args(spec: DeploymentSpec) -> list[str]:
-    repository = _REPOSITORY_MOUNT if spec.on_volume else spec.repository
-    args = [
+    repository = REPOSITORY_MOUNT if spec.on_volume else spec.repository
+    return [
         "tritonserver",
         f"--model-repository={repository}",
-        "--model-control-mode=explicit",
-        f"--load-model={spec.model}",
-        "--strict-readiness=true",
-        "--exit-on-error=true",
-        f"--exit-timeout-secs={int(SETTINGS.server.stop_timeout_seconds)}",
+        *triton_options(spec),
         f"--grpc-port={SETTINGS.ports.grpc}",
         f"--http-port={SETTINGS.ports.http}",
         "--allow-metrics=true",
@@ -89,18 +53,6 @@ def _triton_args(spec: DeploymentSpec) -> list[str]:
         "--metrics-config=counter_latencies=true",
         "--metrics-config=summary_latencies=true",
     ]
-    if spec.restricted_api_secret:  # health, metadata and inference stay open (probes, clients)
-        args += [
-            f"--grpc-restricted-protocol={_RESTRICTED}:admin-key=$(RADSERVE_ADMIN_KEY)",
-            f"--http-restricted-api={_RESTRICTED}:admin-key=$(RADSERVE_ADMIN_KEY)",
-        ]
-    if spec.tls_secret:
-        args += [
-            "--grpc-use-ssl=true",
-            f"--grpc-server-cert={_TLS_MOUNT}/tls.crt",
-            f"--grpc-server-key={_TLS_MOUNT}/tls.key",
-        ]
-    return args
 
 
 def _probe(path: str, period: int, failures: int) -> Manifest:
@@ -113,7 +65,7 @@ def _probe(path: str, period: int, failures: int) -> Manifest:
 
 
 def _volumes(spec: DeploymentSpec) -> tuple[list[Manifest], list[Manifest]]:
-    """(pod volumes, container mounts): repository, /tmp and /dev/shm, TLS."""
+    """(pod volumes, container mounts): repository, /tmp and /dev/shm, Secrets."""
     volumes: list[Manifest] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
@@ -122,37 +74,15 @@ def _volumes(spec: DeploymentSpec) -> tuple[list[Manifest], list[Manifest]]:
     if spec.on_volume:
         claim, _, sub_path = spec.repository.removeprefix("pvc://").partition("/")
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-        mount = {"name": "models", "mountPath": _REPOSITORY_MOUNT, "readOnly": True}
+        mount = {"name": "models", "mountPath": REPOSITORY_MOUNT, "readOnly": True}
         mounts.append(mount | ({"subPath": sub_path} if sub_path else {}))
-    if spec.tls_secret:
-        volumes.append({"name": "tls", "secret": {"secretName": spec.tls_secret}})
-        mounts.append({"name": "tls", "mountPath": _TLS_MOUNT, "readOnly": True})
-    return volumes, mounts
-
-
-def _resources(spec: DeploymentSpec) -> Manifest:
-    if spec.gpu:
-        return {
-            "requests": {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"},
-            "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
-        }
-    return {"requests": {"cpu": "4", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}
-
-
-def _environment(spec: DeploymentSpec) -> tuple[list[Manifest], list[Manifest]]:
-    """(env, envFrom): the admin key and object storage credentials, from Secrets."""
-    env = []
-    if spec.restricted_api_secret:
-        key = {"secretKeyRef": {"name": spec.restricted_api_secret, "key": "admin-key"}}
-        env.append({"name": "RADSERVE_ADMIN_KEY", "valueFrom": key})
-    env_from = [] if spec.on_volume else [{"secretRef": {"name": spec.object_storage_secret}}]
-    return env, env_from
+    secret_volumes_, secret_mounts = secret_volumes(spec)
+    return volumes + secret_volumes_, mounts + secret_mounts
 
 
 def _container(spec: DeploymentSpec) -> Manifest:
     ports = SETTINGS.ports
-    volumes_mounts = _volumes(spec)[1]
-    env, env_from = _environment(spec)
+    env, env_from = environment(spec)
     container: Manifest = {
         "name": "triton",
         "image": spec.image,
@@ -167,13 +97,10 @@ def _container(spec: DeploymentSpec) -> Manifest:
         "startupProbe": _probe("/v2/health/live", 5, 120),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         "readinessProbe": _probe("/v2/health/ready", 5, 2),
-        "resources": _resources(spec),
-        "volumeMounts": volumes_mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "lifecycle": pre_stop(spec),
+        "resources": resources(spec),
+        "volumeMounts": _volumes(spec)[1],
+        "securityContext": dict(CONTAINER_SECURITY),
     }
     if env:
         container["env"] = env
@@ -184,13 +111,9 @@ def _container(spec: DeploymentSpec) -> Manifest:
 
 def _deployment(spec: DeploymentSpec) -> Manifest:
     pod: Manifest = {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": _TRITON_UID,
-            "runAsGroup": _TRITON_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "terminationGracePeriodSeconds": int(SETTINGS.server.stop_timeout_seconds) + 10,
+        "automountServiceAccountToken": False,
+        "securityContext": dict(POD_SECURITY),
+        "terminationGracePeriodSeconds": spec.grace_seconds,
         "containers": [_container(spec)],
         "volumes": _volumes(spec)[0],
     }
@@ -215,14 +138,14 @@ def _deployment(spec: DeploymentSpec) -> Manifest:
 
 
 def _services(spec: DeploymentSpec) -> list[Manifest]:
+    """gRPC and metrics; HTTP too unless under TLS (then the kubelet reaches the probes on the pod)."""
     ports = SETTINGS.ports
+    grpc_protocol = "grpc" if spec.tls_secret else "kubernetes.io/h2c"
     service_ports = [
-        {"name": "grpc", "port": ports.grpc, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"},
-        {"name": "http", "port": ports.http, "targetPort": "http"},
+        {"name": "grpc", "port": ports.grpc, "targetPort": "grpc", "appProtocol": grpc_protocol},
+        *([] if spec.tls_secret else [{"name": "http", "port": ports.http, "targetPort": "http"}]),
         {"name": "metrics", "port": ports.metrics, "targetPort": "metrics"},
     ]
-    if spec.tls_secret:
-        service_ports[0]["appProtocol"] = "grpc"
     services = []
     for suffix, extra in (("", {"type": "ClusterIP"}), ("-pods", {"clusterIP": "None"})):
         body = {"selector": dict(spec.labels), "ports": service_ports} | extra
@@ -230,6 +153,29 @@ def _services(spec: DeploymentSpec) -> list[Manifest]:
             {"apiVersion": "v1", "kind": "Service", "metadata": spec.metadata(suffix), "spec": body}
         )
     return services
+
+
+def _network_policy(spec: DeploymentSpec) -> Manifest:
+    """Ingress to the pods only from the namespaces and pod labels given (this namespace's pods when
+    neither is). Traffic from the pod's own node, the kubelet's probes, is always allowed."""
+    peers: list[Manifest] = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        for namespace in spec.ingress_namespaces
+    ]
+    for label in spec.ingress_pod_labels:
+        key, _, value = label.partition("=")
+        peers.append({"podSelector": {"matchLabels": {key: value}}})
+    ports = [{"port": name, "protocol": "TCP"} for name in ("grpc", "http", "metrics")]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": spec.metadata(),
+        "spec": {
+            "podSelector": {"matchLabels": dict(spec.labels)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers or [{"podSelector": {}}], "ports": ports}],
+        },
+    }
 
 
 def _autoscaler(spec: DeploymentSpec) -> Manifest:
@@ -272,40 +218,14 @@ def _adapter_config(spec: DeploymentSpec) -> Manifest:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {"config.yaml": rules}}
 
 
-def _inference_service(spec: DeploymentSpec) -> Manifest:
-    """KServe's InferenceService: the same repository on KServe's Triton runtime (v2 protocol, gRPC)."""
-    storage = spec.repository if not spec.on_volume else spec.repository.rstrip("/") + "/"
-    model: Manifest = {
-        "modelFormat": {"name": "triton"},
-        "runtime": "kserve-tritonserver",
-        "protocolVersion": "v2",
-        "storageUri": storage,
-        "args": [f"--load-model={spec.model}", "--model-control-mode=explicit", "--strict-readiness=true"],
-        "ports": [{"name": "h2c", "containerPort": 9000, "protocol": "TCP"}],
-        "resources": _resources(spec),
-    }
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": spec.metadata("-kserve")
-        | {"annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"}},
-        "spec": {
-            "predictor": {
-                "minReplicas": spec.replicas,
-                "maxReplicas": spec.max_replicas or 4 * spec.replicas,
-                "model": model,
-            }
-        },
-    }
-
-
 def render_manifests(spec: DeploymentSpec) -> dict[str, list[Manifest]]:
     """Manifests by file name: the plain Kubernetes set and, apart, KServe's InferenceService."""
     return {
         "deployment.yaml": [_deployment(spec)],
         "service.yaml": _services(spec),
+        "network-policy.yaml": [_network_policy(spec)],
         "autoscaler.yaml": [_autoscaler(spec), _adapter_config(spec)],
-        "kserve-inferenceservice.yaml": [_inference_service(spec)],
+        "kserve-inferenceservice.yaml": [inference_service(spec)],
     }
 
 

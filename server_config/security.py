@@ -27,24 +27,36 @@ class ServerTls:
 
     def arguments(self) -> list[str]:
         """tritonserver's gRPC SSL options."""
-        arguments = [
-            "--grpc-use-ssl=true",
-            f"--grpc-server-cert={self.cert.resolve()}",
-            f"--grpc-server-key={self.key.resolve()}",
-        ]
-        if self.client_ca is not None:
-            arguments += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.client_ca.resolve()}"]
-        return arguments
+        client_ca = str(self.client_ca.resolve()) if self.client_ca is not None else None
+        return tls_arguments(str(self.cert.resolve()), str(self.key.resolve()), client_ca)
 
 
-def restricted_arguments(admin_key: str) -> list[str]:
-    """Put :data:`RESTRICTED_GROUPS` of gRPC and HTTP behind the ``radserve-admin-key`` header."""
+def tls_arguments(cert: str, key: str, client_ca: str | None = None) -> list[str]:
+    """tritonserver's gRPC SSL options for these file names (mutual TLS with ``client_ca``)."""
+    arguments = ["--grpc-use-ssl=true", f"--grpc-server-cert={cert}", f"--grpc-server-key={key}"]
+    if client_ca is not None:
+        arguments += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={client_ca}"]
+    return arguments
+
+
+# With gRPC behind TLS, tritonserver's plaintext HTTP port also closes these groups behind the key:
+# only health (the kubelet's probes) stays open there (docs/how-to/kubernetes.md, "TLS").
+HTTP_DATA_GROUPS = ("metadata", "inference")
+
+
+def restricted_arguments(admin_key: str, http_data: bool = False) -> list[str]:
+    """Put :data:`RESTRICTED_GROUPS` of gRPC and HTTP behind the ``radserve-admin-key`` header.
+
+    ``admin_key`` may be a Kubernetes ``$(VARIABLE)`` reference, expanded from a Secret at run time;
+    with ``http_data``, HTTP's metadata and inference need the key too (:data:`HTTP_DATA_GROUPS`).
+    """
     if not admin_key or any(character in admin_key for character in ",:= \n"):
         raise ServerError("the admin key must be non-empty, without spaces, commas, colons or '='")
     groups = ",".join(RESTRICTED_GROUPS)
+    http_groups = ",".join(RESTRICTED_GROUPS + (HTTP_DATA_GROUPS if http_data else ()))
     return [
         f"--grpc-restricted-protocol={groups}:{ADMIN_KEY_HEADER}={admin_key}",
-        f"--http-restricted-api={groups}:{ADMIN_KEY_HEADER}={admin_key}",
+        f"--http-restricted-api={http_groups}:{ADMIN_KEY_HEADER}={admin_key}",
     ]
 
 

@@ -30,7 +30,7 @@ from typing import Literal
 
 from radserve.errors import ServerError
 from radserve.files import swap_folder
-from radserve.security import ADMIN_KEY_HEADER
+from radserve.security import ADMIN_KEY_HEADER, redact
 from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
 from radserve.server_config.serving_view import build_model_view, build_serving_view, repository_needs
 from radserve.settings import SETTINGS, Ports
@@ -163,6 +163,10 @@ class TritonServer:
     tls: ServerTls | None = None  # TLS (mutual with a client CA) on gRPC; HTTP and metrics on loopback
     admin_key: str | None = None  # restricted API groups behind this key (radserve.security)
     model_control: Literal["none", "explicit"] = "none"  # explicit: reload() serves new publications
+    # tritonserver's options as written elsewhere (a Kubernetes manifest's), in place of those derived
+    # above; the backend folder is still this server's, and so is the repository unless they name
+    # object storage.
+    arguments: tuple[str, ...] = ()
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
@@ -191,12 +195,19 @@ class TritonServer:
     def command(self, backend_directory: Path, repository: Path | None = None) -> list[str]:
         """The tritonserver command line (serving ``repository``, by default the configured one)."""
         binary = self.binary or embedded_triton_binary()
-        served = (repository or self.repository).resolve()
-        needs = repository_needs(served)
+        repository_path = (repository or self.repository).resolve()
+        needs = repository_needs(repository_path)
+        served = [
+            f"--model-repository={repository_path}",
+            f"--backend-directory={backend_directory}",
+        ]
+        if self.arguments:  # their repository when it is object storage (s3://, gs://, as://)
+            remote = any(o.startswith("--model-repository=") and "://" in o for o in self.arguments)
+            given = [o for o in self.arguments if remote or not o.startswith("--model-repository=")]
+            return [str(binary), *served[remote:], *given]
         return [
             str(binary),
-            f"--model-repository={served}",
-            f"--backend-directory={backend_directory}",
+            *served,
             f"--http-address={self.plaintext_host}",
             f"--http-port={self.ports.http}",
             f"--grpc-address={self.host}",
@@ -245,7 +256,7 @@ class TritonServer:
         view = build_serving_view(self.repository, workdir / "repository")
         self._log_handle = _private_log(self)
         command = self.command(backends, view)
-        LOGGER.info("starting %s", " ".join(command))
+        LOGGER.info("starting %s", redact(" ".join(command), self.admin_key))
         self._process = subprocess.Popen(
             command,
             env=_embedded_environment(),

@@ -6,13 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
-from radserve.security import ClientTls, client_tls
+from radserve.security import ADMIN_KEY_ENV, ClientTls, client_tls
 
 # 0 success; 1 the run finished but some inputs failed; 2 the command could not run.
 EXIT_OK, EXIT_INPUT_FAILURES, EXIT_FAILURE = 0, 1, 2
-
-# The admin key is read from here when --admin-key is not given (a flag shows in `ps`).
-ADMIN_KEY_ENV = "RADSERVE_ADMIN_KEY"
 
 
 def add_admin_key_argument(command: argparse.ArgumentParser, what: str) -> None:

@@ -11,7 +11,9 @@ from radserve.cli._common import EXIT_OK
 
 def _render(args: argparse.Namespace) -> int:
     from radserve.server_config.kubernetes_manifests import DeploymentSpec, render_manifests, to_yaml
+    from radserve.server_config.kubernetes_spec import instance_kinds
 
+    kinds = instance_kinds(args.model_config) if args.model_config else frozenset()
     spec = DeploymentSpec(
         model=args.model,
         replicas=args.replicas,
@@ -22,6 +24,12 @@ def _render(args: argparse.Namespace) -> int:
         queue_target_ms=args.queue_target_ms,
         restricted_api_secret=args.restricted_api_secret,
         tls_secret=args.tls_secret,
+        client_ca_secret=args.client_ca_secret,
+        model_control=args.model_control,
+        ingress_namespaces=tuple(args.ingress_namespace),
+        ingress_pod_labels=tuple(args.ingress_pod_label),
+        drain_seconds=args.drain_seconds,
+        instance_kinds=kinds,
     )
     files = render_manifests(spec)
     if args.output is None:
@@ -37,8 +45,20 @@ def _render(args: argparse.Namespace) -> int:
 def _nginx(args: argparse.Namespace) -> int:
     from radserve.server_config.load_balancer import NginxConfig, render_nginx_config
 
-    tls = {"tls_certificate": args.tls_cert, "tls_key": args.tls_key}
-    sys.stdout.write(render_nginx_config(NginxConfig(args.replica, args.listen, args.prefix, **tls)))
+    config = NginxConfig(
+        args.replica,
+        args.listen,
+        args.prefix,
+        tls_certificate=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure=args.insecure,
+        upstream_ca=args.upstream_ca,
+        upstream_server_name=args.upstream_server_name,
+        upstream_certificate=args.upstream_cert,
+        upstream_key=args.upstream_key,
+        admin_rpcs=args.admin_rpcs,
+    )
+    sys.stdout.write(render_nginx_config(config))
     return EXIT_OK
 
 
@@ -70,6 +90,27 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--restricted-api-secret", default="", help="Secret (key admin-key) guarding Triton's admin APIs"
     )
     render.add_argument("--tls-secret", default="", help="kubernetes.io/tls Secret: serve gRPC over TLS")
+    render.add_argument(
+        "--client-ca-secret", default="", help="Secret (key ca.crt): mutual TLS, clients signed by that CA"
+    )
+    render.add_argument(
+        "--model-control",
+        choices=("none", "explicit"),
+        default="none",
+        help="explicit: load/unload through the model-repository API (needs --restricted-api-secret)",
+    )
+    render.add_argument(
+        "--ingress-namespace", action="append", default=[], help="namespace admitted (repeat)"
+    )
+    render.add_argument(
+        "--ingress-pod-label", action="append", default=[], help="KEY=VALUE of pods admitted (repeat)"
+    )
+    render.add_argument(
+        "--drain-seconds", type=int, default=15, help="preStop: s serving on while endpoints drop the pod"
+    )
+    render.add_argument(
+        "--model-config", type=Path, help="the model's config.pbtxt: refuse an instance kind the pod lacks"
+    )
     render.add_argument("--output", type=Path, help="write one file per kind here (default: stdout)")
     render.set_defaults(run=_render)
 
@@ -79,4 +120,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     nginx.add_argument("--prefix", type=Path, default=Path("/var/lib/radserve-nginx"), help="pid, logs, temp")
     nginx.add_argument("--tls-cert", type=Path, help="terminate TLS with this certificate (PEM)")
     nginx.add_argument("--tls-key", type=Path, help="and its key (PEM)")
+    nginx.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --listen without TLS (trusted network)"
+    )
+    nginx.add_argument("--upstream-ca", type=Path, help="replicas serve TLS signed by this CA: verify it")
+    nginx.add_argument(
+        "--upstream-server-name", default="localhost", help="the name the replicas' certificates carry"
+    )
+    nginx.add_argument("--upstream-cert", type=Path, help="client certificate for replicas with mutual TLS")
+    nginx.add_argument("--upstream-key", type=Path, help="and its key")
+    nginx.add_argument("--admin-rpcs", action="store_true", help="proxy Triton's admin RPCs too")
     nginx.set_defaults(run=_nginx)
