@@ -129,8 +129,10 @@ class AsyncRadiographClient:
             await endpoint.client.close()
 
     def _pick(self, model: str, version: str | None = None) -> _Endpoint:
-        """The endpoint with the fewest requests in flight, skipping those just failed; for a retry
-        (``version``: the one the failed attempt was pinned to), one that serves that version."""
+        """The endpoint with the fewest requests in flight, skipping those just failed.
+
+        For a retry (``version``: the one the failed attempt was pinned to), one that serves that version.
+        """
         now = time.monotonic()
         healthy = [endpoint for endpoint in self._endpoints if endpoint.avoid_until <= now] or self._endpoints
         same = [endpoint for endpoint in healthy if endpoint.versions.get(model, "") == version]
@@ -321,9 +323,12 @@ class AsyncRadiographClient:
 
 
 async def _draining_or_gone(endpoint: _Endpoint, model: str, version: str) -> str:
-    """After "version V is not at ready state": version_unavailable when the model is ready without
-    V (V was unloaded, a newer one serves), else server_unavailable: the server is draining (SIGTERM
-    unloads every version) or a replica behind the same address (a proxy) serves V."""
+    """What "version V is not at ready state" meant: version_unavailable or server_unavailable.
+
+    version_unavailable when the model is ready without V (V was unloaded, a newer one serves), else
+    server_unavailable: the server is draining (SIGTERM unloads every version) or a replica behind the
+    same address (a proxy) serves V.
+    """
     try:
         if await endpoint.client.is_model_ready(model, version) or not await endpoint.client.is_model_ready(
             model
