@@ -21,9 +21,10 @@ Errors are :class:`StudyError` with a reason: ``missing_t1w_series``, ``missing_
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +33,8 @@ from pydicom.dataset import Dataset
 
 from radserve.client.dicom import resize
 from radserve.client.dicom._decode import decode
-from radserve.client.dicom._read import pixel_info
+from radserve.client.dicom._read import pixel_info, read_dataset
+from radserve.client.results import ResultRow
 from radserve.errors import InputError, RadserveError
 from radserve.model_card import ModelCard
 
@@ -207,3 +209,26 @@ def study_tensor(
         for image in _window(study, each, range(middle - k, middle + k + 1)):
             planes.append(resize(image, card.input_size, card.resize))
     return np.stack(planes)
+
+
+def read_slices(paths: Iterable[str]) -> tuple[list[SliceFile], list[ResultRow]]:
+    """Readable MR slices, and an error row for every file that is not one."""
+    slices, errors = [], []
+    for path in paths:
+        try:
+            slices.append(SliceFile(path, read_dataset(path)))
+        except InputError as error:
+            errors.append(ResultRow(path=path, status="error", error_reason=error.reason, error=str(error)))
+    return slices, errors
+
+
+def study_tensors(
+    slices: Sequence[SliceFile], card: ModelCard, lesion_index: int | None = None
+) -> Iterator[tuple[str, str, np.ndarray | StudyError]]:
+    """Per study: the folder its slices share, its StudyInstanceUID, and its tensor or why there is none."""
+    for study, members in group_studies(slices).items():
+        where = os.path.commonpath([m.path for m in members])
+        try:
+            yield where, study, study_tensor(study, members, card, lesion_index)
+        except StudyError as error:
+            yield where, study, error

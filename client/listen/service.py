@@ -1,18 +1,19 @@
 """The listener: DICOM C-STORE in, the classify runner over the spool, result rows out.
 
 Received instances are spooled (fsync) before the sender hears success, counted against a bounded
-queue (full: 0xA700, the sender retries later), and classified by :func:`classify` in rounds: a
-round takes instances from the queue for as long as it is not empty, so a steady stream is one run
-of the runner, and a quiet listener holds no decoder processes. Rows are the runner's rows, written
-to one results file as they come; an instance's spool file is removed once its rows are fsync'ed.
-SR documents (``classify.sr_dir``) are forwarded to the report destination by a thread of their own.
-A restart drains what the spool still holds; an instance already in the results is acknowledged
-again without a second row.
+queue (full: 0xA700, the sender retries later), and classified in rounds on one
+:class:`~radserve.client.sync_client.SyncSession` held for the listener's lifetime (its event loop
+thread, decode workers, channels and card start once, not per arrival): a round starts as soon as an
+instance is queued and takes instances for as long as the queue is not empty. A round that fails as a
+whole (the server unreachable) closes the session; the next round opens a fresh one. Rows are the
+runner's rows, written to one results file as they come; an instance's spool file is removed once
+its rows are fsync'ed. SR documents (``classify.sr_dir``) are forwarded to the report destination
+by a thread of their own. A restart drains what the spool still holds; an instance already in the
+results is acknowledged again without a second row.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import queue
@@ -22,12 +23,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.listen.forward import Destination, send_reports
 from radserve.client.listen.metrics import ListenerMetrics
 from radserve.client.listen.scp import OUT_OF_RESOURCES, SPOOL_FAILED, SUCCESS, start_scp
 from radserve.client.listen.spool import Spool
+from radserve.client.options import ClassifyOptions
 from radserve.client.results import ResultRow, ResultWriter, completed_paths
+from radserve.client.sync_client import SyncSession
 from radserve.errors import ConfigurationError, RadserveError
 from radserve.settings import SETTINGS
 
@@ -72,6 +74,7 @@ class Listener:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._session: SyncSession | None = None
         self.port = 0
 
     # -- the DICOM side (association threads) -------------------------------------------------
@@ -134,45 +137,67 @@ class Listener:
                 durable = os.open(options.output, os.O_RDONLY)  # fsync of the writer's file
                 try:
                     while not self._stop.is_set():
-                        if self._queue.empty():
-                            self._stop.wait(_IDLE_POLL_SECONDS)
+                        try:
+                            first = self._queue.get(timeout=_IDLE_POLL_SECONDS)
+                        except queue.Empty:
                             continue
-                        self._round(writer, durable)
+                        self._round(writer, durable, first)
                 finally:
                     os.close(durable)
+                    self._close_session()
         finally:
             server.shutdown()
             self._stop.set()
             forwarder.join()
 
-    def _round(self, writer: ResultWriter, durable: int) -> None:
-        taken: list[Path] = []
+    def _open_session(self) -> SyncSession:
+        """The listener's one session (decode workers, channels, card), opened on first use."""
+        if self._session is None:
+            session = SyncSession(self.options.model, replace(self.options.classify, metrics=self.metrics))
+            self._session = session.__enter__()
+        return self._session
 
-        def on_rows(rows: list[ResultRow]) -> None:
-            writer.write(rows)
-            os.fsync(durable)  # the rows survive a power cut before their instance leaves the spool
-            key = rows[0].path
-            with self._lock:
-                self._done.add(key)
-                self._waiting.discard(key)
-                self.metrics.queue_depth.set(len(self._waiting))
-            self.spool.remove(Path(key))
-            failed = any(row.status != "ok" for row in rows)
-            self.metrics.classified.labels("failed" if failed else "ok").inc()
+    def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.__exit__(None, None, None)
 
-        options = replace(self.options.classify, metrics=self.metrics)
+    def _round(self, writer: ResultWriter, durable: int, first: Path) -> None:
+        """Classify ``first`` and whatever arrives until the queue is empty, on the one session."""
+        taken: list[Path] = [first]
         try:
-            asyncio.run(classify(self._take(taken), self.options.model, on_rows, options))
+            run = self._open_session().classify(self._take(taken))
+            try:
+                for rows in run:
+                    self._on_rows(writer, durable, rows)
+            finally:
+                run.close()
         except RadserveError as error:  # e.g. the server is unreachable: keep the spool, try again
             LOGGER.error("classification round failed (instances stay spooled): %s", error)
-            self._stop.wait(options.ready_timeout_seconds / 10)
+            self._close_session()  # the next round starts a fresh one
+            self._stop.wait(self.options.classify.ready_timeout_seconds / 10)
         finally:
             for path in taken:
                 if str(path) not in self._done:
                     self._queue.put(path)
 
+    def _on_rows(self, writer: ResultWriter, durable: int, rows: list[ResultRow]) -> None:
+        """One instance's rows: written and fsync'ed, then the instance leaves the spool."""
+        writer.write(rows)
+        os.fsync(durable)  # the rows survive a power cut before their instance leaves the spool
+        key = rows[0].path
+        with self._lock:
+            self._done.add(key)
+            self._waiting.discard(key)
+            self.metrics.queue_depth.set(len(self._waiting))
+        self.spool.remove(Path(key))
+        failed = any(row.status != "ok" for row in rows)
+        self.metrics.classified.labels("failed" if failed else "ok").inc()
+
     def _take(self, taken: list[Path]) -> Iterator[Path]:
-        """Queued instances until the queue is empty (never blocks the runner's event loop)."""
+        """``taken`` (the round's first instance), then queued ones until the queue is empty; read in
+        the session's event loop, so it never blocks."""
+        yield from list(taken)
         while not self._stop.is_set():
             try:
                 path = self._queue.get_nowait()

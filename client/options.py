@@ -1,0 +1,91 @@
+"""What a classify run is told (:class:`ClassifyOptions`) and what it counts (:class:`RunSummary`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from radserve.client.grpc_client import ConnectionOptions, RetryBudget, RetryPolicy
+from radserve.client.metrics import ClientMetrics
+from radserve.client.preparers import Decode
+from radserve.client.results import ResultRow
+from radserve.security import ClientTls
+from radserve.settings import SETTINGS
+
+__all__ = ["ClassifyOptions", "RunSummary"]
+
+
+@dataclass
+class RunSummary:
+    """Counts of a run; ``radiographs_per_second`` counts successful radiographs over wall time."""
+
+    files: int = 0
+    radiographs: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+    not_accepted: int = 0  # instances outside the model's input contract (not errors)
+    not_accepted_by_reason: dict[str, int] = field(default_factory=dict)
+    out_of_distribution: int = 0  # classified radiographs flagged ``ood``
+
+    @property
+    def radiographs_per_second(self) -> float:
+        return self.radiographs / self.seconds if self.seconds > 0 else 0.0
+
+    def count(self, row: ResultRow) -> None:
+        if row.status == "ok":
+            self.radiographs += 1
+            self.out_of_distribution += row.ood is True
+        elif row.status == "not_accepted":
+            self.not_accepted += 1
+            reasons = self.not_accepted_by_reason
+            reasons[row.error_reason] = reasons.get(row.error_reason, 0) + 1
+        else:
+            self.errors += 1
+            self.errors_by_reason[row.error_reason] = self.errors_by_reason.get(row.error_reason, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The counts as a plain dict, ``radiographs_per_second`` included."""
+        return asdict(self) | {"radiographs_per_second": self.radiographs_per_second}
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """How a run talks to the servers and decodes; every default comes from ``radserve.settings``."""
+
+    url: str | Sequence[str] = SETTINGS.grpc_url  # several: replicas, balanced by the client
+    max_in_flight: int = SETTINGS.client.max_in_flight  # radiographs on the wire at once
+    images_per_request: int = SETTINGS.client.images_per_request  # radiographs packed at most
+    workers: int = SETTINGS.client.decode_workers  # decode worker processes
+    decode: Decode = SETTINGS.client.decode  # type: ignore[assignment]  # cpu, or gpu first (client/gpu_prepare.py)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    budget: RetryBudget | None = None  # retry budget; one per run when not given
+    tls: ClientTls | None = None  # TLS to the servers (mutual with a client certificate)
+    admin_key: str | None = None  # for servers whose model config is behind the admin key
+    ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
+    # Write one DICOM Comprehensive SR per classified radiograph into this folder.
+    sr_dir: Path | None = None
+    # Prometheus series of the run (client/metrics.py); a private registry when not given.
+    metrics: ClientMetrics | None = None
+    # Modules each decode worker imports before its first file (e.g. a site's pydicom decoder plugins).
+    decode_worker_imports: tuple[str, ...] = ()
+    # Research use: classify every instance, whatever the model's input contract (recorded in each row).
+    accept_any: bool = False
+
+    @property
+    def connection(self) -> ConnectionOptions:
+        """The connection part of these options (URLs, TLS, admin key, retry policy, ready timeout)."""
+        return ConnectionOptions(self.url, self.tls, self.admin_key, self.retry, self.ready_timeout_seconds)
+
+    def with_connection(self, connection: ConnectionOptions) -> ClassifyOptions:
+        """These options with the connection part taken from ``connection``."""
+        return replace(
+            self,
+            url=connection.urls,
+            tls=connection.tls,
+            admin_key=connection.admin_key,
+            retry=connection.retry,
+            ready_timeout_seconds=connection.ready_timeout_seconds,
+        )
