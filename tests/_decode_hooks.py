@@ -2,12 +2,14 @@
 
 A file whose name contains ``segfault`` really crashes the worker process (a NULL read through
 ctypes) inside the decode step; one whose name contains ``internal`` makes the resize step raise an
-unexpected exception.
+unexpected exception. With ``RADSERVE_TEST_WORKER_PIDS`` set, each worker appends its process id to
+that file when it starts (how tests count the workers a run started).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +37,7 @@ def _failing_wire_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray |
 
 flow.decode_dataset = _crashing_decode_dataset
 flow.wire_input = _failing_wire_input
+
+if pids := os.environ.get("RADSERVE_TEST_WORKER_PIDS"):
+    with open(pids, "a", encoding="utf-8") as started:
+        started.write(f"{os.getpid()}\n")
