@@ -27,6 +27,8 @@ from radserve.routing import RouterCard
 from radserve.security import ClientTls
 from radserve.settings import SETTINGS
 
+__all__ = ["RadiographClient", "SyncRun", "SyncSession", "classify_paths"]
+
 T = TypeVar("T")
 
 

@@ -120,6 +120,7 @@ def measure_calls(
     for _ in range(args.repeats):  # interleaved: a change of load spreads over the modes
         for mode, (program, site) in modes.items():
             seconds = _calls(program, job, site)
+            print(mode, round(sum(seconds), 3), flush=True)
             totals[mode].append(sum(seconds))
             per_call[mode].extend(seconds[1:])  # calls after the first: no start-up in a session
     median = {mode: statistics.median(values) for mode, values in totals.items()}
@@ -205,6 +206,18 @@ def measure_listener(
     return figures
 
 
+def _uncompressed(files: Sequence[Path]) -> list[Path]:
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    plain = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    return [
+        path
+        for path in files
+        if pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID in plain
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -221,7 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="decode workers per session")
     parser.add_argument("--instances", type=int, default=20, help="single instances sent to each listener")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between arrivals")
-    parser.add_argument("--skip-listener", action="store_true")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("calls", "listener"),
+        default=["calls", "listener"],
+        help="what to measure",
+    )
     parser.add_argument("--out", type=Path, default=Path("build/session-bench.json"))
     args = parser.parse_args(argv)
 
@@ -229,9 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from radserve.server_config.triton import TritonServer, free_ports
 
     files = discover([args.dicom]).files
-    if len(files) < args.instances:
-        parser.error(f"{args.dicom} holds {len(files)} files; --instances needs {args.instances}")
-    if not args.skip_listener and shutil.which("storescu") is None:
+    plain = _uncompressed(files)  # storescu proposes uncompressed transfer syntaxes only
+    if "listener" in args.parts and len(plain) < args.instances:
+        parser.error(
+            f"{args.dicom} holds {len(plain)} uncompressed files; --instances needs {args.instances}"
+        )
+    if "listener" in args.parts and shutil.which("storescu") is None:
         parser.error("dcmtk's storescu is needed for the listener part (apt-get install dcmtk)")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="radserve-session-bench-") as temporary:
@@ -239,9 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = package_path(args.before, work) if args.before else None
         with TritonServer(args.repository, ports=free_ports()) as server:
             result: dict[str, Any] = {"model": args.model, "cpu_count": os.cpu_count()}
-            result["calls"] = measure_calls(server.grpc_url, args.model, files, args, before)
-            if not args.skip_listener:
-                result["listener"] = measure_listener(server.grpc_url, args.model, files, args, before, work)
+            if "listener" in args.parts:
+                result["listener"] = measure_listener(server.grpc_url, args.model, plain, args, before, work)
+                print(json.dumps(result["listener"]), flush=True)
+            if "calls" in args.parts:
+                result["calls"] = measure_calls(server.grpc_url, args.model, files, args, before)
     result["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
