@@ -90,12 +90,22 @@ def _environment(site: Path | None) -> dict[str, str]:
     return os.environ | {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
-def _calls(program: str, job: dict[str, Any], site: Path | None) -> list[float]:
+def client_source(site: Path | None, cwd: Path) -> str:
+    """Where ``radserve.client`` is imported from with ``site`` first on the path (a check of the setup)."""
+    program = "import radserve.client; print(radserve.client.__path__[0])"
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=_environment(site), cwd=cwd
+    )
+    return done.stdout.strip() or done.stderr
+
+
+def _calls(program: str, job: dict[str, Any], site: Path | None, cwd: Path) -> list[float]:
     done = subprocess.run(
         [sys.executable, "-c", program, json.dumps(job)],
         capture_output=True,
         text=True,
         env=_environment(site),
+        cwd=cwd,  # not the source tree: its folders would be imported first
         timeout=1800,
     )
     if done.returncode != 0:
@@ -104,7 +114,7 @@ def _calls(program: str, job: dict[str, Any], site: Path | None) -> list[float]:
 
 
 def measure_calls(
-    url: str, model: str, files: Sequence[Path], args: argparse.Namespace, before: Path | None
+    url: str, model: str, files: Sequence[Path], args: argparse.Namespace, before: Path | None, work: Path
 ) -> dict[str, Any]:
     """Part 1: seconds for all calls, per mode (median over rounds), and the ratios to one session."""
     batches = [
@@ -119,7 +129,7 @@ def measure_calls(
     per_call: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(args.repeats):  # interleaved: a change of load spreads over the modes
         for mode, (program, site) in modes.items():
-            seconds = _calls(program, job, site)
+            seconds = _calls(program, job, site, work)
             print(mode, round(sum(seconds), 3), flush=True)
             totals[mode].append(sum(seconds))
             per_call[mode].extend(seconds[1:])  # calls after the first: no start-up in a session
@@ -151,7 +161,8 @@ def _listener_latencies(
         "--output", str(output), "--spool", str(spool), "--workers", str(args.workers),
     ]  # fmt: skip
     log = (work / "listen.log").open("wb")
-    listener = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_environment(site))
+    environment = _environment(site)
+    listener = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=work)
     echo = ["echoscu", "-aec", "RADSERVE", "127.0.0.1", str(port)]
     try:
         while subprocess.run(echo, capture_output=True).returncode != 0:
@@ -261,11 +272,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = package_path(args.before, work) if args.before else None
         with TritonServer(args.repository, ports=free_ports()) as server:
             result: dict[str, Any] = {"model": args.model, "cpu_count": os.cpu_count()}
+            result["client_source"] = {"session": client_source(None, work)}
+            if before is not None:
+                result["client_source"]["before"] = client_source(before, work)
+            print(json.dumps(result["client_source"]), flush=True)
             if "listener" in args.parts:
                 result["listener"] = measure_listener(server.grpc_url, args.model, plain, args, before, work)
                 print(json.dumps(result["listener"]), flush=True)
             if "calls" in args.parts:
-                result["calls"] = measure_calls(server.grpc_url, args.model, files, args, before)
+                result["calls"] = measure_calls(server.grpc_url, args.model, files, args, before, work)
     result["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
