@@ -332,3 +332,23 @@ def test_full_queue_answers_out_of_resources(dicom_records: list[SyntheticRecord
 
     assert (count("received"), count("queue_full")) == (3, 2)
     assert len(list(options.spool.glob("*.dcm"))) == 3  # acknowledged ones stay for the next start
+
+
+def test_the_listener_keeps_one_set_of_decode_workers_across_arrivals(
+    triton: TritonServer,
+    dicom_records: list[SyntheticRecord],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pids = tmp_path / "pids"
+    monkeypatch.setenv("RADSERVE_TEST_WORKER_PIDS", str(pids))  # tests/_decode_hooks.py writes there
+    classify = ClassifyOptions(url=triton.grpc_url, workers=1, decode_worker_imports=("_decode_hooks",))
+    output = tmp_path / "r.jsonl"
+    options = ListenOptions(TINY_MODEL, output, spool=tmp_path / "spool", port=0, classify=classify)
+    singles = [r for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian][:3]
+    with _in_process(options) as listener:
+        for count, record in enumerate(singles, 1):  # one at a time: each finds the queue empty
+            assert _storescu(listener.port, [record.path]).returncode == 0
+            _wait_for(lambda count=count: len(_rows(output)) == count, what=f"row {count}")
+    assert {row["status"] for row in _rows(output)} == {"ok"}
+    assert len(set(pids.read_text().split())) == 1  # one worker, started on the first arrival only
