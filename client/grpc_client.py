@@ -34,7 +34,31 @@ from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["AsyncRadiographClient", "Prediction", "RetryBudget", "RetryPolicy"]
+__all__ = ["AsyncRadiographClient", "ConnectionOptions", "Prediction", "RetryBudget", "RetryPolicy"]
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How a client reaches its servers: the same for every verb (``radserve.cli._common``).
+
+    Args:
+        url: Triton gRPC ``HOST:PORT``; several (replicas serving the same models) are balanced.
+        tls: TLS to the servers (mutual with a client certificate); ``None`` for plaintext.
+        admin_key: sent on the restricted calls (model config, repository index).
+        retry: backoff, per-request timeout and give-up time (:class:`RetryPolicy`).
+        ready_timeout_seconds: how long to wait for a model to be ready on some server.
+    """
+
+    url: str | Sequence[str] = SETTINGS.grpc_url
+    tls: ClientTls | None = None
+    admin_key: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The server URLs, in order."""
+        return (self.url,) if isinstance(self.url, str) else tuple(self.url)
 
 
 @dataclass(frozen=True)
@@ -111,6 +135,24 @@ class AsyncRadiographClient:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._headers = {GRPC_ADMIN_KEY_HEADER: admin_key} if admin_key else None
         self._endpoints = [_Endpoint(address, _channel(address, tls)) for address in urls]
+
+    @classmethod
+    def connect(
+        cls,
+        connection: ConnectionOptions,
+        *,
+        max_in_flight: int = SETTINGS.client.max_in_flight,
+        budget: RetryBudget | None = None,
+    ) -> AsyncRadiographClient:
+        """A client of the servers ``connection`` names, with its TLS, admin key and retry policy."""
+        return cls(
+            connection.urls,
+            max_in_flight=max_in_flight,
+            retry=connection.retry,
+            budget=budget,
+            tls=connection.tls,
+            admin_key=connection.admin_key,
+        )
 
     async def __aenter__(self) -> AsyncRadiographClient:
         return self

@@ -28,22 +28,25 @@ Errors are :class:`StudyError` with a reason: ``missing_t1w_series``, ``missing_
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from radserve.client.contract import check_contract
 from radserve.client.dicom import resize
 from radserve.client.dicom._decode import decode
 from radserve.client.dicom._display import modality_values
 from radserve.client.dicom._params import display_params
-from radserve.client.dicom._read import pixel_info
-from radserve.errors import InputError, RadserveError
+from radserve.client.dicom._read import pixel_info, read_dataset
+from radserve.client.results import ResultRow
+from radserve.errors import InputError, NotAcceptedError, RadserveError
 from radserve.model_card import ModelCard
 
 Weighting = Literal["T1", "T2"]
@@ -245,3 +248,47 @@ def study_tensor(
         for image in _window(study, each, range(middle - k, middle + k + 1), card):
             planes.append(resize(image, card.input_size, card.resize))
     return np.stack(planes)
+
+
+def read_slices(paths: Iterable[str]) -> tuple[list[SliceFile], list[ResultRow]]:
+    """Readable MR slices, and an error row for every file that is not one."""
+    slices, errors = [], []
+    for path in paths:
+        try:
+            slices.append(SliceFile(path, read_dataset(path)))
+        except InputError as error:
+            errors.append(ResultRow(path=path, status="error", error_reason=error.reason, error=str(error)))
+    return slices, errors
+
+
+def accepted_slices(
+    members: Sequence[SliceFile], card: ModelCard, model: str, study: str
+) -> tuple[list[SliceFile], list[ResultRow]]:
+    """The slices inside ``card``'s contract, and a ``not_accepted`` row for each of the others."""
+    accepted, refused = [], []
+    for member in members:
+        try:
+            check_contract(member.dataset, card.accepts, member.path)
+            accepted.append(member)
+        except NotAcceptedError as refusal:
+            uid = str(member.dataset.get("SOPInstanceUID", ""))
+            row = ResultRow(member.path, "not_accepted", uid, model=model, study_instance_uid=study)
+            refused.append(replace(row, error_reason=refusal.reason, error=str(refusal)))
+    return accepted, refused
+
+
+def study_tensors(
+    slices: Sequence[SliceFile], card: ModelCard, model: str, lesion_index: int | None = None
+) -> Iterator[tuple[str, str, np.ndarray[Any, Any] | StudyError | None, list[ResultRow]]]:
+    """Per study: the folder its slices share, its StudyInstanceUID, its tensor or why there is none
+    (None: no slice inside the card's input contract), and a row per slice the contract refused."""
+    for study, members in group_studies(slices).items():
+        where = os.path.commonpath([m.path for m in members])
+        accepted, refused = accepted_slices(members, card, model, study)
+        if not accepted:
+            yield where, study, None, refused
+            continue
+        try:
+            yield where, study, study_tensor(study, accepted, card, lesion_index), refused
+        except StudyError as error:
+            yield where, study, error, refused

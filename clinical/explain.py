@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from radserve.client.dicom import read_radiographs
-from radserve.client.grpc_client import AsyncRadiographClient
+from radserve.client.grpc_client import AsyncRadiographClient, ConnectionOptions
 from radserve.client.preprocess import model_input
 from radserve.client.sr import read_source_header
 from radserve.errors import ClinicalError, ServerError
@@ -66,14 +66,22 @@ def companion_name(model: str) -> str:
 
 
 async def explain(
-    path: Path, model: str, url: str = SETTINGS.grpc_url, label: str | None = None
+    path: Path,
+    model: str,
+    connection: str | ConnectionOptions = SETTINGS.grpc_url,
+    label: str | None = None,
 ) -> Explanation:
-    """Grad-CAM of ``label`` (default: the predicted class) for the first frame of ``path``."""
+    """Grad-CAM of ``label`` (default: the predicted class) for the first frame of ``path``.
+
+    ``connection`` is the server's URL, or the full connection options (TLS, admin key, retry).
+    """
     companion = companion_name(model)
     radiograph = read_radiographs(path)[0]
-    async with AsyncRadiographClient(url) as client:
+    if isinstance(connection, str):
+        connection = ConnectionOptions(connection)
+    async with AsyncRadiographClient.connect(connection) as client:
         try:
-            await client.wait_ready(companion)
+            await client.wait_ready(companion, connection.ready_timeout_seconds)
         except ServerError as error:
             hint = (
                 f"the Grad-CAM companion is published by radserve export CHECKPOINT --name {model} --gradcam"
@@ -104,10 +112,13 @@ async def explain(
 
 
 def explain_file(
-    path: Path, model: str, url: str = SETTINGS.grpc_url, label: str | None = None
+    path: Path,
+    model: str,
+    connection: str | ConnectionOptions = SETTINGS.grpc_url,
+    label: str | None = None,
 ) -> Explanation:
     """Blocking form of :func:`explain`."""
-    return asyncio.run(explain(path, model, url, label))
+    return asyncio.run(explain(path, model, connection, label))
 
 
 def write_png(explanation: Explanation, output: Path) -> Path:

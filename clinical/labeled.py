@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from radserve.client.classify import ClassifyOptions, RunSummary, classify
-from radserve.client.grpc_client import AsyncRadiographClient
+from radserve.client.options import ClassifyOptions, RunSummary
 from radserve.client.results import ResultRow
+from radserve.client.session import Session
 from radserve.clinical.truth import Truth
 from radserve.errors import ClinicalError
 from radserve.model_card import ModelCard
+from radserve.routing import RouterCard
 
 
 @dataclass(frozen=True)
@@ -91,28 +92,23 @@ def join_truth(card: ModelCard, rows: Iterable[ResultRow], truth: Truth, summary
 async def _classify(
     files: tuple[Path, ...], model: str, options: ClassifyOptions
 ) -> tuple[ModelCard, list[ResultRow], RunSummary]:
-    async with AsyncRadiographClient(options.url) as client:
-        await client.wait_ready(model, options.ready_timeout_seconds)
-        card = await client.model_card(model)
-    if card.channels != 1:  # a study-level system: one row per study (radserve.client.mri_classify)
-        return card, *await asyncio.to_thread(_classify_studies, files, model, options)
-    rows: list[ResultRow] = []
-    summary = await classify(files, model, rows.extend, options)
-    return card, rows, summary
-
-
-def _classify_studies(
-    files: tuple[Path, ...], model: str, options: ClassifyOptions
-) -> tuple[list[ResultRow], RunSummary]:
-    from radserve.client.mri_classify import classify_studies
-
-    started = time.monotonic()
-    url = options.url if isinstance(options.url, str) else options.url[0]
-    rows = classify_studies(files, model, url)
-    summary = RunSummary(files=len(files), seconds=time.monotonic() - started)
-    for row in rows:
-        summary.count(row)
-    return rows, summary
+    """One session: a radiograph model's rows from its runner, a study model's one row per study."""
+    async with Session(model, options) as session:
+        card = session.card
+        if isinstance(card, RouterCard):
+            raise ClinicalError(f"model {model!r} is a router: evaluate one of its stages")
+        if session.takes_studies:
+            started = time.monotonic()
+            rows = await session.classify_studies(files)
+            summary = RunSummary(files=len(files), seconds=time.monotonic() - started)
+            for row in rows:
+                summary.count(row)
+            return card, rows, summary
+        collected: list[ResultRow] = []
+        run = session.classify(files)
+        async for file_rows in run:
+            collected.extend(file_rows)
+        return card, collected, run.summary
 
 
 def classify_with_truth(

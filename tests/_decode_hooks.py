@@ -4,11 +4,14 @@ A file whose name contains ``segfault`` really crashes the worker process (a NUL
 ctypes) inside the decode step; one whose name contains ``internal`` makes the resize step raise an
 unexpected exception; one whose name contains ``hang`` never finishes decoding (a hung codec); one
 whose name contains ``allocate`` asks for 4 GiB in the decode step (refused under an address-space cap).
+With ``RADSERVE_TEST_WORKER_PIDS`` set, each worker appends its process id to that file when it starts
+(how tests count the workers a run started).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from pathlib import Path
 
@@ -42,3 +45,7 @@ def _failing_wire_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray |
 
 flow.decode_dataset = _crashing_decode_dataset
 flow.wire_input = _failing_wire_input
+
+if pids := os.environ.get("RADSERVE_TEST_WORKER_PIDS"):
+    with open(pids, "a", encoding="utf-8") as started:
+        started.write(f"{os.getpid()}\n")

@@ -627,9 +627,11 @@ def test_exposure_needs_dicom_tls_or_insecure(tmp_path: Path) -> None:
     assert exposed.returncode != 0 and "without DICOM TLS" in exposed.stderr, exposed.stderr
     certificate, _ = self_signed(tmp_path)
     ca_only = subprocess.run(
-        [*base, "--tls-ca", str(certificate)], capture_output=True, text=True, timeout=60
+        [*base, "--dicom-tls-ca", str(certificate)], capture_output=True, text=True, timeout=60
     )
-    assert ca_only.returncode != 0 and "--tls-ca needs --tls-cert" in ca_only.stderr, ca_only.stderr
+    assert ca_only.returncode != 0 and "--dicom-tls-ca needs --dicom-tls-cert" in ca_only.stderr, (
+        ca_only.stderr
+    )
 
 
 def test_an_instance_the_listener_died_with_is_quarantined_on_restart(
@@ -707,3 +709,23 @@ def test_overloaded_model_every_acknowledged_instance_ends_ok(
     assert Counter(row["sop_instance_uid"] for row in rows) == Counter(r.sop_instance_uid for r in records)
     assert {row["status"] for row in rows} == {"ok"}
     assert not list(listen.spool.glob("*.dcm"))
+
+
+def test_the_listener_keeps_one_set_of_decode_workers_across_arrivals(
+    triton: TritonServer,
+    dicom_records: list[SyntheticRecord],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pids = tmp_path / "pids"
+    monkeypatch.setenv("RADSERVE_TEST_WORKER_PIDS", str(pids))  # tests/_decode_hooks.py writes there
+    classify = ClassifyOptions(url=triton.grpc_url, workers=1, decode_worker_imports=("_decode_hooks",))
+    output = tmp_path / "r.jsonl"
+    options = ListenOptions(TINY_MODEL, output, spool=tmp_path / "spool", port=0, classify=classify)
+    singles = [r for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian][:3]
+    with _in_process(options) as listener:
+        for count, record in enumerate(singles, 1):  # one at a time: each finds the queue empty
+            assert _storescu(listener.port, [record.path]).returncode == 0
+            _wait_for(lambda count=count: len(_rows(output)) == count, what=f"row {count}")
+    assert {row["status"] for row in _rows(output)} == {"ok"}
+    assert len(set(pids.read_text().split())) == 1  # one worker, started on the first arrival only

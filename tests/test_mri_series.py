@@ -19,8 +19,8 @@ from pydicom.uid import EnhancedMRImageStorage
 
 from radserve.client.classify import ClassifyOptions
 from radserve.client.contract import check_contract
-from radserve.client.mri_classify import classify_studies, read_slices, study_rows
-from radserve.client.mri_series import SliceFile, StudyError, study_tensor, weighting
+from radserve.client.mri_classify import classify_studies, read_slices
+from radserve.client.mri_series import SliceFile, StudyError, study_tensor, study_tensors, weighting
 from radserve.client.sync_client import classify_paths
 from radserve.errors import ModelCardError, NotAcceptedError
 from radserve.export.architectures import build_model
@@ -159,28 +159,30 @@ def test_enhanced_mr_is_named_not_a_missing_series() -> None:
 
 
 def test_series_rows_apply_the_cards_contract() -> None:
-    """A study of slices outside the contract is one not_accepted row; a refused slice of an accepted
-    study has its own row beside the study's."""
+    """A study of slices outside the contract has no tensor, only refusals (the session answers it with
+    one not_accepted row); a refused slice of an accepted study has its own row beside the study's."""
     card = CARD.replace(accepts=SYSTEM.accepts)
-
-    def infer(batch: np.ndarray) -> tuple[np.ndarray, str]:
-        return np.array([[0.25, 0.75]]), "1"
-
     slices = _slices()
     refused = [SliceFile(f"other/{s.path}", copy.deepcopy(s.dataset)) for s in _slices(seed=1)]
     for item in refused:
         item.dataset.Modality = "CT"
     scout = copy.deepcopy(slices[0].dataset)
     scout.Modality, scout.SOPInstanceUID = "OT", "1.2.826.0.1.3680043.10.543.99"
-    rows = study_rows([*slices, SliceFile("scout.dcm", scout), *refused], card, infer, "mri")
-    by_status = sorted((row.status, row.error_reason, row.path) for row in rows)
-    assert by_status == [
-        ("not_accepted", "modality", "other"),
-        ("not_accepted", "modality", "scout.dcm"),
-        ("ok", "", ""),
+    studies = {
+        study: (where, tensor, rows)
+        for where, study, tensor, rows in study_tensors(
+            [*slices, SliceFile("scout.dcm", scout), *refused], card, "mri"
+        )
+    }
+    _, tensor, rows = studies[slices[0].dataset.StudyInstanceUID]
+    assert isinstance(tensor, np.ndarray) and tensor.shape[0] == card.channels
+    assert [(row.status, row.error_reason, row.path) for row in rows] == [
+        ("not_accepted", "modality", "scout.dcm")
     ]
-    (study,) = [row for row in rows if row.study_instance_uid == refused[0].dataset.StudyInstanceUID]
-    assert "modality CT not in MR" in study.error and study.sop_instance_uid == ""
+    where, tensor, rows = studies[refused[0].dataset.StudyInstanceUID]
+    assert where == "other" and tensor is None and len(rows) == len(refused)
+    assert all(row.status == "not_accepted" and row.error_reason == "modality" for row in rows)
+    assert "modality CT not in MR" in rows[0].error
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,26 @@ def test_plaintext_and_certificateless_clients_are_refused(
             _infer(client)
 
 
+def test_evaluate_reaches_a_secured_server_through_the_connection_flags(
+    mtls_server: TritonServer,
+    authority: CertificateAuthority,
+    client_cert: Issued,
+    dicom_folder: Path,
+    tmp_path: Path,
+) -> None:
+    common = (
+        "evaluate", str(dicom_folder), "--model", "tiny", "--truth", str(dicom_folder / "manifest.csv"),
+        "--url", mtls_server.grpc_url, "--tls-ca", str(authority.cert), "--tls-cert", str(client_cert.cert),
+        "--tls-key", str(client_cert.key), "--ready-timeout", "5",
+    )  # fmt: skip
+    secured = _radserve(*common, "--admin-key", ADMIN_KEY, "--out", str(tmp_path / "evaluated"))
+    assert secured.returncode in (0, 1), secured.stderr  # 1: some radiographs excluded from the metrics
+    predictions = (tmp_path / "evaluated" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == len(list(dicom_folder.glob("*.dcm")))
+    keyless = _radserve(*common, "--out", str(tmp_path / "refused"))  # the model config is restricted
+    assert keyless.returncode == 2 and "cannot read config of model 'tiny'" in keyless.stderr, keyless.stderr
+
+
 def _grpc_admin_calls(client: Any, headers: dict[str, str] | None) -> dict[str, Callable[[], Any]]:
     return {
         "model-repository": lambda: client.get_model_repository_index(headers=headers),

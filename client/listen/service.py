@@ -1,13 +1,15 @@
 """The listener: DICOM C-STORE in, the classify runner over the spool, result rows out.
 
 Received instances are spooled (fsync) before the sender hears success, counted against a bounded
-queue (full: 0xA700, the sender retries later), and classified by :func:`classify` in rounds: a
-round takes instances from the queue for as long as it is not empty, so a steady stream is one run
-of the runner, and a quiet listener holds no decoder processes. Rows are the runner's rows, written
-to one results file as they come; an instance's spool file is removed once its rows (and SRs) are
-fsync'ed. SR documents (``classify.sr_dir``) are forwarded to the report destination by a thread of
-their own. A restart drains what the spool still holds; an instance already in the results is
-acknowledged again without a second row.
+queue (full: 0xA700, the sender retries later), and classified in rounds on one
+:class:`~radserve.client.sync_client.SyncSession` held for the listener's lifetime (its event loop
+thread, decode workers, channels and card start once, not per arrival): a round starts as soon as an
+instance is queued and takes instances for as long as the queue is not empty. A round that fails as a
+whole (the server unreachable) closes the session; the next round opens a fresh one. Rows are the
+runner's rows, written to one results file as they come; an instance's spool file is removed once
+its rows (and SRs) are fsync'ed. SR documents (``classify.sr_dir``) are forwarded to the report
+destination by a thread of their own. A restart drains what the spool still holds; an instance
+already in the results is acknowledged again without a second row.
 
 Acknowledged means classified (docs/how-to/listen.md, "Durability"): an instance whose row is
 transient (:func:`~radserve.reasons.is_transient`: the server away, shedding load, reloading) stays
@@ -20,8 +22,6 @@ file and the spool are owned by one process (:class:`~radserve.client.ownership.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import os
 import queue
@@ -31,7 +31,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.backlog import Backlog
 from radserve.client.listen.forward import Destination, ReportForwarder
@@ -44,8 +43,10 @@ from radserve.client.listen.scp import (
     start_scp,
 )
 from radserve.client.listen.spool import Spool
+from radserve.client.options import ClassifyOptions
 from radserve.client.ownership import OwnerLock
 from radserve.client.results import ResultRow, ResultWriter, completed_paths
+from radserve.client.sync_client import SyncSession
 from radserve.errors import ConfigurationError, RadserveError
 from radserve.reasons import Reason, is_transient
 from radserve.settings import SETTINGS
@@ -107,6 +108,7 @@ class Listener:
         self.audit = AuditLog(options.audit_log)
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._session: SyncSession | None = None
         self.port = 0
 
     # -- the DICOM side (association threads) -------------------------------------------------
@@ -206,12 +208,14 @@ class Listener:
                     while not self._stop.is_set():
                         self._release_due()
                         self._settle_aside(writer, durable)
-                        if self._queue.empty():
-                            self._stop.wait(_IDLE_POLL_SECONDS)
+                        try:
+                            first = self._queue.get(timeout=_IDLE_POLL_SECONDS)
+                        except queue.Empty:
                             continue
-                        self._round(writer, durable)
+                        self._round(writer, durable, first)
                 finally:
                     os.close(durable)
+                    self._close_session()
         finally:
             server.shutdown()
             self._stop.set()
@@ -220,15 +224,32 @@ class Listener:
             self._output_lock.release()
             self.audit.close()
 
-    def _round(self, writer: ResultWriter, durable: int) -> None:
+    def _open_session(self) -> SyncSession:
+        """The listener's one session (decode workers, channels, card), opened on first use."""
+        if self._session is None:
+            session = SyncSession(self.options.model, replace(self.options.classify, metrics=self.metrics))
+            self._session = session.__enter__()
+        return self._session
+
+    def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.__exit__(None, None, None)
+
+    def _round(self, writer: ResultWriter, durable: int, first: Path) -> None:
+        """Classify ``first`` and whatever arrives until the queue is empty, on the one session."""
         taken: list[Path] = []
-        on_rows = functools.partial(self._handle, writer, durable)
-        options = replace(self.options.classify, metrics=self.metrics)
         try:
-            asyncio.run(classify(self._take(taken), self.options.model, on_rows, options))
+            run = self._open_session().classify(self._take(taken, first))
+            try:
+                for rows in run:
+                    self._handle(writer, durable, rows)
+            finally:
+                run.close()
         except RadserveError as error:  # e.g. the server is unreachable: keep the spool, try again
             LOGGER.error("classification round failed (instances stay spooled): %s", error)
-            self._stop.wait(options.ready_timeout_seconds / 10)
+            self._close_session()  # the next round starts a fresh one
+            self._stop.wait(self.options.classify.ready_timeout_seconds / 10)
         except Exception as error:  # raised while handling an instance (e.g. writing its SR)
             self._blame(taken, error, writer, durable)
         finally:
@@ -352,14 +373,17 @@ class Listener:
         for key in self.backlog.due():
             self._queue.put(Path(key))
 
-    def _take(self, taken: list[Path]) -> Iterator[Path]:
-        """Queued instances until the queue is empty (never blocks the runner's event loop); an
-        instance suspected of raising goes in a round of its own."""
+    def _take(self, taken: list[Path], first: Path) -> Iterator[Path]:
+        """``first``, then queued instances until the queue is empty (read in the session's event loop:
+        never blocks); an instance suspected of raising goes in a round of its own."""
+        pending: Path | None = first
         while not self._stop.is_set():
-            try:
-                path = self._queue.get_nowait()
-            except queue.Empty:
-                return
+            if pending is None:
+                try:
+                    pending = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+            path, pending = pending, None
             alone = self.backlog.is_alone(str(path))
             if alone and taken:
                 self._queue.put(path)

@@ -20,8 +20,8 @@ from radserve.settings import SETTINGS
 def _calibrate(args: argparse.Namespace) -> int:
     from radserve.clinical.calibration import fit_temperature, operating_points, parse_rules, scaled
 
-    with serving(args) as url:
-        labeled = labeled_set(args, url)
+    with serving(args) as connection:
+        labeled = labeled_set(args, connection)
     card = labeled.card
     rules = parse_rules(args.threshold or [], card.labels)
     y_true, probabilities = labeled.y_true, labeled.probabilities

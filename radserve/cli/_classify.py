@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 from radserve.cli._common import (
     EXIT_INPUT_FAILURES,
     EXIT_OK,
-    add_client_security_arguments,
-    client_tls_of,
+    add_connection_arguments,
+    connection_of,
 )
 from radserve.errors import ConfigurationError
 from radserve.model_card import ModelCard
-from radserve.security import ClientTls
+from radserve.settings import SETTINGS
 
 if TYPE_CHECKING:
+    from radserve.client.grpc_client import ConnectionOptions
     from radserve.client.privacy import PathPseudonyms
-from radserve.settings import SETTINGS
 
 
 def _preprocess(args: argparse.Namespace) -> int:
@@ -33,32 +33,33 @@ def _preprocess(args: argparse.Namespace) -> int:
     if args.repository is not None:
         card = ModelCard.from_repository(args.repository, args.model)
     else:
-        card = asyncio.run(_card_from_server(args.url, args.model, client_tls_of(args), args.admin_key))
+        card = asyncio.run(_card_from_server(connection_of(args), args.model))
     for written in write_model_inputs(args.file, card, args.output):
         print(f"wrote {written}: uint8 [1, {card.input_size[0]}, {card.input_size[1]}] ({card.resize})")
     return EXIT_OK
 
 
-async def _card_from_server(url: str, model: str, tls: ClientTls | None, admin_key: str | None) -> ModelCard:
+async def _card_from_server(connection: ConnectionOptions, model: str) -> ModelCard:
     from radserve.client.grpc_client import AsyncRadiographClient
 
-    async with AsyncRadiographClient(url, tls=tls, admin_key=admin_key) as client:
-        await client.wait_ready(model)
+    async with AsyncRadiographClient.connect(connection) as client:
+        await client.wait_ready(model, connection.ready_timeout_seconds)
         return await client.model_card(model)
 
 
 def _classify(args: argparse.Namespace) -> int:
-    return _run_classify(args, args.url, client_tls_of(args), args.admin_key)
+    return _run_classify(args, connection_of(args))
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from radserve.client.grpc_client import ConnectionOptions
     from radserve.server_config.triton import TritonServer, free_ports
     from radserve.server_config.triton_metrics import model_counters
 
     with TritonServer(args.repository, ports=free_ports()) as server:
         print(f"tritonserver ready on {server.grpc_url} (repository {args.repository})", flush=True)
         before = model_counters(server.metrics_url, args.model)
-        code = _run_classify(args, server.grpc_url, None, None)
+        code = _run_classify(args, ConnectionOptions(server.grpc_url))
         served = model_counters(server.metrics_url, args.model) - before
         print(
             f"server: {served.inferences:.0f} inferences in {served.executions:.0f} batches, "
@@ -67,15 +68,15 @@ def _demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_classify(args: argparse.Namespace, url: str, tls: ClientTls | None, admin_key: str | None) -> int:
+def _run_classify(args: argparse.Namespace, connection: ConnectionOptions) -> int:
     from radserve.client.ownership import OwnerLock
 
     # One owner per output, taken before --resume reads it: a listener or another run refuses here.
     with OwnerLock(args.output) if args.output is not None else contextlib.nullcontext():
-        return _classify_files(args, url, tls, admin_key)
+        return _classify_files(args, connection)
 
 
-def _classify_files(args: argparse.Namespace, url: str, tls: ClientTls | None, admin_key: str | None) -> int:
+def _classify_files(args: argparse.Namespace, connection: ConnectionOptions) -> int:
     from radserve.client.classify import ClassifyOptions, classify
     from radserve.client.inputs import discover
     from radserve.client.metrics import ClientMetrics
@@ -119,7 +120,6 @@ def _classify_files(args: argparse.Namespace, url: str, tls: ClientTls | None, a
         port = metrics.serve(args.metrics_port)
         print(f"client metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
     options = ClassifyOptions(
-        url=url.split(","),
         max_in_flight=args.max_in_flight,
         images_per_request=args.images_per_request,
         workers=args.workers,
@@ -127,10 +127,8 @@ def _classify_files(args: argparse.Namespace, url: str, tls: ClientTls | None, a
         sr_dir=args.sr_dir,
         gsps=args.gsps,
         metrics=metrics,
-        tls=tls,
-        admin_key=admin_key,
         accept_any=args.accept_any,
-    )
+    ).with_connection(connection)
     try:
         summary = asyncio.run(classify(files, args.model, on_rows, options))
     finally:
@@ -226,12 +224,7 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     classify = commands.add_parser("classify", help="classify DICOM files and folders")
-    classify.add_argument(
-        "--url",
-        default=SETTINGS.grpc_url,
-        help="Triton gRPC HOST:PORT; several, comma-separated, are balanced",
-    )
-    add_client_security_arguments(classify)
+    add_connection_arguments(classify)
     classify.set_defaults(run=_classify)
     demo = commands.add_parser("demo", help="start the embedded server, classify, print, stop")
     demo.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
@@ -243,7 +236,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     preprocess.add_argument("file", type=Path)
     preprocess.add_argument("--model", required=True)
     preprocess.add_argument("--output", type=Path, required=True, help="OUT.png or OUT.npy")
-    preprocess.add_argument("--url", default=SETTINGS.grpc_url, help="read the model card from this server")
-    preprocess.add_argument("--repository", type=Path, help="or from this model repository")
-    add_client_security_arguments(preprocess)
+    preprocess.add_argument("--repository", type=Path, help="read the model card from this repository")
+    add_connection_arguments(preprocess)  # or from the server
     preprocess.set_defaults(run=_preprocess)

@@ -1,31 +1,99 @@
-"""What every verb of the command line shares: exit codes, the client's TLS and admin-key flags."""
+"""What every verb of the command line shares: exit codes and the connection flags of the client.
+
+Every verb that calls a Triton server takes the same flags, parsed here into one
+:class:`~radserve.client.grpc_client.ConnectionOptions` (docs/how-to/security.md, "Connection flags").
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from radserve.security import ADMIN_KEY_ENV, ClientTls, client_tls
+from radserve.security import ADMIN_KEY_ENV, client_tls
+from radserve.settings import SETTINGS
+
+if TYPE_CHECKING:
+    from radserve.client.grpc_client import ConnectionOptions
 
 # 0 success; 1 the run finished but some inputs failed; 2 the command could not run.
 EXIT_OK, EXIT_INPUT_FAILURES, EXIT_FAILURE = 0, 1, 2
 
+# The flags add_connection_arguments adds (tests check every verb that calls a server has them all).
+CONNECTION_FLAGS = (
+    "--url",
+    "--tls-ca",
+    "--tls-cert",
+    "--tls-key",
+    "--admin-key",
+    "--request-timeout",
+    "--retry-give-up-after",
+    "--ready-timeout",
+)
 
-def add_admin_key_argument(command: argparse.ArgumentParser, what: str) -> None:
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def add_admin_key_argument(command: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
     command.add_argument(
         "--admin-key", default=os.environ.get(ADMIN_KEY_ENV) or None, help=f"{what} (env {ADMIN_KEY_ENV})"
     )
 
 
-def add_client_security_arguments(command: argparse.ArgumentParser) -> None:
-    """``--tls-ca [--tls-cert --tls-key]`` and ``--admin-key`` of every command that calls a server."""
-    group = command.add_argument_group("security (docs/how-to/security.md)")
+def add_connection_arguments(command: argparse.ArgumentParser) -> None:
+    """The flags of every verb that calls a server: URLs, TLS, admin key, timeouts, retry."""
+    group = command.add_argument_group("connection to Triton (docs/how-to/security.md)")
+    replicas = "Triton gRPC HOST:PORT; several, comma-separated, are balanced"
+    group.add_argument("--url", default=SETTINGS.grpc_url, help=replicas)
     group.add_argument("--tls-ca", type=Path, help="CA certificate that signed the server's: use TLS")
     group.add_argument("--tls-cert", type=Path, help="client certificate, for mutual TLS")
     group.add_argument("--tls-key", type=Path, help="client key, for mutual TLS")
     add_admin_key_argument(group, "key for servers whose model config is restricted")
+    client = SETTINGS.client
+    group.add_argument(
+        "--request-timeout",
+        type=_seconds,
+        default=client.request_timeout_seconds,
+        metavar="SECONDS",
+        help="deadline of one request",
+    )
+    group.add_argument(
+        "--retry-give-up-after",
+        type=_seconds,
+        default=client.retry_give_up_after_seconds,
+        metavar="SECONDS",
+        help="stop retrying a request after this long",
+    )
+    group.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        default=client.ready_timeout_seconds,
+        metavar="SECONDS",
+        help="wait this long for the model to be ready on some server",
+    )
 
 
-def client_tls_of(args: argparse.Namespace) -> ClientTls | None:
-    return client_tls(args.tls_ca, args.tls_cert, args.tls_key)
+def connection_of(args: argparse.Namespace, url: str | None = None) -> ConnectionOptions:
+    """The :class:`ConnectionOptions` of the flags; ``url`` replaces ``--url`` (an embedded server's).
+
+    Raises:
+        ServerError: a client certificate without its key or the CA, or the reverse.
+    """
+    from radserve.client.grpc_client import ConnectionOptions, RetryPolicy
+
+    retry = RetryPolicy(
+        request_timeout_seconds=args.request_timeout, give_up_after_seconds=args.retry_give_up_after
+    )
+    return ConnectionOptions(
+        url=[address for address in (url or args.url).split(",") if address],
+        tls=client_tls(args.tls_ca, args.tls_cert, args.tls_key),
+        admin_key=args.admin_key,
+        retry=retry,
+        ready_timeout_seconds=args.ready_timeout,
+    )

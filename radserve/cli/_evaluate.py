@@ -6,23 +6,29 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from radserve.cli._common import EXIT_INPUT_FAILURES, EXIT_OK
+from radserve.cli._common import EXIT_INPUT_FAILURES, EXIT_OK, add_connection_arguments, connection_of
 from radserve.settings import SETTINGS
 
 if TYPE_CHECKING:
+    from radserve.client.grpc_client import ConnectionOptions
     from radserve.clinical.labeled import LabeledSet
 
 _LISTED = 20  # excluded rows printed (all of them are in evaluation.json)
 
 
 @contextlib.contextmanager
-def serving(args: argparse.Namespace) -> Iterator[str]:
-    """The gRPC URL to use: ``--url``, or an embedded server on free ports over ``--serve-repository``."""
+def serving(args: argparse.Namespace) -> Iterator[ConnectionOptions]:
+    """The connection to use.
+
+    The flags' (``--url``, TLS, admin key), or an embedded server on free ports over
+    ``--serve-repository`` (loopback, plaintext).
+    """
     if args.serve_repository is None:
-        yield args.url
+        yield connection_of(args)
         return
     from radserve.server_config.triton import TritonServer, free_ports
 
@@ -30,11 +36,11 @@ def serving(args: argparse.Namespace) -> Iterator[str]:
         print(
             f"tritonserver ready on {server.grpc_url} (repository {args.serve_repository})", file=sys.stderr
         )
-        yield server.grpc_url
+        yield replace(connection_of(args, server.grpc_url), tls=None, admin_key=None)
 
 
 def add_server_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--url", default=SETTINGS.grpc_url, help="Triton gRPC HOST:PORT[,HOST:PORT...]")
+    add_connection_arguments(command)
     command.add_argument(
         "--serve-repository",
         type=Path,
@@ -54,7 +60,7 @@ def add_labeled_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--workers", type=int, default=SETTINGS.client.decode_workers)
 
 
-def labeled_set(args: argparse.Namespace, url: str) -> LabeledSet:
+def labeled_set(args: argparse.Namespace, connection: ConnectionOptions) -> LabeledSet:
     """Read the truth file, classify the inputs through the served model, join them."""
     from radserve.client.classify import ClassifyOptions
     from radserve.client.inputs import discover
@@ -65,7 +71,8 @@ def labeled_set(args: argparse.Namespace, url: str) -> LabeledSet:
     inputs = discover(args.paths)
     if inputs.sidecars:
         print(f"left out {len(inputs.sidecars)} side file(s) in the folders", file=sys.stderr)
-    options = ClassifyOptions(url=url.split(","), max_in_flight=args.max_in_flight, workers=args.workers)
+    options = ClassifyOptions(max_in_flight=args.max_in_flight, workers=args.workers)
+    options = options.with_connection(connection)
     labeled = classify_with_truth(inputs.files, args.model, truth, options)
     excluded = labeled.excluded
     for row in excluded[:_LISTED]:
@@ -80,8 +87,8 @@ def labeled_set(args: argparse.Namespace, url: str) -> LabeledSet:
 def _evaluate(args: argparse.Namespace) -> int:
     from radserve.clinical.evaluate import summary_lines, write_evaluation
 
-    with serving(args) as url:
-        labeled = labeled_set(args, url)
+    with serving(args) as connection:
+        labeled = labeled_set(args, connection)
     report = write_evaluation(labeled, args.out)
     print("\n".join(summary_lines(report)))
     print(f"wrote {args.out}/predictions.jsonl, evaluation.json, roc.png, reliability.png, confusion.png")

@@ -15,8 +15,8 @@ def _explain(args: argparse.Namespace) -> int:
 
     if args.output.suffix.lower() != ".png":
         raise ConfigurationError(f"{args.output}: output must end in .png")
-    with serving(args) as url:
-        explanation = explain_file(args.file, args.model, url, args.label)
+    with serving(args) as connection:
+        explanation = explain_file(args.file, args.model, connection, args.label)
     write_png(explanation, args.output)
     print(
         f"wrote {args.output}: Grad-CAM of {explanation.label} (probability {explanation.probability:.3f}) "

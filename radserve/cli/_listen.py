@@ -8,38 +8,44 @@ import ssl
 import sys
 from pathlib import Path
 
-from radserve.cli._common import EXIT_OK
+from radserve.cli._common import EXIT_OK, add_connection_arguments, connection_of
 from radserve.errors import ConfigurationError
 from radserve.security import is_loopback
 from radserve.settings import SETTINGS
 
 
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    if args.tls_cert is None:
-        if args.tls_ca is not None:
-            raise ConfigurationError("--tls-ca needs --tls-cert and --tls-key (the listener's certificate)")
+    if args.dicom_tls_cert is None:
+        if args.dicom_tls_ca is not None:
+            raise ConfigurationError(
+                "--dicom-tls-ca needs --dicom-tls-cert and --dicom-tls-key (the listener's certificate)"
+            )
         if not args.insecure and not is_loopback(args.host):
             raise ConfigurationError(
                 f"refusing to listen on {args.host} without DICOM TLS: radiographs would cross the network "
-                "in clear text. Give --tls-cert and --tls-key (and --tls-ca for mutual TLS), "
-                "or --insecure on a network you trust"
+                "in clear text. Give --dicom-tls-cert and --dicom-tls-key (and --dicom-tls-ca for mutual "
+                "TLS), or --insecure on a network you trust"
             )
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(args.tls_cert, args.tls_key)
-    if args.tls_ca is not None:  # mutual TLS: callers must present a certificate from this CA
-        context.load_verify_locations(args.tls_ca)
+    context.load_cert_chain(args.dicom_tls_cert, args.dicom_tls_key)
+    if args.dicom_tls_ca is not None:  # mutual TLS: callers must present a certificate from this CA
+        context.load_verify_locations(args.dicom_tls_ca)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
 def _report_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """TLS to the SR destination: verified with --tls-ca (else the system's CAs), --tls-cert presented."""
+    """TLS to the SR destination, or None without ``--dicom-tls-forward``.
+
+    The destination is verified with --dicom-tls-ca (else the system's CAs); the listener's
+    --dicom-tls-cert is presented.
+    """
     if not args.dicom_tls_forward:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
-    if args.tls_cert is not None:
-        context.load_cert_chain(args.tls_cert, args.tls_key)
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.dicom_tls_ca)
+    if args.dicom_tls_cert is not None:
+        context.load_cert_chain(args.dicom_tls_cert, args.dicom_tls_key)
     return context
 
 
@@ -61,8 +67,8 @@ def _listen(args: argparse.Namespace) -> int:
         allowed_calling=tuple(title for title in args.allowed_calling.split(",") if title),
         ssl_context=_ssl_context(args),
         classify=ClassifyOptions(
-            url=args.url.split(","), max_in_flight=args.max_in_flight, workers=args.workers, sr_dir=sr_dir
-        ),
+            max_in_flight=args.max_in_flight, workers=args.workers, sr_dir=sr_dir
+        ).with_connection(connection_of(args)),
         report_destination=destination,
         report_ssl_context=_report_ssl_context(args),
         audit_log=args.audit_log,
@@ -87,9 +93,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     listen.add_argument("--model", required=True)
     listen.add_argument("--output", type=Path, required=True, help="results file, .jsonl or .csv (appended)")
-    listen.add_argument(
-        "--url", default=SETTINGS.grpc_url, help="Triton gRPC HOST:PORT; several, comma-separated"
-    )
     listen.add_argument("--ae-title", default=SETTINGS.listen.ae_title, help="the listener's AE title")
     listen.add_argument("--host", default=SETTINGS.host, help="address to listen on (0.0.0.0: all)")
     listen.add_argument("--port", type=int, default=SETTINGS.listen.port, help="DICOM port")
@@ -105,17 +108,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen.add_argument(
         "--sr-destination", help="forward each SR by C-STORE to AE_TITLE@HOST:PORT (removed once stored)"
     )
-    listen.add_argument("--tls-cert", type=Path, help="DICOM over TLS: the listener's certificate (PEM)")
-    listen.add_argument("--tls-key", type=Path, help="its private key (PEM)")
-    listen.add_argument("--tls-ca", type=Path, help="require callers' certificates from this CA (PEM)")
+    dicom_tls = listen.add_argument_group("DICOM over TLS (the storage side; --tls-* are Triton's)")
+    dicom_tls.add_argument("--dicom-tls-cert", type=Path, help="the listener's certificate (PEM)")
+    dicom_tls.add_argument("--dicom-tls-key", type=Path, help="its private key (PEM)")
+    dicom_tls.add_argument(
+        "--dicom-tls-ca", type=Path, help="require callers' certificates from this CA (PEM)"
+    )
+    add_connection_arguments(listen)
     listen.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback --host without DICOM TLS"
     )
     listen.add_argument(
         "--dicom-tls-forward",
         action="store_true",
-        help="forward SRs over DICOM TLS: the destination verified by --tls-ca (else the system CAs), "
-        "--tls-cert/--tls-key presented",
+        help="forward SRs over DICOM TLS: the destination verified by --dicom-tls-ca (else the system "
+        "CAs), --dicom-tls-cert/--dicom-tls-key presented",
     )
     listen.add_argument(
         "--audit-log", type=Path, help="append an audit trail (JSON lines: associations, SR forwarding) here"

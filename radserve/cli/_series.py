@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from radserve.cli._common import EXIT_INPUT_FAILURES, EXIT_OK
-from radserve.settings import SETTINGS
+from radserve.cli._common import EXIT_INPUT_FAILURES, EXIT_OK, add_connection_arguments, connection_of
 
 
 def _classify_series(args: argparse.Namespace) -> int:
     from radserve.client.mri_classify import classify_studies
     from radserve.client.results import ResultWriter
 
-    rows = classify_studies(args.paths, args.model, args.url, args.lesion_slice)
+    rows = classify_studies(args.paths, args.model, connection_of(args), args.lesion_slice)
     if args.output is not None:
         with ResultWriter(args.output) as writer:
             writer.write(rows)
@@ -31,9 +30,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     series.add_argument("paths", nargs="+", type=Path, help="DICOM files and folders (any order, any mix)")
     series.add_argument("--model", required=True, help="a model whose card has channels > 1")
-    series.add_argument("--url", default=SETTINGS.grpc_url, help="Triton gRPC HOST:PORT")
     series.add_argument("--output", type=Path, help="FILE.jsonl or FILE.csv")
     series.add_argument(
         "--lesion-slice", type=int, help="lesion slice: T1W index along the slice normal (default: central)"
     )
+    add_connection_arguments(series)
     series.set_defaults(run=_classify_series)
