@@ -18,6 +18,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from radserve.client.connection import ConnectionOptions
 from radserve.client.retry import NOT_READY, RetryBudget, RetryPolicy, failure_kind
 from radserve.errors import InferenceError, ModelCardError, ServerError
 from radserve.model_card import (
@@ -35,30 +36,6 @@ from radserve.settings import SETTINGS
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ["AsyncRadiographClient", "ConnectionOptions", "Prediction", "RetryBudget", "RetryPolicy"]
-
-
-@dataclass(frozen=True)
-class ConnectionOptions:
-    """How a client reaches its servers: the same for every verb (``radserve.cli._common``).
-
-    Args:
-        url: Triton gRPC ``HOST:PORT``; several (replicas serving the same models) are balanced.
-        tls: TLS to the servers (mutual with a client certificate); ``None`` for plaintext.
-        admin_key: sent on the restricted calls (model config, repository index).
-        retry: backoff, per-request timeout and give-up time (:class:`RetryPolicy`).
-        ready_timeout_seconds: how long to wait for a model to be ready on some server.
-    """
-
-    url: str | Sequence[str] = SETTINGS.grpc_url
-    tls: ClientTls | None = None
-    admin_key: str | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """The server URLs, in order."""
-        return (self.url,) if isinstance(self.url, str) else tuple(self.url)
 
 
 @dataclass(frozen=True)

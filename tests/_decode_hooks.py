@@ -14,19 +14,20 @@ import ctypes
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import radserve.client.dicom as dicom
 import radserve.client.flow as flow
 from radserve.client.dicom import Radiograph
-from radserve.model_card import ModelCard
+from radserve.model_card import ModelCard, RenderingPolicy
 
 _decode_dataset = dicom.decode_dataset
 _wire_input = flow.wire_input
 
 
-def _crashing_decode_dataset(ds: object, path: str) -> dicom.DecodedFile:
+def _crashing_decode_dataset(ds: Any, path: str, policy: RenderingPolicy | None = None) -> dicom.DecodedFile:
     name = Path(path).name
     if "segfault" in name:
         ctypes.string_at(0)  # SIGSEGV, as a broken codec would
@@ -34,7 +35,7 @@ def _crashing_decode_dataset(ds: object, path: str) -> dicom.DecodedFile:
         time.sleep(3600)  # a codec stuck in a loop
     if "allocate" in name:
         np.ones(4 << 30, dtype=np.uint8)  # a frame table that declares far more than the file holds
-    return _decode_dataset(ds, path)
+    return _decode_dataset(ds, path, policy)
 
 
 def _failing_wire_input(radiograph: Radiograph, card: ModelCard) -> np.ndarray | dict[str, np.ndarray]:

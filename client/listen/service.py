@@ -25,31 +25,28 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import ssl
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.backlog import Backlog
-from radserve.client.listen.forward import Destination, ReportForwarder
+from radserve.client.listen.forward import ReportForwarder
 from radserve.client.listen.metrics import ListenerMetrics
+from radserve.client.listen.options import ListenOptions
 from radserve.client.listen.scp import (
     OUT_OF_RESOURCES,
     SPOOL_FAILED,
     SUCCESS,
-    AssociationLimits,
     start_scp,
 )
 from radserve.client.listen.spool import Spool
-from radserve.client.options import ClassifyOptions
 from radserve.client.ownership import OwnerLock
 from radserve.client.results import ResultRow, ResultWriter, completed_paths
 from radserve.client.sync_client import SyncSession
 from radserve.errors import ConfigurationError, RadserveError
 from radserve.reasons import Reason, is_transient
-from radserve.settings import SETTINGS
 
 __all__ = ["ListenOptions", "Listener"]
 
@@ -57,30 +54,6 @@ LOGGER = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 0.2  # how often an idle listener looks at its stop flag
 _FORWARD_INTERVAL_SECONDS = 2.0  # how often SR documents waiting in sr_dir are forwarded
-
-
-@dataclass(frozen=True)
-class ListenOptions:
-    model: str
-    output: Path  # results file, .jsonl or .csv (appended to)
-    spool: Path = Path(SETTINGS.listen.spool)
-    host: str = SETTINGS.host
-    port: int = SETTINGS.listen.port  # 0 picks a free one (see Listener.port)
-    ae_title: str = SETTINGS.listen.ae_title
-    max_queue: int = SETTINGS.listen.max_queue
-    allowed_calling: Sequence[str] = ()  # calling AE titles admitted; empty: any
-    limits: AssociationLimits = field(default_factory=AssociationLimits)
-    spool_max_bytes: int = SETTINGS.listen.spool_max_bytes  # beyond, C-STORE answers 0xA700
-    ssl_context: ssl.SSLContext | None = None  # DICOM over TLS
-    # How rows are made: the classify runner's options (url, in-flight, workers, sr_dir, ...).
-    classify: ClassifyOptions = field(default_factory=ClassifyOptions)
-    # Forward each SR to this Storage SCP (they are written to classify.sr_dir first).
-    report_destination: Destination | None = None
-    report_ssl_context: ssl.SSLContext | None = None  # DICOM over TLS to the report destination
-    retry_initial_seconds: float = SETTINGS.listen.retry_initial_seconds
-    retry_max_seconds: float = SETTINGS.listen.retry_max_seconds
-    max_failures: int = SETTINGS.listen.max_failures
-    audit_log: Path | None = None  # ATNA-style JSON lines: associations and SR forwarding
 
 
 class Listener:

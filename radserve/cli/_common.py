@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radserve.security import ADMIN_KEY_ENV, client_tls
-from radserve.settings import SETTINGS
 
 if TYPE_CHECKING:
     from radserve.client.grpc_client import ConnectionOptions
@@ -48,6 +47,8 @@ def add_admin_key_argument(command: argparse.ArgumentParser | argparse._Argument
 
 def add_connection_arguments(command: argparse.ArgumentParser) -> None:
     """The flags of every verb that calls a server: URLs, TLS, admin key, timeouts, retry."""
+    from radserve.settings import SETTINGS  # parsed inside the CLI's error boundary (radserve.cli.main)
+
     group = command.add_argument_group("connection to Triton (docs/how-to/security.md)")
     replicas = "Triton gRPC HOST:PORT; several, comma-separated, are balanced"
     group.add_argument("--url", default=SETTINGS.grpc_url, help=replicas)
