@@ -178,23 +178,39 @@ def run_epochs(
     started: float,
 ) -> torch.Tensor:
     """``plan.epochs`` passes of AdamW with a one-cycle schedule over ``count`` examples in random
-    batches: ``step(indices, generator)`` returns a batch's loss. The last batch's loss."""
+    batches: ``step(indices, generator)`` returns a batch's loss. The last batch's loss.
+
+    Seeded by ``plan.seed`` and run with torch's deterministic kernels (a warning names an operator
+    that has none, e.g. some CUDA kernels), so one plan gives the same weights on one machine.
+    """
     optimizer = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
     steps = plan.epochs * -(-count // plan.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=plan.learning_rate, total_steps=steps)
     generator = torch.Generator().manual_seed(plan.seed)
     loss = torch.tensor(0.0)
-    for epoch in range(plan.epochs):
-        order = torch.randperm(count, generator=generator)
-        for start in range(0, count, plan.batch_size):
-            loss = step(order[start : start + plan.batch_size], generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        LOGGER.info(
-            "epoch %d/%d loss %.4f (%.0f s)", epoch + 1, plan.epochs, loss.item(), time.monotonic() - started
-        )
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        for epoch in range(plan.epochs):
+            order = torch.randperm(count, generator=generator)
+            for start in range(0, count, plan.batch_size):
+                loss = step(order[start : start + plan.batch_size], generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            LOGGER.info(
+                "epoch %d/%d loss %.4f (%.0f s)",
+                epoch + 1,
+                plan.epochs,
+                loss.item(),
+                time.monotonic() - started,
+            )
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
     return loss
 
 
