@@ -29,9 +29,15 @@ def dicom_folder(dicom_records: list[SyntheticRecord]) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_plan() -> TrainingPlan:
-    """A ResNet-18 trained for seconds at 64 px."""
+    """A ResNet-18 trained for seconds at 64 px (identity-start blocks, as every fixture was made)."""
     return TrainingPlan(
-        input_size=64, train_images=40, held_out_images=10, epochs=1, batch_size=20, matrix=(256, 208)
+        input_size=64,
+        train_images=40,
+        held_out_images=10,
+        epochs=1,
+        batch_size=20,
+        matrix=(256, 208),
+        identity_start=True,
     )
 
 
