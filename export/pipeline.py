@@ -24,7 +24,7 @@ from radserve.export.checkpoint import LoadedCheckpoint
 from radserve.export.model_config import ServingOptions, Target
 from radserve.export.onnx_export import export_onnx
 from radserve.export.parity import ParityReport, compare, gate, onnx_probabilities, torch_probabilities
-from radserve.export.precision import PRECISIONS, convert_fp16, quantize_int8, variant_name
+from radserve.export.precision import INT8_CALIBRATION, PRECISIONS, convert_fp16, quantize_int8, variant_name
 from radserve.export.repository import publish
 from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
@@ -89,10 +89,10 @@ class ExportRequest:
     work_dir: Path | None = None
     # int8 activations: "s8s8" (TensorRT), "u8s8" (fast ONNX Runtime CPU kernels), "auto": by target
     int8_scheme: str = "auto"
+    int8_calibration: str = INT8_CALIBRATION  # int8 activation ranges: a key of INT8_CALIBRATIONS
     # what the model accepts (written into its card); None keeps the source's (radiograph defaults)
     accepts: InputContract | None = None
-    # model card fields set on the source's card before export (radserve calibrate --publish:
-    # temperature, calibration, operating_points); the temperature goes into the graph
+    # card fields set before export (calibrate --publish); the temperature goes into the graph
     card_updates: Mapping[str, Any] = field(default_factory=dict)
     # also publish the Grad-CAM companion NAME_gradcam (export/gradcam.py; beside a TensorRT plan as
     # an onnxruntime model); a system whose outputs include Grad-CAM always has it
@@ -240,20 +240,20 @@ def _gated_variants(
             if precision == "fp16":
                 convert_fp16(fp32_path, path)
             else:
+                scheme, method = request.resolved_int8_scheme(), request.int8_calibration
                 calibration = _calibration_images(base_card, request, len(images))
-                quantize_int8(fp32_path, path, calibration, scheme=request.resolved_int8_scheme())
+                quantize_int8(fp32_path, path, calibration, scheme=scheme, calibration_method=method)
             report = compare(reference, onnx_probabilities(path, images), "pytorch fp32")
             LOGGER.info("parity %s %s", precision, report)
             gate(report, *_thresholds(request, precision), f"{request.name} (onnxruntime {precision})")
         figures = report.to_dict()
         if precision == "int8":
-            figures["quantization"] = f"QDQ {request.resolved_int8_scheme()} per-channel"
+            figures["quantization"] = f"QDQ {scheme} per-channel, {method} calibration"
         parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"onnxruntime_{precision}": figures}
         card = base_card.replace(
             name=variant_name(request.name, precision), precision=precision, parity=parity
         )
         candidates.append((precision, card, report, path))
-
     return candidates
 
 
