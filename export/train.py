@@ -67,9 +67,7 @@ def demo_plan(system: str) -> TrainingPlan:
     return TrainingPlan(
         architecture=contract.architecture,
         input_size=contract.demo_input_size[0],
-        batch_size=32,
-        identity_start=True,
-        **_DEMO_PLANS.get(system, {}),  # type: ignore[arg-type]
+        **({"batch_size": 32, "identity_start": True} | _DEMO_PLANS.get(system, {})),  # type: ignore[arg-type]
     )
 
 
