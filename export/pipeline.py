@@ -31,7 +31,7 @@ from radserve.export.parity import (
     openvino_probabilities,
     torch_probabilities,
 )
-from radserve.export.precision import PRECISIONS, convert_fp16, quantize_int8, variant_name
+from radserve.export.precision import INT8_CALIBRATION, PRECISIONS, convert_fp16, quantize_int8, variant_name
 from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.export.targets import Device, ServingTarget, get_target
@@ -103,10 +103,10 @@ class ExportRequest:
     work_dir: Path | None = None
     # int8 activations: "s8s8" (TensorRT), "u8s8" (fast ONNX Runtime CPU kernels), "auto": by target
     int8_scheme: str = "auto"
+    int8_calibration: str = INT8_CALIBRATION  # int8 activation ranges: a key of INT8_CALIBRATIONS
     # what the model accepts (written into its card); None keeps the source's (radiograph defaults)
     accepts: InputContract | None = None
-    # model card fields set on the source's card before export (radserve calibrate --publish:
-    # temperature, calibration, operating_points); the temperature goes into the graph
+    # card fields set before export (calibrate --publish); the temperature goes into the graph
     card_updates: Mapping[str, Any] = field(default_factory=dict)
     # also publish the Grad-CAM companion NAME_gradcam (export/gradcam.py; beside a TensorRT plan as
     # an onnxruntime model); a system whose outputs include Grad-CAM always has it
@@ -248,8 +248,9 @@ def _gated_variants(
             if precision == "fp16":
                 convert_fp16(fp32_path, path)
             else:
+                scheme, method = request.resolved_int8_scheme(), request.int8_calibration
                 calibration = _calibration_images(base_card, request, len(images))
-                quantize_int8(fp32_path, path, calibration, scheme=request.resolved_int8_scheme())
+                quantize_int8(fp32_path, path, calibration, scheme=scheme, calibration_method=method)
         if engine == "openvino":
             hint = "bf16" if precision == "bf16" else "f32"
             report = compare(reference, openvino_probabilities(path, images, hint), "pytorch fp32")
@@ -260,13 +261,12 @@ def _gated_variants(
             gate(report, *thresholds(request, precision), f"{request.name} ({engine} {precision})")
         figures = report.to_dict()
         if precision == "int8":
-            figures["quantization"] = f"QDQ {request.resolved_int8_scheme()} per-channel"
+            figures["quantization"] = f"QDQ {scheme} per-channel, {method} calibration"
         parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"{engine}_{precision}": figures}
         card = base_card.replace(
             name=variant_name(request.name, precision), precision=precision, parity=parity, cpu_engine=engine
         )
         candidates.append((precision, card, report, path))
-
     return candidates
 
 

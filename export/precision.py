@@ -48,6 +48,16 @@ _MAX_END_NODES = 16  # a longer preamble or tail is not the serving graph's: lea
 CALIBRATION_BATCH = 8
 # int8 scheme -> (activation type, symmetric activations); weights are always symmetric int8
 INT8_SCHEMES: dict[str, tuple[str, bool]] = {"s8s8": ("QInt8", True), "u8s8": ("QUInt8", False)}
+# int8 calibration -> (onnxruntime CalibrationMethod, its extra options): the activation ranges from
+# the calibration images' extremes, their per-batch extremes averaged, a histogram's 99.999th
+# percentile, or the histogram's minimum-entropy threshold
+INT8_CALIBRATIONS: dict[str, tuple[str, dict[str, object]]] = {
+    "minmax": ("MinMax", {}),
+    "minmax-average": ("MinMax", {"CalibMovingAverage": True}),
+    "percentile": ("Percentile", {"CalibPercentile": 99.999}),
+    "entropy": ("Entropy", {}),
+}
+INT8_CALIBRATION = "minmax"  # what export publishes; docs/how-to/export.md, "INT8": the others measured
 
 
 def variant_name(name: str, precision: Precision) -> str:
@@ -109,16 +119,29 @@ def quantize_int8(
     quant_format: str = "QDQ",
     per_channel: bool = True,
     reduce_range: bool = False,
+    calibration_method: str = INT8_CALIBRATION,
 ) -> onnx.ModelProto:
     """Static int8 copy of ``source``, calibrated on ``uint8 [N, 1, H, W]`` wire images.
 
-    ``scheme`` is a key of :data:`INT8_SCHEMES`; Q/DQ with per-channel weights is what radserve
-    publishes, the other settings exist for ``loadtests/precision_bench.py --int8-alternatives``.
+    ``scheme`` is a key of :data:`INT8_SCHEMES`, ``calibration_method`` one of :data:`INT8_CALIBRATIONS`;
+    Q/DQ with per-channel weights and :data:`INT8_CALIBRATION` is what radserve publishes, the other
+    settings exist for ``loadtests/precision_bench.py --int8-alternatives``.
     """
     if scheme not in INT8_SCHEMES:
         raise ExportError(f"int8 scheme must be one of {sorted(INT8_SCHEMES)}, got {scheme!r}")
+    if calibration_method not in INT8_CALIBRATIONS:
+        raise ExportError(
+            f"int8 calibration must be one of {sorted(INT8_CALIBRATIONS)}: {calibration_method!r}"
+        )
     activation_type, symmetric_activations = INT8_SCHEMES[scheme]
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    method, calibration_options = INT8_CALIBRATIONS[calibration_method]
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calibration) == 0:
@@ -153,7 +176,12 @@ def quantize_int8(
                 nodes_to_exclude=[
                     node.name for node in (*_preamble(model), *_tail(model, include_weighted=True))
                 ],
-                extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
+                calibrate_method=CalibrationMethod[method],
+                extra_options={
+                    "ActivationSymmetric": symmetric_activations,
+                    "WeightSymmetric": True,
+                    **calibration_options,
+                },
             )
     quantized = onnx.load(str(destination))
     check_onnx(quantized)

@@ -9,7 +9,7 @@ whose agreement figures then mean little). Each is timed with ``--threads`` intr
 batch size (img/s, best of the batch sizes reported) and compared with FP32 ONNX Runtime on sample
 radiographs preprocessed as the client does. Both int8 schemes are timed: u8s8 (what the CPU targets
 publish) and s8s8 (what the TensorRT target publishes). ``--int8-alternatives`` also times other
-quantization settings (QOperator, reduce_range, per-tensor).
+quantization settings (QOperator, reduce_range, per-tensor, the other calibration methods).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime
 
 from radserve.export.onnx_export import export_onnx
-from radserve.export.precision import convert_fp16, quantize_int8
+from radserve.export.precision import INT8_CALIBRATION, INT8_CALIBRATIONS, convert_fp16, quantize_int8
 from radserve.export.samples import sample_images
 from radserve.loadtests.raw import cpu_session
 from radserve.model_card import INPUT_NAME, ModelCard
@@ -103,6 +103,11 @@ def make_variants(
             "int8_qdq_u8s8_reduce_range": {"scheme": "u8s8", "reduce_range": True},
             "int8_qdq_u8s8_per_tensor": {"scheme": "u8s8", "per_channel": False},
             "int8_qdq_s8s8_per_tensor": {"per_channel": False},
+            **{
+                f"int8_qdq_u8s8_{method}": {"scheme": "u8s8", "calibration_method": method}
+                for method in INT8_CALIBRATIONS
+                if method != INT8_CALIBRATION
+            },
         }
         for name, settings in settings_by_name.items():
             variants[name] = folder / f"{name}.onnx"

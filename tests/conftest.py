@@ -28,13 +28,26 @@ def dicom_folder(dicom_records: list[SyntheticRecord]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_training(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingReport]:
-    """A ResNet-18 trained for seconds at 64 px: real weights, real checkpoint format."""
-    checkpoint = tmp_path_factory.mktemp("checkpoints") / "tiny.pt"
-    plan = TrainingPlan(
-        input_size=64, train_images=40, held_out_images=10, epochs=1, batch_size=20, matrix=(256, 208)
+def tiny_plan() -> TrainingPlan:
+    """A ResNet-18 trained for seconds at 64 px (identity-start blocks, as every fixture was made)."""
+    return TrainingPlan(
+        input_size=64,
+        train_images=40,
+        held_out_images=10,
+        epochs=1,
+        batch_size=20,
+        matrix=(256, 208),
+        identity_start=True,
     )
-    return checkpoint, train(plan, checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_training(
+    tiny_plan: TrainingPlan, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, TrainingReport]:
+    """The tiny plan trained: real weights, real checkpoint format."""
+    checkpoint = tmp_path_factory.mktemp("checkpoints") / "tiny.pt"
+    return checkpoint, train(tiny_plan, checkpoint)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from radserve.errors import ExportError, ModelCardError
 from radserve.export.checkpoint import load_checkpoint, save_checkpoint
 from radserve.export.parity import compare, gate
 from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
-from radserve.export.train import TrainingReport
+from radserve.export.train import TrainingPlan, TrainingReport, train
 from radserve.model_card import ModelCard, model_versions
 
 
@@ -23,6 +23,19 @@ def test_tiny_training_learns_something(tiny_training: tuple[Path, TrainingRepor
     assert np.isfinite(report.final_train_loss)
     correct = report.held_out_accuracy * report.held_out_images  # a count of held-out images
     assert correct == pytest.approx(round(correct)) and 0 <= round(correct) <= report.held_out_images
+
+
+def test_one_plan_trains_the_same_weights(
+    tiny_plan: TrainingPlan, tiny_training: tuple[Path, TrainingReport], tmp_path: Path
+) -> None:
+    checkpoint, report = tiny_training
+    again = train(tiny_plan, tmp_path / "again.pt")
+    first = load_checkpoint(checkpoint, "first").model.state_dict()
+    second = load_checkpoint(tmp_path / "again.pt", "second").model.state_dict()
+    assert first.keys() == second.keys()
+    assert [name for name in first if not torch.equal(first[name], second[name])] == []
+    assert again.held_out_accuracy == report.held_out_accuracy
+    assert again.final_train_loss == report.final_train_loss
 
 
 def test_published_model_folder(tiny_export: ExportResult, repository: Path) -> None:

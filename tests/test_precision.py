@@ -17,6 +17,7 @@ from radserve.export.repo_check import check_repository
 from radserve.export.samples import sample_images
 from radserve.model_card import ModelCard
 from radserve.server_config.triton import TritonServer, free_ports
+from radserve.settings import SETTINGS
 from tests._reference import onnx_reference
 
 NAME = "variants"
@@ -122,6 +123,17 @@ def test_calibration_is_disjoint_from_parity_and_phantoms_warn_for_a_real_model(
     )
     assert len(synthetic) == 2
     assert "calibrating int8 on synthetic phantoms" in caplog.text and "--samples-from" in caplog.text
+
+
+def test_int8_of_the_tiny_checkpoint_passes_the_default_gates(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    # the product's own thresholds and sample counts: a regression of the int8 recipe (a quantized
+    # softmax, per-tensor weights, calibration on the parity samples) shows here first
+    result = export_checkpoint(ExportRequest(tiny_checkpoint, "gated", tmp_path, precisions=("int8",)))
+    (variant,) = result.variants
+    assert variant.parity.samples == SETTINGS.export.parity_samples
+    assert variant.parity.top1_agreement >= SETTINGS.export.reduced_min_top1
+    assert variant.parity.max_abs_diff <= SETTINGS.export.reduced_max_abs_diff
+    assert variant.card.parity["onnxruntime_int8"]["max_abs_diff"] == variant.parity.max_abs_diff
 
 
 def test_int8_gate_refuses_and_publishes_nothing(tiny_checkpoint: Path, tmp_path: Path) -> None:

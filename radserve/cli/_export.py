@@ -77,6 +77,7 @@ def _export(args: argparse.Namespace) -> int:
             ),
             work_dir=args.work_dir,
             int8_scheme=args.int8_scheme,
+            int8_calibration=args.int8_calibration,
             accepts=accepts,
             gradcam=args.gradcam,
             system=args.system,
@@ -228,6 +229,12 @@ def _add_gate_arguments(export: argparse.ArgumentParser) -> None:
         choices=("auto", "s8s8", "u8s8"),
         default="auto",
         help="int8 activations: s8s8 for TensorRT, u8s8 for ONNX Runtime on CPU (auto: by target)",
+    )
+    gate.add_argument(
+        "--int8-calibration",
+        default="minmax",
+        help="int8 activation ranges from the calibration radiographs: minmax, minmax-average, "
+        "percentile or entropy (export/precision.py, INT8_CALIBRATIONS)",
     )
 
 
