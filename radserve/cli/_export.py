@@ -12,7 +12,26 @@ from radserve.model_card import ModelCard
 from radserve.settings import SETTINGS
 
 if TYPE_CHECKING:
+    from radserve.export.sources import ProgramMetadata
     from radserve.model_card import InputContract
+
+
+def _program(args: argparse.Namespace) -> ProgramMetadata | None:
+    """What a TorchScript or ``.pt2`` source needs said (labels, input size, ...); None for a checkpoint."""
+    from radserve.export.sources import ProgramMetadata
+
+    if args.labels is None and args.input_size is None:
+        return None
+    if args.labels is None or args.input_size is None:
+        raise RadserveError("a TorchScript or .pt2 model needs both --labels and --input-size")
+    return ProgramMetadata(
+        labels_file=args.labels,
+        input_size=tuple(args.input_size),
+        resize=args.resize,
+        mean=tuple(args.mean),
+        std=tuple(args.std),
+        temperature=args.temperature,
+    )
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -21,7 +40,6 @@ def _export(args: argparse.Namespace) -> int:
     from radserve.export.detector import is_detector_checkpoint
     from radserve.export.model_config import ServingOptions
     from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
-    from radserve.export.sources import ProgramMetadata
     from radserve.export.targets import get_target
 
     if is_detector_checkpoint(args.checkpoint):
@@ -30,18 +48,7 @@ def _export(args: argparse.Namespace) -> int:
         if args.system is None:
             raise RadserveError("--name is required (or --system, whose name is then the model's)")
         args.name = args.system
-    program = None
-    if args.labels is not None or args.input_size is not None:
-        if args.labels is None or args.input_size is None:
-            raise RadserveError("a TorchScript or .pt2 model needs both --labels and --input-size")
-        program = ProgramMetadata(
-            labels_file=args.labels,
-            input_size=tuple(args.input_size),
-            resize=args.resize,
-            mean=tuple(args.mean),
-            std=tuple(args.std),
-            temperature=args.temperature,
-        )
+    program = _program(args)
     target_name = "tensorrt" if args.engine else args.target
     target = get_target(target_name, args.device)
     batching = SETTINGS.batching
