@@ -86,21 +86,33 @@ def _weights(rows: int, cols: int, height: int, width: int, device: torch.device
     return tuple(torch.from_numpy(w).to(device) for w in weights)
 
 
+def require_gpu_decoding() -> None:
+    """Raise :class:`DecodeWorkersError` unless PyTorch sees a CUDA device and nvImageCodec imports."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("PyTorch sees no CUDA device")
+        from nvidia import nvimgcodec  # noqa: F401
+    except Exception as error:
+        raise DecodeWorkersError(
+            f"--decode gpu needs a CUDA GPU, PyTorch and nvImageCodec (pip install 'radserve[gpu]'): {error}"
+        ) from None
+
+
 class GpuPreparer:
     """nvImageCodec and PyTorch on one CUDA device; :class:`DecodeWorkersError` without them."""
 
     def __init__(self, device: int = 0) -> None:
-        try:
-            import torch
+        require_gpu_decoding()
+        import torch
 
-            if not torch.cuda.is_available():
-                raise RuntimeError("PyTorch sees no CUDA device")
+        try:
             self._device = torch.device("cuda", device)
             self._decoder = GpuDecoder()
         except Exception as error:
             raise DecodeWorkersError(
-                f"--decode gpu needs a CUDA GPU, PyTorch and nvImageCodec (pip install 'radserve[gpu]'): "
-                f"{error}"
+                f"--decode gpu: nvImageCodec cannot start on CUDA device {device}: {error}"
             ) from None
         self._luts: dict[tuple[Any, ...], torch.Tensor] = {}
 

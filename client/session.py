@@ -92,6 +92,10 @@ class Session:
     async def __aenter__(self) -> Session:
         options, stack = self.options, self._stack
         self.metrics.model(self.model)
+        if options.decode == "gpu":  # a problem of this host is reported before any server is asked
+            from radserve.client.gpu_prepare import require_gpu_decoding
+
+            await asyncio.to_thread(require_gpu_decoding)
         try:
             client = AsyncRadiographClient.connect(
                 options.connection, max_in_flight=options.max_in_flight, budget=options.budget
