@@ -291,7 +291,8 @@ def peer_server(
 
     port = free_ports().grpc
     sessions, threads = layout
-    command = [str(python), str(SERVERS_FOLDER / peer.script), "--onnx", str(onnx_path), "--port", str(port)]
+    model_file = str(onnx_path.resolve())  # the peer runs in its own folder
+    command = [str(python), str(SERVERS_FOLDER / peer.script), "--onnx", model_file, "--port", str(port)]
     command += ["--sessions", str(sessions), "--threads", str(threads), "--shape", *map(str, shape)]
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"radserve-peer-{peer.name}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
