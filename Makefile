@@ -10,13 +10,14 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test docs lint format install clean prometheus dicom3tools dcmtk nginx client-venv typecheck loadtest bench bench-docs bench-peers bench-tune bench-systems demo-systems soak soak-listen gpu-bundle
+.PHONY: demo test docs lint format install clean debian-tools prometheus dcmtk client-venv typecheck loadtest bench bench-docs bench-peers bench-tune bench-systems demo-systems soak soak-listen gpu-bundle
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[server,export,test,loadtest,clinical,docs]"
+	mkdir -p $(BUILD)  # the editable install writes radserve.egg-info here; tests/_client_venv.py's takes the lock too
+	flock $(BUILD)/.editable-install.lock $(PY) -m pip install --quiet --no-compile -c requirements/constraints.txt -e ".[server,export,test,loadtest,clinical,docs]"
 	touch $(STAMP)
 
 $(DEMO_CHECKPOINT): | $(STAMP)
@@ -44,29 +45,29 @@ demo: $(REPOSITORY)/demo/config.pbtxt $(REPOSITORY)/demo_gradcam/config.pbtxt $(
 	  --serve-repository $(REPOSITORY)
 
 # Debian tools the tests drive, installed as root on a fresh machine (no service is started: each test
-# starts its own on loopback). Without root their tests are skipped. $(1): a command, $(2): its package.
-define debian_tool
-	@command -v $(1) >/dev/null 2>&1 || { \
+# starts its own on loopback). Without root their tests are skipped. $(1): COMMAND:PACKAGE entries; the
+# missing packages are installed by one apt-get (one index update for all of them).
+define debian_tools
+	@missing=""; for entry in $(1); do \
+	  command -v $${entry%%:*} >/dev/null 2>&1 || missing="$$missing $${entry##*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
-	  else echo "$(2) is not installed and cannot be installed here: its tests will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "$$missing: not installed and cannot be installed here: their tests will be skipped"; fi; fi
 endef
 
-# Prometheus and promtool for tests/test_prometheus.py.
+# Prometheus and promtool (tests/test_prometheus.py), dcmtk's storescu, echoscu and storescp
+# (tests/test_listen.py), nginx in front of replicas (tests/test_nginx.py, started with a temporary prefix,
+# never the service), dicom3tools' dciodvfy (the SR conformance test, tests/test_sr.py).
+DEBIAN_TOOLS := prometheus:prometheus storescu:dcmtk nginx:nginx dciodvfy:dicom3tools
+debian-tools:
+	$(call debian_tools,$(DEBIAN_TOOLS))
+
 prometheus:
-	$(call debian_tool,prometheus,prometheus)
+	$(call debian_tools,prometheus:prometheus)
 
-# dcmtk's storescu, echoscu and storescp for tests/test_listen.py.
 dcmtk:
-	$(call debian_tool,storescu,dcmtk)
-
-# nginx in front of replicas for tests/test_nginx.py (started with a temporary prefix, never the service).
-nginx:
-	$(call debian_tool,nginx,nginx)
-
-# dicom3tools' dciodvfy for the SR conformance test (tests/test_sr.py).
-dicom3tools:
-	$(call debian_tool,dciodvfy,dicom3tools)
+	$(call debian_tools,storescu:dcmtk)
 
 # Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
 loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
@@ -183,10 +184,11 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # The client-only environment of tests/test_client_install.py (`pip install radserve` beside numpy 2):
-# ~85 s to build on 2 cores, so built here once; rebuilt when pyproject.toml changes.
+# ~85 s to build on 2 cores, so built here once, beside the project's venv (the system Python runs the
+# builder: pip installs on one core); rebuilt when pyproject.toml changes.
 CLIENT_VENV := $(BUILD)/client-venv
-client-venv: | $(STAMP)
-	$(PY) tests/_client_venv.py $(CLIENT_VENV)
+client-venv:
+	$(PYTHON) tests/_client_venv.py $(CLIENT_VENV)
 
 # mypy over the installed namespace: build/typecheck/radserve links radserve/'s files and each folder
 # under its package name (pyproject.toml's package-dir), as an installed wheel lays them out.
@@ -198,13 +200,16 @@ typecheck: | $(STAMP)
 	  ln -s $(CURDIR)/$$folder $(TYPECHECK)/$$folder; done
 	$(PY) -m mypy -p radserve
 
-# The site is built right after ruff, before the suite (16 minutes here): a broken page fails in seconds.
-test: $(STAMP) prometheus dicom3tools dcmtk nginx client-venv
+# The environments and the Debian tools are made side by side (each pip and apt-get runs on one core), then
+# ruff, the site and mypy side by side, before the suite (~13 minutes here): a broken page fails in seconds.
+test:
+	$(MAKE) --no-print-directory -j3 install debian-tools client-venv
+	$(MAKE) --no-print-directory -j3 lint docs typecheck
+	$(PY) -m pytest
+
+lint: | $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(MAKE) docs
-	$(MAKE) typecheck
-	$(PY) -m pytest
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

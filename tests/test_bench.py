@@ -29,11 +29,12 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
 ) -> None:
     done = _radserve(
         "bench", "--model", TINY_MODEL, "--repository", str(repository), "--dicom", str(dicom_folder),
-        "--quick", "--images-per-request", "1", "4", "--out", str(tmp_path),
+        "--quick", "--images-per-request", "1", "4", "--concurrency", "1", "4", "--seconds", "0.2",
+        "--out", str(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "bench.json").read_text())
-    configs = [(c, k) for k in (1, 4) for c in (1, 4, 16)]  # (requests in flight, radiographs per request)
+    configs = [(c, k) for k in (1, 4) for c in (1, 4)]  # (requests in flight, radiographs per request)
     assert [(p["concurrency"], p["batch"]) for p in result["served"]] == configs
     assert [(p["concurrency"], p["batch"]) for p in result["naive"]] == configs  # the same as served
     for point in result["served"]:  # each request carried its radiographs: images = requests x per request
@@ -54,7 +55,7 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
     ratios = result["ratios"]
     served_best = max(p["images_per_second"] for p in result["served"])
     assert ratios["served_over_raw"] == round(served_best / winner["images_per_second"], 3)
-    assert set(ratios["served_over_naive_per_concurrency"]) == {"1", "4", "16", "1x4", "4x4", "16x4"}
+    assert set(ratios["served_over_naive_per_concurrency"]) == {"1", "4", "1x4", "4x4"}
     assert (ratios["served_over_raw"] > 1.02) == bool(result["warnings"])
     assert result["naive_engine"] == "ThreadingHTTPServer + PyTorch eager fp32"
     # where the cores went at the best served point: every party's CPU per radiograph, and the bound
@@ -83,7 +84,7 @@ def test_tune_quick_prints_the_best_configuration_within_budget(
 ) -> None:
     done = _radserve(
         "tune", TINY_MODEL, "--repository", str(repository), "--quick", "--concurrency", "4",
-        "--seconds", "0.5", "--max-seconds", "30", "--latency-budget-ms", "5000",
+        "--seconds", "0.2", "--max-seconds", "30", "--latency-budget-ms", "5000",
         "--out", str(tmp_path / "tune.json"),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

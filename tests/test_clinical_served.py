@@ -53,14 +53,14 @@ def clinical_repository(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoin
     return repository
 
 
-def _serve(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
-    log = tmp_path_factory.mktemp("clinical-triton") / "tritonserver.log"
-    return TritonServer(repository, ports=free_ports(), log_file=log)
-
-
 @pytest.fixture(scope="module")
 def server(clinical_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    with _serve(clinical_repository, tmp_path_factory) as running:
+    """The over-confident model served; explicit model control, so the calibrated version is loaded
+    into the same server."""
+    log = tmp_path_factory.mktemp("clinical-triton") / "tritonserver.log"
+    with TritonServer(
+        clinical_repository, ports=free_ports(), log_file=log, model_control="explicit"
+    ) as running:
         yield running
 
 
@@ -221,12 +221,13 @@ def test_calibration_refuses_a_small_set(
 @pytest.fixture(scope="module")
 def calibrated(
     server: TritonServer,
+    before: tuple[Path, dict],
     sets: dict[str, Path],
     clinical_repository: Path,
     tiny_checkpoint: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[TritonServer]:
-    """Calibrate on the validation set, publish version 2 with thresholds, serve it."""
+) -> TritonServer:
+    """Calibrate on the validation set, publish version 2 with thresholds, serve it (after ``before``
+    measured version 1)."""
     validation = sets["validation"]
     code = main(
         [
@@ -236,8 +237,9 @@ def calibrated(
         ]
     )  # fmt: skip
     assert code == 0
-    with _serve(clinical_repository, tmp_path_factory) as running:
-        yield running
+    for model in (MODEL, f"{MODEL}_gradcam"):
+        server.reload(model)
+    return server
 
 
 def test_fitted_temperature_halves_ece_on_held_out_data(

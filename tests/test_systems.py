@@ -13,7 +13,7 @@ from radserve.cli import EXIT_FAILURE, EXIT_OK, main
 from radserve.errors import ModelCardError
 from radserve.export.architectures import ARCHITECTURES, build_model, start_residual_blocks_as_identity
 from radserve.export.checkpoint import save_checkpoint
-from radserve.export.pipeline import ExportRequest, export_checkpoint
+from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
 from radserve.export.repo_check import check_repository
 from radserve.export.train import TrainingPlan, demo_plan, train_system
 from radserve.model_card import ModelCard
@@ -182,14 +182,13 @@ def test_mri_system_refuses_a_three_channel_network(tmp_path: Path) -> None:
         export_checkpoint(request)
 
 
-def test_spondylolisthesis_is_exported_with_its_grad_cam_companion(tmp_path: Path) -> None:
-    labels = get_system("spondylolisthesis").labels
-    checkpoint = _checkpoint(tmp_path / "spondylolisthesis.pt", "efficientnet_v2_m", labels, 96)
-    result = export_checkpoint(
-        ExportRequest(checkpoint, "spondylolisthesis", tmp_path, samples=2, system="spondylolisthesis")
-    )
-    assert result.gradcam_dir == tmp_path / "spondylolisthesis_gradcam" / "1"
+def test_spondylolisthesis_is_exported_with_its_grad_cam_companion(
+    spondylolisthesis_export: ExportResult,
+) -> None:
+    result = spondylolisthesis_export
+    repository = result.version_dir.parent.parent
+    assert result.gradcam_dir == repository / "spondylolisthesis_gradcam" / "1"
     companion = ModelCard.read(result.gradcam_dir)
     assert companion.input_size == (480, 480) and companion.network_input_size == (96, 96)
     assert companion.parity["gradcam_vs_autograd"]["min_pearson"] >= 0.99
-    assert check_repository(tmp_path).ok
+    assert check_repository(repository).ok
