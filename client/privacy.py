@@ -109,7 +109,7 @@ class PathPseudonyms:
         """Hide paths in everything this process writes to ``sys.stderr`` from now on (log handlers on it
         included): tracebacks of threads and of the command line's error boundary go there."""
         previous = sys.stderr
-        sys.stderr = _HidingStream(previous, self.hide)  # type: ignore[assignment]
+        sys.stderr = _HidingStream(previous, self.hide)
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is previous:
                 handler.setStream(sys.stderr)
