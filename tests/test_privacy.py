@@ -181,3 +181,35 @@ def test_listener_hides_real_paths_and_uids_on_every_path(
     assert not [uid for uid in sent.values() if uid in rows_text]
     for where, body in {"log": text, "rows": rows_text, "audit": (out / "audit.jsonl").read_text()}.items():
         assert MARKER not in body, where
+
+
+def test_classify_replaces_uids_in_rows_keeping_the_mapping_apart(
+    triton: TritonServer, dicom_records: list[SyntheticRecord], tmp_path: Path
+) -> None:
+    """PS3.15 Annex E, action U: each UID replaced by a non-empty UID, the same one for the same UID (the
+    key makes it reproducible), in the UUID-derived root 2.25; the mapping only in KEYFILE.uid-map.csv."""
+    import json
+    import uuid
+
+    from radserve.cli import main
+    from radserve.client.privacy import UidPseudonyms
+
+    key = tmp_path / "site.key"
+    key.write_bytes(os.urandom(32))
+    files = [record.path for record in dicom_records[:3]]
+    output = tmp_path / "rows.jsonl"
+    argv = ["classify", *files, "--model", "tiny", "--url", triton.grpc_url, "--workers", "1", "-q"]
+    assert main([*argv, "--pseudonymize-uids", str(key), "--output", str(output)]) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    originals = {record.sop_instance_uid for record in dicom_records[:3]}
+    assert not [uid for uid in originals if uid in output.read_text()]
+    mapping = key.with_name(f"{key.name}.uid-map.csv")
+    assert stat.S_IMODE(mapping.stat().st_mode) == 0o600
+    replaced = dict(line.split(",") for line in mapping.read_text().splitlines()[1:])
+    assert set(replaced) == originals and {row["sop_instance_uid"] for row in rows} == set(replaced.values())
+    again = UidPseudonyms.from_file(key)  # another process with the same key: the same replacements
+    assert {uid: again(uid) for uid in originals} == replaced
+    for replacement in replaced.values():
+        assert replacement.startswith("2.25.") and len(replacement) <= 64
+        assert uuid.UUID(int=int(replacement.removeprefix("2.25."))).version == 8
+    assert len(mapping.read_text().splitlines()) == 1 + len(originals)  # each pair once
