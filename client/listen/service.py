@@ -197,7 +197,9 @@ class Listener:
     def _open_session(self) -> SyncSession:
         """The listener's one session (decode workers, channels, card), opened on first use."""
         if self._session is None:
-            session = SyncSession(self.options.model, replace(self.options.classify, metrics=self.metrics))
+            paths, options = self.options.pseudonyms.paths, self.options.classify
+            hide = options.hide_paths or (paths.hide if paths is not None else None)  # workers' stderr
+            session = SyncSession(self.options.model, replace(options, metrics=self.metrics, hide_paths=hide))
             self._session = session.__enter__()
         return self._session
 

@@ -80,10 +80,7 @@ def _listen(args: argparse.Namespace) -> int:
         allowed_calling=tuple(title for title in args.allowed_calling.split(",") if title),
         ssl_context=_ssl_context(args),
         classify=ClassifyOptions(
-            max_in_flight=args.max_in_flight,
-            workers=args.workers,
-            sr_dir=sr_dir,
-            hide_paths=pseudonyms.paths.hide if pseudonyms.paths is not None else None,
+            max_in_flight=args.max_in_flight, workers=args.workers, sr_dir=sr_dir
         ).with_connection(connection_of(args)),
         report_destination=destination,
         report_ssl_context=_report_ssl_context(args),
