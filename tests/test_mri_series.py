@@ -309,3 +309,47 @@ def test_the_listener_classifies_a_study_once_quiet_and_regroups_the_spool_on_re
     assert {key: row[key] for key in same} == {key: getattr(direct, key) for key in same}
     assert row["path"] == str(options.spool.resolve() / study.study_instance_uid)
     assert not list(options.spool.glob("*.dcm"))  # every instance left the spool with the study's row
+
+
+def test_a_study_model_behind_a_radiograph_listener_stops_it_saying_why(
+    mri_server: TritonServer, dicom_records: list, tmp_path: Path
+) -> None:
+    """The listener cannot classify an instance with a study model: it ends (one reason, naming
+    --studies) instead of retrying for ever, and the acknowledged instance waits in the spool, its
+    attempt not counted against it."""
+    import shutil
+    import threading
+
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from radserve.client.listen import Listener, ListenOptions
+    from radserve.client.listen.spool import Spool
+    from radserve.errors import ConfigurationError
+    from tests.test_listen import _storescu, _wait_for
+
+    if shutil.which("storescu") is None:
+        pytest.skip("dcmtk is not installed (make test installs it as root)")
+    options = ListenOptions(
+        model="mri", output=tmp_path / "r.jsonl", spool=tmp_path / "spool", port=0,
+        classify=ClassifyOptions(url=mri_server.grpc_url),
+    )  # fmt: skip
+    listener, ended = Listener(options), []
+
+    def run() -> None:
+        try:
+            listener.run()
+        except ConfigurationError as error:
+            ended.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert listener.wait_ready(30)
+    record = next(r for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian)
+    assert _storescu(listener.port, [record.path]).returncode == 0
+    _wait_for(lambda: not thread.is_alive(), 60, "the listener to end")
+    (error,) = ended
+    assert "takes 6-channel studies" in str(error) and "--studies" in str(error)
+    (spooled,) = options.spool.glob("*.dcm")
+    spool = Spool(options.spool)
+    assert spool.attempts(spooled) == 0
+    spool.close()

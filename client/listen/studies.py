@@ -151,6 +151,8 @@ class StudyRounds:
                 return
             why = f"{transient.error_reason}: {transient.error}"
         except ModelCardError as error:  # a radiograph model behind --studies: the listener cannot go on
+            for path in study.paths:
+                self.spool.end_attempt(path)  # not the instances' fault: no crash counted against them
             raise ConfigurationError(f"{error} (radserve listen without --studies)") from None
         except RadserveError as error:  # e.g. the server is unreachable
             host.lost_session()
@@ -161,8 +163,10 @@ class StudyRounds:
             LOGGER.error("handling study %s failed (%d of %d)", study.uid, study.failures, self.max_failures,
                          exc_info=error)  # fmt: skip
             why = f"failed {study.failures} times ({type(error).__name__}: {error})"
-            if study.failures >= self.max_failures and all(host.set_aside(path, why) for path in study.paths):
-                return
+            if study.failures >= self.max_failures:
+                study.paths = [path for path in study.paths if not host.set_aside(path, why)]
+                if not study.paths:
+                    return
         self._again(study, why)
 
     def _again(self, study: Study, why: str) -> None:
