@@ -13,6 +13,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from radserve.client.flow import PreparedFile
+from radserve.export.pipeline import ExportResult
 from radserve.server_config.triton import TritonServer
 from radserve.synthetic.dataset import SyntheticRecord
 
@@ -213,3 +215,31 @@ def test_classify_replaces_uids_in_rows_keeping_the_mapping_apart(
         assert replacement.startswith("2.25.") and len(replacement) <= 64
         assert uuid.UUID(int=int(replacement.removeprefix("2.25."))).version == 8
     assert len(mapping.read_text().splitlines()) == 1 + len(originals)  # each pair once
+
+
+def test_decode_workers_stderr_reaches_this_process_only_through_hide(
+    tiny_export: ExportResult, dicom_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A decode worker's stderr (its log of an unexpected failure: the file's path and a traceback) is
+    relayed line by line through ``hide`` (the layer under the command line's guard of stderr)."""
+    import asyncio
+    import shutil
+
+    from radserve.client.decode_pool import DecodePool
+    from radserve.client.privacy import PathPseudonyms
+
+    folder = tmp_path / MARKER
+    folder.mkdir()
+    internal = folder / "internal.dcm"  # tests/_decode_hooks.py: its resize step raises ZeroDivisionError
+    shutil.copyfile(sorted(dicom_folder.rglob("*.dcm"))[0], internal)
+    hide = PathPseudonyms(os.urandom(32), [folder]).hide
+
+    async def prepare() -> PreparedFile:
+        async with DecodePool(1, ("_decode_hooks",), hide=hide) as pool:
+            return await pool.prepare(str(internal), tiny_export.card)
+
+    prepared = asyncio.run(prepare())
+    assert prepared.error_reason == "internal_error" and MARKER in prepared.error  # the row is hidden later
+    relayed = capsys.readouterr().err
+    assert "unexpected failure on path-" in relayed and "ZeroDivisionError" in relayed, relayed
+    assert MARKER not in relayed
