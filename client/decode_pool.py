@@ -23,7 +23,10 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import IO
 
 from radserve.client._decode_worker import BOOTSTRAP
 from radserve.client.flow import PreparedFile
@@ -39,17 +42,27 @@ class _WorkerDied(Exception):
 
 
 class _Worker:
-    """One worker process and its pipes (blocking calls, made from the pool's I/O threads)."""
+    """One worker process and its pipes (blocking calls, made from the pool's I/O threads); with
+    ``hide``, what it writes to stderr reaches this process's stderr through ``hide``."""
 
-    def __init__(self, imports: tuple[str, ...], memory_bytes: int) -> None:
+    def __init__(
+        self, imports: tuple[str, ...], memory_bytes: int, hide: Callable[[str], str] | None = None
+    ) -> None:
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", BOOTSTRAP, str(memory_bytes)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                stderr=None if hide is None else subprocess.PIPE,
             )
         except OSError as error:
             raise DecodeWorkersError(f"decode workers could not start: {sys.executable}: {error}") from None
+        self._relay: threading.Thread | None = None
+        if hide is not None and self._process.stderr is not None:
+            self._relay = threading.Thread(
+                target=_relay, args=(self._process.stderr, hide), name="radserve-decode-stderr", daemon=True
+            )
+            self._relay.start()
         try:
             self._write(list(sys.path))
             self._write(list(imports))
@@ -103,10 +116,21 @@ class _Worker:
             self._process.wait()
         if self._process.stdout is not None:
             self._process.stdout.close()
+        if self._relay is not None:
+            self._relay.join(10)
+
+
+def _relay(stream: IO[bytes], hide: Callable[[str], str]) -> None:
+    """Copy a worker's stderr, line by line through ``hide``, to this process's stderr until it ends."""
+    with stream:
+        for line in stream:
+            sys.stderr.write(hide(line.decode("utf-8", errors="replace")))
+            sys.stderr.flush()
 
 
 class DecodePool:
-    """``workers`` decode processes; ``imports`` are modules each imports first (e.g. codec plugins).
+    """``workers`` decode processes; ``imports`` are modules each imports first (e.g. codec plugins);
+    ``hide`` rewrites what they write to stderr (``--pseudonymize-paths``).
 
     Use as ``async with DecodePool(n) as pool: prepared = await pool.prepare(path, card)``.
     """
@@ -118,19 +142,21 @@ class DecodePool:
         *,
         timeout: float = SETTINGS.client.decode_timeout_seconds,
         memory_bytes: int = SETTINGS.client.decode_worker_memory_bytes,
+        hide: Callable[[str], str] | None = None,
     ) -> None:
         if workers < 1:
             raise ConfigurationError("at least one decode worker is needed")
         self._size = workers
         self._imports = imports
         self._timeout, self._memory_bytes = timeout, memory_bytes
+        self._hide = hide
         self._io = ThreadPoolExecutor(workers, thread_name_prefix="radserve-decode")
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: list[_Worker] = []
 
     async def _start(self) -> _Worker:
         loop = asyncio.get_running_loop()
-        worker = await loop.run_in_executor(self._io, _Worker, self._imports, self._memory_bytes)
+        worker = await loop.run_in_executor(self._io, _Worker, self._imports, self._memory_bytes, self._hide)
         self._all.append(worker)
         return worker
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,8 @@ class ClassifyOptions:
             site's pydicom decoder plugins).
         accept_any: Research use: classify every instance, whatever the model's input contract
             (recorded in each row).
+        hide_paths: Rewrites what decode workers write to stderr, e.g.
+            :meth:`radserve.client.privacy.PathPseudonyms.hide` (``--pseudonymize-paths``).
     """
 
     url: str | Sequence[str] = SETTINGS.grpc_url
@@ -108,6 +110,7 @@ class ClassifyOptions:
     metrics: ClientMetrics | None = None
     decode_worker_imports: tuple[str, ...] = ()
     accept_any: bool = False
+    hide_paths: Callable[[str], str] | None = None
 
     @property
     def connection(self) -> ConnectionOptions:

@@ -8,6 +8,7 @@ is counted in ``radserve_decoded_files`` by decoder and fallback reason.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -25,12 +26,18 @@ class Preparers:
     """``async with Preparers(...) as preparers: prepared = await preparers.prepare(path, card)``."""
 
     def __init__(
-        self, decode: Decode, workers: int, imports: tuple[str, ...], metrics: ClientMetrics, model: str
+        self,
+        decode: Decode,
+        workers: int,
+        imports: tuple[str, ...],
+        metrics: ClientMetrics,
+        model: str,
+        hide: Callable[[str], str] | None = None,
     ) -> None:
         if decode not in ("cpu", "gpu"):
             raise ConfigurationError(f"decode must be 'cpu' or 'gpu', got {decode!r}")
         self._decode = decode
-        self._pool = DecodePool(workers, imports)
+        self._pool = DecodePool(workers, imports, hide=hide)
         self._metrics = metrics
         self._model = model
         self._gpu = None

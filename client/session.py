@@ -106,8 +106,9 @@ class Session:
             router = isinstance(self._card, RouterCard)
             if not self.takes_studies:  # a study is built in this process: no decode workers needed
                 preparers = Preparers(
-                    options.decode, options.workers, options.decode_worker_imports, self.metrics, self.model
-                )
+                    options.decode, options.workers, options.decode_worker_imports, self.metrics, self.model,
+                    options.hide_paths,
+                )  # fmt: skip
                 self._preparers = await stack.enter_async_context(preparers)
             if not router and not self.takes_studies:
                 assert isinstance(self._card, ModelCard)

@@ -99,14 +99,15 @@ def client_tls(ca: Path | None, cert: Path | None = None, key: Path | None = Non
     return ClientTls(ca, cert, key)
 
 
-def pseudonym(value: str, key: bytes) -> str:
+def pseudonym(value: str, key: bytes, hex_digits: int = 16) -> str:
     """A keyed hash of a value: stable per key, not reversible without it.
 
     Args:
-        value: What to hide (a path).
+        value: What to hide (a path, a UID).
         key: The secret.
+        hex_digits: How many hex digits of the hash to keep (at most 64).
 
     Returns:
-        HMAC-SHA256 of ``value`` under ``key``, 16 hex digits.
+        HMAC-SHA256 of ``value`` under ``key``, its first ``hex_digits`` hex digits.
     """
-    return hmac.new(key, value.encode("utf-8"), sha256).hexdigest()[:16]
+    return hmac.new(key, value.encode("utf-8"), sha256).hexdigest()[:hex_digits]

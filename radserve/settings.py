@@ -120,6 +120,9 @@ class ListenDefaults:
     retry_initial_seconds: float = _unit(1.0, "s before an instance with a transient row is tried again")
     retry_max_seconds: float = _unit(60.0, "s at most between two tries of one instance (doubling)")
     max_failures: int = _unit(3, "exceptions handling one instance before it moves to spool/quarantine")
+    study_quiet_seconds: float = _unit(
+        30.0, "s with no new instance of a study before the listener classifies it (--studies)"
+    )
     report_attempts: int = _unit(5, "tries to forward one SR before it moves to the dead-letter folder")
     report_retry_initial_seconds: float = _unit(2.0, "s before a failed SR is sent again (doubling)")
     report_retry_max_seconds: float = _unit(300.0, "s at most between two tries of one SR")

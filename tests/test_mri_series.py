@@ -261,3 +261,95 @@ def test_evaluate_scores_one_row_per_study_against_the_manifest(
         and report["files"] == sum(len(s.datasets) for s in studies)
     )
     assert report["n"] == len(studies) == sum(map(sum, report["confusion"]))
+
+
+def test_the_listener_classifies_a_study_once_quiet_and_regroups_the_spool_on_restart(
+    mri_server: TritonServer, tmp_path: Path
+) -> None:
+    """``listen --studies``: MR instances by storescu, one row per study once none arrived for the quiet
+    time. The first listener has no server (the study stays spooled, retried); the second, on the same
+    spool, re-groups what it finds and writes the study's row: the same as classify-series gives."""
+    import shutil
+    from dataclasses import replace
+
+    import pydicom
+    from pynetdicom.sop_class import ComputedRadiographyImageStorage
+
+    from radserve.client.listen import ListenOptions
+    from tests.test_listen import _in_process, _rows, _storescu, _wait_for
+
+    if shutil.which("storescu") is None:
+        pytest.skip("dcmtk is not installed (make test installs it as root)")
+    (study,) = write_mri_set(tmp_path / "mri", 1, seed=3, slices=5, matrix=MATRIX)
+    files = sorted(str(path) for path in (tmp_path / "mri").rglob("*.dcm"))
+    radiograph = pydicom.dcmread(files[0])  # the same pixels as CR: not offered to a study listener
+    radiograph.SOPClassUID = radiograph.file_meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
+    radiograph.save_as(tmp_path / "cr.dcm", enforce_file_format=True)
+    away = ClassifyOptions(url=f"127.0.0.1:{free_ports().grpc}", ready_timeout_seconds=0.5)
+    options = ListenOptions(
+        model="mri", output=tmp_path / "r.jsonl", spool=tmp_path / "spool", port=0, classify=away,
+        studies=True, study_quiet_seconds=0.5, retry_initial_seconds=0.2, retry_max_seconds=0.5,
+    )  # fmt: skip
+    with _in_process(options) as listener:
+        assert _storescu(listener.port, files).returncode == 0
+        refused = _storescu(listener.port, [str(tmp_path / "cr.dcm")])
+        assert refused.returncode != 0 and "No presentation context" in refused.stdout + refused.stderr
+        retries = listener.metrics.registry.get_sample_value
+        _wait_for(lambda: (retries("radserve_listen_retries_total", {"cause": "transient"}) or 0) >= 2,
+                  60, "the study to be retried while no server answers")  # fmt: skip
+    assert not _rows(options.output) and len(list(options.spool.glob("*.dcm"))) == len(files)
+
+    served = ClassifyOptions(url=mri_server.grpc_url)
+    with _in_process(replace(options, classify=served)):
+        _wait_for(lambda: len(_rows(options.output)) == 1, 120, "the study's row")
+    (row,) = _rows(options.output)
+    (direct,) = classify_studies([tmp_path / "mri"], "mri", mri_server.grpc_url)
+    assert (row["status"], row["study_instance_uid"]) == ("ok", study.study_instance_uid), row
+    same = ("label", "probabilities", "decision", "threshold", "ood", "model_version")
+    assert {key: row[key] for key in same} == {key: getattr(direct, key) for key in same}
+    assert row["path"] == str(options.spool.resolve() / study.study_instance_uid)
+    assert not list(options.spool.glob("*.dcm"))  # every instance left the spool with the study's row
+
+
+def test_a_study_model_behind_a_radiograph_listener_stops_it_saying_why(
+    mri_server: TritonServer, dicom_records: list, tmp_path: Path
+) -> None:
+    """The listener cannot classify an instance with a study model: it ends (one reason, naming
+    --studies) instead of retrying for ever, and the acknowledged instance waits in the spool, its
+    attempt not counted against it."""
+    import shutil
+    import threading
+
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from radserve.client.listen import Listener, ListenOptions
+    from radserve.client.listen.spool import Spool
+    from radserve.errors import ConfigurationError
+    from tests.test_listen import _storescu, _wait_for
+
+    if shutil.which("storescu") is None:
+        pytest.skip("dcmtk is not installed (make test installs it as root)")
+    options = ListenOptions(
+        model="mri", output=tmp_path / "r.jsonl", spool=tmp_path / "spool", port=0,
+        classify=ClassifyOptions(url=mri_server.grpc_url),
+    )  # fmt: skip
+    listener, ended = Listener(options), []
+
+    def run() -> None:
+        try:
+            listener.run()
+        except ConfigurationError as error:
+            ended.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert listener.wait_ready(30)
+    record = next(r for r in dicom_records if r.transfer_syntax == ExplicitVRLittleEndian)
+    assert _storescu(listener.port, [record.path]).returncode == 0
+    _wait_for(lambda: not thread.is_alive(), 60, "the listener to end")
+    (error,) = ended
+    assert "takes 6-channel studies" in str(error) and "--studies" in str(error)
+    (spooled,) = options.spool.glob("*.dcm")
+    spool = Spool(options.spool)
+    assert spool.attempts(spooled) == 0
+    spool.close()

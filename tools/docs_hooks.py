@@ -241,10 +241,15 @@ def _uid_name(uid: str) -> str:
 def scp_sop_classes() -> str:
     from pynetdicom.sop_class import Verification
 
-    from radserve.client.listen.scp import STORAGE_CLASSES
+    from radserve.client.listen.scp import STORAGE_CLASSES, STUDY_STORAGE_CLASSES
 
-    rows = [(_uid_name(uid), f"`{uid}`", "SCP") for uid in (*STORAGE_CLASSES, Verification)]
-    return _table(("SOP class", "UID", "role"), rows)
+    rows = [(_uid_name(uid), f"`{uid}`", "SCP", "radiograph model") for uid in STORAGE_CLASSES]
+    rows += [
+        (_uid_name(uid), f"`{uid}`", "SCP", "`--studies` (study-level model)")
+        for uid in STUDY_STORAGE_CLASSES
+    ]
+    rows.append((_uid_name(Verification), f"`{Verification}`", "SCP", "always"))
+    return _table(("SOP class", "UID", "role", "negotiated with"), rows)
 
 
 def scp_transfer_syntaxes() -> str:

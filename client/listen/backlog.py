@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,11 +37,20 @@ class Backlog:
         done: keys that have their final rows.
         digests: content hash of each instance spooled so far, by file name.
         conflicts: names of the conflicting instances already kept.
+        alias: what a key is in ``done``: the path its rows carry (a pseudonym under
+            ``--pseudonymize-paths``).
     """
 
-    def __init__(self, done: set[str], digests: dict[str, str], conflicts: set[str]) -> None:
+    def __init__(
+        self,
+        done: set[str],
+        digests: dict[str, str],
+        conflicts: set[str],
+        alias: Callable[[str], str] = str,
+    ) -> None:
         self._lock = threading.Lock()
         self._done, self._digests, self._conflicts = done, digests, conflicts
+        self._alias = alias
         self._waiting: set[str] = set()
         self._since: dict[str, float] = {}
         self._sizes: dict[str, int] = {}
@@ -60,7 +69,7 @@ class Backlog:
         """Decide on a received instance; ``received`` reserves its place in the backlog."""
         name = Path(key).name
         with self._lock:
-            if key in self._done or key in self._waiting:
+            if self._alias(key) in self._done or key in self._waiting:
                 return "duplicate" if self._digests.get(name, digest) == digest else "conflict"
             if len(self._waiting) >= max_queue:
                 return "queue_full"
@@ -100,11 +109,11 @@ class Backlog:
     def finish(self, key: str) -> None:
         """The instance has its final row."""
         with self._lock:
-            self._done.add(key)
+            self._done.add(self._alias(key))
             self._drop(key)
 
     def is_done(self, key: str) -> bool:
-        return key in self._done
+        return self._alias(key) in self._done
 
     def _drop(self, key: str) -> None:
         self._waiting.discard(key)

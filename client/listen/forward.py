@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,13 @@ class ReportForwarder:
         self.audit = audit or AuditLog(None)
         self._failures: dict[str, int] = {}
         self._due: dict[str, float] = {}
+
+    def run_until(self, stop: threading.Event, interval: float) -> None:
+        """Every ``interval`` seconds, and once more when ``stop`` is set: send the SRs that are due."""
+        stopping = False
+        while not stopping:
+            stopping = stop.wait(interval)
+            self.forward_due()
 
     def forward_due(self) -> None:
         """Send, over one association, every SR whose next try is due; never raises."""

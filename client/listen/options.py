@@ -10,6 +10,7 @@ from pathlib import Path
 from radserve.client.listen.forward import Destination
 from radserve.client.listen.scp import AssociationLimits
 from radserve.client.options import ClassifyOptions
+from radserve.client.privacy import Pseudonyms
 from radserve.settings import SETTINGS
 
 __all__ = ["ListenOptions"]
@@ -37,3 +38,8 @@ class ListenOptions:
     retry_max_seconds: float = SETTINGS.listen.retry_max_seconds
     max_failures: int = SETTINGS.listen.max_failures
     audit_log: Path | None = None  # ATNA-style JSON lines: associations and SR forwarding
+    pseudonyms: Pseudonyms = field(default_factory=Pseudonyms)  # what the rows hide (paths, UIDs)
+    # A study-level model: MR Image Storage negotiated, instances grouped by Study Instance UID and a
+    # study classified once none of it arrived for study_quiet_seconds (client/listen/studies.py).
+    studies: bool = False
+    study_quiet_seconds: float = SETTINGS.listen.study_quiet_seconds

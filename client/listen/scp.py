@@ -4,9 +4,9 @@ Presentation contexts: CR and DX (for presentation and for processing) Image Sto
 the transfer syntaxes radserve decodes (:data:`SUPPORTED_TRANSFER_SYNTAXES`); a context proposed
 with none of them is refused with result 0x04 (transfer syntaxes not supported), any other SOP class
 with 0x03 (abstract syntax not supported). Verification (C-ECHO) is always supported. MR Image
-Storage is not negotiated: the listener classifies radiographs one instance at a time, and an MR
-study needs grouping by study first (``radserve classify-series``), so a PACS keeps MR instances
-instead of hearing success for instances no model here can use.
+Storage is negotiated only in study mode (``--studies``, a study-level model: then it is the only
+storage class): a radiograph listener classifies one instance at a time, so a PACS keeps MR instances
+instead of hearing success for instances its model cannot use.
 
 :class:`AssociationLimits` bounds what a peer can hold: associations at once (beyond: A-ASSOCIATE-RJ,
 local limit exceeded), the PDU size, the called AE title, and the ACSE, DIMSE and network timeouts
@@ -31,6 +31,7 @@ from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
+    MRImageStorage,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
@@ -40,7 +41,14 @@ from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.metrics import ListenerMetrics
 from radserve.settings import SETTINGS
 
-__all__ = ["STORAGE_CLASSES", "AssociationLimits", "accepted_transfer_syntaxes", "start_scp"]
+__all__ = [
+    "STORAGE_CLASSES",
+    "STUDY_STORAGE_CLASSES",
+    "AssociationLimits",
+    "accepted_transfer_syntaxes",
+    "start_scp",
+    "storage_classes",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -49,6 +57,14 @@ STORAGE_CLASSES: tuple[str, ...] = (
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
 )
+# With a study-level model (--studies): single-slice MR only; Enhanced MR's functional groups are not read.
+STUDY_STORAGE_CLASSES: tuple[str, ...] = (MRImageStorage,)
+
+
+def storage_classes(studies: bool) -> tuple[str, ...]:
+    """The storage SOP classes negotiated: MR with a study-level model (``--studies``), else radiographs."""
+    return STUDY_STORAGE_CLASSES if studies else STORAGE_CLASSES
+
 
 # C-STORE answers (PS3.4 B.2.3): 0xA7xx Refused: Out of Resources, 0xCxxx Error: Cannot Understand.
 SUCCESS = 0x0000
@@ -155,12 +171,13 @@ def start_scp(
     limits: AssociationLimits | None = None,
     ssl_context: ssl.SSLContext | None = None,
     audit: AuditLog | None = None,
+    storage_classes: Sequence[str] = STORAGE_CLASSES,
 ) -> ThreadedAssociationServer:
     """Start the Storage SCP in background threads; ``allowed_calling`` empty admits every caller."""
     ae = AE(ae_title=ae_title)
     (limits or AssociationLimits()).apply(ae)
     syntaxes = accepted_transfer_syntaxes()
-    for sop_class in STORAGE_CLASSES:
+    for sop_class in storage_classes:
         ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     if allowed_calling:

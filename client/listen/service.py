@@ -1,23 +1,20 @@
 """The listener: DICOM C-STORE in, the classify runner over the spool, result rows out.
 
 Received instances are spooled (fsync) before the sender hears success, counted against a bounded
-queue (full: 0xA700, the sender retries later), and classified in rounds on one
-:class:`~radserve.client.sync_client.SyncSession` held for the listener's lifetime (its event loop
-thread, decode workers, channels and card start once, not per arrival): a round starts as soon as an
-instance is queued and takes instances for as long as the queue is not empty. A round that fails as a
-whole (the server unreachable) closes the session; the next round opens a fresh one. Rows are the
-runner's rows, written to one results file as they come; an instance's spool file is removed once
-its rows (and SRs) are fsync'ed. SR documents (``classify.sr_dir``) are forwarded to the report
-destination by a thread of their own. A restart drains what the spool still holds; an instance
-already in the results is acknowledged again without a second row.
+queue (full: 0xA700), and classified in rounds on one :class:`~radserve.client.sync_client.SyncSession`
+held for the listener's lifetime (a round that fails as a whole closes it; the next opens a fresh one):
+a round starts as soon as an instance is queued and takes instances while the queue is not empty.
+Rows go to one results file (through ``ListenOptions.pseudonyms``); an instance's spool file is removed
+once its rows (and SRs) are fsync'ed; SRs are forwarded by a thread of their own. A restart drains the
+spool; an instance already in the results is acknowledged again without a second row. With
+``studies`` (a study-level model), instances are grouped by study instead (:mod:`.studies`).
 
 Acknowledged means classified (docs/how-to/listen.md, "Durability"): an instance whose row is
-transient (:func:`~radserve.reasons.is_transient`: the server away, shedding load, reloading) stays
-spooled, out of the results, and is tried again with doubling backoff until it gets a row that is not;
-an exception while handling one instance is retried the same way, and after
-``SETTINGS.listen.max_failures`` the instance moves to the spool's quarantine folder with an
-``internal_error`` row, so that no instance can stop the listener or crash-loop a restart. The results
-file and the spool are owned by one process (:class:`~radserve.client.ownership.OwnerLock`).
+transient (:func:`~radserve.reasons.is_transient`) stays spooled, out of the results, and is tried
+again with doubling backoff; an exception while handling one instance is retried the same way, and
+after ``SETTINGS.listen.max_failures`` the instance moves to the spool's quarantine folder with an
+``internal_error`` row. The results file and the spool are owned by one process
+(:class:`~radserve.client.ownership.OwnerLock`).
 """
 
 from __future__ import annotations
@@ -40,12 +37,14 @@ from radserve.client.listen.scp import (
     SPOOL_FAILED,
     SUCCESS,
     start_scp,
+    storage_classes,
 )
 from radserve.client.listen.spool import Spool
+from radserve.client.listen.studies import StudyGroups, StudyHost, StudyRounds
 from radserve.client.ownership import OwnerLock
-from radserve.client.results import ResultRow, ResultWriter, completed_paths
+from radserve.client.results import ResultRow, ResultWriter, completed_paths, resolved
 from radserve.client.sync_client import SyncSession
-from radserve.errors import ConfigurationError, RadserveError
+from radserve.errors import ConfigurationError, ModelCardError, RadserveError
 from radserve.reasons import Reason, is_transient
 
 __all__ = ["ListenOptions", "Listener"]
@@ -62,6 +61,8 @@ class Listener:
     def __init__(self, options: ListenOptions, metrics: ListenerMetrics | None = None) -> None:
         if options.report_destination is not None and options.classify.sr_dir is None:
             raise ConfigurationError("a report destination needs an SR folder (ClassifyOptions.sr_dir)")
+        if options.studies and options.classify.sr_dir is not None:
+            raise ConfigurationError("SR documents are written per radiograph: a study listener writes none")
         self.options = options
         self.metrics = metrics or ListenerMetrics()
         # Both owned before either is read: a second listener (or classify --resume) refuses here.
@@ -71,10 +72,15 @@ class Listener:
         except BaseException:
             self._output_lock.release()
             raise
-        self.backlog = Backlog(
-            completed_paths(options.output), self.spool.digests(), self.spool.conflict_names()
+        done = completed_paths(options.output, key=resolved if options.pseudonyms.paths is None else str)
+        self.backlog = Backlog(  # done keys are row paths: pseudonyms under --pseudonymize-paths
+            done, self.spool.digests(), self.spool.conflict_names(), alias=options.pseudonyms.path
         )
         self._queue: queue.Queue[Path] = queue.Queue()
+        self._studies = StudyRounds(
+            StudyGroups(options.study_quiet_seconds), self.spool, self.metrics,
+            options.retry_initial_seconds, options.retry_max_seconds, options.max_failures,
+        ) if options.studies else None  # fmt: skip
         # Instances to quarantine with one row each: (file, row path, UID, reason, why).
         self._aside: queue.Queue[tuple[Path, str, str, Reason, str]] = queue.Queue()
         self.metrics.backlog_oldest.set_function(self.backlog.oldest_seconds)
@@ -138,7 +144,7 @@ class Listener:
         self._aside.put((conflict, str(target), uid, Reason.UID_CONFLICT, why))
 
     def _enqueue(self, path: Path) -> None:
-        self._queue.put(path)
+        (self._queue.put if self._studies is None else self._studies.groups.add)(path)
         self.metrics.queue_depth.set(self.backlog.depth)
 
     # -- the classifying side (the thread that calls run) --------------------------------------
@@ -159,15 +165,10 @@ class Listener:
         options = self.options
         try:
             server = start_scp(
-                (options.host, options.port),
-                options.ae_title,
-                self.offer,
-                self.metrics,
-                allowed_calling=options.allowed_calling,
-                limits=options.limits,
-                ssl_context=options.ssl_context,
-                audit=self.audit,
-            )
+                (options.host, options.port), options.ae_title, self.offer, self.metrics,
+                allowed_calling=options.allowed_calling, limits=options.limits, audit=self.audit,
+                ssl_context=options.ssl_context, storage_classes=storage_classes(options.studies),
+            )  # fmt: skip
         except OSError as error:
             raise ConfigurationError(f"cannot listen on {options.host}:{options.port}: {error}") from None
         self.port = int(server.server_address[1])
@@ -181,11 +182,7 @@ class Listener:
                     while not self._stop.is_set():
                         self._release_due()
                         self._settle_aside(writer, durable)
-                        try:
-                            first = self._queue.get(timeout=_IDLE_POLL_SECONDS)
-                        except queue.Empty:
-                            continue
-                        self._round(writer, durable, first)
+                        self._next_round(writer, durable)
                 finally:
                     os.close(durable)
                     self._close_session()
@@ -200,7 +197,9 @@ class Listener:
     def _open_session(self) -> SyncSession:
         """The listener's one session (decode workers, channels, card), opened on first use."""
         if self._session is None:
-            session = SyncSession(self.options.model, replace(self.options.classify, metrics=self.metrics))
+            paths, options = self.options.pseudonyms.paths, self.options.classify
+            hide = options.hide_paths or (paths.hide if paths is not None else None)  # workers' stderr
+            session = SyncSession(self.options.model, replace(options, metrics=self.metrics, hide_paths=hide))
             self._session = session.__enter__()
         return self._session
 
@@ -208,6 +207,24 @@ class Listener:
         session, self._session = self._session, None
         if session is not None:
             session.__exit__(None, None, None)
+
+    def _next_round(self, writer: ResultWriter, durable: int) -> None:
+        """The studies that are quiet (study mode), else the queued instances; waits a little when idle."""
+        if self._studies is not None:
+            self._studies.run_due(StudyHost(
+                lambda paths: self._open_session().classify_studies(paths),
+                lambda rows: self._write(writer, durable, rows),
+                lambda key: self._finish(key, removed=True),
+                lambda path, why: self._set_aside_failed(path, why, writer, durable),
+                self._close_session,
+            ))  # fmt: skip
+            self._stop.wait(_IDLE_POLL_SECONDS)
+            return
+        try:
+            first = self._queue.get(timeout=_IDLE_POLL_SECONDS)
+        except queue.Empty:
+            return
+        self._round(writer, durable, first)
 
     def _round(self, writer: ResultWriter, durable: int, first: Path) -> None:
         """Classify ``first`` and whatever arrives until the queue is empty, on the one session."""
@@ -219,6 +236,8 @@ class Listener:
                     self._handle(writer, durable, rows)
             finally:
                 run.close()
+        except ModelCardError as error:  # a study model without --studies: the listener cannot go on
+            raise ConfigurationError(f"{error}, or radserve listen --studies") from None
         except RadserveError as error:  # e.g. the server is unreachable: keep the spool, try again
             LOGGER.error("classification round failed (instances stay spooled): %s", error)
             self._close_session()  # the next round starts a fresh one
@@ -246,9 +265,8 @@ class Listener:
         except Exception as error:  # the instance fails, the listener goes on
             self._failed(Path(key), error, writer, durable)
 
-    @staticmethod
-    def _write(writer: ResultWriter, durable: int, rows: list[ResultRow]) -> None:
-        writer.write(rows)
+    def _write(self, writer: ResultWriter, durable: int, rows: list[ResultRow]) -> None:
+        writer.write([self.options.pseudonyms.row(row) for row in rows])
         os.fsync(durable)  # the rows survive a power cut before their instance leaves the spool
 
     def _finish(self, key: str, *, removed: bool) -> None:
@@ -281,19 +299,16 @@ class Listener:
             self._retry_later(key, f"{type(error).__name__}: {error}", failures=failures)
             return
         why = f"failed {failures} times ({type(error).__name__}: {error})"
-        if not self._set_aside(path, key, path.stem, Reason.INTERNAL_ERROR, why, writer, durable):
+        if not self._set_aside_failed(path, why, writer, durable):
             self._retry_later(key, "quarantine failed", failures=failures)  # the disk may be full
 
+    def _set_aside_failed(self, path: Path, why: str, writer: ResultWriter, durable: int) -> bool:
+        return self._set_aside(path, str(path), path.stem, Reason.INTERNAL_ERROR, why, writer, durable)
+
     def _set_aside(
-        self,
-        path: Path,
-        row_path: str,
-        uid: str,
-        reason: Reason,
-        why: str,
-        writer: ResultWriter,
-        durable: int,
-    ) -> bool:
+        self, path: Path, row_path: str, uid: str, reason: Reason, why: str,
+        writer: ResultWriter, durable: int,
+    ) -> bool:  # fmt: skip
         """Move ``path`` to the quarantine folder with one ``reason`` row; False (logged) if that failed."""
         target = self.spool.quarantine_folder / path.name
         try:
@@ -369,23 +384,12 @@ class Listener:
 
     def _forward_reports(self) -> None:
         """Every few seconds, and once more on stop: send the SRs due in ``sr_dir`` (own thread)."""
-        destination = self.options.report_destination
-        folder = self.options.classify.sr_dir
-        if destination is None or folder is None:
-            return
-        forwarder = ReportForwarder(
-            folder,
-            destination,
-            self.options.ae_title,
-            self.metrics,
-            limits=self.options.limits,
-            ssl_context=self.options.report_ssl_context,
-            audit=self.audit,
-        )
-        stopping = False
-        while not stopping:
-            stopping = self._stop.wait(_FORWARD_INTERVAL_SECONDS)
-            forwarder.forward_due()
+        options = self.options
+        if options.report_destination is not None and options.classify.sr_dir is not None:
+            ReportForwarder(
+                options.classify.sr_dir, options.report_destination, options.ae_title, self.metrics,
+                limits=options.limits, ssl_context=options.report_ssl_context, audit=self.audit,
+            ).run_until(self._stop, _FORWARD_INTERVAL_SECONDS)  # fmt: skip
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether the DICOM port is open within ``timeout`` seconds (then :attr:`port` is set)."""

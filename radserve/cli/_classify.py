@@ -14,7 +14,9 @@ from radserve.cli._common import (
     EXIT_INPUT_FAILURES,
     EXIT_OK,
     add_connection_arguments,
+    add_privacy_arguments,
     connection_of,
+    pseudonyms_of,
 )
 from radserve.errors import ConfigurationError
 from radserve.model_card import ModelCard
@@ -22,7 +24,6 @@ from radserve.settings import SETTINGS
 
 if TYPE_CHECKING:
     from radserve.client.grpc_client import ConnectionOptions
-    from radserve.client.privacy import PathPseudonyms
 
 
 def _preprocess(args: argparse.Namespace) -> int:
@@ -91,7 +92,8 @@ def _classify_files(args: argparse.Namespace, connection: ConnectionOptions) -> 
             file=sys.stderr,
         )
     files = inputs.files
-    hide = _pseudonyms(args, files)
+    private = pseudonyms_of(args, files)
+    hide = private.paths
     if args.resume:
         if args.output is None:
             raise ConfigurationError("--resume needs --output")
@@ -106,8 +108,7 @@ def _classify_files(args: argparse.Namespace, connection: ConnectionOptions) -> 
     progress = Progress(len(files))
 
     def on_rows(rows: list[ResultRow]) -> None:
-        if hide is not None:
-            rows = [hide.row(row) for row in rows]
+        rows = [private.row(row) for row in rows]
         if writer is not None:  # absolute paths: --resume's keys do not depend on the directory
             absolute = rows if hide is not None else [replace(row, path=resolved(row.path)) for row in rows]
             writer.write(absolute)
@@ -128,6 +129,7 @@ def _classify_files(args: argparse.Namespace, connection: ConnectionOptions) -> 
         gsps=args.gsps,
         metrics=metrics,
         accept_any=args.accept_any,
+        hide_paths=hide.hide if hide is not None else None,
     ).with_connection(connection)
     try:
         summary = asyncio.run(classify(files, args.model, on_rows, options))
@@ -150,17 +152,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
-
-
-def _pseudonyms(args: argparse.Namespace, files: tuple[Path, ...]) -> PathPseudonyms | None:
-    """The path pseudonyms of ``--pseudonymize-paths KEYFILE``, hiding ``files`` in logs too."""
-    from radserve.client.privacy import PathPseudonyms
-
-    if args.pseudonymize_paths is None:
-        return None
-    hide = PathPseudonyms.from_file(args.pseudonymize_paths)
-    hide.hide_in_logs(list(files))
-    return hide
 
 
 def _add_run_arguments(command: argparse.ArgumentParser) -> None:
@@ -208,12 +199,7 @@ def _add_run_arguments(command: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --sr-dir: also a Grayscale Softcopy Presentation State of each radiograph's boxes",
     )
-    command.add_argument(
-        "--pseudonymize-paths",
-        type=Path,
-        metavar="KEYFILE",
-        help="replace input paths in rows and logs by an HMAC under the secret in KEYFILE",
-    )
+    add_privacy_arguments(command)
     command.add_argument(
         "--metrics-port", type=int, help="expose the client's Prometheus metrics on 127.0.0.1:PORT"
     )

@@ -1,4 +1,4 @@
-"""What every verb of the command line shares: exit codes and the connection flags of the client.
+"""What every verb of the command line shares: exit codes, connection and pseudonymization flags.
 
 Every verb that calls a Triton server takes the same flags, parsed here into one
 :class:`~radserve.client.grpc_client.ConnectionOptions` (docs/how-to/security.md, "Connection flags").
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from radserve.security import ADMIN_KEY_ENV, client_tls
 
 if TYPE_CHECKING:
     from radserve.client.grpc_client import ConnectionOptions
+    from radserve.client.privacy import Pseudonyms
 
 # 0 success; 1 the run finished but some inputs failed; 2 the command could not run.
 EXIT_OK, EXIT_INPUT_FAILURES, EXIT_FAILURE = 0, 1, 2
@@ -98,3 +100,38 @@ def connection_of(args: argparse.Namespace, url: str | None = None) -> Connectio
         retry=retry,
         ready_timeout_seconds=args.ready_timeout,
     )
+
+
+def add_privacy_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--pseudonymize-paths",
+        type=Path,
+        metavar="KEYFILE",
+        help="replace input paths in rows, logs and stderr by an HMAC under the secret in KEYFILE",
+    )
+    command.add_argument(
+        "--pseudonymize-uids",
+        type=Path,
+        metavar="KEYFILE",
+        help="replace Study and SOP Instance UIDs in rows by keyed 2.25 UIDs (PS3.15 Annex E, action U); "
+        "the mapping goes to KEYFILE.uid-map.csv (0600)",
+    )
+
+
+def pseudonyms_of(
+    args: argparse.Namespace, paths: Sequence[Path] = (), folders: Sequence[Path] = ()
+) -> Pseudonyms:
+    """The pseudonyms of ``--pseudonymize-paths`` / ``--pseudonymize-uids``.
+
+    With the first, ``paths`` and every path below ``folders`` are hidden in log lines and on stderr
+    from now on.
+    """
+    from radserve.client.privacy import PathPseudonyms, Pseudonyms, UidPseudonyms
+
+    hide = None
+    if args.pseudonymize_paths is not None:
+        hide = PathPseudonyms.from_file(args.pseudonymize_paths, folders)
+        hide.hide_in_logs(list(paths))
+        hide.guard_stderr()
+    uids = UidPseudonyms.from_file(args.pseudonymize_uids) if args.pseudonymize_uids is not None else None
+    return Pseudonyms(hide, uids)

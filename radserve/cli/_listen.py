@@ -8,7 +8,13 @@ import ssl
 import sys
 from pathlib import Path
 
-from radserve.cli._common import EXIT_OK, add_connection_arguments, connection_of
+from radserve.cli._common import (
+    EXIT_OK,
+    add_connection_arguments,
+    add_privacy_arguments,
+    connection_of,
+    pseudonyms_of,
+)
 from radserve.errors import ConfigurationError
 from radserve.security import is_loopback
 from radserve.settings import SETTINGS
@@ -55,6 +61,13 @@ def _listen(args: argparse.Namespace) -> int:
 
     destination = Destination.parse(args.sr_destination) if args.sr_destination else None
     sr_dir = args.sr_dir or (args.spool.parent / f"{args.spool.name}-reports" if destination else None)
+    if args.pseudonymize_uids is not None and args.pseudonymize_paths is None:
+        raise ConfigurationError(
+            "--pseudonymize-uids needs --pseudonymize-paths here: the spool names each instance by its "
+            "SOP Instance UID, and rows carry spool paths"
+        )
+    # Every path the listener can name lies below the spool or the SR folder.
+    pseudonyms = pseudonyms_of(args, folders=[args.spool, *([sr_dir] if sr_dir else [])])
     metrics = ListenerMetrics()
     options = ListenOptions(
         model=args.model,
@@ -72,6 +85,9 @@ def _listen(args: argparse.Namespace) -> int:
         report_destination=destination,
         report_ssl_context=_report_ssl_context(args),
         audit_log=args.audit_log,
+        pseudonyms=pseudonyms,
+        studies=args.studies,
+        study_quiet_seconds=args.study_quiet_seconds,
     )
     listener = Listener(options, metrics)
     signal.signal(signal.SIGTERM, lambda *_: listener.stop())
@@ -130,4 +146,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen.add_argument(
         "--metrics-port", type=int, help="expose the listener's Prometheus metrics on 127.0.0.1:PORT"
     )
+    listen.add_argument(
+        "--studies",
+        action="store_true",
+        help="a study-level model (MRI): take MR Image Storage, group instances by Study Instance UID and "
+        "classify each study once quiet (one row per study, the rules of classify-series)",
+    )
+    listen.add_argument(
+        "--study-quiet-seconds",
+        type=float,
+        default=SETTINGS.listen.study_quiet_seconds,
+        help="with --studies: classify a study once no instance of it arrived for this long",
+    )
+    add_privacy_arguments(listen)
     listen.set_defaults(run=_listen)
