@@ -10,6 +10,7 @@ mAP of :mod:`radserve.clinical.boxes`) and ``roc.png``, ``reliability.png``,
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,8 @@ def evaluation_report(labeled: LabeledSet) -> dict[str, Any]:
     points = {}
     for label, point in card.operating_points.items():
         k = card.labels.index(label)
-        figures = operating_point_figures(y_true == k, probabilities[:, k], float(point["threshold"]))
-        points[label] = {**figures, "rule": point.get("rule", ""), "validation": point}
+        figures = operating_point_figures(y_true == k, probabilities[:, k], point.threshold)
+        points[label] = {**figures, "rule": point.rule, "validation": asdict(point)}
     report["operating_points"] = points
     report["out_of_distribution"] = _ood_report(labeled, card.ood_threshold)
     report["excluded"] = labeled.excluded_report()

@@ -100,7 +100,9 @@ def test_the_detector_is_published_with_nms_inside_and_gated(detector_export: De
     assert parity.compared > 0 and parity.matched == parity.compared
     assert parity.min_iou >= SETTINGS.export.detector_parity_min_iou
     card = ModelCard.read(detector_export.version_dir)
-    assert card.task == "detection" and card.max_detections == K and card.parity["onnxruntime_fp32"]
+    assert (
+        card.task == "detection" and card.max_detections == K and card.parity.detections["onnxruntime_fp32"]
+    )
     config = parse_config((detector_export.version_dir.parent / "config.pbtxt").read_text())
     assert [output.name for output in config.output] == list(DETECTION_OUTPUTS)
     assert list(config.output[0].dims) == [K, 4]

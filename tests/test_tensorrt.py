@@ -184,7 +184,7 @@ def test_build_check_and_publish_a_plan(tiny_checkpoint: Path, tmp_path: Path) -
         plan = variant.version_dir / "model.plan"
         metadata = check_plan(plan)
         assert metadata.profile["max_batch"] == 32
-        assert variant.card.parity[f"tensorrt_{variant.precision}"]["top1_agreement"] >= 0.99
+        assert variant.card.parity.runtimes[f"tensorrt_{variant.precision}"].top1_agreement >= 0.99
     # the timing cache is keyed by TensorRT version and GPU (one file per image and GPU kind)
     (cache,) = tmp_path.glob("timing.trt*-sm*.cache")
     assert cache.stat().st_size > 0

@@ -186,7 +186,7 @@ class TensorRtTarget(ServingTarget):
             # TensorRT runs fp32 convolutions as TF32 by default: only an explicit --max-abs-diff applies
             min_top1, _ = thresholds(request, precision)
             gate(report, min_top1, request.max_abs_diff, f"{card.name} (tensorrt {precision})")
-            parity = {**card.parity, f"tensorrt_{precision}": report.to_dict()}
+            parity = card.parity.with_report(f"tensorrt_{precision}", report)
             card = card.replace(parity=parity, engine=engine.record())
             folder = publish(
                 request.repository,
