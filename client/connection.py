@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from radserve.client.retry import RetryPolicy
-from radserve.security import ClientTls
 from radserve.settings import SETTINGS
+from radserve.transport import ClientTls
 
 __all__ = ["ConnectionOptions"]
 

@@ -30,8 +30,8 @@ from radserve.model_card import (
 )
 from radserve.reasons import Reason
 from radserve.routing import ROUTER_PARAMETER, RouterCard
-from radserve.security import GRPC_ADMIN_KEY_HEADER, ClientTls
 from radserve.settings import SETTINGS
+from radserve.transport import GRPC_ADMIN_KEY_HEADER, ClientTls
 
 LOGGER = logging.getLogger(__name__)
 

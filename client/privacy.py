@@ -14,7 +14,7 @@ from pathlib import Path
 from radserve.client.results import ResultRow, resolved
 from radserve.errors import InputError
 from radserve.reasons import Reason
-from radserve.security import pseudonym
+from radserve.transport import pseudonym
 
 PREFIX = "path-"
 

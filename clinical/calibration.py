@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn import metrics
 
-from radserve.clinical.metrics import expected_calibration_error, operating_point_figures
+from radserve.clinical.scores import expected_calibration_error, operating_point_figures
 from radserve.errors import ClinicalError
 from radserve.model_card import Calibration, OperatingPoint
 from radserve.settings import SETTINGS

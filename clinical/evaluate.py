@@ -1,9 +1,9 @@
 """``radserve evaluate``: how the served model performs on labelled radiographs.
 
 Writes ``predictions.jsonl`` (every result row plus ``truth`` and ``excluded``), ``evaluation.json``
-(the figures of :func:`radserve.clinical.metrics.classification_metrics`, the operating points of
+(the figures of :func:`radserve.clinical.scores.classification_metrics`, the operating points of
 the model card measured on this set, every excluded row, and with a truth ``box`` column the boxes'
-mAP of :mod:`radserve.clinical.boxes`) and ``roc.png``, ``reliability.png``,
+mAP of :mod:`radserve.clinical.box_scores`) and ``roc.png``, ``reliability.png``,
 ``confusion.png``.
 """
 
@@ -14,10 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from radserve.clinical.boxes import labeled_box_map
+from radserve.clinical.box_scores import labeled_box_map
 from radserve.clinical.labeled import LabeledSet
-from radserve.clinical.metrics import classification_metrics, operating_point_figures
 from radserve.clinical.plots import plot_confusion, plot_reliability, plot_roc
+from radserve.clinical.scores import classification_metrics, operating_point_figures
 
 PREDICTIONS_FILE = "predictions.jsonl"
 EVALUATION_FILE = "evaluation.json"

@@ -63,7 +63,7 @@ DEFAULT_MAX_ABS_DIFF: dict[Precision, float | None] = {
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the TensorRT plan of the ``tensorrt`` target is built (see export/tensorrt.py)."""
+    """How the TensorRT plan of the ``tensorrt`` target is built (see export/tensorrt_plan.py)."""
 
     workspace_bytes: int = SETTINGS.export.tensorrt_workspace_bytes
     timing_cache: Path | None = None

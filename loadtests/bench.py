@@ -32,6 +32,7 @@ import numpy as np
 
 from radserve.errors import ConfigurationError, ModelCardError
 from radserve.loadtests import cpu_profile
+from radserve.loadtests.bench_report import BenchResult, plot
 from radserve.loadtests.end_to_end import measure_end_to_end
 from radserve.loadtests.peer_report import PeersResult
 from radserve.loadtests.points import (
@@ -44,7 +45,6 @@ from radserve.loadtests.points import (
     timed_run,
     warm_up_seconds,
 )
-from radserve.loadtests.report import BenchResult, plot
 from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard, model_versions
 
 LOGGER = logging.getLogger(__name__)

@@ -30,10 +30,10 @@ from typing import Literal
 
 from radserve.errors import ServerError
 from radserve.files import swap_folder
-from radserve.security import ADMIN_KEY_HEADER, redact
-from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
 from radserve.server_config.serving_view import build_model_view, build_serving_view, repository_needs
+from radserve.server_config.triton_security import LOOPBACK, ServerTls, restricted_arguments
 from radserve.settings import SETTINGS, Ports
+from radserve.transport import ADMIN_KEY_HEADER, redact
 
 LOGGER = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class TritonServer:
     log_file: Path | None = None
     verbose: int = 0
     tls: ServerTls | None = None  # TLS (mutual with a client CA) on gRPC; HTTP and metrics on loopback
-    admin_key: str | None = None  # restricted API groups behind this key (radserve.security)
+    admin_key: str | None = None  # restricted API groups behind this key (radserve.transport)
     model_control: Literal["none", "explicit"] = "none"  # explicit: reload() serves new publications
     # tritonserver's options as written elsewhere (a Kubernetes manifest's), in place of those derived
     # above; the backend folder is still this server's, and so is the repository unless they name

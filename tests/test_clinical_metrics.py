@@ -18,7 +18,7 @@ from radserve.clinical.calibration import (
     parse_rules,
     scaled,
 )
-from radserve.clinical.metrics import expected_calibration_error
+from radserve.clinical.scores import expected_calibration_error
 from radserve.clinical.truth import read_truth
 from radserve.errors import ClinicalError, ModelCardError
 from radserve.model_card import Calibration, ModelCard, OperatingPoint

@@ -18,10 +18,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from radserve.model_card import INPUT_NAME, OUTPUT_NAME
-from radserve.security import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER
-from radserve.server_config.security import ServerTls
 from radserve.server_config.triton import TritonServer, free_ports
+from radserve.server_config.triton_security import ServerTls
 from radserve.synthetic.dataset import SyntheticRecord
+from radserve.transport import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER
 from tests._certificates import CertificateAuthority, Issued
 
 ADMIN_KEY = "k3y-for-tests"

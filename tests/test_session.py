@@ -20,8 +20,8 @@ from radserve.client import (
     SyncSession,
     classify_paths,
 )
-from radserve.security import ClientTls
 from radserve.server_config.triton import TritonServer
+from radserve.transport import ClientTls
 from tests.test_client_api import _assert_same_rows
 
 TINY_MODEL = "tiny"

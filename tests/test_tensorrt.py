@@ -12,7 +12,7 @@ from radserve.errors import ExportError
 from radserve.export.hashing import file_sha256
 from radserve.export.model_config import ServingOptions, build_config
 from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
-from radserve.export.tensorrt import (
+from radserve.export.tensorrt_plan import (
     EngineMetadata,
     EngineSpec,
     Profile,

@@ -189,7 +189,7 @@ def metric_rows() -> list[tuple[str, str, str, str]]:
     """(name, type, labels, help) of every series the client and the listener export."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from radserve.client.listen.metrics import ListenerMetrics
+    from radserve.client.listen.listen_metrics import ListenerMetrics
 
     metrics = ListenerMetrics()
     rows = []

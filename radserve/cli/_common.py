@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from radserve.security import ADMIN_KEY_ENV, client_tls
+from radserve.transport import ADMIN_KEY_ENV, client_tls
 
 if TYPE_CHECKING:
     from radserve.client.grpc_client import ConnectionOptions

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from radserve.cli._common import EXIT_OK, add_connection_arguments, connection_of
 from radserve.errors import ConfigurationError
-from radserve.security import is_loopback
 from radserve.settings import SETTINGS
+from radserve.transport import is_loopback
 
 
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
