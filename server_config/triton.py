@@ -123,7 +123,7 @@ def free_ports(host: str = "127.0.0.1") -> Ports:
     return Ports(http=http, grpc=grpc, metrics=metrics)
 
 
-def check_repository(repository: Path) -> None:
+def require_models(repository: Path) -> None:
     """Raise :class:`ServerError` unless ``repository`` holds at least one model with a config."""
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a folder")
@@ -241,7 +241,7 @@ class TritonServer:
         """Start the server and block until it reports ready; raise :class:`ServerError` if not."""
         if self._process is not None:
             raise ServerError("server already started")
-        check_repository(self.repository)
+        require_models(self.repository)
         if self.binary is not None and not self.binary.is_file():
             raise ServerError(f"tritonserver binary not found at {self.binary}")
         for name, host, port in (
