@@ -220,3 +220,16 @@ def test_the_classify_flows_step_table_names_what_the_code_calls() -> None:
             target = getattr(target, part)
         assert callable(target), name
         assert f"{name.rsplit('.', 1)[-1]}(" in calling, f"the flow does not call {name}"
+
+
+def test_other_packages_use_client_dicoms_public_api() -> None:
+    dicom = ROOT / "client" / "dicom"
+    private = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for folder in PACKAGES
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if dicom not in path.parents
+        for name in _imports(path)
+        if name.startswith("radserve.client.dicom._")
+    ]
+    assert not private, private
