@@ -30,6 +30,18 @@ class ConnectionOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
 
+    @classmethod
+    def of(cls, target: str | Sequence[str] | ConnectionOptions) -> ConnectionOptions:
+        """``target`` itself, or plain options to its URL(s).
+
+        Args:
+            target: Server URL(s), or the full connection options.
+
+        Returns:
+            The connection options.
+        """
+        return target if isinstance(target, ConnectionOptions) else cls(target)
+
     @property
     def urls(self) -> tuple[str, ...]:
         """The server URLs, in order."""
