@@ -71,7 +71,7 @@ dcmtk:
 
 # Locust smoke profile, headless, against the embedded server; prints the summary, exits 1 on failed thresholds.
 loadtest: $(REPOSITORY)/demo/config.pbtxt $(DEMO_DICOM)/manifest.csv
-	$(PY) -m radserve.loadtests.run --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
+	$(RADSERVE) loadtest --model demo --repository $(REPOSITORY) --dicom $(DEMO_DICOM) \
 	  --load-profile smoke --out $(BUILD)/loadtest
 
 # raw engine vs served vs naive baseline vs end-to-end from DICOM (table, JSON, PNG in build/bench).

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from radserve.client.retry import RetryPolicy
-from radserve.security import ClientTls
 from radserve.settings import SETTINGS
+from radserve.transport import ClientTls
 
 __all__ = ["ConnectionOptions"]
 
@@ -29,6 +29,18 @@ class ConnectionOptions:
     admin_key: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     ready_timeout_seconds: float = SETTINGS.client.ready_timeout_seconds
+
+    @classmethod
+    def of(cls, target: str | Sequence[str] | ConnectionOptions) -> ConnectionOptions:
+        """``target`` itself, or plain options to its URL(s).
+
+        Args:
+            target: Server URL(s), or the full connection options.
+
+        Returns:
+            The connection options.
+        """
+        return target if isinstance(target, ConnectionOptions) else cls(target)
 
     @property
     def urls(self) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ A classifier ``NAME`` whose system lists ``boxes`` among its outputs (:mod:`rads
 detector published as ``NAME_detector`` (:data:`radserve.model_card.DETECTOR_SUFFIX`). When that model
 is in the server's repository, each classified radiograph is also sent to it and its row carries the
 detections at or above ``SETTINGS.client.box_min_score``, mapped from wire pixels to the source image
-through the exact inverse of the letterbox or stretch the client applied (:mod:`radserve.client.boxes`).
+through the exact inverse of the letterbox or stretch the client applied (:mod:`radserve.client.box_mapping`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from radserve.client.boxes import Box, wire_to_source
+from radserve.client.box_mapping import Box, wire_to_source
 from radserve.client.grpc_client import AsyncRadiographClient
 from radserve.errors import ModelCardError, ServerError
 from radserve.model_card import DETECTION_OUTPUTS, ModelCard, detector_name

@@ -1,14 +1,16 @@
-"""The classify flow in one place: a DICOM file becomes result rows through five named steps.
+"""The classify flow in one place: a DICOM file becomes result rows through six named steps.
 
 ::
 
-    decode         decode_file       client/dicom/_read.py, _decode.py   file → stored values per frame
-    display LUT    display           client/dicom/_display.py            modality, VOI, MONOCHROME1 → uint8
-    resize         model_input       client/preprocess.py (dicom/_resize) uint8 [1, H, W] at the card's size
-    request        RequestPacker     client/packing.py → grpc_client.py  ready radiographs, one request
-    result row     prediction_row    client/rows.py                      one row per radiograph
+    contract     check_contract       client/contract.py                  header → accepted or refused
+    decode       decode_dataset       client/dicom (after read_dataset)   file → stored values per frame
+    display LUT  display              client/dicom                        modality, VOI, MONOCHROME1 → uint8
+    resize       wire_input           client/preprocess.py                uint8 [1, H, W] at the card's size
+    request      RequestPacker.infer  client/packing.py → grpc_client.py  ready radiographs, one request
+    result row   prediction_row       client/rows.py                      one row per radiograph
 
-:func:`prepare_file` runs the first three in a decode worker process (:mod:`.decode_pool`);
+The second column names what the code below calls (tests/test_layout.py checks it).
+:func:`prepare_file` runs the first four in a decode worker process (:mod:`.decode_pool`);
 :func:`classify_prepared` runs the last two in the runner (:mod:`.classify`), which adds
 concurrency, DICOM SR output and metrics. Failures travel as values: a file that cannot be
 prepared is one error row with its reason, a failed request an ``inference_failed`` row per
@@ -73,18 +75,18 @@ class PreparedFile:
 
 
 def prepare_file(path: str, card: ModelCard | RouterCard) -> PreparedFile:
-    """Steps 0 to 3, contract → decode → display LUT → resize, for every frame of ``path``."""
+    """The first four steps, contract → decode → display LUT → resize, for every frame of ``path``."""
     started = time.perf_counter()
     dataset = None
     try:
         with captured_warnings(path):  # pydicom's warnings may quote patient attributes
             dataset = read_dataset(path)
-            check_contract(dataset, card.accepts, path)  # 0. the model's input contract, header only
-            decoded = decode_dataset(dataset, path, card.rendering)  # 1. decode
-            radiographs = display(decoded)  # 2. display LUT
+            check_contract(dataset, card.accepts, path)  # contract, header only
+            decoded = decode_dataset(dataset, path, card.rendering)  # decode
+            radiographs = display(decoded)  # display LUT
         facts = ImageFacts.of(dataset)
         prepared = tuple(
-            PreparedRadiograph(  # 3. resize
+            PreparedRadiograph(  # resize
                 r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape, r.rendering_note, facts
             )
             for r in radiographs
@@ -111,7 +113,7 @@ async def classify_prepared(
     packer: RequestPacker,
     detector: Detector | None = None,
 ) -> list[ResultRow]:
-    """Steps 4 and 5, request → result row: the rows of one prepared file (one per radiograph), with
+    """The last two steps, request → result row: the rows of one prepared file (one per radiograph), with
     the boxes of ``detector`` (the classifier's companion, :mod:`.detection`) when there is one."""
     if prepared.error_reason:
         return [
@@ -126,7 +128,7 @@ async def classify_prepared(
         ]
     items = prepared.radiographs
     answers = await asyncio.gather(
-        *(packer.infer(item.image) for item in items),  # 4. request
+        *(packer.infer(item.image) for item in items),  # request
         *(detector.boxes(item.image, item.source) for item in items if detector is not None),
         return_exceptions=True,
     )
@@ -134,7 +136,7 @@ async def classify_prepared(
     return [
         _row(prepared.path, item, answer, boxes, model, card)
         for item, answer, boxes in zip(items, answers[: len(items)], found, strict=True)
-    ]  # 5. result row
+    ]  # result row
 
 
 def _row(

@@ -24,12 +24,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from radserve.client.contract import ImageFacts, check_contract
-from radserve.client.dicom import captured_warnings, read_dataset
-from radserve.client.dicom._decode import check_shape, encoded_frames
-from radserve.client.dicom._display import display_lut, needs_auto_window, window_from_counts
-from radserve.client.dicom._params import display_params
-from radserve.client.dicom._read import PixelInfo, pixel_info
-from radserve.client.dicom._resize import area_weights, placement
+from radserve.client.dicom import (
+    PixelInfo,
+    area_weights,
+    captured_warnings,
+    check_shape,
+    display_lut,
+    display_params,
+    encoded_frames,
+    needs_auto_window,
+    pixel_info,
+    placement,
+    read_dataset,
+    window_from_counts,
+)
 from radserve.client.flow import PreparedFile, PreparedRadiograph
 from radserve.client.gpu_decode import GPU_SYNTAXES, GpuDecoder
 from radserve.errors import DecodeWorkersError, InputError, NotAcceptedError

@@ -30,12 +30,14 @@ from radserve.model_card import (
 )
 from radserve.reasons import Reason
 from radserve.routing import ROUTER_PARAMETER, RouterCard
-from radserve.security import GRPC_ADMIN_KEY_HEADER, ClientTls
 from radserve.settings import SETTINGS
+from radserve.transport import GRPC_ADMIN_KEY_HEADER, ClientTls
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["AsyncRadiographClient", "ConnectionOptions", "Prediction", "RetryBudget", "RetryPolicy"]
+__all__ = [
+    "AsyncRadiographClient", "ConnectionOptions", "Prediction", "RetryBudget", "RetryPolicy", "grpc_channel",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class AsyncRadiographClient:
         self.budget = budget or RetryBudget()
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._headers = {GRPC_ADMIN_KEY_HEADER: admin_key} if admin_key else None
-        self._endpoints = [_Endpoint(address, _channel(address, tls)) for address in urls]
+        self._endpoints = [_Endpoint(address, grpc_channel(address, tls)) for address in urls]
 
     @classmethod
     def connect(
@@ -358,7 +360,16 @@ async def _draining_or_gone(endpoint: _Endpoint, model: str, version: str) -> st
         return Reason.SERVER_UNAVAILABLE
 
 
-def _channel(address: str, tls: ClientTls | None) -> grpcclient.InferenceServerClient:
+def grpc_channel(address: str, tls: ClientTls | None) -> grpcclient.InferenceServerClient:
+    """An asyncio tritonclient to one server: radserve's message size limits, TLS when given.
+
+    Args:
+        address: The server's gRPC ``HOST:PORT``.
+        tls: TLS to it (mutual with a client certificate); None for plaintext.
+
+    Returns:
+        The client (close it with ``await client.close()``).
+    """
     size = SETTINGS.client.grpc_max_message_bytes
     options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
     secure: dict[str, Any] = {"ssl": True, **tls.credentials()} if tls else {}

@@ -4,7 +4,7 @@ Many viewers do not draw an SR's SCOORD; they do display a GSPS. For a row with 
 references the source radiograph (and frame) and carries each box as a closed POLYLINE graphic object
 with its label and score as a text object, on one graphic layer. Coordinates are the source's
 (column, row) with (0, 0) the top-left corner of the first pixel: GSPS ``PIXEL`` units (PS3.3
-C.10.5.1.2) are the result rows' box coordinates (radserve.client.boxes). The GSPS joins the source's
+C.10.5.1.2) are the result rows' box coordinates (radserve.client.box_mapping). The GSPS joins the source's
 study in a series of its own, like the SR (docs/reference/conformance.md, "Objects radserve creates").
 """
 

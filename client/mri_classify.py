@@ -43,7 +43,5 @@ def classify_studies(
         ServerError: when no server has ``model`` ready.
         ModelCardError: when ``model`` takes single radiographs.
     """
-    if not isinstance(connection, ConnectionOptions):
-        connection = ConnectionOptions(connection)
-    with SyncSession(model, ClassifyOptions().with_connection(connection)) as session:
+    with SyncSession(model, ClassifyOptions().with_connection(ConnectionOptions.of(connection))) as session:
         return session.classify_studies(discover(paths).files, lesion_index)

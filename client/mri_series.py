@@ -40,11 +40,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from radserve.client.contract import check_contract
-from radserve.client.dicom import resize
-from radserve.client.dicom._decode import decode
-from radserve.client.dicom._display import modality_values
-from radserve.client.dicom._params import display_params
-from radserve.client.dicom._read import pixel_info, read_dataset
+from radserve.client.dicom import decode, display_params, modality_values, pixel_info, read_dataset, resize
 from radserve.client.results import ResultRow
 from radserve.errors import InputError, NotAcceptedError, RadserveError
 from radserve.model_card import ModelCard

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from radserve.client.grpc_client import ConnectionOptions, RetryBudget, RetryPolicy
-from radserve.client.metrics import ClientMetrics
 from radserve.client.preparers import Decode
 from radserve.client.results import ResultRow
-from radserve.security import ClientTls
+from radserve.client.run_metrics import ClientMetrics
 from radserve.settings import SETTINGS
+from radserve.transport import ClientTls
 
 __all__ = ["ClassifyOptions", "RunSummary"]
 
@@ -86,7 +86,7 @@ class ClassifyOptions:
         sr_dir: Write one DICOM Comprehensive SR per classified radiograph into this folder.
         gsps: With ``sr_dir``: also a Grayscale Softcopy Presentation State of the boxes of every row
             with boxes, beside its SR (radserve.client.gsps).
-        metrics: Prometheus series of the run (client/metrics.py); a private registry when not given.
+        metrics: Prometheus series of the run (client/run_metrics.py); a private registry when not given.
         decode_worker_imports: Modules each decode worker imports before its first file (e.g. a
             site's pydicom decoder plugins).
         accept_any: Research use: classify every instance, whatever the model's input contract

@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from radserve.client.grpc_client import AsyncRadiographClient, Prediction
-from radserve.client.metrics import ClientMetrics
+from radserve.client.run_metrics import ClientMetrics
 from radserve.errors import ConfigurationError
 
 Answer = tuple[np.ndarray, Prediction]  # one radiograph's probabilities [C], and its request's prediction

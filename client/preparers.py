@@ -14,7 +14,7 @@ from typing import Literal
 
 from radserve.client.decode_pool import DecodePool
 from radserve.client.flow import PreparedFile
-from radserve.client.metrics import ClientMetrics
+from radserve.client.run_metrics import ClientMetrics
 from radserve.errors import ConfigurationError
 from radserve.model_card import ModelCard
 from radserve.routing import RouterCard

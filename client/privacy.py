@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from radserve.client.results import ResultRow, resolved
 from radserve.errors import InputError
 from radserve.reasons import Reason
-from radserve.security import pseudonym
+from radserve.transport import pseudonym
 
 __all__ = ["PathPseudonyms", "Pseudonyms", "UidPseudonyms", "read_key"]
 

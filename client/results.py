@@ -63,7 +63,7 @@ class ResultRow:
         threshold: The operating threshold behind ``decision``.
         study_instance_uid: Set on rows of study-level systems (MRI series): one row per study.
         boxes: Detections on the source image: ``x0``, ``y0``, ``x1``, ``y1`` (pixel edges), ``score``,
-            ``label`` (radserve.client.boxes).
+            ``label`` (radserve.client.box_mapping).
         router: The router that routed this input (radserve export-router); empty without one.
         router_version: The router's version.
         routed: False when the first-stage label has no route; None without a router. ``model``,

@@ -27,13 +27,13 @@ import numpy as np
 from radserve.client.detection import Detector, find_detector
 from radserve.client.flow import PreparedFile, PreparedRadiograph, classify_prepared
 from radserve.client.grpc_client import AsyncRadiographClient
-from radserve.client.metrics import ClientMetrics
 from radserve.client.mri_series import StudyError, read_slices, study_tensors
 from radserve.client.options import ClassifyOptions, RunSummary
 from radserve.client.packing import RequestPacker
 from radserve.client.preparers import Preparers
 from radserve.client.results import ResultRow
 from radserve.client.rows import error_row
+from radserve.client.run_metrics import ClientMetrics
 from radserve.errors import InputError, ModelCardError
 from radserve.model_card import InputContract, ModelCard
 from radserve.reasons import Reason

@@ -27,7 +27,7 @@ templates (docs/reference/conformance.md, "Objects radserve creates")::
 Labels are coded by :func:`radserve.systems.finding_code` (SNOMED CT where known, else a private code
 of ``99RADSERVE``, declared in the Coding Scheme Identification Sequence). Box coordinates are the
 source image's (column, row) with (0, 0) the top-left corner of the first pixel, as DICOM's SCOORD
-defines them and as the result rows give them (radserve.client.boxes). The source is also listed in
+defines them and as the result rows give them (radserve.client.box_mapping). The source is also listed in
 the Current Requested Procedure Evidence Sequence.
 """
 

@@ -24,8 +24,8 @@ from radserve.client.results import ResultRow
 from radserve.client.session import Files, PathLike, Run, Session
 from radserve.model_card import ModelCard
 from radserve.routing import RouterCard
-from radserve.security import ClientTls
 from radserve.settings import SETTINGS
+from radserve.transport import ClientTls
 
 __all__ = ["RadiographClient", "SyncRun", "SyncSession", "classify_paths"]
 

@@ -13,14 +13,14 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn import metrics
 
-from radserve.clinical.metrics import expected_calibration_error, operating_point_figures
+from radserve.clinical.scores import expected_calibration_error, operating_point_figures
 from radserve.errors import ClinicalError
+from radserve.model_card import Calibration, OperatingPoint
 from radserve.settings import SETTINGS
 
 _FLOOR = 5e-7  # half the rounding step of the probabilities in result rows
@@ -64,15 +64,18 @@ class TemperatureFit:
         log_temperature = math.log(self.temperature)
         return min(abs(log_temperature - bound) for bound in _LOG_TEMPERATURE_BOUNDS) < 1e-3
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "fitted_temperature": self.temperature,
-            "ece_before": self.ece_before,
-            "ece_after": self.ece_after,
-            "nll_before": self.nll_before,
-            "nll_after": self.nll_after,
-        }
+    def record(self, served_temperature: float, applied: bool) -> Calibration:
+        """The model card's record of this fit, made on a model at ``served_temperature``."""
+        return Calibration(
+            n=self.n,
+            fitted_temperature=self.temperature,
+            ece_before=self.ece_before,
+            ece_after=self.ece_after,
+            nll_before=self.nll_before,
+            nll_after=self.nll_after,
+            served_temperature=served_temperature,
+            applied=applied,
+        )
 
 
 def fit_temperature(y_true: np.ndarray, probabilities: np.ndarray) -> TemperatureFit:
@@ -135,7 +138,7 @@ def choose_threshold(positive: np.ndarray, scores: np.ndarray, rule: str) -> flo
 
 def operating_points(
     y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], rules: Mapping[str, str]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, OperatingPoint]:
     """{label: threshold, rule, sensitivity, specificity, n} chosen one-vs-rest on a validation set."""
     check_set(y_true, "choosing a threshold")
     points = {}
@@ -146,5 +149,5 @@ def operating_points(
             raise ClinicalError(f"choosing a threshold for {label!r} needs positive and negative radiographs")
         threshold = choose_threshold(positive, probabilities[:, k], rule)
         figures = operating_point_figures(positive, probabilities[:, k], threshold)
-        points[label] = {"rule": rule, **figures}
+        points[label] = OperatingPoint.from_dict({"rule": rule, **figures})
     return points

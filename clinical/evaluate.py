@@ -1,22 +1,23 @@
 """``radserve evaluate``: how the served model performs on labelled radiographs.
 
 Writes ``predictions.jsonl`` (every result row plus ``truth`` and ``excluded``), ``evaluation.json``
-(the figures of :func:`radserve.clinical.metrics.classification_metrics`, the operating points of
+(the figures of :func:`radserve.clinical.scores.classification_metrics`, the operating points of
 the model card measured on this set, every excluded row, and with a truth ``box`` column the boxes'
-mAP of :mod:`radserve.clinical.boxes`) and ``roc.png``, ``reliability.png``,
+mAP of :mod:`radserve.clinical.box_scores`) and ``roc.png``, ``reliability.png``,
 ``confusion.png``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from radserve.clinical.boxes import labeled_box_map
+from radserve.clinical.box_scores import labeled_box_map
 from radserve.clinical.labeled import LabeledSet
-from radserve.clinical.metrics import classification_metrics, operating_point_figures
 from radserve.clinical.plots import plot_confusion, plot_reliability, plot_roc
+from radserve.clinical.scores import classification_metrics, operating_point_figures
 
 PREDICTIONS_FILE = "predictions.jsonl"
 EVALUATION_FILE = "evaluation.json"
@@ -39,8 +40,8 @@ def evaluation_report(labeled: LabeledSet) -> dict[str, Any]:
     points = {}
     for label, point in card.operating_points.items():
         k = card.labels.index(label)
-        figures = operating_point_figures(y_true == k, probabilities[:, k], float(point["threshold"]))
-        points[label] = {**figures, "rule": point.get("rule", ""), "validation": point}
+        figures = operating_point_figures(y_true == k, probabilities[:, k], point.threshold)
+        points[label] = {**figures, "rule": point.rule, "validation": asdict(point)}
     report["operating_points"] = points
     report["out_of_distribution"] = _ood_report(labeled, card.ood_threshold)
     report["excluded"] = labeled.excluded_report()

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -33,7 +32,7 @@ from radserve.export.hashing import file_sha256
 from radserve.export.model_config import ServingOptions
 from radserve.export.onnx_export import check_onnx
 from radserve.export.repository import publish
-from radserve.model_card import DETECTION_OUTPUTS, INPUT_NAME, ModelCard
+from radserve.model_card import DETECTION_OUTPUTS, INPUT_NAME, DetectionParity, ModelCard, ParityRecord
 from radserve.settings import SETTINGS
 from radserve.systems import get_system
 
@@ -223,20 +222,6 @@ def onnx_detections(path: Path, images: np.ndarray) -> Detections:
     return [tuple(tensor[0] for tensor in answer) for answer in answers]  # type: ignore[misc]
 
 
-@dataclass(frozen=True)
-class DetectionParity:
-    reference: str
-    samples: int
-    compared: int  # detections at or above the score floor, both sides together
-    matched: int
-    min_iou: float
-    max_score_diff: float
-    min_score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     x0, y0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
     x1, y1 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
@@ -344,6 +329,8 @@ def export_detector(
     )
     LOGGER.info("detector parity %s", report)
     gate_detections(report, f"{name} (onnxruntime fp32)")
-    card = card.replace(tool_versions=tool_versions(), parity={"onnxruntime_fp32": report.to_dict()})
+    card = card.replace(
+        tool_versions=tool_versions(), parity=ParityRecord(detections={"onnxruntime_fp32": report})
+    )
     folder = publish(repository, card, path, "embedded", options, keep_versions=keep_versions)
     return DetectorExport(card, report, folder)

@@ -26,7 +26,7 @@ from radserve.export.precision import variant_name
 from radserve.export.repository import publish
 from radserve.export.samples import sample_images
 from radserve.export.targets import EmbeddedGpuTarget, padded_batch_sizes
-from radserve.model_card import ModelCard, Precision
+from radserve.model_card import ModelCard, ParityRecord, Precision
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def export_embedded_gpu(request: ExportRequest) -> ExportResult:
         if max_abs is None:
             max_abs = SETTINGS.export.gpu_fp16_max_abs_diff
         gate(report, min_top1, max_abs, f"{card.name} (embedded-gpu {precision} on {device.type})")
-        parity = {f"pytorch_{precision}_{device.type}": report.to_dict()}
+        parity = ParityRecord({f"pytorch_{precision}_{device.type}": report})
         candidates.append((precision, card.replace(parity=parity), report))
     published = []
     with tempfile.TemporaryDirectory(prefix="radserve-export-gpu-") as work:

@@ -30,7 +30,15 @@ from radserve.export.parity import compare, gate
 from radserve.export.repository import publish
 from radserve.export.serving_graph import ServingGraph
 from radserve.export.targets import ServingTarget
-from radserve.model_card import GRADCAM_OUTPUT, GRADCAM_SUFFIX, INPUT_NAME, OUTPUT_NAME, ModelCard
+from radserve.model_card import (
+    GRADCAM_OUTPUT,
+    GRADCAM_SUFFIX,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    GradCamAgreement,
+    ModelCard,
+    ParityRecord,
+)
 from radserve.settings import SETTINGS
 
 LOGGER = logging.getLogger(__name__)
@@ -193,11 +201,7 @@ def build_gradcam(
             f"{companion.name}: Grad-CAM correlation with PyTorch autograd is {min(correlations):.4f} "
             f"on some sample, below the required {minimum}; not published"
         )
-    figures = {
-        "samples": len(images),
-        "min_pearson": min(correlations),
-        "mean_pearson": float(np.mean(correlations)),
-    }
+    figures = GradCamAgreement(len(images), min(correlations), float(np.mean(correlations)))
     LOGGER.info("Grad-CAM vs autograd %s", figures)
-    parity = {"onnxruntime_fp32": report.to_dict(), "gradcam_vs_autograd": figures}
+    parity = ParityRecord({"onnxruntime_fp32": report}, gradcam=figures)
     return GradCamCompanion(companion.replace(parity=parity), path, tuple(maps.shape[1:]))

@@ -29,7 +29,7 @@ from radserve.model_card import (
 from radserve.settings import SETTINGS, BatchingDefaults
 
 if TYPE_CHECKING:
-    from radserve.export.tensorrt import EngineMetadata
+    from radserve.export.tensorrt_plan import EngineMetadata
 
 __all__ = [
     "LABELS_FILE",

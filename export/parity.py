@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -12,27 +10,9 @@ import torch
 
 from radserve.errors import ExportError
 from radserve.export.serving_graph import ServingGraph
-from radserve.model_card import INPUT_NAME, ModelCard
+from radserve.model_card import INPUT_NAME, ModelCard, ParityReport
 
 _BATCH = 8
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    """How a candidate's probabilities compare with the reference's on the same inputs."""
-
-    reference: str
-    samples: int
-    top1_agreement: float
-    max_abs_diff: float
-    max_rel_diff: float
-    # the reference's top-1 minus top-2 probability on each sample whose top-1 differs: a disagreement
-    # on a margin below max_abs_diff is a near-tie the precision cannot resolve, not a wrong network
-    disagreement_margins: tuple[float, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values (the model card's ``parity`` reads back equal)."""
-        return asdict(self) | {"disagreement_margins": list(self.disagreement_margins)}
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, reference_name: str) -> ParityReport:

@@ -35,7 +35,7 @@ from radserve.export.precision import INT8_CALIBRATION, PRECISIONS, convert_fp16
 from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.export.targets import Device, ServingTarget, get_target
-from radserve.model_card import CpuEngine, InputContract, ModelCard, Precision
+from radserve.model_card import CpuEngine, InputContract, ModelCard, OodFlag, ParityRecord, Precision
 from radserve.settings import SETTINGS
 from radserve.synthetic.dataset import REGIONS
 from radserve.systems import GRADCAM_SYSTEM_OUTPUT, get_system
@@ -63,7 +63,7 @@ DEFAULT_MAX_ABS_DIFF: dict[Precision, float | None] = {
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the TensorRT plan of the ``tensorrt`` target is built (see export/tensorrt.py)."""
+    """How the TensorRT plan of the ``tensorrt`` target is built (see export/tensorrt_plan.py)."""
 
     workspace_bytes: int = SETTINGS.export.tensorrt_workspace_bytes
     timing_cache: Path | None = None
@@ -259,10 +259,9 @@ def _gated_variants(
         if precision != "fp32" or engine != "onnxruntime":
             LOGGER.info("parity %s %s %s", engine, precision, report)
             gate(report, *thresholds(request, precision), f"{request.name} ({engine} {precision})")
-        figures = report.to_dict()
         if precision == "int8":
-            figures["quantization"] = f"QDQ {scheme} per-channel, {method} calibration"
-        parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"{engine}_{precision}": figures}
+            report = replace(report, quantization=f"QDQ {scheme} per-channel, {method} calibration")
+        parity = ParityRecord({"onnxruntime_fp32": fp32_report, f"{engine}_{precision}": report})
         card = base_card.replace(
             name=variant_name(request.name, precision), precision=precision, parity=parity, cpu_engine=engine
         )
@@ -298,20 +297,15 @@ def _gradcam_companion(
 
 def ood_threshold(
     probabilities: np.ndarray, validation: str, quantile: float = SETTINGS.contract.ood_quantile
-) -> dict[str, object]:
+) -> OodFlag:
     """The out-of-distribution threshold on the top probability, from the export's validation radiographs.
 
     A prediction whose top probability is below it is flagged ``ood``: by construction about
     ``quantile`` of radiographs like the validation ones are flagged.
     """
     top = probabilities.max(axis=1)
-    return {
-        "score": "max_softmax",
-        "threshold": round(float(np.quantile(top, quantile)), 6),
-        "quantile": quantile,
-        "samples": int(top.size),
-        "validation": validation,
-    }
+    threshold = round(float(np.quantile(top, quantile)), 6)
+    return OodFlag(threshold, quantile=quantile, samples=int(top.size), validation=validation)
 
 
 def _calibration_images(card: ModelCard, request: ExportRequest, parity_images: int) -> np.ndarray:

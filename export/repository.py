@@ -26,7 +26,7 @@ from radserve.files import swap_folder
 from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard, model_versions
 
 if TYPE_CHECKING:
-    from radserve.export.tensorrt import EngineMetadata
+    from radserve.export.tensorrt_plan import EngineMetadata
 
 LOGGER = logging.getLogger(__name__)
 

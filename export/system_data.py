@@ -13,13 +13,13 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from radserve.client.boxes import source_to_wire
+from radserve.client.box_mapping import source_to_wire
 from radserve.client.dicom import radiographs_from_dataset
 from radserve.client.mri_series import SliceFile, study_tensor
 from radserve.client.preprocess import model_input
 from radserve.model_card import ModelCard
 from radserve.synthetic.mri import MRI_LABELS, mri_study
-from radserve.synthetic.systems import system_example
+from radserve.synthetic.system_images import system_example
 
 MRI_MATRIX = (160, 160)
 WireBox = tuple[float, float, float, float]

@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from radserve.client.connection import ConnectionOptions
 from radserve.errors import ConfigurationError, ModelCardError
 from radserve.loadtests import cpu_profile
+from radserve.loadtests.bench_report import BenchResult, plot
 from radserve.loadtests.end_to_end import measure_end_to_end
 from radserve.loadtests.peer_report import PeersResult
 from radserve.loadtests.points import (
@@ -44,7 +47,6 @@ from radserve.loadtests.points import (
     timed_run,
     warm_up_seconds,
 )
-from radserve.loadtests.report import BenchResult, plot
 from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard, model_versions
 
 LOGGER = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def latest_version(repository: Path, model: str) -> Path:
 
 
 async def _served(
-    url: str,
+    connection: str | ConnectionOptions,
     model: str,
     images: Sequence[np.ndarray],
     concurrency: int,
@@ -72,7 +74,10 @@ async def _served(
 ) -> Run:
     import tritonclient.grpc.aio as grpcclient
 
-    client = grpcclient.InferenceServerClient(url)
+    from radserve.client.grpc_client import grpc_channel
+
+    target = ConnectionOptions.of(connection)
+    clients = [grpc_channel(url, target.tls) for url in target.urls]  # users take turns
     requests = []
     for image in packed(images, per_request):
         request = grpcclient.InferInput(INPUT_NAME, list(image.shape), "UINT8")
@@ -84,7 +89,7 @@ async def _served(
     deadline = 0.0
 
     async def user(offset: int) -> None:
-        index = offset
+        index, client = offset, clients[offset % len(clients)]
         while time.perf_counter() < deadline:
             sent = time.perf_counter()
             await client.infer(model, requests[index % len(requests)], outputs=outputs)
@@ -103,7 +108,7 @@ async def _served(
         elapsed = time.perf_counter() - started
         cpu_after = cpu_profile.sample(server_pid) if server_pid else None
     finally:
-        await client.close()
+        await asyncio.gather(*(client.close() for client in clients))
     run = timed_run(latencies, len(latencies) * per_request, elapsed)
     if cpu_before is not None and cpu_after is not None:
         run.extra["cpu_ms_per_image"] = cpu_profile.per_image(cpu_before, cpu_after, run.images)
@@ -111,7 +116,7 @@ async def _served(
 
 
 def measure_served(
-    url: str,
+    connection: str | ConnectionOptions,
     model: str,
     images: Sequence[np.ndarray],
     configs: Sequence[tuple[int, int]],
@@ -120,14 +125,15 @@ def measure_served(
     repeats: int = REPEATS,
     server_pid: int | None = None,
 ) -> list[Point]:
-    """Triton over gRPC at each (requests in flight, radiographs per request) of ``configs``; with
-    ``server_pid``, each run's CPU cost per radiograph by process (:mod:`.cpu_profile`)."""
+    """Triton over gRPC (a URL, or the connection flags' servers) at each (requests in flight,
+    radiographs per request) of ``configs``; with ``server_pid``, each run's CPU cost per radiograph
+    by process (:mod:`.cpu_profile`)."""
     from radserve.server_config.triton_metrics import model_counters
 
     def measure(config: tuple[int, int]) -> Run:
         concurrency, per_request = config
         before = model_counters(metrics_url, model) if metrics_url else None
-        run = asyncio.run(_served(url, model, images, concurrency, seconds, server_pid, per_request))
+        run = asyncio.run(_served(connection, model, images, concurrency, seconds, server_pid, per_request))
         if before is not None:  # includes the warm-up's requests: same load, same batches
             run.extra["average_batch_size"] = round(
                 (model_counters(metrics_url, model) - before).average_batch_size, 2
@@ -172,10 +178,25 @@ def _subject(
     return args.repository, args.model, card, images, folder
 
 
-def run(args: argparse.Namespace) -> BenchResult:
+@contextlib.contextmanager
+def _servers(
+    repository: Path, connection: ConnectionOptions | None
+) -> Iterator[tuple[ConnectionOptions, str, int | None]]:
+    """The servers measured, their metrics URL and pid: ``connection``'s, or one started here."""
+    if connection is not None:
+        yield connection, "", None
+        return
+    from radserve.server_config.triton import TritonServer, free_ports
+
+    with TritonServer(repository, ports=free_ports()) as server:
+        yield ConnectionOptions(server.grpc_url), server.metrics_url, server.pid
+
+
+def run(args: argparse.Namespace, connection: ConnectionOptions | None = None) -> BenchResult:
+    """The bench of ``args``; served and end-to-end against ``connection``'s servers when given
+    (``--url``: the raw and naive lines still run here, on the repository's copy of the model)."""
     from radserve.loadtests.naive import measure_naive
     from radserve.loadtests.raw import BATCHES, measure_raw
-    from radserve.server_config.triton import TritonServer, free_ports
     from radserve.settings import SETTINGS, cpu_split
 
     load_before = os.getloadavg()[0]
@@ -191,33 +212,16 @@ def run(args: argparse.Namespace) -> BenchResult:
         version = latest_version(repository, model)
         batches = args.batches or ((1, 8) if quick else BATCHES)
         raw = measure_raw(version / "model.onnx", images, seconds, batches, cores, repeats)
+        skip_naive = args.no_naive or args.system
         naive, naive_precision = (
-            ([], "")
-            if args.no_naive or args.system
-            else measure_naive(card, images, configs, seconds, repeats)
+            ([], "") if skip_naive else measure_naive(card, images, configs, seconds, repeats)
         )
-        with TritonServer(repository, ports=free_ports()) as server:
-            served = measure_served(
-                server.grpc_url,
-                model,
-                images,
-                configs,
-                seconds,
-                server.metrics_url,
-                repeats,
-                server.pid,
-            )
+        with _servers(repository, connection) as (target, metrics_url, pid):
+            served = measure_served(target, model, images, configs, seconds, metrics_url, repeats, pid)
             end_to_end = None
             if folder is not None:
-                end_to_end = measure_end_to_end(
-                    server.grpc_url,
-                    model,
-                    folder,
-                    seconds if quick else 2 * seconds,
-                    args.max_in_flight,
-                    repeats,
-                    server.pid,
-                )
+                span = seconds if quick else 2 * seconds
+                end_to_end = measure_end_to_end(target, model, folder, span, args.max_in_flight, repeats, pid)
     instances, threads = cpu_split(SETTINGS.batching.max_cpu_instances, cores)
     return BenchResult(
         model=model,
@@ -359,7 +363,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, connection: ConnectionOptions | None = None) -> int:
+    """Run the bench ``args`` ask for; ``connection``: the running servers ``--url`` named."""
+    if connection is not None and (args.engines is not None or args.peers is not None or args.system):
+        raise ConfigurationError(
+            "radserve bench --url measures a running server: not with --engines/--peers/--system"
+        )
     if args.engines is not None:
         if args.model is None:
             raise ConfigurationError("radserve bench --engines needs --model (a model of the repository)")
@@ -380,7 +389,7 @@ def main(args: argparse.Namespace) -> int:
         print(peers.table())
         print(f"wrote {args.out / 'peers.json'}")
         return 0
-    result = run(args)
+    result = run(args, connection)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     plot(result, args.out / "bench.png")

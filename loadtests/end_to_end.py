@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from radserve.client.connection import ConnectionOptions
 from radserve.errors import ConfigurationError
 from radserve.loadtests import cpu_profile
 from radserve.loadtests.points import REPEATS, Point, Run, interleaved, timed_run, warm_up_seconds
@@ -72,7 +73,7 @@ class _Window:
 
 
 def measure_end_to_end(
-    url: str,
+    connection: str | ConnectionOptions,
     model: str,
     folder: Path,
     seconds: float,
@@ -80,14 +81,15 @@ def measure_end_to_end(
     repeats: int = REPEATS,
     server_pid: int | None = None,
 ) -> Point:
-    """``repeats`` steady-state runs of the classify runner over ``folder``'s files, cycled."""
+    """``repeats`` steady-state runs of the classify runner over ``folder``'s files, cycled, against a
+    URL or the connection flags' servers."""
     from radserve.client.classify import ClassifyOptions, classify
     from radserve.client.inputs import discover
 
     files = discover([folder]).files
     if not files:
         raise ConfigurationError(f"no DICOM files in {folder}")
-    options = ClassifyOptions(url=url, max_in_flight=max_in_flight)
+    options = ClassifyOptions(max_in_flight=max_in_flight).with_connection(ConnectionOptions.of(connection))
     errors = 0
 
     def measure(_: int) -> Run:

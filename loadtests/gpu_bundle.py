@@ -146,9 +146,7 @@ def write_dicom_set(folder: Path, matrix: tuple[int, int] = MATRIX) -> list[dict
     from pydicom.encaps import encapsulate
     from pydicom.uid import ExplicitVRLittleEndian, HTJ2KLossless, JPEG2000Lossless, JPEGLosslessSV1
 
-    from radserve.client.dicom import read_radiographs
-    from radserve.client.dicom._decode import decode
-    from radserve.client.dicom._read import pixel_info, read_dataset
+    from radserve.client.dicom import decode, pixel_info, read_dataset, read_radiographs
     from radserve.synthetic._codecs import set_pixels
     from radserve.synthetic.dataset import synthetic_dataset
 

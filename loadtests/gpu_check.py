@@ -202,7 +202,7 @@ def stage_model(paths: Paths) -> dict[str, Any]:
         precisions=("fp16",),
     )
     exported = export_checkpoint(request).variants[0]
-    result["export_parity"] = exported.card.parity
+    result["export_parity"] = exported.card.parity.to_dict()
     result["export_seconds"] = round(time.monotonic() - started - result["checkpoint_seconds"], 1)
     if paths.dry_run:  # the CPU twin the served stage measures on a dry run
         cpu = ExportRequest(paths.checkpoint, f"{MODEL}_cpu", paths.served_repository, samples=samples)

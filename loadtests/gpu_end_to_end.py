@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from radserve.client.metrics import ClientMetrics
+    from radserve.client.run_metrics import ClientMetrics
     from radserve.loadtests.gpu_check import Paths
 
 LOGGER = logging.getLogger("gpu-check")
@@ -109,7 +109,7 @@ def classify_set(
 ) -> dict[str, Any]:
     """One ``classify`` call over ``files``; rows, rate, latency and the client's split."""
     from radserve.client.classify import ClassifyOptions, classify
-    from radserve.client.metrics import ClientMetrics
+    from radserve.client.run_metrics import ClientMetrics
 
     metrics = ClientMetrics()
     options = ClassifyOptions(

@@ -4,8 +4,8 @@ The probe reports each way TensorRT can be present: the ``tensorrt`` Python modu
 the PATH, ``torch_tensorrt``, and ONNX Runtime's TensorRT execution provider, with versions. Where
 the module and a GPU are there, the demo checkpoint is exported to ONNX (fp32, and the fp16 mixed
 precision radserve publishes), built into plans with radserve's own builder
-(:func:`radserve.export.tensorrt.build_engine`), checked with radserve's plan checks
-(:func:`~radserve.export.tensorrt.check_plan`), compared with PyTorch fp32 on the CPU (the parity
+(:func:`radserve.export.tensorrt_plan.build_engine`), checked with radserve's plan checks
+(:func:`~radserve.export.tensorrt_plan.check_plan`), compared with PyTorch fp32 on the CPU (the parity
 reference) and timed raw at a few batch sizes, against the ``raw`` stage's PyTorch fp16 + CUDA graphs.
 Without TensorRT the stage succeeds with the probe alone: its absence is the finding.
 """
@@ -130,7 +130,13 @@ def stage_tensorrt(paths: Paths) -> dict[str, Any]:
         return result
     from radserve.export.checkpoint import load_checkpoint
     from radserve.export.parity import compare, torch_probabilities
-    from radserve.export.tensorrt import EngineSpec, Profile, build_engine, check_plan, engine_probabilities
+    from radserve.export.tensorrt_plan import (
+        EngineSpec,
+        Profile,
+        build_engine,
+        check_plan,
+        engine_probabilities,
+    )
     from radserve.export.train import synthetic_wire_images
     from radserve.loadtests.gpu_check import save_partial
 

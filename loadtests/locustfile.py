@@ -41,8 +41,8 @@ from tritonclient.utils import InferenceServerException
 
 from radserve.loadtests.images import wire_images
 from radserve.model_card import INPUT_NAME, MODEL_CARD_PARAMETER, OUTPUT_NAME, ModelCard
-from radserve.security import GRPC_ADMIN_KEY_HEADER, client_tls
 from radserve.settings import SETTINGS
+from radserve.transport import GRPC_ADMIN_KEY_HEADER, client_tls
 
 LOGGER = logging.getLogger("radserve.locust")
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     validation = sample_images(card, SETTINGS.export.parity_samples)
     threshold = float(
-        ood_threshold(torch_probabilities(loaded.model, card, validation), "synthetic")["threshold"]
+        ood_threshold(torch_probabilities(loaded.model, card, validation), "synthetic").threshold
     )
     held_out = top(sample_images(card, args.held_out, seed=7))
     names, others = non_radiographs(card)

@@ -1,7 +1,8 @@
-"""``make loadtest``: start the embedded tritonserver, run Locust headless against it, stop it.
+"""``radserve loadtest``: Locust headless against a server: the embedded tritonserver it starts, or
+the running one ``--url`` names (with the connection flags of every verb: TLS, admin key).
 
-    python -m radserve.loadtests.run --model demo --repository model_repository --dicom build/demo-dicom \\
-        --load-profile smoke --out build/loadtest
+    radserve loadtest --model demo --repository model_repository --dicom build/demo-dicom \\
+        --load-profile smoke --out build/loadtest [-- LOCUST OPTIONS]
 
 Locust's exit code is this command's: 0 when the thresholds of loadtests/locustfile.py pass.
 """
@@ -14,10 +15,27 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from radserve.client.connection import ConnectionOptions
+from radserve.errors import ConfigurationError
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.settings import SETTINGS
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+def connection_arguments(connection: ConnectionOptions) -> list[str]:
+    """The locust file's options for ``connection`` (its ``--grpc-tls-*``: Locust's own ``--tls-*``
+    serve its web UI).
+
+    Raises:
+        ConfigurationError: ``connection`` names several servers (Locust drives one host).
+    """
+    if len(connection.urls) != 1:
+        raise ConfigurationError(f"a load test drives one server, got --url {','.join(connection.urls)}")
+    tls = connection.tls
+    files = {"--grpc-tls-ca": tls.ca, "--grpc-tls-cert": tls.cert, "--grpc-tls-key": tls.key} if tls else {}
+    arguments = [item for flag, path in files.items() if path is not None for item in (flag, str(path))]
+    return arguments + (["--admin-key", connection.admin_key] if connection.admin_key else [])
 
 
 def locust_command(
@@ -51,17 +69,24 @@ def locust_command(
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``radserve loadtest`` besides the connection flags."""
     parser.add_argument("--model", default="demo")
     parser.add_argument("--repository", type=Path, default=Path(SETTINGS.model_repository))
     parser.add_argument("--dicom", type=Path, help="folder of DICOM radiographs (synthetic if absent)")
     parser.add_argument("--load-profile", default="smoke", choices=("smoke", "ramp", "soak"))
     parser.add_argument("--out", type=Path, default=Path("build/loadtest"))
-    parser.add_argument("--url", help="use this running server (HOST:PORT) instead of starting one")
-    args, extra = parser.parse_known_args(argv)
-    if args.url:
-        command = locust_command(args.url, args.model, args.dicom, args.load_profile, args.out, extra)
+    parser.add_argument("locust", nargs=argparse.REMAINDER, help="after --: Locust's own options")
+
+
+def main(args: argparse.Namespace, connection: ConnectionOptions | None = None) -> int:
+    """Run Locust against ``connection``'s server, or an embedded one on ``args.repository``."""
+    extra = [item for item in args.locust if item != "--"]
+    if connection is not None:
+        extra += connection_arguments(connection)
+        command = locust_command(
+            connection.urls[0], args.model, args.dicom, args.load_profile, args.out, extra
+        )
         return subprocess.run(command, check=False).returncode
     with TritonServer(args.repository, ports=free_ports()) as server:
         print(f"tritonserver ready on {server.grpc_url}; locust profile {args.load_profile}", flush=True)
@@ -69,7 +94,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = subprocess.run(command, check=False, timeout=3 * 3600).returncode
     print(f"reports: {args.out}/locust_stats.csv, {args.out}/locust.html; locust exit code {code}")
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,7 +33,7 @@ def system_model(system: str, work: Path, count: int = 16) -> SystemModel:
     from radserve.export.pipeline import ExportRequest, export_checkpoint
     from radserve.export.system_data import system_wire_images
     from radserve.loadtests.random_checkpoint import write_system_checkpoint
-    from radserve.synthetic.systems import write_system_set
+    from radserve.synthetic.system_images import write_system_set
 
     checkpoint = write_system_checkpoint(system, work / f"{system}.pt")
     repository = work / "repository"

@@ -1,7 +1,7 @@
 """The records a model card holds besides its plain fields.
 
 What the model accepts, how the client renders a radiograph for it, and the TensorRT plan it serves
-(:class:`radserve.model_card.ModelCard`).
+(:class:`radserve.model_card.ModelCard`); its figures are in :mod:`radserve.card_figures`.
 """
 
 from __future__ import annotations

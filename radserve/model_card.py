@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from radserve.card_figures import (
+    Calibration,
+    DetectionParity,
+    GradCamAgreement,
+    OodFlag,
+    OperatingPoint,
+    ParityRecord,
+    ParityReport,
+)
 from radserve.card_records import EngineRecord, InputContract, RenderingPolicy
 from radserve.errors import ModelCardError
 from radserve.settings import SETTINGS
 
 # the card's records are imported from here by most callers
 __all__ = [
-    "EngineRecord", "InputContract", "ModelCard", "Precision", "RenderingPolicy", "ResizeMode", "Task",
-    "detector_name", "model_versions",
+    "Calibration", "DetectionParity", "EngineRecord", "GradCamAgreement", "InputContract", "ModelCard",
+    "OodFlag", "OperatingPoint", "ParityRecord", "ParityReport", "Precision", "RenderingPolicy", "ResizeMode",
+    "Task", "detector_name", "model_versions",
 ]  # fmt: skip
 
 ResizeMode = Literal["letterbox", "stretch"]
@@ -56,6 +67,16 @@ ONNXRUNTIME_THREADS_PARAMETER = "onnxruntime_threads"
 # the embedded model's CPU engine and, for OpenVINO, its inference precision (f32 or bf16)
 CPU_ENGINE_PARAMETER = "cpu_engine"
 INFERENCE_PRECISION_PARAMETER = "inference_precision"
+
+# a card's records as JSON objects hold them: an empty object for an optional record reads as None
+_RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "accepts": InputContract.from_dict,
+    "rendering": RenderingPolicy.from_dict,
+    "engine": EngineRecord.from_dict,
+    "parity": ParityRecord.from_dict,
+    "calibration": lambda data: Calibration.from_dict(data) if data else None,
+    "ood": lambda data: OodFlag.from_dict(data) if data else None,
+}
 
 
 def detector_name(classifier: str) -> str:
@@ -94,20 +115,20 @@ class ModelCard:
         mean: Normalization mean on 0..1 RGB, applied inside the graph.
         std: Normalization standard deviation on 0..1 RGB, applied inside the graph.
         temperature: The logits are divided by it before the softmax (``radserve calibrate``).
-        operating_points: Label to {``threshold``, ``rule``, ``sensitivity``, ``specificity``, ``n``}:
-            chosen on a validation set (``radserve calibrate --threshold``), applied by the client
-            (each row's ``decision``).
-        calibration: How ``temperature`` was fitted: {``n``, ``ece_before``, ``ece_after``,
-            ``nll_before``, ``nll_after``, ...}.
+        operating_points: Label to its :class:`OperatingPoint` (``threshold``, ``rule``,
+            ``sensitivity``, ``specificity``, ``n``): chosen on a validation set (``radserve calibrate
+            --threshold``), applied by the client (each row's ``decision``).
+        calibration: How ``temperature`` was fitted (:class:`Calibration`); None (``{}`` on disk)
+            when it was not.
         precision: ``fp32``, ``fp16``, ``int8`` or ``bf16`` (OpenVINO's bf16 inference precision on a
             CPU that has it, from the fp32 graph): the variant's precision.
         checkpoint_sha256: The sha256 of the checkpoint it was exported from.
-        parity: The parity gates' figures per runtime and precision (samples, top-1 agreement, max
-            abs and rel difference).
+        parity: The parity gates' figures per runtime and precision (:class:`ParityRecord`: samples,
+            top-1 agreement, max abs and rel difference; a Grad-CAM companion's map agreement).
         tool_versions: Versions of the tools that exported it (torch, onnx, onnxruntime, ...).
         accepts: The input contract: the DICOM instances the model answers for.
-        ood: The out-of-distribution flag: {``score``: ``max_softmax``, ``threshold``: t, ...}, chosen
-            at export.
+        ood: The out-of-distribution flag (:class:`OodFlag`: ``score`` ``max_softmax`` below
+            ``threshold``), chosen at export; None (``{}`` on disk) for none.
         system: The served system whose contract it was checked against; empty for none.
         channels: UINT8 planes per wire input: 1 for a radiograph, more for an MRI slice stack.
         network_input_size: The smaller size the network runs at behind an integer average pooling
@@ -131,15 +152,15 @@ class ModelCard:
     mean: tuple[float, float, float] = SETTINGS.export.mean
     std: tuple[float, float, float] = SETTINGS.export.std
     temperature: float = 1.0
-    operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
-    calibration: dict[str, Any] = field(default_factory=dict)
+    operating_points: Mapping[str, OperatingPoint] = field(default_factory=dict)
+    calibration: Calibration | None = None
     precision: Precision = "fp32"
     cpu_engine: CpuEngine = "onnxruntime"
     checkpoint_sha256: str = ""
-    parity: dict[str, Any] = field(default_factory=dict)
+    parity: ParityRecord = field(default_factory=ParityRecord)
     tool_versions: dict[str, str] = field(default_factory=dict)
     accepts: InputContract = field(default_factory=InputContract)
-    ood: dict[str, Any] = field(default_factory=dict)
+    ood: OodFlag | None = None
     system: str = ""
     channels: int = 1
     network_input_size: tuple[int, int] | None = None
@@ -163,7 +184,7 @@ class ModelCard:
         for label, point in self.operating_points.items():
             if label not in self.labels:
                 raise ModelCardError(f"model {self.name!r}: operating point for unknown label {label!r}")
-            if not 0.0 <= float(point.get("threshold", -1)) <= 1.0:
+            if not 0.0 <= point.threshold <= 1.0:
                 raise ModelCardError(
                     f"model {self.name!r}: operating point of {label!r} needs a threshold in [0, 1]"
                 )
@@ -200,8 +221,7 @@ class ModelCard:
     @property
     def ood_threshold(self) -> float | None:
         """Predictions whose top probability is below this are flagged out of distribution."""
-        threshold = self.ood.get("threshold")
-        return None if threshold is None else float(threshold)
+        return None if self.ood is None else self.ood.threshold
 
     def decide(self, probabilities: dict[str, float]) -> tuple[str, float | None]:
         """(decision, threshold used) for one radiograph under the card's operating points.
@@ -220,10 +240,10 @@ class ModelCard:
             return "", None
         ranked = sorted(self.operating_points, key=lambda label: probabilities[label], reverse=True)
         for label in ranked:
-            threshold = float(self.operating_points[label]["threshold"])
+            threshold = self.operating_points[label].threshold
             if probabilities[label] >= threshold:
                 return label, threshold
-        return NEGATIVE_DECISION, float(self.operating_points[ranked[0]]["threshold"])
+        return NEGATIVE_DECISION, self.operating_points[ranked[0]].threshold
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with some fields changed.
@@ -240,8 +260,13 @@ class ModelCard:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The card as a JSON-ready dict (every field, by name)."""
-        return asdict(self)
+        """The card as a JSON-ready dict (every field, by name; each record as the object it writes)."""
+        return asdict(self) | {
+            "operating_points": {label: asdict(point) for label, point in self.operating_points.items()},
+            "calibration": {} if self.calibration is None else asdict(self.calibration),
+            "parity": self.parity.to_dict(),
+            "ood": {} if self.ood is None else asdict(self.ood),
+        }
 
     def to_json(self) -> str:
         """The card as ``model_card.json`` holds it (sorted keys, indented)."""
@@ -268,12 +293,13 @@ class ModelCard:
         for key in ("labels", "input_size", "mean", "std", "network_input_size"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
-        if isinstance(values.get("accepts"), dict):
-            values["accepts"] = InputContract.from_dict(values["accepts"])
-        if isinstance(values.get("rendering"), dict):
-            values["rendering"] = RenderingPolicy.from_dict(values["rendering"])
-        if isinstance(values.get("engine"), dict):
-            values["engine"] = EngineRecord.from_dict(values["engine"])
+        for key, record in _RECORDS.items():
+            if isinstance(values.get(key), dict):
+                values[key] = record(values[key])
+        if isinstance(values.get("operating_points"), dict):
+            values["operating_points"] = {
+                label: OperatingPoint.from_dict(point) for label, point in values["operating_points"].items()
+            }
         return cls(**values)
 
     @classmethod

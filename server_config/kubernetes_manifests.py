@@ -2,7 +2,7 @@
 
 - a Deployment of NVIDIA's Triton image (``onnxruntime`` or ``tensorrt`` repository from a volume
   or object storage; readiness/liveness/startup on Triton's ``/v2/health/*``; model control ``none``
-  unless asked, admin APIs behind the key of :mod:`radserve.security`; optional gRPC TLS and mutual
+  unless asked, admin APIs behind the key of :mod:`radserve.transport`; optional gRPC TLS and mutual
   TLS; Pod Security "restricted"; a preStop drain before Triton's own exit timeout);
 - a Service (gRPC, HTTP, metrics) and a headless one for client-side balancing (gRPC keeps one
   connection per client, so a ClusterIP spreads connections, not requests);

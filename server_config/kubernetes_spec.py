@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from radserve.errors import ConfigurationError
-from radserve.security import ADMIN_KEY_ENV
-from radserve.server_config.security import restricted_arguments, tls_arguments
+from radserve.server_config.triton_security import restricted_arguments, tls_arguments
 from radserve.settings import SETTINGS
+from radserve.transport import ADMIN_KEY_ENV
 
 __all__ = [
     "CONTAINER_SECURITY",

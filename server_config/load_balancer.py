@@ -4,7 +4,7 @@
 checks, HTTP/2 on the listening side (cleartext h2c on loopback only, or TLS terminated here),
 ``grpc_pass`` with failover to the next replica for requests that fail before an answer started,
 over TLS (verified, mutual with a client certificate) to replicas that serve it, and Triton's admin
-RPCs answered 403 unless asked for. The admin key header (:mod:`radserve.security`) passes through.
+RPCs answered 403 unless asked for. The admin key header (:mod:`radserve.transport`) passes through.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from radserve.errors import ConfigurationError
-from radserve.security import is_loopback
+from radserve.transport import is_loopback
 
 __all__ = ["ADMIN_RPCS", "NginxConfig", "render_nginx_config"]
 

@@ -30,10 +30,10 @@ from typing import Literal
 
 from radserve.errors import ServerError
 from radserve.files import swap_folder
-from radserve.security import ADMIN_KEY_HEADER, redact
-from radserve.server_config.security import LOOPBACK, ServerTls, restricted_arguments
 from radserve.server_config.serving_view import build_model_view, build_serving_view, repository_needs
+from radserve.server_config.triton_security import LOOPBACK, ServerTls, restricted_arguments
 from radserve.settings import SETTINGS, Ports
+from radserve.transport import ADMIN_KEY_HEADER, redact
 
 LOGGER = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def free_ports(host: str = "127.0.0.1") -> Ports:
     return Ports(http=http, grpc=grpc, metrics=metrics)
 
 
-def check_repository(repository: Path) -> None:
+def require_models(repository: Path) -> None:
     """Raise :class:`ServerError` unless ``repository`` holds at least one model with a config."""
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a folder")
@@ -161,7 +161,7 @@ class TritonServer:
     log_file: Path | None = None
     verbose: int = 0
     tls: ServerTls | None = None  # TLS (mutual with a client CA) on gRPC; HTTP and metrics on loopback
-    admin_key: str | None = None  # restricted API groups behind this key (radserve.security)
+    admin_key: str | None = None  # restricted API groups behind this key (radserve.transport)
     model_control: Literal["none", "explicit"] = "none"  # explicit: reload() serves new publications
     # tritonserver's options as written elsewhere (a Kubernetes manifest's), in place of those derived
     # above; the backend folder is still this server's, and so is the repository unless they name
@@ -241,7 +241,7 @@ class TritonServer:
         """Start the server and block until it reports ready; raise :class:`ServerError` if not."""
         if self._process is not None:
             raise ServerError("server already started")
-        check_repository(self.repository)
+        require_models(self.repository)
         if self.binary is not None and not self.binary.is_file():
             raise ServerError(f"tritonserver binary not found at {self.binary}")
         for name, host, port in (

@@ -3,7 +3,7 @@
 Procedural phantoms of five body regions (:mod:`radserve.synthetic.phantoms`) written as DICOM files
 the way real CR / DX objects are stored (:mod:`radserve.synthetic.dataset`). A hospital deployment
 of :mod:`radserve.client` never imports this package. Each served system's data (spine views,
-spondylolisthesis, fractures with boxes, MRI studies): :mod:`radserve.synthetic.systems`,
+spondylolisthesis, fractures with boxes, MRI studies): :mod:`radserve.synthetic.system_images`,
 :mod:`radserve.synthetic.mri`.
 """
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from radserve.export.pipeline import ExportResult
+from radserve.loadtests.bench_report import BenchResult
 from radserve.loadtests.points import Point, Run
-from radserve.loadtests.report import BenchResult
 from radserve.loadtests.tables import bench_table, tune_table
 
 TINY_MODEL = "tiny"

@@ -14,13 +14,13 @@ import pydicom
 import pytest
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage
 
-from radserve.client.boxes import source_to_wire, wire_to_source
+from radserve.client.box_mapping import source_to_wire, wire_to_source
 from radserve.client.dicom import radiographs_from_dataset, resize
 from radserve.client.gsps import write_boxes_gsps
 from radserve.client.results import ResultRow, ResultWriter
 from radserve.client.sr import read_source_header, write_classification_sr
 from radserve.model_card import ModelCard
-from radserve.synthetic.systems import system_example
+from radserve.synthetic.system_images import system_example
 
 SIZE = (384, 384)
 

@@ -264,8 +264,8 @@ def test_radiographs_waiting_for_the_wire_travel_together(triton: TritonServer) 
     import numpy as np
 
     from radserve.client import AsyncRadiographClient
-    from radserve.client.metrics import ClientMetrics
     from radserve.client.packing import RequestPacker
+    from radserve.client.run_metrics import ClientMetrics
 
     images = np.random.default_rng(9).integers(0, 256, (24, 1, 64, 64), dtype=np.uint8)
 

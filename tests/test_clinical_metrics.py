@@ -18,10 +18,10 @@ from radserve.clinical.calibration import (
     parse_rules,
     scaled,
 )
-from radserve.clinical.metrics import expected_calibration_error
+from radserve.clinical.scores import expected_calibration_error
 from radserve.clinical.truth import read_truth
 from radserve.errors import ClinicalError, ModelCardError
-from radserve.model_card import ModelCard
+from radserve.model_card import Calibration, ModelCard, OperatingPoint
 
 LABELS = ("a", "b", "c")
 
@@ -119,8 +119,8 @@ def test_operating_points_in_the_card_decide_rows_and_old_cards_still_read(tmp_p
         key: value for key, value in card.to_dict().items() if key not in ("operating_points", "calibration")
     }
     assert ModelCard.from_dict(old) == card  # a card written before these fields existed
-    points = {"b": {"threshold": 0.3, "rule": "youden"}, "c": {"threshold": 0.6, "rule": "youden"}}
-    decided = card.replace(operating_points=points, calibration={"n": 60})
+    points = {"b": OperatingPoint(0.3, "youden"), "c": OperatingPoint(0.6, "youden")}
+    decided = card.replace(operating_points=points, calibration=Calibration(60, 1.2, 0.1, 0.05, 0.9, 0.8))
     decided.write(tmp_path)
     assert ModelCard.read(tmp_path) == decided
     assert card.decide({"a": 0.5, "b": 0.2, "c": 0.3}) == ("", None)
@@ -128,9 +128,9 @@ def test_operating_points_in_the_card_decide_rows_and_old_cards_still_read(tmp_p
     assert decided.decide({"a": 0.1, "b": 0.35, "c": 0.55}) == ("b", 0.3)
     assert decided.decide({"a": 0.0, "b": 0.35, "c": 0.65}) == ("c", 0.6)
     with pytest.raises(ModelCardError, match="unknown label"):
-        card.replace(operating_points={"z": {"threshold": 0.5}})
+        card.replace(operating_points={"z": OperatingPoint(0.5)})
     with pytest.raises(ModelCardError, match="threshold"):
-        card.replace(operating_points={"a": {"threshold": 1.5}})
+        card.replace(operating_points={"a": OperatingPoint(1.5)})
 
 
 def test_truth_files(tmp_path: Path) -> None:

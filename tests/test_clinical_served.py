@@ -250,13 +250,13 @@ def test_fitted_temperature_halves_ece_on_held_out_data(
     tmp_path: Path,
 ) -> None:
     card = ModelCard.from_repository(clinical_repository, MODEL)
-    assert card.temperature > 0.3 and card.calibration["n"] == 60
+    assert card.temperature > 0.3 and card.calibration.n == 60
     # the Grad-CAM companion was re-published with the same temperature, and the repository is valid
     companion = ModelCard.from_repository(clinical_repository, f"{MODEL}_gradcam")
     assert companion.temperature == card.temperature
-    assert companion.parity["gradcam_vs_autograd"]["min_pearson"] >= 0.99
+    assert companion.parity.gradcam.min_pearson >= 0.99
     assert check_repository(clinical_repository).ok
-    assert card.calibration["ece_after"] < card.calibration["ece_before"]
+    assert card.calibration.ece_after < card.calibration.ece_before
     code, after = _evaluate(calibrated, sets["held_out"], tmp_path)
     assert code == 0 and after["model_version"] == "2"
     ece_before = before[1]["ece"]
@@ -264,7 +264,7 @@ def test_fitted_temperature_halves_ece_on_held_out_data(
     assert after["ece"] <= 0.5 * ece_before
     assert after["accuracy"] == pytest.approx(before[1]["accuracy"])  # temperature keeps the ranking
     for label, point in after["operating_points"].items():
-        assert point["threshold"] == card.operating_points[label]["threshold"]
+        assert point["threshold"] == card.operating_points[label].threshold
         assert 0 <= point["sensitivity"] <= 1 and 0 <= point["specificity"] <= 1
 
 

@@ -15,7 +15,7 @@ from radserve.client.contract import ImageFacts, check_contract, read_accepted
 from radserve.client.flow import prepare_file
 from radserve.errors import InputError, ModelCardError, NotAcceptedError
 from radserve.export.pipeline import ExportResult
-from radserve.model_card import InputContract, ModelCard, RenderingPolicy
+from radserve.model_card import InputContract, ModelCard, OodFlag, RenderingPolicy
 from radserve.server_config.triton import TritonServer
 from radserve.synthetic.dataset import synthetic_dataset, write_synthetic_set
 from tests._dicom_factory import HIGHDICOM_DX, shipped
@@ -161,7 +161,7 @@ def test_refusal_comes_before_decoding(tmp_path: Path) -> None:
 
 
 def test_cards_state_their_contract_and_old_cards_stay_readable(tmp_path: Path) -> None:
-    card = CARD.replace(accepts=InputContract(modalities=("MR",), sop_classes=()), ood={"threshold": 0.4})
+    card = CARD.replace(accepts=InputContract(modalities=("MR",), sop_classes=()), ood=OodFlag(0.4))
     assert ModelCard.from_json(card.to_json()) == card and card.ood_threshold == 0.4
     old = json.loads(CARD.to_json())
     del old["accepts"], old["ood"]

@@ -28,7 +28,6 @@ import pytest
 import yaml
 
 from radserve.errors import ConfigurationError, ServerError
-from radserve.security import ADMIN_KEY_HEADER
 from radserve.server_config.kserve_manifest import runtime_version
 from radserve.server_config.kubernetes_manifests import (
     QUEUE_METRIC,
@@ -38,11 +37,12 @@ from radserve.server_config.kubernetes_manifests import (
     to_yaml,
 )
 from radserve.server_config.kubernetes_spec import TRITON_IMAGE, instance_kinds
-from radserve.server_config.security import ServerTls
 from radserve.server_config.serving_view import build_serving_view
 from radserve.server_config.triton import TritonServer, free_ports
+from radserve.server_config.triton_security import ServerTls
 from radserve.settings import Ports
 from radserve.synthetic.dataset import SyntheticRecord
+from radserve.transport import ADMIN_KEY_HEADER
 from tests._certificates import CertificateAuthority
 
 KUBERNETES_VERSION = "1.30"

@@ -13,12 +13,12 @@ import pytest
 import torch
 from test_boxes import _scoords
 
-from radserve.client.boxes import wire_to_source
+from radserve.client.box_mapping import wire_to_source
 from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.dicom import read_radiographs
 from radserve.client.preprocess import model_input
 from radserve.client.results import ResultRow
-from radserve.clinical.boxes import box_map
+from radserve.clinical.box_scores import box_map
 from radserve.clinical.evaluate import evaluation_report
 from radserve.clinical.labeled import classify_with_truth
 from radserve.clinical.truth import read_truth
@@ -41,7 +41,7 @@ from radserve.export.pipeline import ExportRequest, export_checkpoint
 from radserve.model_card import DETECTION_OUTPUTS, ModelCard
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.settings import SETTINGS
-from radserve.synthetic.systems import write_system_set
+from radserve.synthetic.system_images import write_system_set
 
 K = 10
 
@@ -100,7 +100,9 @@ def test_the_detector_is_published_with_nms_inside_and_gated(detector_export: De
     assert parity.compared > 0 and parity.matched == parity.compared
     assert parity.min_iou >= SETTINGS.export.detector_parity_min_iou
     card = ModelCard.read(detector_export.version_dir)
-    assert card.task == "detection" and card.max_detections == K and card.parity["onnxruntime_fp32"]
+    assert (
+        card.task == "detection" and card.max_detections == K and card.parity.detections["onnxruntime_fp32"]
+    )
     config = parse_config((detector_export.version_dir.parent / "config.pbtxt").read_text())
     assert [output.name for output in config.output] == list(DETECTION_OUTPUTS)
     assert list(config.output[0].dims) == [K, 4]

@@ -8,9 +8,13 @@ import pytest
 from pydicom import uid as U
 from pydicom.encaps import encapsulate
 
-from radserve.client.dicom import SUPPORTED_TRANSFER_SYNTAXES, Radiograph, read_radiographs
-from radserve.client.dicom._decode import decode
-from radserve.client.dicom._read import pixel_info
+from radserve.client.dicom import (
+    SUPPORTED_TRANSFER_SYNTAXES,
+    Radiograph,
+    decode,
+    pixel_info,
+    read_radiographs,
+)
 from radserve.errors import InputError
 from tests._dicom_factory import encode, make_dataset, phantom, save, shipped, stored_values
 

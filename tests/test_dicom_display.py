@@ -11,10 +11,14 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from radserve.client.dicom import radiographs_from_dataset, read_radiographs, resize
-from radserve.client.dicom._display import display_lut
-from radserve.client.dicom._params import display_params
-from radserve.client.dicom._read import pixel_info
+from radserve.client.dicom import (
+    display_lut,
+    display_params,
+    pixel_info,
+    radiographs_from_dataset,
+    read_radiographs,
+    resize,
+)
 from radserve.errors import InputError, NotAcceptedError
 from radserve.model_card import RenderingPolicy, ResizeMode
 from tests._dicom_factory import (

@@ -116,7 +116,7 @@ def test_the_metrics_reference_lists_every_exported_series(site: Path) -> None:
     """Checked against what the client and the listener actually expose, not against the table."""
     from prometheus_client import generate_latest
 
-    from radserve.client.listen.metrics import ListenerMetrics
+    from radserve.client.listen.listen_metrics import ListenerMetrics
 
     metrics = ListenerMetrics()
     metrics.model("m")

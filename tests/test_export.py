@@ -46,7 +46,7 @@ def test_published_model_folder(tiny_export: ExportResult, repository: Path) -> 
         assert (model_dir / "1" / name).is_file(), name
     assert not list(model_dir.glob(".staging-*"))
     card = ModelCard.read(model_dir / "1")
-    assert card.parity["onnxruntime_fp32"]["top1_agreement"] == 1.0
+    assert card.parity.runtimes["onnxruntime_fp32"].top1_agreement == 1.0
     assert card.checkpoint_sha256 and card.tool_versions["torch"]
 
 

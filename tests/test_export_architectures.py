@@ -52,8 +52,8 @@ def test_architecture_exports_and_passes_parity(
     assert result.card.architecture == architecture
     assert result.parity.top1_agreement == 1.0
     assert result.parity.max_abs_diff < 1e-3
-    recorded = result.card.parity["onnxruntime_fp32"]
-    assert recorded["max_rel_diff"] == pytest.approx(result.parity.max_rel_diff)
+    recorded = result.card.parity.runtimes["onnxruntime_fp32"]
+    assert recorded.max_rel_diff == pytest.approx(result.parity.max_rel_diff)
     assert result.parity.max_rel_diff >= result.parity.max_abs_diff  # probabilities are at most 1
     session = onnxruntime.InferenceSession(str(result.version_dir / "model.onnx"))
     images = np.random.default_rng(0).integers(0, 256, (3, 1, *size), dtype=np.uint8)

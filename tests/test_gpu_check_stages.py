@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from radserve.client.metrics import ClientMetrics
+from radserve.client.run_metrics import ClientMetrics
 from radserve.loadtests.gpu_bundle import write_dicom_set
 from radserve.loadtests.gpu_end_to_end import _quantile_ms, write_instances
 from radserve.loadtests.gpu_report import render_markdown

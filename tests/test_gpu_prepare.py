@@ -12,11 +12,15 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless
 
-from radserve.client.dicom import radiographs_from_dataset, read_radiographs
-from radserve.client.dicom._display import auto_window, window_from_counts
-from radserve.client.dicom._params import display_params
-from radserve.client.dicom._read import pixel_info
-from radserve.client.metrics import ClientMetrics
+from radserve.client.dicom import (
+    auto_window,
+    display_params,
+    pixel_info,
+    radiographs_from_dataset,
+    read_radiographs,
+    window_from_counts,
+)
+from radserve.client.run_metrics import ClientMetrics
 from radserve.errors import DecodeWorkersError
 from radserve.model_card import ModelCard, ResizeMode
 from tests._dicom_factory import shipped

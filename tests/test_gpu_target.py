@@ -88,7 +88,7 @@ def test_export_gates_and_publishes_both_precisions(gpu_export: ExportResult) ->
             "weights.pt",
             "model_card.json",
         }
-        (key,) = variant.card.parity
+        (key,) = variant.card.parity.runtimes
         assert key == f"pytorch_{variant.precision}_{'cuda' if torch.cuda.is_available() else 'cpu'}"
         assert variant.parity.top1_agreement >= 0.99
         assert variant.parity.max_abs_diff <= (1e-2 if variant.precision == "fp16" else 1e-3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,3 +191,45 @@ def test_config_parameter_marks_only_the_embedded_target() -> None:
     assert embedded.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
     for target in ("onnxruntime", "tensorrt"):
         assert HOST_SIZED_PARAMETER not in build_config(card, target).parameters
+
+
+def test_no_module_name_repeats_across_the_packages() -> None:
+    # a private module (leading _) is the part of its own package a verb or a step needs, imported by
+    # name only inside it (radserve/cli/_bench.py is the bench verb, client/dicom/_read.py a step)
+    homes: dict[str, list[str]] = {}
+    for folder in PACKAGES:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.stem not in ("__init__", "__main__") and not path.stem.startswith("_"):
+                homes.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
+    repeated = {name: paths for name, paths in homes.items() if len(paths) > 1}
+    assert not repeated, repeated
+
+
+def test_the_classify_flows_step_table_names_what_the_code_calls() -> None:
+    import inspect
+
+    from radserve.client import flow
+
+    table = (flow.__doc__ or "").split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    named = [re.split(r"\s{2,}", line.strip())[1] for line in table.splitlines()]
+    assert len(named) == 6, table
+    calling = "".join(inspect.getsource(f) for f in (flow.prepare_file, flow.classify_prepared, flow._row))
+    for name in named:
+        target: object = flow
+        for part in name.split("."):
+            target = getattr(target, part)
+        assert callable(target), name
+        assert f"{name.rsplit('.', 1)[-1]}(" in calling, f"the flow does not call {name}"
+
+
+def test_other_packages_use_client_dicoms_public_api() -> None:
+    dicom = ROOT / "client" / "dicom"
+    private = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for folder in PACKAGES
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if dicom not in path.parents
+        for name in _imports(path)
+        if name.startswith("radserve.client.dicom._")
+    ]
+    assert not private, private

@@ -23,12 +23,12 @@ from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.results import ResultRow
 from radserve.errors import ConfigurationError
 from radserve.export.pipeline import ExportResult
-from radserve.security import GRPC_ADMIN_KEY_HEADER
 from radserve.server_config.load_balancer import NginxConfig, render_nginx_config
-from radserve.server_config.security import ServerTls
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.server_config.triton_metrics import model_counters
+from radserve.server_config.triton_security import ServerTls
 from radserve.synthetic.dataset import SyntheticRecord, write_synthetic_set
+from radserve.transport import GRPC_ADMIN_KEY_HEADER
 from tests._certificates import CertificateAuthority, self_signed
 
 TINY_MODEL = "tiny"  # exported by conftest's tiny_export

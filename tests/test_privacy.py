@@ -74,7 +74,7 @@ def test_no_patient_attribute_in_any_output(triton: TritonServer, phi_inputs: Pa
     ]  # fmt: skip
     assert [run.returncode for run in runs] == [1, 0], runs[0].stderr  # 1: the SR of the bad date
     locust = subprocess.run(
-        [sys.executable, "-m", "radserve.loadtests.run", "--url", triton.grpc_url, "--model", "tiny",
+        [sys.executable, "-m", "radserve", "loadtest", "--url", triton.grpc_url, "--model", "tiny",
          "--dicom", str(phi_inputs), "--load-profile", "smoke", "--out", str(out / "locust")],
         capture_output=True, text=True, timeout=300, env=os.environ | {"RADSERVE_SMOKE_SECONDS": "2"},
     )  # fmt: skip

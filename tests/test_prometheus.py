@@ -19,7 +19,7 @@ import pytest
 
 from radserve.client.classify import ClassifyOptions, classify
 from radserve.client.inputs import discover
-from radserve.client.metrics import ClientMetrics
+from radserve.client.run_metrics import ClientMetrics
 from radserve.server_config.triton import TritonServer
 
 TINY_MODEL = "tiny"

@@ -39,7 +39,7 @@ from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard
 from radserve.routing import ROUTER_PARAMETER, RouterCard
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.synthetic.dataset import write_synthetic_set
-from radserve.synthetic.systems import write_system_set
+from radserve.synthetic.system_images import write_system_set
 
 FIRST = "tiny"  # the session's tiny body-region model (conftest)
 FRACTURE, OTHER, FAULTY = "fracture", "other", "faulty"

@@ -18,10 +18,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from radserve.model_card import INPUT_NAME, OUTPUT_NAME
-from radserve.security import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER
-from radserve.server_config.security import ServerTls
 from radserve.server_config.triton import TritonServer, free_ports
+from radserve.server_config.triton_security import ServerTls
 from radserve.synthetic.dataset import SyntheticRecord
+from radserve.transport import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER
 from tests._certificates import CertificateAuthority, Issued
 
 ADMIN_KEY = "k3y-for-tests"
@@ -125,6 +125,41 @@ def test_evaluate_reaches_a_secured_server_through_the_connection_flags(
     assert len(predictions) == len(list(dicom_folder.glob("*.dcm")))
     keyless = _radserve(*common, "--out", str(tmp_path / "refused"))  # the model config is restricted
     assert keyless.returncode == 2 and "cannot read config of model 'tiny'" in keyless.stderr, keyless.stderr
+
+
+def test_bench_and_loadtest_reach_a_secured_server_through_the_connection_flags(
+    mtls_server: TritonServer,
+    authority: CertificateAuthority,
+    client_cert: Issued,
+    repository: Path,
+    dicom_folder: Path,
+    tmp_path: Path,
+) -> None:
+    connection = (
+        "--url", mtls_server.grpc_url, "--tls-ca", str(authority.cert), "--tls-cert", str(client_cert.cert),
+        "--tls-key", str(client_cert.key), "--admin-key", ADMIN_KEY,
+    )  # fmt: skip
+    bench = _radserve(
+        "bench", "--model", "tiny", "--repository", str(repository), "--dicom", str(dicom_folder), "--quick",
+        "--no-naive", "--repeats", "1", "--concurrency", "2", "--batches", "1", "--seconds", "0.3",
+        "--out", str(tmp_path / "bench"), *connection,
+    )  # fmt: skip
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    result = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert all(run["images"] > 0 for point in result["served"] for run in point["runs"])
+    assert result["end_to_end"]["extra"]["errors"] == 0 and result["end_to_end"]["runs"][0]["images"] > 0
+    # the locust file fetches the card through the restricted model config: the admin key travels too
+    out = tmp_path / "locust"
+    loadtest = _radserve(
+        "loadtest", "--model", "tiny", "--dicom", str(dicom_folder), "--out", str(out), *connection,
+        env={"RADSERVE_SMOKE_SECONDS": "2"},
+    )  # fmt: skip
+    assert loadtest.returncode == 0, loadtest.stdout + loadtest.stderr
+    (aggregated,) = [
+        line for line in (out / "locust_stats.csv").read_text().splitlines() if "Aggregated" in line
+    ]
+    requests, failures = (int(value) for value in aggregated.split(",")[2:4])
+    assert requests > 0 and failures == 0
 
 
 def _grpc_admin_calls(client: Any, headers: dict[str, str] | None) -> dict[str, Callable[[], Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import shutil
 from collections.abc import AsyncIterator
@@ -20,8 +21,8 @@ from radserve.client import (
     SyncSession,
     classify_paths,
 )
-from radserve.security import ClientTls
 from radserve.server_config.triton import TritonServer
+from radserve.transport import ClientTls
 from tests.test_client_api import _assert_same_rows
 
 TINY_MODEL = "tiny"
@@ -97,7 +98,21 @@ _VERBS = {
     "explain": ["x.dcm", "--model", "m", "--output", "o.png"],
     "preprocess": ["x.dcm", "--model", "m", "--output", "o.npy"],
     "listen": ["--model", "m", "--output", "r.jsonl"],
+    "bench": ["--model", "m"],  # an external server's: --url (none: bench starts its own)
+    "loadtest": [],
 }
+
+
+def test_the_verbs_checked_are_every_verb_with_a_server_url() -> None:
+    (commands,) = (
+        action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    with_url = {
+        verb
+        for verb, parser in commands.choices.items()
+        if any("--url" in action.option_strings for action in parser._actions)
+    }
+    assert with_url == set(_VERBS)
 
 
 @pytest.mark.parametrize("verb", sorted(_VERBS))

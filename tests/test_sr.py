@@ -21,7 +21,7 @@ from radserve.client._sr_content import DECISION, THRESHOLD, label_concept
 from radserve.client.results import ResultRow
 from radserve.client.sr import CODING_SCHEME, read_source_header, sr_series_uid, write_classification_sr
 from radserve.errors import InputError
-from radserve.model_card import ModelCard
+from radserve.model_card import ModelCard, OperatingPoint
 from radserve.synthetic.dataset import REGIONS, synthetic_dataset
 from radserve.systems import SYSTEMS, finding_code
 from tests._dicom_factory import HIGHDICOM_DX
@@ -170,7 +170,7 @@ def test_sr_decision_threshold_and_boxes(tmp_path: Path) -> None:
     """The decision as a coded qualitative evaluation, its threshold as a measurement; each box a
     TID 1410 planar ROI on the source image with its own tracking identifier and coded finding."""
     path, ds = _source(tmp_path)
-    card = CARD.replace(operating_points={"knee": {"threshold": 0.5}})
+    card = CARD.replace(operating_points={"knee": OperatingPoint(0.5)})
     boxes = [
         {"x0": 1.0, "y0": 2.0, "x1": 10.0, "y1": 12.0, "score": 0.9, "label": "knee"},
         {"x0": 20.0, "y0": 5.0, "x1": 30.0, "y1": 9.0, "score": 0.6, "label": "knee"},
@@ -330,7 +330,7 @@ def test_dciodvfy_accepts_the_sr(tmp_path: Path, case: str) -> None:
     source = read_source_header(path)
     row, card, first = _row(path, ds, frame=2 if case == "frame 2" else None), CARD, None
     if case == "decision and boxes":
-        card = CARD.replace(operating_points={"knee": {"threshold": 0.5}})
+        card = CARD.replace(operating_points={"knee": OperatingPoint(0.5)})
         box = {"x0": 1.0, "y0": 2.0, "x1": 10.0, "y1": 12.0, "score": 0.9, "label": "knee"}
         row = replace(row, decision="knee", threshold=0.5, boxes=[box])
     if case == "router":

@@ -7,7 +7,7 @@ import pytest
 
 from radserve.synthetic._spine import _METAL, spine_scene
 from radserve.synthetic.phantoms import _BUILDERS, render_scene
-from radserve.synthetic.systems import _draw_fracture
+from radserve.synthetic.system_images import _draw_fracture
 
 SEEDS = range(5)
 

@@ -152,7 +152,7 @@ def test_a_trained_demo_exports_at_the_study_size(tmp_path: Path) -> None:
     )
     card = ModelCard.read(result.version_dir)
     assert (card.system, card.input_size, card.network_input_size) == ("fracture", (384, 384), (128, 128))
-    assert card.parity["onnxruntime_fp32"]["top1_agreement"] == 1.0
+    assert card.parity.runtimes["onnxruntime_fp32"].top1_agreement == 1.0
     session = onnxruntime.InferenceSession(str(result.version_dir / "model.onnx"))
     (wire,) = session.get_inputs()
     assert wire.shape[1:] == [1, 384, 384]
@@ -190,5 +190,5 @@ def test_spondylolisthesis_is_exported_with_its_grad_cam_companion(
     assert result.gradcam_dir == repository / "spondylolisthesis_gradcam" / "1"
     companion = ModelCard.read(result.gradcam_dir)
     assert companion.input_size == (480, 480) and companion.network_input_size == (96, 96)
-    assert companion.parity["gradcam_vs_autograd"]["min_pearson"] >= 0.99
+    assert companion.parity.gradcam.min_pearson >= 0.99
     assert check_repository(repository).ok

@@ -12,7 +12,7 @@ from radserve.errors import ExportError
 from radserve.export.hashing import file_sha256
 from radserve.export.model_config import ServingOptions, build_config
 from radserve.export.pipeline import EngineOptions, ExportRequest, export_checkpoint
-from radserve.export.tensorrt import (
+from radserve.export.tensorrt_plan import (
     EngineMetadata,
     EngineSpec,
     Profile,
@@ -184,7 +184,7 @@ def test_build_check_and_publish_a_plan(tiny_checkpoint: Path, tmp_path: Path) -
         plan = variant.version_dir / "model.plan"
         metadata = check_plan(plan)
         assert metadata.profile["max_batch"] == 32
-        assert variant.card.parity[f"tensorrt_{variant.precision}"]["top1_agreement"] >= 0.99
+        assert variant.card.parity.runtimes[f"tensorrt_{variant.precision}"].top1_agreement >= 0.99
     # the timing cache is keyed by TensorRT version and GPU (one file per image and GPU kind)
     (cache,) = tmp_path.glob("timing.trt*-sm*.cache")
     assert cache.stat().st_size > 0

@@ -173,6 +173,15 @@ def input_contract_reference() -> str:
     return schema_table(InputContract)
 
 
+def card_figures_reference() -> str:
+    """One table per record of a card's figures (radserve/card_figures.py), in its ``__all__`` order."""
+    from radserve import card_figures
+
+    return "\n\n".join(
+        f"### `{name}`\n\n{schema_table(getattr(card_figures, name))}" for name in card_figures.__all__
+    )
+
+
 # --- metrics and alert rules ----------------------------------------------------------------------------
 
 
@@ -180,7 +189,7 @@ def metric_rows() -> list[tuple[str, str, str, str]]:
     """(name, type, labels, help) of every series the client and the listener export."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from radserve.client.listen.metrics import ListenerMetrics
+    from radserve.client.listen.listen_metrics import ListenerMetrics
 
     metrics = ListenerMetrics()
     rows = []
@@ -504,6 +513,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "reasons": reasons_reference,
     "model-card": model_card_reference,
     "input-contract": input_contract_reference,
+    "card-figures": card_figures_reference,
     "metrics": metrics_reference,
     "alert-rules": alert_rules_reference,
     "scp-sop-classes": scp_sop_classes,

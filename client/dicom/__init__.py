@@ -27,27 +27,51 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from radserve.client.dicom._decode import Decoded, decode
-from radserve.client.dicom._display import IDENTITY, render_colour, render_mono
+from radserve.client.dicom._decode import Decoded, check_shape, decode, encoded_frames
+from radserve.client.dicom._display import (
+    IDENTITY,
+    auto_window,
+    display_lut,
+    modality_values,
+    needs_auto_window,
+    render_colour,
+    render_mono,
+    window_from_counts,
+)
 from radserve.client.dicom._params import DisplayParams, display_params
-from radserve.client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, pixel_info, read_dataset
-from radserve.client.dicom._resize import ResizeMode, apply_lut, resize
+from radserve.client.dicom._read import SUPPORTED_TRANSFER_SYNTAXES, PixelInfo, pixel_info, read_dataset
+from radserve.client.dicom._resize import ResizeMode, apply_lut, area_weights, placement, resize
 from radserve.errors import InputError
 from radserve.model_card import RenderingPolicy
 from radserve.reasons import Reason
 
+# the steps' parts other packages build on (the GPU preparer, MRI series, the GPU bundle) are public
 __all__ = [
     "SUPPORTED_TRANSFER_SYNTAXES",
     "DecodedFile",
+    "DisplayParams",
+    "PixelInfo",
     "Radiograph",
+    "area_weights",
+    "auto_window",
     "captured_warnings",
+    "check_shape",
+    "decode",
     "decode_dataset",
     "decode_file",
     "display",
+    "display_lut",
+    "display_params",
+    "encoded_frames",
+    "modality_values",
+    "needs_auto_window",
+    "pixel_info",
+    "placement",
     "radiographs_from_dataset",
     "read_dataset",
     "read_radiographs",
     "resize",
+    "window_from_counts",
 ]
 
 _LOG = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ the same metrics, optional SR documents to a folder or forwarded to a Storage SC
 """
 
 from radserve.client.listen.forward import Destination
-from radserve.client.listen.metrics import ListenerMetrics
+from radserve.client.listen.listen_metrics import ListenerMetrics
 from radserve.client.listen.scp import STORAGE_CLASSES, AssociationLimits, accepted_transfer_syntaxes
 from radserve.client.listen.service import Listener, ListenOptions
 

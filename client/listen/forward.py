@@ -26,7 +26,7 @@ from pynetdicom.sop_class import ComprehensiveSRStorage
 from pynetdicom.status import code_to_category
 
 from radserve.client.listen.audit import AuditLog
-from radserve.client.listen.metrics import ListenerMetrics
+from radserve.client.listen.listen_metrics import ListenerMetrics
 from radserve.client.listen.scp import AssociationLimits
 from radserve.client.ownership import sync_folder
 from radserve.errors import ConfigurationError

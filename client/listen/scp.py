@@ -38,7 +38,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from radserve.client.dicom import SUPPORTED_TRANSFER_SYNTAXES
 from radserve.client.listen.audit import AuditLog
-from radserve.client.listen.metrics import ListenerMetrics
+from radserve.client.listen.listen_metrics import ListenerMetrics
 from radserve.settings import SETTINGS
 
 __all__ = [

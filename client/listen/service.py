@@ -30,8 +30,8 @@ from pathlib import Path
 from radserve.client.listen.audit import AuditLog
 from radserve.client.listen.backlog import Backlog
 from radserve.client.listen.forward import ReportForwarder
-from radserve.client.listen.metrics import ListenerMetrics
-from radserve.client.listen.options import ListenOptions
+from radserve.client.listen.listen_metrics import ListenerMetrics
+from radserve.client.listen.listen_options import ListenOptions
 from radserve.client.listen.scp import (
     OUT_OF_RESOURCES,
     SPOOL_FAILED,

@@ -44,7 +44,7 @@ def graph_sizes(batching: BatchingDefaults) -> tuple[int, ...]:
 
 
 class TensorRtTarget(ServingTarget):
-    """``model.plan`` and its metadata ``model.plan.json`` (export/tensorrt.py), GPU only."""
+    """``model.plan`` and its metadata ``model.plan.json`` (export/tensorrt_plan.py), GPU only."""
 
     name: ClassVar[str] = "tensorrt"
     devices: ClassVar[tuple[Device, ...]] = ("gpu",)
@@ -88,7 +88,7 @@ class TensorRtTarget(ServingTarget):
     def check_version(
         self, folder: Path, config: pb.ModelConfig, card: ModelCard | None, where: str, problems: list[str]
     ) -> None:
-        from radserve.export.tensorrt import EngineMetadata, metadata_path
+        from radserve.export.tensorrt_plan import EngineMetadata, metadata_path
 
         path = folder / (config.default_model_filename or self.model_file)
         if not path.is_file():
@@ -117,7 +117,7 @@ class TensorRtTarget(ServingTarget):
 
     def check_image(self, folder: Path, card: ModelCard | None, image: str) -> tuple[list[str], list[str]]:
         from radserve.export.ngc_images import plan_problems
-        from radserve.export.tensorrt import EngineMetadata
+        from radserve.export.tensorrt_plan import EngineMetadata
 
         engine = card.engine if card is not None else None
         if engine is None:  # a card written before it recorded its plan: the plan's own metadata
@@ -144,7 +144,7 @@ class TensorRtTarget(ServingTarget):
         from radserve.export.parity import compare, gate
         from radserve.export.pipeline import Variant, thresholds
         from radserve.export.repository import publish
-        from radserve.export.tensorrt import (
+        from radserve.export.tensorrt_plan import (
             PLAN_FILE,
             EngineSpec,
             Profile,
@@ -186,7 +186,7 @@ class TensorRtTarget(ServingTarget):
             # TensorRT runs fp32 convolutions as TF32 by default: only an explicit --max-abs-diff applies
             min_top1, _ = thresholds(request, precision)
             gate(report, min_top1, request.max_abs_diff, f"{card.name} (tensorrt {precision})")
-            parity = {**card.parity, f"tensorrt_{precision}": report.to_dict()}
+            parity = card.parity.with_report(f"tensorrt_{precision}", report)
             card = card.replace(parity=parity, engine=engine.record())
             folder = publish(
                 request.repository,

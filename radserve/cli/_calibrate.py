@@ -8,12 +8,13 @@ graph and ``temperature``, ``calibration`` and ``operating_points`` in its model
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from radserve.cli._common import EXIT_OK
 from radserve.cli._evaluate import add_labeled_arguments, labeled_set, serving
 from radserve.errors import ClinicalError
+from radserve.model_card import Calibration, OperatingPoint
 from radserve.settings import SETTINGS
 
 
@@ -42,15 +43,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     points = operating_points(y_true, scaled(probabilities, factor), card.labels, rules) if rules else {}
     for label, point in points.items():
         print(
-            f"operating point {label} >= {point['threshold']:.6f} ({point['rule']}): sensitivity "
-            f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f} on {point['n']} radiographs"
+            f"operating point {label} >= {point.threshold:.6f} ({point.rule}): sensitivity "
+            f"{point.sensitivity:.3f}, specificity {point.specificity:.3f} on {point.n} radiographs"
         )
     if args.publish is not None:
-        calibration = {
-            **fit.to_dict(),
-            "served_temperature": card.temperature,
-            "applied": not args.keep_temperature,
-        }
+        calibration = fit.record(card.temperature, applied=not args.keep_temperature)
         _publish(args, card.checkpoint_sha256, temperature, calibration, points or card.operating_points)
     return EXIT_OK
 
@@ -59,8 +56,8 @@ def _publish(
     args: argparse.Namespace,
     served_sha256: str,
     temperature: float,
-    calibration: dict[str, Any],
-    points: dict[str, Any],
+    calibration: Calibration,
+    points: Mapping[str, OperatingPoint],
 ) -> None:
     from radserve.export.gradcam import gradcam_name
     from radserve.export.hashing import file_sha256

@@ -79,11 +79,11 @@ def _run_classify(args: argparse.Namespace, connection: ConnectionOptions) -> in
 
 def _classify_files(args: argparse.Namespace, connection: ConnectionOptions) -> int:
     from radserve.client.classify import ClassifyOptions, classify
+    from radserve.client.console import print_rows, print_summary
     from radserve.client.inputs import discover
-    from radserve.client.metrics import ClientMetrics
     from radserve.client.progress import Progress
-    from radserve.client.report import print_rows, print_summary
     from radserve.client.results import ResultRow, ResultWriter, completed_paths, resolved
+    from radserve.client.run_metrics import ClientMetrics
 
     inputs = discover(args.paths)
     if inputs.sidecars:

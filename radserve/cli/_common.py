@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from radserve.security import ADMIN_KEY_ENV, client_tls
+from radserve.transport import ADMIN_KEY_ENV, client_tls
 
 if TYPE_CHECKING:
     from radserve.client.grpc_client import ConnectionOptions
@@ -47,13 +47,18 @@ def add_admin_key_argument(command: argparse.ArgumentParser | argparse._Argument
     )
 
 
-def add_connection_arguments(command: argparse.ArgumentParser) -> None:
-    """The flags of every verb that calls a server: URLs, TLS, admin key, timeouts, retry."""
+def add_connection_arguments(command: argparse.ArgumentParser, external: bool = False) -> None:
+    """The flags of every verb that calls a server: URLs, TLS, admin key, timeouts, retry.
+
+    ``external``: the verb starts its own server unless ``--url`` names one (no default URL).
+    """
     from radserve.settings import SETTINGS  # parsed inside the CLI's error boundary (radserve.cli.main)
 
     group = command.add_argument_group("connection to Triton (docs/how-to/security.md)")
     replicas = "Triton gRPC HOST:PORT; several, comma-separated, are balanced"
-    group.add_argument("--url", default=SETTINGS.grpc_url, help=replicas)
+    if external:
+        replicas += "; measure these running servers instead of starting one"
+    group.add_argument("--url", default=None if external else SETTINGS.grpc_url, help=replicas)
     group.add_argument("--tls-ca", type=Path, help="CA certificate that signed the server's: use TLS")
     group.add_argument("--tls-cert", type=Path, help="client certificate, for mutual TLS")
     group.add_argument("--tls-key", type=Path, help="client key, for mutual TLS")

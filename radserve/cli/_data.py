@@ -15,7 +15,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     matrix = tuple(args.matrix) if args.matrix else None
     if args.system:
-        from radserve.synthetic.systems import write_system_set
+        from radserve.synthetic.system_images import write_system_set
 
         manifest = write_system_set(
             args.system, args.out_dir, args.count, seed=args.seed, matrix=matrix or (640, 528)

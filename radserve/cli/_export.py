@@ -98,10 +98,11 @@ def _export(args: argparse.Namespace) -> int:
             f"max abs diff {parity.max_abs_diff:.2e}, max rel diff {parity.max_rel_diff:.2e}"
         )
     if result.gradcam_dir is not None:
-        figures = ModelCard.read(result.gradcam_dir).parity["gradcam_vs_autograd"]
+        figures = ModelCard.read(result.gradcam_dir).parity.gradcam
+        assert figures is not None  # the companion is published only with them (export/gradcam.py)
         print(
             f"published {result.gradcam_dir} (Grad-CAM companion); maps vs PyTorch autograd on "
-            f"{figures['samples']} samples: min Pearson r {figures['min_pearson']:.6f}"
+            f"{figures.samples} samples: min Pearson r {figures.min_pearson:.6f}"
         )
     return EXIT_OK
 

@@ -16,8 +16,8 @@ from radserve.cli._common import (
     pseudonyms_of,
 )
 from radserve.errors import ConfigurationError
-from radserve.security import is_loopback
 from radserve.settings import SETTINGS
+from radserve.transport import is_loopback
 
 
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:

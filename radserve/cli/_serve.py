@@ -14,9 +14,9 @@ from radserve.settings import SETTINGS
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from radserve.server_config.security import ServerTls, check_exposure
     from radserve.server_config.shm import remove_stale_regions
     from radserve.server_config.triton import TritonServer
+    from radserve.server_config.triton_security import ServerTls, check_exposure
     from radserve.settings import Ports
 
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from radserve.client.dicom._resize import placement
+from radserve.client.dicom import placement
 
 Resize = Literal["letterbox", "stretch"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radserve.errors import ServerError
-from radserve.security import ADMIN_KEY_HEADER, RESTRICTED_GROUPS, is_loopback
+from radserve.transport import ADMIN_KEY_HEADER, RESTRICTED_GROUPS, is_loopback
 
 # tritonserver 2.51 has no TLS on HTTP or metrics: with TLS they listen here only.
 LOOPBACK = "127.0.0.1"

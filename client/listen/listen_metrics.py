@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from radserve.client.metrics import ClientMetrics
+from radserve.client.run_metrics import ClientMetrics
 
 __all__ = ["ListenerMetrics"]
 
