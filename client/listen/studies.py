@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pydicom
 
-from radserve.client.listen.metrics import ListenerMetrics
+from radserve.client.listen.listen_metrics import ListenerMetrics
 from radserve.client.listen.spool import Spool
 from radserve.client.results import ResultRow
 from radserve.errors import ConfigurationError, ModelCardError, RadserveError
