@@ -3,10 +3,11 @@ when the config's ``cpu_engine`` says so (the ``embedded`` target; bf16 variants
 
 Export copies this file as ``<model>/<version>/model.py``. It imports nothing from radserve so that
 the model folder is self-contained. Each call to :meth:`TritonPythonModel.execute` receives one
-dynamic batch: all its requests are concatenated and run as one ``session.run``; a batch of one
-request is run on the request's own array, and each answer is a view of the output (no copies). A
-graph whose batch axis is fixed at 1 (a detector exported with NMS inside, export/detector.py) is run
-once per image of the batch.
+dynamic batch: all its requests are concatenated and run in slices of the config's
+``engine_batch_size`` radiographs (0: one ``session.run`` for the whole batch), since small networks
+run slower per radiograph in big batches on a CPU; a batch of one request is run on the request's
+own array, and each answer is a view of the output (no copies). A graph whose batch axis is fixed at
+1 (a detector exported with NMS inside, export/detector.py) is run once per image of the batch.
 
 With ``RADSERVE_STAGE_LOG=FILE`` in tritonserver's environment, each call appends one line to
 ``FILE.<pid>``: requests, images, then the seconds spent reading the inputs, concatenating, in ONNX
@@ -92,7 +93,8 @@ class TritonPythonModel:
                 path, sess_options=options, providers=["CPUExecutionProvider"]
             )
             batch_axis = self.session.get_inputs()[0].shape[0]
-        self.one_at_a_time = batch_axis == 1
+        # a graph whose batch axis is fixed at 1 runs one image at a time
+        self.engine_batch = 1 if batch_axis == 1 else int(parameters.get("engine_batch_size", "0"))
         self.input_name = config["input"][0]["name"]
         self.output_names = [output["name"] for output in config["output"]]
         self.stage_log = open(f"{STAGE_LOG}.{os.getpid()}", "a", buffering=1) if STAGE_LOG else None  # noqa: SIM115
@@ -130,11 +132,12 @@ class TritonPythonModel:
         return responses
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
-        if not self.one_at_a_time or len(batch) == 1:
+        step = self.engine_batch or len(batch)
+        if len(batch) <= step:
             return self.session.run(self.output_names, {self.input_name: batch})
         parts = [
-            self.session.run(self.output_names, {self.input_name: batch[i : i + 1]})
-            for i in range(len(batch))
+            self.session.run(self.output_names, {self.input_name: batch[i : i + step]})
+            for i in range(0, len(batch), step)
         ]
         return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 

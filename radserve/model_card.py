@@ -67,6 +67,8 @@ ONNXRUNTIME_THREADS_PARAMETER = "onnxruntime_threads"
 # the embedded model's CPU engine and, for OpenVINO, its inference precision (f32 or bf16)
 CPU_ENGINE_PARAMETER = "cpu_engine"
 INFERENCE_PRECISION_PARAMETER = "inference_precision"
+# radiographs per engine run: the embedded model runs a larger dynamic batch in slices of this size
+ENGINE_BATCH_PARAMETER = "engine_batch_size"
 
 # a card's records as JSON objects hold them: an empty object for an optional record reads as None
 _RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {

@@ -60,6 +60,11 @@ class BatchingDefaults:
     max_queue_delay_microseconds: int = _unit(500, "µs")
     max_queue_size: int = _unit(256, "requests")
     queue_timeout_microseconds: int = _unit(30_000_000, "µs")
+    engine_batch_size: int = _unit(
+        4,
+        "radiographs per engine run of the embedded target: a larger dynamic batch runs in slices "
+        "(0: whole); small networks run slower per radiograph in big batches on CPU",
+    )
     max_cpu_instances: int = _unit(4, "embedded target: instances on the serving host (each holds the model)")
     gpu_instances: int = _unit(1, "instances per GPU")
     gpu_max_batch_size: int = _unit(

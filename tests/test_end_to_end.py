@@ -213,3 +213,25 @@ def test_concurrent_requests_are_batched_by_the_server(triton: TritonServer) -> 
     served = model_counters(triton.metrics_url, TINY_MODEL) - before
     assert served.inferences == len(images)
     assert served.average_batch_size > 1.0  # the dynamic batcher formed batches
+
+
+def test_a_batch_larger_than_the_engine_batch_runs_in_slices_row_for_row(triton: TritonServer) -> None:
+    import numpy as np
+    import onnxruntime
+
+    from radserve.export.model_config import parse_config
+    from radserve.model_card import ENGINE_BATCH_PARAMETER, INPUT_NAME, OUTPUT_NAME
+
+    repository = Path(triton.repository) / TINY_MODEL
+    config = parse_config((repository / "config.pbtxt").read_text())
+    step = int(config.parameters[ENGINE_BATCH_PARAMETER].string_value)
+    count = 2 * step + 1  # two full slices and a short one
+    assert step > 1 and count <= config.max_batch_size
+    images = np.random.default_rng(7).integers(0, 256, (count, 1, 64, 64), dtype=np.uint8)
+    request = grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")
+    request.set_data_from_numpy(images)
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        served = client.infer(TINY_MODEL, [request]).as_numpy(OUTPUT_NAME)
+    session = onnxruntime.InferenceSession(str(repository / "1" / "model.onnx"))
+    alone = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: image[None]})[0] for image in images])
+    np.testing.assert_allclose(served, alone, atol=1e-5)  # every row, in order, the tail included

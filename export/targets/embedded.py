@@ -12,6 +12,7 @@ from radserve.export.targets._base import Device, ServingTarget, check_onnx
 from radserve.export.targets.embedded_gpu import WEIGHTS_FILE_PARAMETER
 from radserve.model_card import (
     CPU_ENGINE_PARAMETER,
+    ENGINE_BATCH_PARAMETER,
     HOST_SIZED_PARAMETER,
     INFERENCE_PRECISION_PARAMETER,
     ONNXRUNTIME_THREADS_PARAMETER,
@@ -46,6 +47,9 @@ class EmbeddedTarget(ServingTarget):
         config.parameters[HOST_SIZED_PARAMETER].string_value = "true"
         config.parameters[ONNXRUNTIME_THREADS_PARAMETER].string_value = "0"
         config.parameters[ONNX_FILE_PARAMETER].string_value = self.model_file
+        # the batcher merges requests; the engine runs them in slices (docs/how-to/benchmarks.md,
+        # "The served path")
+        config.parameters[ENGINE_BATCH_PARAMETER].string_value = str(options.batching.engine_batch_size)
         # ONNX Runtime, or OpenVINO's CPU plugin at f32 or bf16 (the card's cpu_engine and precision)
         config.parameters[CPU_ENGINE_PARAMETER].string_value = card.cpu_engine
         precision = "bf16" if card.precision == "bf16" else "f32"
