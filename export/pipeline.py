@@ -31,7 +31,14 @@ from radserve.export.parity import (
     openvino_probabilities,
     torch_probabilities,
 )
-from radserve.export.precision import INT8_CALIBRATION, PRECISIONS, convert_fp16, quantize_int8, variant_name
+from radserve.export.precision import (
+    INT8_CALIBRATION,
+    PRECISIONS,
+    convert_fp16,
+    int8_recipe,
+    quantize_int8,
+    variant_name,
+)
 from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.export.targets import Device, ServingTarget, get_target
@@ -261,7 +268,7 @@ def _gated_variants(
             gate(report, *thresholds(request, precision), f"{request.name} ({engine} {precision})")
         figures = report.to_dict()
         if precision == "int8":
-            figures["quantization"] = f"QDQ {scheme} per-channel, {method} calibration"
+            figures["quantization"] = int8_recipe(scheme, method, len(calibration))
         parity = {"onnxruntime_fp32": fp32_report.to_dict(), f"{engine}_{precision}": figures}
         card = base_card.replace(
             name=variant_name(request.name, precision), precision=precision, parity=parity, cpu_engine=engine
