@@ -31,7 +31,14 @@ from radserve.export.parity import (
     openvino_probabilities,
     torch_probabilities,
 )
-from radserve.export.precision import INT8_CALIBRATION, PRECISIONS, convert_fp16, quantize_int8, variant_name
+from radserve.export.precision import (
+    INT8_CALIBRATION,
+    PRECISIONS,
+    convert_fp16,
+    int8_recipe,
+    quantize_int8,
+    variant_name,
+)
 from radserve.export.samples import sample_images
 from radserve.export.sources import ProgramMetadata, load_source
 from radserve.export.targets import Device, ServingTarget, get_target
@@ -260,7 +267,7 @@ def _gated_variants(
             LOGGER.info("parity %s %s %s", engine, precision, report)
             gate(report, *thresholds(request, precision), f"{request.name} ({engine} {precision})")
         if precision == "int8":
-            report = replace(report, quantization=f"QDQ {scheme} per-channel, {method} calibration")
+            report = replace(report, quantization=int8_recipe(scheme, method, len(calibration)))
         parity = ParityRecord({"onnxruntime_fp32": fp32_report, f"{engine}_{precision}": report})
         card = base_card.replace(
             name=variant_name(request.name, precision), precision=precision, parity=parity, cpu_engine=engine

@@ -9,16 +9,18 @@ calibrated operating threshold.
   (onnxruntime's converter on that subgraph alone, float32 at its edges) and spliced back between
   the float32 ends: one cast in, one cast out.
 * ``int8``: static Q/DQ quantization with symmetric int8 weights (per channel), calibrated on
-  radiographs preprocessed exactly as the client does; the normalisation and the last layer (the
-  classifier producing the logits, then the softmax) are left in float32. One of two schemes
-  (:data:`INT8_SCHEMES`):
+  radiographs preprocessed exactly as the client does; both ends are left in float32 with their
+  weighted layers: the normalisation and the first convolution, the last layer (the classifier
+  producing the logits) and the softmax. One of two schemes (:data:`INT8_SCHEMES`):
   ``s8s8`` (symmetric int8 activations) is what TensorRT's explicit quantization accepts; ``u8s8``
   (asymmetric uint8 activations) is what ONNX Runtime's x86 CPU kernels run fast. Measured here
   (resnet18 @ 224, 2 threads, loadtests/precision_bench.py): u8s8 is about 3x FP32, while s8s8 is no
   faster than FP32: ONNX Runtime fuses only 9 of its 20 convolutions into QLinearConv (the rest run
   in float between Q/DQ pairs), and with ``session.qdqisint8allowed=1`` it fuses all but its s8s8
   CPU kernels run at a fifth of FP32's speed. Export picks ``s8s8`` for TensorRT (the ``tensorrt``
-  target and ``--trt-accelerator``) and ``u8s8`` for the CPU targets.
+  target and ``--trt-accelerator``) and ``u8s8`` for the CPU targets; ``u8s8`` quantizes weights to
+  7 bits (ORT's ``reduce_range``), which with the float first convolution and 128 calibration
+  radiographs is what brings the demo ResNet-18 under the default gate (docs/how-to/export.md, "INT8").
 
 Both keep the graph's signature: ``image`` UINT8 ``[B, 1, H, W]`` → ``probabilities`` FP32 ``[B, C]``.
 """
@@ -46,8 +48,11 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 _MAX_END_NODES = 16  # a longer preamble or tail is not the serving graph's: leave the graph as it is
 CALIBRATION_BATCH = 8
-# int8 scheme -> (activation type, symmetric activations); weights are always symmetric int8
-INT8_SCHEMES: dict[str, tuple[str, bool]] = {"s8s8": ("QInt8", True), "u8s8": ("QUInt8", False)}
+# int8 scheme -> (activation type, symmetric activations, 7-bit weights); weights are always symmetric
+INT8_SCHEMES: dict[str, tuple[str, bool, bool]] = {
+    "s8s8": ("QInt8", True, False),
+    "u8s8": ("QUInt8", False, True),
+}
 # int8 calibration -> (onnxruntime CalibrationMethod, its extra options): the activation ranges from
 # the calibration images' extremes, their per-batch extremes averaged, a histogram's 99.999th
 # percentile, or the histogram's minimum-entropy threshold
@@ -118,14 +123,15 @@ def quantize_int8(
     scheme: str = "s8s8",
     quant_format: str = "QDQ",
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
     calibration_method: str = INT8_CALIBRATION,
 ) -> onnx.ModelProto:
     """Static int8 copy of ``source``, calibrated on ``uint8 [N, 1, H, W]`` wire images.
 
-    ``scheme`` is a key of :data:`INT8_SCHEMES`, ``calibration_method`` one of :data:`INT8_CALIBRATIONS`;
-    Q/DQ with per-channel weights and :data:`INT8_CALIBRATION` is what radserve publishes, the other
-    settings exist for ``loadtests/precision_bench.py --int8-alternatives``.
+    ``scheme`` is a key of :data:`INT8_SCHEMES` (``reduce_range`` None: the scheme's 7-bit weights
+    or not), ``calibration_method`` one of :data:`INT8_CALIBRATIONS`; Q/DQ with per-channel weights
+    and :data:`INT8_CALIBRATION` is what radserve publishes, the other settings exist for
+    ``loadtests/precision_bench.py --int8-alternatives``.
     """
     if scheme not in INT8_SCHEMES:
         raise ExportError(f"int8 scheme must be one of {sorted(INT8_SCHEMES)}, got {scheme!r}")
@@ -133,7 +139,7 @@ def quantize_int8(
         raise ExportError(
             f"int8 calibration must be one of {sorted(INT8_CALIBRATIONS)}: {calibration_method!r}"
         )
-    activation_type, symmetric_activations = INT8_SCHEMES[scheme]
+    activation_type, symmetric_activations, seven_bit_weights = INT8_SCHEMES[scheme]
     method, calibration_options = INT8_CALIBRATIONS[calibration_method]
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -162,6 +168,7 @@ def quantize_int8(
         # shape inference + constant folding, so every Conv/Gemm is seen with its weights
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         model = onnx.load(str(prepared))
+        float_ends = (*_preamble(model, include_weighted=True), *_tail(model, include_weighted=True))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(
@@ -170,12 +177,10 @@ def quantize_int8(
                 _Reader(),
                 quant_format=QuantFormat[quant_format],
                 per_channel=per_channel,
-                reduce_range=reduce_range,
+                reduce_range=seven_bit_weights if reduce_range is None else reduce_range,
                 activation_type=QuantType[activation_type],
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=[
-                    node.name for node in (*_preamble(model), *_tail(model, include_weighted=True))
-                ],
+                nodes_to_exclude=[node.name for node in float_ends],
                 calibrate_method=CalibrationMethod[method],
                 extra_options={
                     "ActivationSymmetric": symmetric_activations,
@@ -188,9 +193,19 @@ def quantize_int8(
     return quantized
 
 
-def _preamble(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The nodes between the graph input and the first weighted operator (cast, expand, normalise)."""
-    return _end_nodes(model, forward=True, include_weighted=False)
+def int8_recipe(scheme: str, calibration_method: str, calibration_samples: int) -> str:
+    """How :func:`quantize_int8` quantized with these settings, for the model card."""
+    weights = "7-bit" if INT8_SCHEMES[scheme][2] else "8-bit"
+    return (
+        f"QDQ {scheme}, per-channel {weights} weights, first and last weighted layers float32, "
+        f"{calibration_method} calibration on {calibration_samples} radiographs"
+    )
+
+
+def _preamble(model: onnx.ModelProto, include_weighted: bool = False) -> list[onnx.NodeProto]:
+    """The nodes between the graph input and the first weighted operator (cast, expand, normalise),
+    and that operator if asked."""
+    return _end_nodes(model, forward=True, include_weighted=include_weighted)
 
 
 def _tail(model: onnx.ModelProto, include_weighted: bool) -> list[onnx.NodeProto]:

@@ -9,7 +9,7 @@ whose agreement figures then mean little). Each is timed with ``--threads`` intr
 batch size (img/s, best of the batch sizes reported) and compared with FP32 ONNX Runtime on sample
 radiographs preprocessed as the client does. Both int8 schemes are timed: u8s8 (what the CPU targets
 publish) and s8s8 (what the TensorRT target publishes). ``--int8-alternatives`` also times other
-quantization settings (QOperator, reduce_range, per-tensor, the other calibration methods).
+quantization settings (QOperator, 8-bit u8s8 weights, per-tensor, the other calibration methods).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from radserve.export.precision import INT8_CALIBRATION, INT8_CALIBRATIONS, conve
 from radserve.export.samples import sample_images
 from radserve.loadtests.raw import cpu_session
 from radserve.model_card import INPUT_NAME, ModelCard
+from radserve.settings import SETTINGS
 
 if TYPE_CHECKING:
     import torch
@@ -100,7 +101,7 @@ def make_variants(
     if alternatives:
         settings_by_name = {
             "int8_qoperator_u8s8": {"quant_format": "QOperator", "scheme": "u8s8"},
-            "int8_qdq_u8s8_reduce_range": {"scheme": "u8s8", "reduce_range": True},
+            "int8_qdq_u8s8_8bit_weights": {"scheme": "u8s8", "reduce_range": False},
             "int8_qdq_u8s8_per_tensor": {"scheme": "u8s8", "per_channel": False},
             "int8_qdq_s8s8_per_tensor": {"per_channel": False},
             **{
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=3.0, help="per variant and batch size")
     parser.add_argument("--samples", type=int, default=64, help="radiographs for the agreement figures")
-    parser.add_argument("--calibration-samples", type=int, default=64)
+    parser.add_argument("--calibration-samples", type=int, default=SETTINGS.export.calibration_samples)
     parser.add_argument("--int8-alternatives", action="store_true")
     parser.add_argument("--json", type=Path, help="write the table as JSON here")
     args = parser.parse_args(argv)

@@ -163,7 +163,7 @@ class ExportDefaults:
     mean: tuple[float, float, float] = _unit((0.485, 0.456, 0.406), "on 0..1 RGB (ImageNet's)")
     std: tuple[float, float, float] = _unit((0.229, 0.224, 0.225), "on 0..1 RGB (ImageNet's)")
     parity_samples: int = _unit(32, "radiographs")
-    calibration_samples: int = _unit(64, "radiographs (int8)")
+    calibration_samples: int = _unit(128, "radiographs (int8)")
     fp32_min_top1: float = _unit(1.0, "fraction of samples agreeing with PyTorch fp32")
     fp32_max_abs_diff: float = _unit(1e-3, "probability")
     reduced_min_top1: float = _unit(0.99, "fp16 and int8")

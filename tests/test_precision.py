@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from radserve.client.grpc_client import AsyncRadiographClient
 from radserve.errors import ExportError
@@ -103,6 +104,29 @@ def test_reduced_graphs_keep_normalisation_and_softmax_in_float32(
         for node in normalisation:
             constants = [name for name in node.input if name in initializers]
             assert constants and all(initializers[name] == onnx.TensorProto.FLOAT for name in constants)
+
+
+def test_int8_keeps_the_first_convolution_float_and_u8s8_weights_at_7_bits(
+    variants: tuple[Path, ExportResult],
+) -> None:
+    # the recipe that brings the demo ResNet-18 under the default gate (docs/how-to/export.md, "INT8")
+    _, result = variants
+    (variant,) = [variant for variant in result.variants if variant.precision == "int8"]
+    model = onnx.load(str(variant.version_dir / "model.onnx"))
+    producers = _producers(model)
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    convolutions = [node for node in model.graph.node if node.op_type == "Conv"]
+    first = convolutions[0]
+    assert initializers[first.input[1]].data_type == onnx.TensorProto.FLOAT  # no DequantizeLinear
+    assert first.input[0] not in producers or producers[first.input[0]].op_type != "DequantizeLinear"
+    quantized = [producers[node.input[1]] for node in convolutions[1:]]
+    assert quantized and all(node.op_type == "DequantizeLinear" for node in quantized)
+    weights = np.concatenate(
+        [numpy_helper.to_array(initializers[node.input[0]]).ravel() for node in quantized]
+    )
+    assert weights.dtype == np.int8
+    assert np.abs(weights.astype(np.int16)).max() == 64  # 7 bits (reduce_range): channel extremes at ±64
+    assert "7-bit weights" in variant.card.parity["onnxruntime_int8"]["quantization"]
 
 
 def test_calibration_is_disjoint_from_parity_and_phantoms_warn_for_a_real_model(
