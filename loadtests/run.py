@@ -14,11 +14,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from radserve.client.connection import ConnectionOptions
 from radserve.errors import ConfigurationError
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.settings import SETTINGS
+
+if TYPE_CHECKING:  # annotations only: the CLI imports this module to build its parser
+    from radserve.client.connection import ConnectionOptions
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 

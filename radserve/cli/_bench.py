@@ -26,7 +26,7 @@ def _loadtest(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from radserve.loadtests.bench import add_arguments as add_bench_arguments
+    from radserve.loadtests.bench_options import add_arguments as add_bench_arguments
     from radserve.loadtests.run import add_arguments as add_loadtest_arguments
     from radserve.loadtests.tune import add_arguments as add_tune_arguments
 
