@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from radserve.card_records import EngineRecord, InputContract, RenderingPolicy
+from radserve.card_records import CpuEngineChoice, EngineRecord, InputContract, RenderingPolicy
 from radserve.errors import ModelCardError
 from radserve.settings import SETTINGS
 
 # the card's records are imported from here by most callers
 __all__ = [
-    "EngineRecord", "InputContract", "ModelCard", "Precision", "RenderingPolicy", "ResizeMode", "Task",
-    "detector_name", "model_versions",
+    "CpuEngineChoice", "EngineRecord", "InputContract", "ModelCard", "Precision", "RenderingPolicy",
+    "ResizeMode", "Task", "detector_name", "model_versions",
 ]  # fmt: skip
 
 ResizeMode = Literal["letterbox", "stretch"]
@@ -119,6 +119,8 @@ class ModelCard:
             as the training data was rendered.
         cpu_engine: The engine the embedded target runs the ONNX graph with: ``onnxruntime``, or
             ``openvino`` (OpenVINO's CPU plugin; every ``bf16`` variant), gated against PyTorch with it.
+        cpu_engine_choice: Why it runs ``cpu_engine`` when ``radserve tune --apply`` chose it
+            (:class:`CpuEngineChoice`: the measured ratio); None when export's engine was kept.
         engine: The TensorRT plan a ``tensorrt`` model serves (:class:`EngineRecord`); None for every
             other target.
     """
@@ -147,6 +149,7 @@ class ModelCard:
     max_detections: int = 0
     rendering: RenderingPolicy = field(default_factory=RenderingPolicy)
     engine: EngineRecord | None = None
+    cpu_engine_choice: CpuEngineChoice | None = None
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -274,6 +277,8 @@ class ModelCard:
             values["rendering"] = RenderingPolicy.from_dict(values["rendering"])
         if isinstance(values.get("engine"), dict):
             values["engine"] = EngineRecord.from_dict(values["engine"])
+        if isinstance(values.get("cpu_engine_choice"), dict):
+            values["cpu_engine_choice"] = CpuEngineChoice.from_dict(values["cpu_engine_choice"])
         return cls(**values)
 
     @classmethod

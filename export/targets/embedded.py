@@ -21,9 +21,17 @@ from radserve.model_card import (
 if TYPE_CHECKING:
     from radserve.export.model_config import ServingOptions
 
-__all__ = ["ONNX_FILE_PARAMETER", "EmbeddedTarget"]
+__all__ = ["ONNX_FILE_PARAMETER", "EmbeddedTarget", "set_cpu_engine"]
 
 ONNX_FILE_PARAMETER = "onnx_model_filename"
+
+
+def set_cpu_engine(config: pb.ModelConfig, card: ModelCard) -> None:
+    """The config's engine parameters: ONNX Runtime, or OpenVINO's CPU plugin at f32 or bf16 (the
+    card's ``cpu_engine`` and precision)."""
+    config.parameters[CPU_ENGINE_PARAMETER].string_value = card.cpu_engine
+    precision = "bf16" if card.precision == "bf16" else "f32"
+    config.parameters[INFERENCE_PRECISION_PARAMETER].string_value = precision
 
 
 class EmbeddedTarget(ServingTarget):
@@ -46,10 +54,7 @@ class EmbeddedTarget(ServingTarget):
         config.parameters[HOST_SIZED_PARAMETER].string_value = "true"
         config.parameters[ONNXRUNTIME_THREADS_PARAMETER].string_value = "0"
         config.parameters[ONNX_FILE_PARAMETER].string_value = self.model_file
-        # ONNX Runtime, or OpenVINO's CPU plugin at f32 or bf16 (the card's cpu_engine and precision)
-        config.parameters[CPU_ENGINE_PARAMETER].string_value = card.cpu_engine
-        precision = "bf16" if card.precision == "bf16" else "f32"
-        config.parameters[INFERENCE_PRECISION_PARAMETER].string_value = precision
+        set_cpu_engine(config, card)
 
     def check_version(
         self, folder: Path, config: pb.ModelConfig, card: ModelCard | None, where: str, problems: list[str]
