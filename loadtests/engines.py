@@ -148,26 +148,38 @@ def engines_table(data: dict[str, Any]) -> str:
 
 def engines_summary(runs: Sequence[dict[str, Any]]) -> str:
     """Markdown of several ``engines.json``: one row per model, one column per engine and precision
-    (img/s over ONNX Runtime fp32 of the same run, and the gate against the run's reference)."""
+    (img/s over ONNX Runtime fp32 of the same run, and the gate against the run's reference), and the
+    fastest engine and precision that passes its gate."""
     labels = list(dict.fromkeys(label for data in runs for label in data["engines"]))
+    headers = [label.replace("openvino-bf16 fp32", "openvino bf16") for label in labels]
     lines = [
-        "| model | ONNX Runtime fp32 img/s | "
-        + " | ".join(f"{label} (ratio, top-1 / max abs)" for label in labels)
-        + " | load |",
-        "|---|---|" + "---|" * len(labels) + "---|",
+        "| model | onnxruntime fp32 img/s | "
+        + " | ".join(headers)
+        + " | fastest passing its gate | load average |",
+        "|---|---|" + "---|" * len(labels) + "---|---|",
     ]
     for data in runs:
-        baseline = data["engines"].get("onnxruntime fp32", {})
-        rate = _rate_cell(baseline) if "best_img_per_s" in baseline else ""
-        cells = [f"{data['architecture']} @ {data['input_size'][0]}", rate]
+        engines = data["engines"]
+        baseline = engines.get("onnxruntime fp32", {})
+        cells = [
+            f"{data['architecture']} @ {data['input_size'][0]}",
+            _rate_cell(baseline) if "best_img_per_s" in baseline else "",
+        ]
         for label in labels:
-            entry = data["engines"].get(label)
+            entry = engines.get(label)
             if entry is None:
                 cells.append("")
             elif "error" in entry:
                 cells.append(f"error: {entry['error'][:60]}")
             else:
                 cells.append(f"{entry.get('over_onnxruntime_fp32', '')}x ({_gate_cell(entry['parity'])})")
+        named = dict(zip(labels, headers, strict=True))
+        passing = [
+            (entry["best_img_per_s"], named[label])
+            for label, entry in engines.items()
+            if "best_img_per_s" in entry and entry["parity"]["passes_gate"]
+        ]
+        cells.append(max(passing)[1] if passing else "none")
         cells.append(data.get("load", ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -68,3 +68,5 @@ def test_table_marks_failed_gates_and_errors() -> None:
     summary = engines_summary([data | {"load": "load average 1.00"}]).splitlines()
     assert summary[2].startswith("| resnet18 @ 224 | 50.0 (50.0-50.0) | 1.0x (100.0% / 0.0e+00 pass) | 2.0x")
     assert "97.0% / 2.0e-02 FAIL" in summary[2] and "error: RuntimeError" in summary[2]
+    assert "| openvino bf16 |" in summary[0]  # the bf16 hint's column, by its precision
+    assert summary[2].endswith("| onnxruntime fp32 | load average 1.00 |")  # bf16 is faster but fails
