@@ -4,8 +4,11 @@ faster engine with its card's record, and one real short measurement of the tiny
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -86,6 +89,14 @@ def test_tune_apply_publishes_the_faster_engine_as_the_next_version(
     previous = ours / TINY_MODEL / str(versions[-2])
     assert (newest / "model.onnx").stat().st_ino == (previous / "model.onnx").stat().st_ino  # linked
     assert ModelCard.read(previous) == before  # the served version is untouched
+    # each version runs its own card's engine: the config's parameters are the newest version's
+    monkeypatch.setitem(
+        sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils")
+    )
+    embedded = importlib.import_module("radserve.export.embedded_model")
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert embedded._engine(str(newest), parameters) == ("openvino", "f32")
+    assert embedded._engine(str(previous), parameters) == ("onnxruntime", "f32")
     report = check_repository(ours)
     assert report.ok, report.render()
     assert json.loads(out.read_text())["engine"]["choice"]["engine"] == "openvino"
