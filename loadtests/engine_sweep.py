@@ -45,6 +45,8 @@ class SweepModel:
     images: int = 32  # parity samples, also the measured wire images
     batches: tuple[int, ...] = (1, 8)
     seconds: float = 2.0
+    # export's INT8 calibration of EfficientNet-B6 at 528 px was killed for memory here (24 GiB shared)
+    int8: bool = True
 
     @property
     def file_name(self) -> str:
@@ -59,7 +61,7 @@ MODELS = (  # cheapest first
     SweepModel("fracture-efficientnet_b0", "efficientnet_b0", 384, images=16),
     SweepModel("vertebral-fracture-mri", "resnet50", 224, "vertebral-fracture-mri", 16),
     SweepModel("spondylolisthesis", "efficientnet_v2_m", 480, "spondylolisthesis", 8, (1, 4), 3.0),
-    SweepModel("spine-view", "efficientnet_b6", 528, "spine-view", images=8, batches=(1,), seconds=2.0),
+    SweepModel("spine-view", "efficientnet_b6", 528, "spine-view", images=8, batches=(1,), int8=False),
 )
 
 
@@ -95,8 +97,11 @@ def _variants(model: SweepModel, work: Path) -> tuple[dict[str, Path], np.ndarra
     calibrate_random_network(loaded.model, card, sample_images(card, 16, seed=2))
     images = sample_images(card, model.images)
     reference = torch_probabilities(loaded.model, card, images)
-    variants = {"fp32": work / "fp32.onnx", "int8": work / "int8.onnx"}
+    variants = {"fp32": work / "fp32.onnx"}
     export_onnx(loaded.model, card, variants["fp32"])
+    if not model.int8:
+        return variants, images, reference, card
+    variants["int8"] = work / "int8.onnx"
     calibration = sample_images(card, model.images, seed=1, skip=model.images)
     scheme = get_target("embedded").int8_scheme(None)
     quantize_int8(
