@@ -10,7 +10,7 @@ DEMO_DICOM := $(BUILD)/demo-dicom
 DEMO_EVAL := $(BUILD)/demo-eval
 REPOSITORY := model_repository
 
-.PHONY: demo test docs lint format install clean debian-tools prometheus dcmtk client-venv typecheck loadtest bench bench-docs bench-peers bench-tune bench-systems demo-systems soak soak-listen gpu-bundle
+.PHONY: demo test docs lint format install clean debian-tools prometheus dcmtk client-venv typecheck loadtest bench bench-docs bench-peers bench-tune bench-systems bench-engines demo-systems soak soak-listen gpu-bundle
 
 install: $(STAMP)
 
@@ -150,6 +150,12 @@ bench-systems: | $(STAMP)
 	    --out $(BUILD)/bench/system-$$system && \
 	  cp $(BUILD)/bench/system-$$system/bench.json docs/bench/system-$$system.json || exit 1; done
 	$(PY) -m radserve.loadtests.tables --systems $(foreach s,$(SYSTEMS),docs/bench/system-$(s).json)
+
+# The CPU engines (ONNX Runtime, OpenVINO fp32/bf16, INT8 on both) of every system's architecture at its
+# study size and of the bench models, random-init, gated against PyTorch: docs/bench/engines/ARCH-SIZE.json,
+# the benchmark page's engine table (~50 min on 2 cores; not in CI).
+bench-engines: | $(STAMP)
+	$(PY) -m radserve.loadtests.engine_sweep --out docs/bench/engines
 
 # Each system's demo trained here from scratch (the plans in radserve/export/train.py), exported with the
 # system's contract (parity gate), served by the real tritonserver next to the fracture detector, and

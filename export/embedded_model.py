@@ -1,5 +1,6 @@
 """Triton Python-backend model running an ONNX graph with ONNX Runtime, or OpenVINO's CPU plugin
-when the config's ``cpu_engine`` says so (the ``embedded`` target; bf16 variants run on OpenVINO).
+when the version's card (or the config's ``cpu_engine``) says so (the ``embedded`` target; bf16 variants run
+on OpenVINO).
 
 Export copies this file as ``<model>/<version>/model.py``. It imports nothing from radserve so that
 the model folder is self-contained. Each call to :meth:`TritonPythonModel.execute` receives one
@@ -71,6 +72,21 @@ class OpenVinoSession:
         return [np.ascontiguousarray(result[self._compiled.output(name)]) for name in output_names]
 
 
+def _engine(folder: str, parameters: dict[str, str]) -> tuple[str, str]:
+    """(CPU engine, OpenVINO inference precision) of this version: its own card's, which may differ from
+    the config's (that of the newest version: ``radserve tune --apply`` publishes a version on another
+    engine, and the versions before it keep theirs); the config's for a version without a card."""
+    engine = parameters.get("cpu_engine", "onnxruntime")
+    precision = parameters.get("inference_precision", "f32")
+    card_path = os.path.join(folder, "model_card.json")
+    if os.path.isfile(card_path):
+        with open(card_path) as file:
+            card = json.load(file)
+        engine = card.get("cpu_engine", engine)
+        precision = "bf16" if card.get("precision") == "bf16" else "f32"
+    return engine, precision
+
+
 class TritonPythonModel:
     """Serves ``model.onnx`` from this version folder."""
 
@@ -84,9 +100,10 @@ class TritonPythonModel:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         folder = os.path.join(args["model_repository"], args["model_version"])
         path = os.path.join(folder, parameters.get("onnx_model_filename", "model.onnx"))
+        engine, precision = _engine(folder, parameters)
         self.session: Any
-        if parameters.get("cpu_engine", "onnxruntime") == "openvino":
-            self.session = OpenVinoSession(path, threads, parameters.get("inference_precision", "f32"))
+        if engine == "openvino":
+            self.session = OpenVinoSession(path, threads, precision)
             batch_axis = self.session.batch_axis
         else:
             self.session = onnxruntime.InferenceSession(

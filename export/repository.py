@@ -20,10 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radserve.errors import ExportError
-from radserve.export.model_config import LABELS_FILE, ServingOptions, build_config, render_config
+from radserve.export.model_config import (
+    LABELS_FILE,
+    ServingOptions,
+    build_config,
+    parse_config,
+    render_config,
+)
 from radserve.export.targets import ServingTarget, as_target
 from radserve.files import swap_folder
-from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard, model_versions
+from radserve.model_card import MODEL_CARD_PARAMETER, MODEL_VERSION_PARAMETER, ModelCard, model_versions
 
 if TYPE_CHECKING:
     from radserve.export.tensorrt_plan import EngineMetadata
@@ -82,6 +88,55 @@ def publish(
 
     replace_model_folder(repository, card.name, fill)
     LOGGER.info("published %s version %d (%s) in %s", card.name, version, target.label, repository)
+    return model_dir / str(version)
+
+
+def republish(repository: Path, card: ModelCard) -> Path:
+    """The newest version of embedded model ``card.name`` again as its next version, under ``card``.
+
+    The model file is hard-linked, ``model.py`` is the current one; the config keeps everything but
+    the card, the version and the CPU engine, which follow ``card`` (``radserve tune --apply``).
+
+    Args:
+        repository: The model repository.
+        card: The new version's card (its ``cpu_engine`` and ``precision`` set the engine).
+
+    Returns:
+        The new version folder.
+
+    Raises:
+        ExportError: The model has no version, or is not served by the embedded target.
+    """
+    from radserve.export.targets.embedded import EmbeddedTarget, set_cpu_engine
+
+    model_dir = repository / card.name
+    config = (
+        parse_config((model_dir / CONFIG_FILE).read_text()) if (model_dir / CONFIG_FILE).is_file() else None
+    )
+    if config is None or not model_versions(model_dir) or not EmbeddedTarget.serves(config):
+        raise ExportError(f"{card.name} in {repository} is not an embedded model with a version")
+    newest, version = model_dir / str(model_versions(model_dir)[-1]), next_version(model_dir)
+    set_cpu_engine(config, card)
+    config.parameters[MODEL_CARD_PARAMETER].string_value = card.to_json()
+    config.parameters[MODEL_VERSION_PARAMETER].string_value = str(version)
+
+    def fill(staging: Path) -> None:
+        for number in model_versions(model_dir):
+            shutil.copytree(model_dir / str(number), staging / str(number), copy_function=os.link)
+        shutil.copytree(newest, staging / str(version), copy_function=os.link)
+        (staging / str(version) / "model.py").unlink()
+        shutil.copyfile(EmbeddedTarget.model_source, staging / str(version) / "model.py")  # type: ignore[arg-type]
+        (staging / str(version) / "model_card.json").unlink()
+        card.write(staging / str(version))
+        for extra in (LABELS_FILE,):
+            if (model_dir / extra).is_file():
+                shutil.copyfile(model_dir / extra, staging / extra)
+        (staging / CONFIG_FILE).write_text(render_config(config))
+
+    replace_model_folder(repository, card.name, fill)
+    LOGGER.info(
+        "published %s version %d (cpu engine %s) in %s", card.name, version, card.cpu_engine, repository
+    )
     return model_dir / str(version)
 
 

@@ -29,6 +29,7 @@ from radserve.model_card import INPUT_NAME, OUTPUT_NAME
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 _START_MARGIN_SECONDS = 0.05  # workers start measuring together, this long after the command
+_ANSWER_SECONDS = 600  # at most, for a worker to load its session or finish a run
 
 
 ENGINES = ("onnxruntime", "openvino", "openvino-bf16")  # openvino: f32 inference precision
@@ -142,6 +143,7 @@ class LayoutWorkers:
         self, layout: Layout, onnx_path: Path, images: Sequence[np.ndarray], engine: str = "onnxruntime"
     ) -> None:
         self.layout = layout
+        self.engine = engine
         context = multiprocessing.get_context("spawn")
         self._connections: list[Connection] = []
         self._processes = []
@@ -160,8 +162,14 @@ class LayoutWorkers:
     def _gather(self) -> list[object]:
         answers = []
         for connection, process in zip(self._connections, self._processes, strict=True):
-            if not connection.poll(600):
-                raise RuntimeError(f"raw engine worker {process.pid} ({self.layout}) did not answer")
+            waited = 0
+            while not connection.poll(1):  # a worker that died (its engine failed to load) ends the wait
+                waited += 1
+                if not process.is_alive() or waited >= _ANSWER_SECONDS:
+                    state = f"exited with {process.exitcode}" if not process.is_alive() else "did not answer"
+                    raise RuntimeError(
+                        f"raw engine worker {process.pid} ({self.layout}, {self.engine}) {state}"
+                    )
             answers.append(connection.recv())
         return answers
 
@@ -208,17 +216,33 @@ def measure_raw(
 ) -> list[Point]:
     """Every layout of :func:`layouts` at every batch size, ``repeats`` interleaved runs each, on
     ``engine`` (one of :data:`ENGINES`)."""
+    return measure_engines([(onnx_path, engine)], images, seconds, batches, cores, repeats)[0]
+
+
+def measure_engines(
+    models: Sequence[tuple[Path, str]],
+    images: Sequence[np.ndarray],
+    seconds: float,
+    batches: Sequence[int] = BATCHES,
+    cores: int | None = None,
+    repeats: int = REPEATS,
+) -> list[list[Point]]:
+    """:func:`measure_raw` of several ``(model file, engine)`` pairs, their runs interleaved round by
+    round (so that their ratios come from the same load); the points of each pair, in order."""
     tried = layouts(cores or os.cpu_count() or 1)
-    workers = []
+    workers: list[LayoutWorkers] = []
     try:
-        for layout in tried:
-            workers.append(LayoutWorkers(layout, onnx_path, images, engine))
+        for onnx_path, engine in models:
+            for layout in tried:
+                workers.append(LayoutWorkers(layout, onnx_path, images, engine))
         configs = [(layout_workers, batch) for layout_workers in workers for batch in batches]
         runs = interleaved(configs, lambda config: config[0].measure(config[1], seconds), repeats)
     finally:
         for layout_workers in workers:
             layout_workers.close()
-    return [
+    points = [
         Point("raw", layout_workers.layout.processes, batch, point_runs, layout=str(layout_workers.layout))
         for (layout_workers, batch), point_runs in zip(configs, runs, strict=True)
     ]
+    per_model = len(tried) * len(batches)
+    return [points[index : index + per_model] for index in range(0, len(points), per_model)]

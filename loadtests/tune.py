@@ -7,6 +7,11 @@ served path is measured at the client's concurrency, ``--repeats`` times (interl
 server up; figures are medians). The best candidate is the highest median throughput whose median
 p95 stays within ``--latency-budget-ms``. Bounded by ``--max-seconds``. Every run goes into
 ``--out`` (JSON), from which the site's tuning table is generated (``loadtests/tables.py``).
+
+Before the sweep, the CPU engines that can serve the model's precision are measured raw
+(:mod:`.engine_choice`); one that passes the gate and is faster by ``SETTINGS.export.cpu_engine_min_gain``
+is recommended, and with ``--apply`` published as the model's next version (its card records the
+ratio), which the sweep then measures. ``--engines-only`` stops after that; ``--no-engines`` skips it.
 """
 
 from __future__ import annotations
@@ -20,11 +25,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from radserve.loadtests.bench import latest_version, measure_served, wire_images
 from radserve.loadtests.points import REPEATS, Point
 from radserve.model_card import ModelCard
 from radserve.settings import SETTINGS, BatchingDefaults
+
+_ENGINE_SECONDS = 2.0  # at most, per raw run of the engine choice
 
 
 @dataclass(frozen=True)
@@ -79,11 +89,55 @@ def write_variant(repository: Path, model: str, candidate: Candidate, into: Path
     return into
 
 
+def tune_engine(args: argparse.Namespace, card: ModelCard, images: list[np.ndarray]) -> dict[str, Any]:
+    """Measure the embedded model's CPU engines raw; recommend a faster one, publish it with ``--apply``."""
+    from radserve.loadtests import engine_choice
+
+    version = latest_version(args.repository, args.model)
+    measured = []
+    if (version / "model.py").exists():
+        seconds = min(args.seconds, _ENGINE_SECONDS)
+        measured = engine_choice.measure_engines(card, version / "model.onnx", images, seconds, args.repeats)
+    result: dict[str, Any] = {
+        "current": card.cpu_engine,
+        "measured": [dataclasses.asdict(m) for m in measured],
+    }
+    if not measured:
+        print(f"engine: {card.cpu_engine}, the only one for this model ({card.precision}, its target)")
+        return result
+    for m in measured:
+        parity, verdict = m.parity, "pass" if m.passes_gate else "FAIL"
+        print(
+            f"  engine {m.engine:<12} {m.images_per_second:7.1f} img/s raw  gate {verdict} (top-1 "
+            f"{parity['top1_agreement']:.1%}, max abs {parity['max_abs_diff']:.1e} vs {parity['reference']})"
+        )
+    choice = engine_choice.choose_engine(card.cpu_engine, measured)
+    if choice is None:
+        gain = SETTINGS.export.cpu_engine_min_gain
+        print(f"engine: keep {card.cpu_engine} (no other engine passing the gate is {gain:.0%} faster raw)")
+        return result
+    record = engine_choice.choice_record(card.cpu_engine, choice, measured)
+    result["choice"] = dataclasses.asdict(record)
+    print(f"engine: {record.engine} is {record.ratio:.2f}x {record.replaced} raw on this host", end="")
+    if not args.apply:
+        print("; serve it with radserve tune --apply")
+        return result
+    published = engine_choice.apply_choice(args.repository, card, record)
+    result["published"] = str(published)
+    print(f"; published as {published} (its card records the choice)")
+    return result
+
+
 def main(args: argparse.Namespace) -> int:
     from radserve.server_config.triton import TritonServer, free_ports
 
     card = ModelCard.read(latest_version(args.repository, args.model))
     images = wire_images(card, args.dicom)
+    engine = None if args.no_engines else tune_engine(args, card, images)
+    card = ModelCard.read(latest_version(args.repository, args.model))  # a new version with --apply
+    if args.engines_only:
+        write_results(args, card, [], None, engine)
+        return 0
     started = time.monotonic()
     results: list[tuple[Candidate, Point]] = []
     print(
@@ -116,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
             )
     within_budget = [(c, p) for c, p in results if p.p95_ms <= args.latency_budget_ms]
     choice = max(within_budget, key=lambda item: item[1].images_per_second) if within_budget else None
-    write_results(args, card, results, choice[0] if choice else None)
+    write_results(args, card, results, choice[0] if choice else None, engine)
     if choice is None:
         print("no configuration meets the latency budget; lower the concurrency or raise the budget")
         return 1
@@ -131,7 +185,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def write_results(
-    args: argparse.Namespace, card: ModelCard, results: list[tuple[Candidate, Point]], best: Candidate | None
+    args: argparse.Namespace,
+    card: ModelCard,
+    results: list[tuple[Candidate, Point]],
+    best: Candidate | None,
+    engine: dict[str, Any] | None,
 ) -> None:
     """Every candidate's runs and the choice, as JSON (``--out``)."""
     payload = {
@@ -146,6 +204,7 @@ def write_results(
         "seconds_per_run": args.seconds,
         "candidates": [dataclasses.asdict(c) | {"point": p.to_dict()} for c, p in results],
         "best": dataclasses.asdict(best) if best else None,
+        "engine": engine,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
@@ -163,3 +222,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("build/tune/tune.json"), help="JSON of every run")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="stop sweeping after this")
     parser.add_argument("--quick", action="store_true", help="fewer candidates")
+    engines = parser.add_mutually_exclusive_group()
+    engines.add_argument("--no-engines", action="store_true", help="skip the CPU engine choice")
+    engines.add_argument("--engines-only", action="store_true", help="only the CPU engine choice, no sweep")
+    parser.add_argument(
+        "--apply",
+        action="store_true",
+        help="publish the model's newest version again as its next version, on the faster CPU engine",
+    )

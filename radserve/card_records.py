@@ -1,7 +1,8 @@
 """The records a model card holds besides its plain fields.
 
-What the model accepts, how the client renders a radiograph for it, and the TensorRT plan it serves
-(:class:`radserve.model_card.ModelCard`); its figures are in :mod:`radserve.card_figures`.
+What the model accepts, how the client renders a radiograph for it, the TensorRT plan it serves and
+why it runs its CPU engine (:class:`radserve.model_card.ModelCard`); its figures are in
+:mod:`radserve.card_figures`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import Any, Literal
 from radserve.errors import ModelCardError
 from radserve.settings import SETTINGS
 
-__all__ = ["EngineRecord", "InputContract", "LutShapeConflict", "RenderingPolicy", "VoiFirst", "VoiLutDepth"]
+__all__ = [
+    "CpuEngineChoice", "EngineRecord", "InputContract", "LutShapeConflict", "RenderingPolicy", "VoiFirst",
+    "VoiLutDepth",
+]  # fmt: skip
 
 LutShapeConflict = Literal["photometric", "refuse"]
 VoiFirst = Literal["window", "lut"]
@@ -144,3 +148,37 @@ class EngineRecord:
             )
         capability = tuple(data["compute_capability"])
         return cls(**{**data, "compute_capability": (int(capability[0]), int(capability[1]))})
+
+
+@dataclass(frozen=True)
+class CpuEngineChoice:
+    """Why the embedded target runs the card's ``cpu_engine``: ``radserve tune``'s raw measurement.
+
+    Written by ``radserve tune --apply`` (docs/how-to/serve-cpu.md, "Which CPU engine").
+
+    Attributes:
+        engine: The engine chosen (``onnxruntime`` or ``openvino``).
+        replaced: The engine it replaced.
+        ratio: The chosen engine's raw img/s over the replaced one's, measured in the same run.
+        images_per_second: Each engine's raw img/s (median of the runs at its best layout and batch).
+        gate: The chosen engine's top-1 agreement and max abs difference with the replaced one.
+        host: The processor and core count measured on.
+        measured: When (UTC, ISO 8601).
+    """
+
+    engine: str
+    replaced: str
+    ratio: float
+    images_per_second: dict[str, float]
+    gate: dict[str, Any]
+    host: str = ""
+    measured: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CpuEngineChoice:
+        """The record of a card's ``cpu_engine_choice`` object; :class:`ModelCardError` when incomplete."""
+        required = {"engine", "replaced", "ratio", "images_per_second", "gate"}
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown or not required <= data.keys():
+            raise ModelCardError(f"cpu engine choice needs {sorted(required)}, got {sorted(data)}")
+        return cls(**data)

@@ -24,15 +24,15 @@ from radserve.card_figures import (
     ParityRecord,
     ParityReport,
 )
-from radserve.card_records import EngineRecord, InputContract, RenderingPolicy
+from radserve.card_records import CpuEngineChoice, EngineRecord, InputContract, RenderingPolicy
 from radserve.errors import ModelCardError
 from radserve.settings import SETTINGS
 
 # the card's records are imported from here by most callers
 __all__ = [
-    "Calibration", "DetectionParity", "EngineRecord", "GradCamAgreement", "InputContract", "ModelCard",
-    "OodFlag", "OperatingPoint", "ParityRecord", "ParityReport", "Precision", "RenderingPolicy", "ResizeMode",
-    "Task", "detector_name", "model_versions",
+    "Calibration", "CpuEngineChoice", "DetectionParity", "EngineRecord", "GradCamAgreement", "InputContract",
+    "ModelCard", "OodFlag", "OperatingPoint", "ParityRecord", "ParityReport", "Precision", "RenderingPolicy",
+    "ResizeMode", "Task", "detector_name", "model_versions",
 ]  # fmt: skip
 
 ResizeMode = Literal["letterbox", "stretch"]
@@ -75,6 +75,7 @@ _RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
     "accepts": InputContract.from_dict,
     "rendering": RenderingPolicy.from_dict,
     "engine": EngineRecord.from_dict,
+    "cpu_engine_choice": CpuEngineChoice.from_dict,
     "parity": ParityRecord.from_dict,
     "calibration": lambda data: Calibration.from_dict(data) if data else None,
     "ood": lambda data: OodFlag.from_dict(data) if data else None,
@@ -142,6 +143,8 @@ class ModelCard:
             as the training data was rendered.
         cpu_engine: The engine the embedded target runs the ONNX graph with: ``onnxruntime``, or
             ``openvino`` (OpenVINO's CPU plugin; every ``bf16`` variant), gated against PyTorch with it.
+        cpu_engine_choice: Why it runs ``cpu_engine`` when ``radserve tune --apply`` chose it
+            (:class:`CpuEngineChoice`: the measured ratio); None when export's engine was kept.
         engine: The TensorRT plan a ``tensorrt`` model serves (:class:`EngineRecord`); None for every
             other target.
     """
@@ -170,6 +173,7 @@ class ModelCard:
     max_detections: int = 0
     rendering: RenderingPolicy = field(default_factory=RenderingPolicy)
     engine: EngineRecord | None = None
+    cpu_engine_choice: CpuEngineChoice | None = None
 
     def __post_init__(self) -> None:
         if not self.labels:

@@ -171,6 +171,9 @@ class ExportDefaults:
     gpu_fp16_max_abs_diff: float = _unit(1e-2, "probability; embedded-gpu fp16 network vs PyTorch fp32")
     gradcam_min_correlation: float = _unit(0.99, "Pearson r of each served Grad-CAM map vs PyTorch autograd")
     reduced_max_abs_diff: float = _unit(0.01, "probability, fp16 and int8")
+    cpu_engine_min_gain: float = _unit(
+        0.10, "fraction faster raw (radserve tune) another CPU engine must be to replace the card's"
+    )
     detector_max_detections: int = _unit(10, "boxes per image a detector answers (padded with score 0)")
     detector_parity_min_score: float = _unit(0.05, "score; detections compared by the detector's gate")
     detector_parity_min_iou: float = _unit(0.99, "IoU of each PyTorch box with its ONNX Runtime match")

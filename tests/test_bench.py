@@ -83,7 +83,7 @@ def test_tune_quick_prints_the_best_configuration_within_budget(
     repository: Path, tiny_export: ExportResult, tmp_path: Path
 ) -> None:
     done = _radserve(
-        "tune", TINY_MODEL, "--repository", str(repository), "--quick", "--concurrency", "4",
+        "tune", TINY_MODEL, "--repository", str(repository), "--quick", "--no-engines", "--concurrency", "4",
         "--seconds", "0.2", "--max-seconds", "30", "--latency-budget-ms", "5000",
         "--out", str(tmp_path / "tune.json"),
     )  # fmt: skip

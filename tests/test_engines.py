@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radserve.loadtests.engines import engines_table, gate, probabilities
+from radserve.loadtests.engines import engines_summary, engines_table, gate, probabilities
 from radserve.loadtests.raw import ENGINES
 
 
@@ -37,21 +37,36 @@ def test_gate_fails_a_candidate_that_moves_probabilities() -> None:
     assert not result["passes_gate"] and result["top1_agreement"] == 0.5
 
 
+def test_fp32_is_held_to_the_fp32_gate_and_other_precisions_to_the_reduced_one() -> None:
+    reference = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    moved = reference + np.array([[-0.005, 0.005], [0.0, 0.0]], np.float32)  # 5e-3: fp32 1e-3, reduced 1e-2
+    assert not gate(reference, moved, "fp32")["passes_gate"]
+    assert gate(reference, moved, "bf16")["passes_gate"] and gate(reference, moved, "int8")["passes_gate"]
+
+
 def test_table_marks_failed_gates_and_errors() -> None:
-    failed = {"top1_agreement": 0.97, "max_abs_diff": 0.02, "passes_gate": False}
+    failed = {"reference": "pytorch fp32", "top1_agreement": 0.97, "max_abs_diff": 0.02, "passes_gate": False}
     data = {
         "architecture": "resnet18", "input_size": [224, 224], "cpu_count": 2, "repeats": 3, "seconds": 3.0,
         "engines": {
             "onnxruntime fp32": {"engine": "onnxruntime", "precision": "fp32", "best_img_per_s": 50.0,
                                  "best_at": "2x1, batch 8", "over_onnxruntime_fp32": 1.0,
-                                 "parity_vs_onnxruntime_fp32": {"top1_agreement": 1.0, "max_abs_diff": 0.0,
-                                                                "passes_gate": True}},
-            "openvino-bf16 fp32": {"engine": "openvino-bf16", "precision": "fp32", "best_img_per_s": 100.0,
-                                   "best_at": "1x2, batch 1", "over_onnxruntime_fp32": 2.0,
-                                   "parity_vs_onnxruntime_fp32": failed},
+                                 "parity": {"reference": "pytorch fp32", "top1_agreement": 1.0,
+                                            "max_abs_diff": 0.0, "passes_gate": True}},
+            "openvino-bf16 fp32": {"engine": "openvino-bf16", "precision": "bf16", "best_img_per_s": 100.0,
+                                   "best_img_per_s_range": [90.0, 104.0], "best_at": "1x2, batch 1",
+                                   "over_onnxruntime_fp32": 2.0, "parity": failed},
             "openvino int8": {"error": "RuntimeError: cannot compile"},
         },
     }  # fmt: skip
     table = engines_table(data)
-    assert "| openvino-bf16 | fp32 | 100.0 | 1x2, batch 1 | 2.0 | 97.0% | 2.0e-02 | FAIL |" in table
-    assert "| onnxruntime | fp32 | 50.0 |" in table and "RuntimeError: cannot compile" in table
+    row = (
+        "| openvino-bf16 | bf16 | 100.0 (90.0-104.0) | 1x2, batch 1 | 2.0 | 97.0% / 2.0e-02 vs pytorch fp32 |"
+    )
+    assert f"{row} FAIL |" in table
+    assert "| onnxruntime | fp32 | 50.0 (50.0-50.0) |" in table and "RuntimeError: cannot compile" in table
+    summary = engines_summary([data | {"load": "load average 1.00"}]).splitlines()
+    assert summary[2].startswith("| resnet18 @ 224 | 50.0 (50.0-50.0) | 1.0x (100.0% / 0.0e+00 pass) | 2.0x")
+    assert "97.0% / 2.0e-02 FAIL" in summary[2] and "error: RuntimeError" in summary[2]
+    assert "| openvino bf16 |" in summary[0]  # the bf16 hint's column, by its precision
+    assert summary[2].endswith("| onnxruntime fp32 | load average 1.00 |")  # bf16 is faster but fails

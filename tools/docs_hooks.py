@@ -491,6 +491,28 @@ def peers_measurements() -> str:
     return "\n\n".join(parts)
 
 
+def engines_measurements() -> str:
+    """The CPU engines per architecture, one row per model (``docs/bench/engines/*.json``)."""
+    from radserve.loadtests.engines import engines_summary
+
+    files = sorted((DOCS / "bench" / "engines").glob("*.json"))
+    if not files:
+        return "Not measured yet: `make bench-engines` writes `docs/bench/engines/*.json`."
+    runs = sorted((json.loads(path.read_text()) for path in files), key=lambda data: data["model"])
+    first = runs[0]
+    versions = ", ".join(f"{name} {version}" for name, version in first["versions"].items())
+    return "\n\n".join(
+        (
+            f"{_measured(files)} by `make bench-engines` on {first['cpu_count']} cores ({versions}); "
+            f"median (range) of {first['repeats']} interleaved runs per point, each engine at its best "
+            "layout and batch; one run per model, so ratios compare within a row. The cores were "
+            "shared with other work (each row's load average): absolute img/s are low and move "
+            "between rows.",
+            engines_summary(runs),
+        )
+    )
+
+
 def gpu_measurements() -> str:
     from radserve.loadtests.gpu_report import render_markdown
 
@@ -526,6 +548,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "systems-demo": systems_demo_measurements,
     "gpu": gpu_measurements,
     "peers": peers_measurements,
+    "engines": engines_measurements,
 }
 
 

@@ -22,9 +22,17 @@ from radserve.model_card import (
 if TYPE_CHECKING:
     from radserve.export.model_config import ServingOptions
 
-__all__ = ["ONNX_FILE_PARAMETER", "EmbeddedTarget"]
+__all__ = ["ONNX_FILE_PARAMETER", "EmbeddedTarget", "set_cpu_engine"]
 
 ONNX_FILE_PARAMETER = "onnx_model_filename"
+
+
+def set_cpu_engine(config: pb.ModelConfig, card: ModelCard) -> None:
+    """The config's engine parameters: ONNX Runtime, or OpenVINO's CPU plugin at f32 or bf16 (the
+    card's ``cpu_engine`` and precision)."""
+    config.parameters[CPU_ENGINE_PARAMETER].string_value = card.cpu_engine
+    precision = "bf16" if card.precision == "bf16" else "f32"
+    config.parameters[INFERENCE_PRECISION_PARAMETER].string_value = precision
 
 
 class EmbeddedTarget(ServingTarget):
@@ -50,10 +58,7 @@ class EmbeddedTarget(ServingTarget):
         # the batcher merges requests; the engine runs them in slices (docs/how-to/benchmarks.md,
         # "The served path")
         config.parameters[ENGINE_BATCH_PARAMETER].string_value = str(options.batching.engine_batch_size)
-        # ONNX Runtime, or OpenVINO's CPU plugin at f32 or bf16 (the card's cpu_engine and precision)
-        config.parameters[CPU_ENGINE_PARAMETER].string_value = card.cpu_engine
-        precision = "bf16" if card.precision == "bf16" else "f32"
-        config.parameters[INFERENCE_PRECISION_PARAMETER].string_value = precision
+        set_cpu_engine(config, card)
 
     def check_version(
         self, folder: Path, config: pb.ModelConfig, card: ModelCard | None, where: str, problems: list[str]
