@@ -27,11 +27,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radserve.client.connection import ConnectionOptions
 from radserve.errors import ConfigurationError, ModelCardError
 from radserve.loadtests import cpu_profile
 from radserve.loadtests.bench_options import CONCURRENCIES, PER_REQUEST
@@ -49,6 +48,9 @@ from radserve.loadtests.points import (
     warm_up_seconds,
 )
 from radserve.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard, model_versions
+
+if TYPE_CHECKING:  # the client is imported when a bench runs (the CLI imports this module)
+    from radserve.client.connection import ConnectionOptions
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ async def _served(
 ) -> Run:
     import tritonclient.grpc.aio as grpcclient
 
+    from radserve.client.connection import ConnectionOptions
     from radserve.client.grpc_client import grpc_channel
 
     target = ConnectionOptions.of(connection)
@@ -187,6 +190,8 @@ def _servers(
     from radserve.server_config.triton import TritonServer, free_ports
 
     with TritonServer(repository, ports=free_ports()) as server:
+        from radserve.client.connection import ConnectionOptions
+
         yield ConnectionOptions(server.grpc_url), server.metrics_url, server.pid
 
 

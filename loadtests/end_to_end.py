@@ -14,12 +14,14 @@ import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from radserve.client.connection import ConnectionOptions
 from radserve.errors import ConfigurationError
 from radserve.loadtests import cpu_profile
 from radserve.loadtests.points import REPEATS, Point, Run, interleaved, timed_run, warm_up_seconds
+
+if TYPE_CHECKING:  # the client is imported when a measurement runs (the CLI imports this module)
+    from radserve.client.connection import ConnectionOptions
 
 
 class _Window:
@@ -84,6 +86,7 @@ def measure_end_to_end(
     """``repeats`` steady-state runs of the classify runner over ``folder``'s files, cycled, against a
     URL or the connection flags' servers."""
     from radserve.client.classify import ClassifyOptions, classify
+    from radserve.client.connection import ConnectionOptions
     from radserve.client.inputs import discover
 
     files = discover([folder]).files
