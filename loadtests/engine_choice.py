@@ -83,7 +83,8 @@ def measure_engines(
     results = compare_engines(
         {card.precision: onnx_path}, images, seconds, (1, 8), repeats, engines, (reference, served)
     )
-    recorded = card.parity.get(f"{card.cpu_engine}_{card.precision}", {}).get("max_abs_diff", 0.0)
+    served_report = card.parity.runtimes.get(f"{card.cpu_engine}_{card.precision}")
+    recorded = served_report.max_abs_diff if served_report else 0.0
     allowed = (
         SETTINGS.export.fp32_max_abs_diff
         if card.precision == "fp32"
@@ -119,10 +120,9 @@ def choice_record(
 
 
 def apply_choice(repository: Path, card: ModelCard, record: CpuEngineChoice) -> Path:
-    """Publish the model's newest version again as its next version, served by ``record.engine``."""
+    """Publish the model's newest version again as its next version, served by ``record.engine``
+    (its agreement with the replaced engine is the record's ``gate``; the parity reports stay as
+    export measured them)."""
     from radserve.export.repository import republish
 
-    parity = card.parity | {f"{record.engine}_{card.precision}": record.gate}
-    return republish(
-        repository, card.replace(cpu_engine=record.engine, cpu_engine_choice=record, parity=parity)
-    )
+    return republish(repository, card.replace(cpu_engine=record.engine, cpu_engine_choice=record))
