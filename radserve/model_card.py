@@ -267,12 +267,15 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         """The card as a JSON-ready dict (every field, by name; each record as the object it writes)."""
-        return asdict(self) | {
+        values = asdict(self) | {
             "operating_points": {label: asdict(point) for label, point in self.operating_points.items()},
             "calibration": {} if self.calibration is None else asdict(self.calibration),
             "parity": self.parity.to_dict(),
             "ood": {} if self.ood is None else asdict(self.ood),
         }
+        if self.cpu_engine_choice is None:  # written only once `radserve tune --apply` chose an engine
+            del values["cpu_engine_choice"]
+        return values
 
     def to_json(self) -> str:
         """The card as ``model_card.json`` holds it (sorted keys, indented)."""

@@ -126,7 +126,7 @@ def test_int8_keeps_the_first_convolution_float_and_u8s8_weights_at_7_bits(
     )
     assert weights.dtype == np.int8
     assert np.abs(weights.astype(np.int16)).max() == 64  # 7 bits (reduce_range): channel extremes at ±64
-    assert "7-bit weights" in variant.card.parity["onnxruntime_int8"]["quantization"]
+    assert "7-bit weights" in variant.card.parity.runtimes["onnxruntime_int8"].quantization
 
 
 def test_calibration_is_disjoint_from_parity_and_phantoms_warn_for_a_real_model(
