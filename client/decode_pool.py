@@ -66,9 +66,9 @@ class _Worker:
         try:
             self._write(list(sys.path))
             self._write(list(imports))
-            state, detail = self._read()
-            if state != "ready":
-                raise _WorkerDied(detail)
+            hello = self._read()  # ("ready", pid) or ("failed", message)
+            if not isinstance(hello, tuple) or hello[0] != "ready":
+                raise _WorkerDied(str(hello[1]) if isinstance(hello, tuple) else repr(hello))
         except _WorkerDied as error:
             self.close()
             raise DecodeWorkersError(f"decode workers could not start: {error}") from None

@@ -26,13 +26,13 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from radserve.client.contract import ImageFacts, check_contract
 from radserve.client.dicom import captured_warnings, decode_dataset, display, read_dataset
-from radserve.client.packing import Answer, RequestPacker
+from radserve.client.packing import Answer, RequestPacker, Wire
 from radserve.client.preprocess import wire_input
 from radserve.client.results import ResultRow, Status
 from radserve.client.rows import error_row, internal_error, prediction_row, routed_row
@@ -53,7 +53,7 @@ class PreparedRadiograph:
 
     sop_instance_uid: str
     frame: int | None
-    image: np.ndarray | dict[str, np.ndarray]  # uint8 [1, H, W]; a router's: one per input name
+    image: Wire  # uint8 [1, H, W]; a router's: one per input name
     source: tuple[int, int] = (0, 0)  # rows, columns of the source image (boxes map back onto it)
     rendering_note: str = ""  # the row's rendering_note
     facts: ImageFacts = field(
@@ -87,7 +87,12 @@ def prepare_file(path: str, card: ModelCard | RouterCard) -> PreparedFile:
         facts = ImageFacts.of(dataset)
         prepared = tuple(
             PreparedRadiograph(  # resize
-                r.sop_instance_uid, r.frame, wire_input(r, card), r.values.shape, r.rendering_note, facts
+                r.sop_instance_uid,
+                r.frame,
+                wire_input(r, card),
+                (r.values.shape[0], r.values.shape[1]),
+                r.rendering_note,
+                facts,
             )
             for r in radiographs
         )
@@ -127,15 +132,20 @@ async def classify_prepared(
             )
         ]
     items = prepared.radiographs
-    answers = await asyncio.gather(
-        *(packer.infer(item.image) for item in items),  # request
-        *(detector.boxes(item.image, item.source) for item in items if detector is not None),
-        return_exceptions=True,
+    # a detector is a classifier's companion: its wire images are arrays, never a router's dicts
+    boxes = (
+        [detector.boxes(cast("np.ndarray[Any, Any]", item.image), item.source) for item in items]
+        if detector
+        else []
     )
-    found = answers[len(items) :] or [[] for _ in items]
+    answers, detections = await asyncio.gather(
+        asyncio.gather(*(packer.infer(item.image) for item in items), return_exceptions=True),  # request
+        asyncio.gather(*boxes, return_exceptions=True),
+    )
+    found = detections or [[] for _ in items]
     return [
         _row(prepared.path, item, answer, boxes, model, card)
-        for item, answer, boxes in zip(items, answers[: len(items)], found, strict=True)
+        for item, answer, boxes in zip(items, answers, found, strict=True)
     ]  # result row
 
 
@@ -157,6 +167,7 @@ def _row(
     if isinstance(answer, BaseException):
         raise answer  # cancellation, interrupts
     probabilities, prediction = answer
+    assert not isinstance(boxes, BaseException)  # a detector's failure became the answer above
     if isinstance(card, RouterCard):
         row = routed_row(path, *where, model, card, probabilities, prediction)
     else:

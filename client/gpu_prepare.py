@@ -173,14 +173,14 @@ class GpuPreparer:
 
     def _wire_image(
         self, image: Any, info: PixelInfo, params: Any, card: ModelCard, path: str, index: int
-    ) -> np.ndarray | None:
+    ) -> np.ndarray[Any, Any] | None:
         import torch
 
         values = torch.as_tensor(image, device=self._device)
         if values.ndim == 3:
             values = values[:, :, 0]
-        check_shape(values, info, index, path)
-        inner = placement(tuple(values.shape), card.input_size, card.resize)[2:]
+        check_shape(tuple(values.shape), info, index, path)
+        inner = placement((values.shape[0], values.shape[1]), card.input_size, card.resize)[2:]
         if inner[0] > values.shape[0] or inner[1] > values.shape[1]:
             return None
         bits = 8 * values.element_size()

@@ -52,11 +52,11 @@ class Prediction:
         extra: Outputs asked for besides the probabilities, by name.
     """
 
-    probabilities: np.ndarray
+    probabilities: np.ndarray[Any, Any]
     latency_seconds: float
     attempts: int
     model_version: str = ""
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -267,7 +267,7 @@ class AsyncRadiographClient:
     async def infer(
         self,
         model: str,
-        images: np.ndarray | Mapping[str, np.ndarray],
+        images: np.ndarray[Any, Any] | Mapping[str, np.ndarray[Any, Any]],
         extra_outputs: Sequence[str] = (),
         *,
         primary: bool = True,

@@ -99,7 +99,7 @@ class ClassifyOptions:
     max_in_flight: int = SETTINGS.client.max_in_flight
     images_per_request: int = SETTINGS.client.images_per_request
     workers: int = SETTINGS.client.decode_workers
-    decode: Decode = SETTINGS.client.decode  # type: ignore[assignment]
+    decode: Decode = SETTINGS.client.decode  # type: ignore[assignment]  # a str setting: Preparers refuses others
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     budget: RetryBudget | None = None
     tls: ClientTls | None = None

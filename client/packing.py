@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,8 +26,10 @@ from radserve.client.grpc_client import AsyncRadiographClient, Prediction
 from radserve.client.run_metrics import ClientMetrics
 from radserve.errors import ConfigurationError
 
-Answer = tuple[np.ndarray, Prediction]  # one radiograph's probabilities [C], and its request's prediction
-Wire = np.ndarray | dict[str, np.ndarray]  # one radiograph: its wire image, or one per router input
+# one radiograph's probabilities [C], and its request's prediction
+Answer = tuple[np.ndarray[Any, Any], Prediction]
+# one radiograph: its wire image, or one per router input
+Wire = np.ndarray[Any, Any] | dict[str, np.ndarray[Any, Any]]
 
 
 class RequestPacker:
@@ -78,12 +81,7 @@ class RequestPacker:
     async def _send(self, batch: list[tuple[Wire, asyncio.Future[Answer]]]) -> None:
         outcomes: list[Answer] | Exception
         try:
-            first = batch[0][0]
-            images = (
-                {name: np.stack([image[name] for image, _ in batch]) for name in first}  # type: ignore[index]
-                if isinstance(first, dict)
-                else np.stack([image for image, _ in batch])
-            )
+            images = _stacked([image for image, _ in batch])
             with self._metrics.in_flight.labels(self._model).track_inprogress():
                 prediction = await self._client.infer(self._model, images, self._extra_outputs)
             self._metrics.request_seconds.labels(self._model).observe(prediction.latency_seconds)
@@ -120,3 +118,13 @@ class RequestPacker:
         await asyncio.gather(
             *self._sending, *([self._packer] if self._packer else []), return_exceptions=True
         )
+
+
+def _stacked(wires: list[Wire]) -> Wire:
+    """One request's input: the wire images stacked (per input name for a router; one model's are alike)."""
+    first = wires[0]
+    if isinstance(first, dict):
+        routed = cast(list[dict[str, np.ndarray[Any, Any]]], wires)
+        return {name: np.stack([wire[name] for wire in routed]) for name in first}
+    stacked: np.ndarray[Any, Any] = np.stack(cast(list[np.ndarray[Any, Any]], wires))
+    return stacked

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from radserve.client.decode_pool import DecodePool
 from radserve.client.flow import PreparedFile
@@ -18,6 +18,9 @@ from radserve.client.run_metrics import ClientMetrics
 from radserve.errors import ConfigurationError
 from radserve.model_card import ModelCard
 from radserve.routing import RouterCard
+
+if TYPE_CHECKING:
+    from radserve.client.gpu_prepare import GpuPreparer
 
 Decode = Literal["cpu", "gpu"]
 
@@ -40,7 +43,7 @@ class Preparers:
         self._pool = DecodePool(workers, imports, hide=hide)
         self._metrics = metrics
         self._model = model
-        self._gpu = None
+        self._gpu: GpuPreparer | None = None
         self._gpu_thread: ThreadPoolExecutor | None = None
 
     async def prepare(self, path: str, card: ModelCard | RouterCard) -> PreparedFile:

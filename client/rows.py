@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ def prediction_row(
     frame: int | None,
     model: str,
     card: ModelCard,
-    probabilities: np.ndarray,
+    probabilities: np.ndarray[Any, Any],
     prediction: Prediction,
 ) -> ResultRow:
     """The row of one classified radiograph: ``probabilities`` ``[C]`` from the request ``prediction``."""
@@ -50,7 +51,7 @@ def routed_row(
     frame: int | None,
     model: str,
     router: RouterCard,
-    probabilities: np.ndarray,
+    probabilities: np.ndarray[Any, Any],
     prediction: Prediction,
 ) -> ResultRow:
     """The row of a radiograph answered by the router ``model``: the downstream model's prediction
@@ -64,25 +65,31 @@ def routed_row(
         prediction.extra[FIRST_STAGE_OUTPUT],
         replace(prediction, model_version=router.first.version),
     )
-    stages = {
-        "router": model,
-        "router_version": prediction.model_version,
-        "first_stage_model": first.model,
-        "first_stage_version": first.model_version,
-        "first_stage_label": first.label,
-        "first_stage_score": first.score,
-        "first_stage_probabilities": first.probabilities,
-    }
+
+    def staged(row: ResultRow, routed: bool) -> ResultRow:
+        """``row`` with the router's and its first stage's fields."""
+        return replace(
+            row,
+            routed=routed,
+            router=model,
+            router_version=prediction.model_version,
+            first_stage_model=first.model,
+            first_stage_version=first.model_version,
+            first_stage_label=first.label,
+            first_stage_score=first.score,
+            first_stage_probabilities=first.probabilities,
+        )
+
     index = int(prediction.extra[DOWNSTREAM_OUTPUT][0])
     if index < 0:
-        return replace(first, routed=False, **stages)
+        return staged(first, routed=False)
     stage = router.downstream[index]
     failure = bytes(prediction.extra[ROUTE_ERROR_OUTPUT][0]).decode(errors="replace")
     if failure:
         row = error_row(
             path, stage.model, Reason.DOWNSTREAM_FAILED, f"{path}: {failure}", sop_instance_uid, frame
         )
-        return replace(row, model_version=stage.version, routed=True, **stages)
+        return staged(replace(row, model_version=stage.version), routed=True)
     answered = replace(prediction, model_version=stage.version)
     row = prediction_row(
         path,
@@ -93,7 +100,7 @@ def routed_row(
         probabilities[: stage.card.num_classes],
         answered,
     )
-    return replace(row, routed=True, **stages)
+    return staged(row, routed=True)
 
 
 def error_row(

@@ -116,7 +116,7 @@ class RadiographClient:
         """
         return self._run(self._client.model_card(model))
 
-    def infer(self, model: str, images: np.ndarray) -> Prediction:
+    def infer(self, model: str, images: np.ndarray[Any, Any]) -> Prediction:
         """Probabilities for wire images, in one request (retried on transient failures).
 
         Args:
@@ -131,7 +131,7 @@ class RadiographClient:
         """
         return self._run(self._client.infer(model, images))
 
-    def infer_many(self, model: str, images: Sequence[np.ndarray]) -> list[Prediction]:
+    def infer_many(self, model: str, images: Sequence[np.ndarray[Any, Any]]) -> list[Prediction]:
         """One request per image, sent concurrently.
 
         Args:

@@ -99,7 +99,7 @@ def _pydicom_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
         arr = arr[np.newaxis]
     frames = [_unsigned(f) for f in arr]
     for i, frame in enumerate(frames):
-        check_shape(frame, info, i, path)
+        check_shape(frame.shape, info, i, path)
     return _finish(ds, info, frames, _kind_for(photometric), path)
 
 
@@ -164,7 +164,7 @@ def _codec_frames(ds: Dataset, info: PixelInfo, path: str) -> Decoded:
         frame = _unsigned(frame)
         if frame.ndim == 3 and frame.shape[2] == 1:
             frame = frame[:, :, 0]
-        check_shape(frame, info, i, path)
+        check_shape(frame.shape, info, i, path)
         frames.append(frame)
     return _finish(ds, info, frames, kind, path)
 
@@ -242,10 +242,11 @@ def _unsigned(frame: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return frame
 
 
-def check_shape(frame: np.ndarray[Any, Any], info: PixelInfo, index: int, path: str) -> None:
+def check_shape(shape: tuple[int, ...], info: PixelInfo, index: int, path: str) -> None:
+    """An :class:`InputError` unless a decoded frame's ``shape`` is the header's (rows, columns[, 3])."""
     expected = (info.rows, info.columns) + ((3,) if info.samples == 3 else ())
-    if frame.shape != expected:
-        got = "x".join(str(n) for n in frame.shape)
+    if tuple(shape) != expected:
+        got = "x".join(str(n) for n in shape)
         want = "x".join(str(n) for n in expected)
         raise InputError(
             path,

@@ -15,25 +15,26 @@ local limit exceeded), the PDU size, the called AE title, and the ACSE, DIMSE an
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
-from pynetdicom.events import Event
-from pynetdicom.sop_class import (
+from pydicom.uid import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     MRImageStorage,
-    Verification,
 )
+from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # pynetdicom makes them at import time
 from pynetdicom.transport import ThreadedAssociationServer
 
 from radserve.client.dicom import SUPPORTED_TRANSFER_SYNTAXES
@@ -108,8 +109,9 @@ def _peer(event: Event) -> dict[str, Any]:
     """Who is on the other side of an association, for the audit trail."""
     requestor = event.assoc.requestor
     subject = ""
-    with contextlib.suppress(Exception):  # plain TCP, or no certificate presented
-        certificate = event.assoc.dul.socket.socket.getpeercert()  # type: ignore[union-attr]
+    connection = event.assoc.dul.socket
+    if connection is not None and isinstance(connection.socket, ssl.SSLSocket):  # DICOM TLS
+        certificate = connection.socket.getpeercert() or {}  # empty without a client certificate
         subject = ",".join("=".join(pair) for rdn in certificate.get("subject", ()) for pair in rdn)
     return {
         "calling_ae": str(requestor.ae_title).strip(),
@@ -119,9 +121,7 @@ def _peer(event: Event) -> dict[str, Any]:
     }
 
 
-def _handlers(
-    store: StoreHandler, metrics: ListenerMetrics, audit: AuditLog
-) -> list[tuple[evt.EventType, Callable]]:
+def _handlers(store: StoreHandler, metrics: ListenerMetrics, audit: AuditLog) -> list[EventHandlerType]:
     answered: dict[int, Counter[str]] = {}  # C-STORE statuses per association, for the audit trail
 
     def on_store(event: Event) -> int:
@@ -130,10 +130,12 @@ def _handlers(
         return status
 
     def _store(event: Event) -> int:
-        uid = str(event.request.AffectedSOPInstanceUID or "")
+        request = cast(C_STORE, event.request)  # the handler is bound to EVT_C_STORE only
+        uid = str(request.AffectedSOPInstanceUID or "")
         try:
             data = event.encoded_dataset()
-            digest = hashlib.sha256(event.request.DataSet.getvalue()).hexdigest()
+            assert request.DataSet is not None  # pynetdicom's encoded_dataset() raised otherwise
+            digest = hashlib.sha256(request.DataSet.getvalue()).hexdigest()
         except Exception as error:  # an unusable request must never kill the association thread
             LOGGER.warning("C-STORE of %s from %s unusable: %s", uid, event.assoc.requestor.ae_title, error)
             metrics.instances.labels("unreadable").inc()
