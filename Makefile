@@ -204,11 +204,14 @@ typecheck: | $(STAMP)
 	$(PY) -m mypy -p radserve
 
 # The environments and the Debian tools are made side by side (each pip and apt-get runs on one core), then
-# ruff, the site and mypy side by side, before the suite (~13 minutes here): a broken page fails in seconds.
+# ruff, the site and mypy side by side, before the suite: a broken page fails in seconds. The suite runs in
+# TEST_WORKERS pytest-xdist processes, a test file per process at a time (its module fixtures built once):
+# most tests wait on a server, a child process or a timeout, so two share the two cores well.
+TEST_WORKERS ?= 2
 test:
 	$(MAKE) --no-print-directory -j3 install debian-tools client-venv
 	$(MAKE) --no-print-directory -j3 lint docs typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest --numprocesses $(TEST_WORKERS) --dist loadfile
 
 lint: | $(STAMP)
 	$(PY) -m ruff check .

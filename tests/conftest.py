@@ -6,16 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-from radserve.export.architectures import build_model
-from radserve.export.checkpoint import save_checkpoint
 from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpoint
 from radserve.export.train import TrainingPlan, TrainingReport, train
-from radserve.model_card import ModelCard
 from radserve.server_config.triton import TritonServer, free_ports
 from radserve.synthetic.dataset import SyntheticRecord, write_synthetic_set
-from radserve.systems import get_system
 
 TINY_MODEL = "tiny"
 
@@ -78,20 +73,3 @@ def triton(
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     with TritonServer(repository, ports=free_ports(), log_file=log) as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def spondylolisthesis_export(tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
-    """The spondylolisthesis system's EfficientNetV2-M (random init, 96 px) exported with its contract
-    and Grad-CAM companion: the one export of the largest-but-one architecture, which the system and
-    architecture tests share (an EfficientNetV2-M export takes ~25 s on 2 cores)."""
-    folder = tmp_path_factory.mktemp("spondylolisthesis")
-    labels = get_system("spondylolisthesis").labels
-    torch.manual_seed(0)
-    card = ModelCard(name="c", architecture="efficientnet_v2_m", labels=labels, input_size=(96, 96))
-    checkpoint = folder / "spondylolisthesis.pt"
-    save_checkpoint(checkpoint, build_model("efficientnet_v2_m", len(labels)), card)
-    request = ExportRequest(
-        checkpoint, "spondylolisthesis", folder / "repo", samples=2, system="spondylolisthesis"
-    )
-    return export_checkpoint(request)

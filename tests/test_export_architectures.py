@@ -17,6 +17,7 @@ from radserve.export.pipeline import ExportRequest, ExportResult, export_checkpo
 from radserve.export.repo_check import check_repository
 from radserve.export.sources import ProgramMetadata
 from radserve.model_card import MODEL_VERSION_PARAMETER, ModelCard, model_versions
+from radserve.systems import get_system
 
 SIZE = 64  # the smallest input every architecture's downsampling handles, fast on 2 cores
 LABELS = ("a", "b", "c")
@@ -33,6 +34,35 @@ def _network(architecture: str) -> torch.nn.Module:
 
 # exported once for the suite by the spondylolisthesis system's fixture (tests/conftest.py)
 SHARED_EXPORTS = {"efficientnet_v2_m": "spondylolisthesis_export"}
+
+
+@pytest.fixture(scope="module")
+def spondylolisthesis_export(tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    """The spondylolisthesis system's EfficientNetV2-M (random init, 96 px) exported with its contract
+    and Grad-CAM companion: the one export of the largest-but-one architecture, shared by its parity
+    test and the Grad-CAM companion's (with the companion it takes ~50 s on 2 cores)."""
+    folder = tmp_path_factory.mktemp("spondylolisthesis")
+    labels = get_system("spondylolisthesis").labels
+    torch.manual_seed(0)
+    card = ModelCard(name="c", architecture="efficientnet_v2_m", labels=labels, input_size=(96, 96))
+    checkpoint = folder / "spondylolisthesis.pt"
+    save_checkpoint(checkpoint, build_model("efficientnet_v2_m", len(labels)), card)
+    request = ExportRequest(
+        checkpoint, "spondylolisthesis", folder / "repo", samples=2, system="spondylolisthesis"
+    )
+    return export_checkpoint(request)
+
+
+def test_spondylolisthesis_is_exported_with_its_grad_cam_companion(
+    spondylolisthesis_export: ExportResult,
+) -> None:
+    result = spondylolisthesis_export
+    repository = result.version_dir.parent.parent
+    assert result.gradcam_dir == repository / "spondylolisthesis_gradcam" / "1"
+    companion = ModelCard.read(result.gradcam_dir)
+    assert companion.input_size == (480, 480) and companion.network_input_size == (96, 96)
+    assert companion.parity.gradcam.min_pearson >= 0.99
+    assert check_repository(repository).ok
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
