@@ -106,6 +106,7 @@ def _new_client(target: str, options: Any) -> grpcclient.InferenceServerClient:
 
 
 _IMAGES: list[np.ndarray] = []
+_READY_AT: list[float] = []  # monotonic time the radiographs were ready: the load profile's time 0
 
 
 @events.test_start.add_listener
@@ -123,6 +124,7 @@ def _prepare(environment: Environment, **_: Any) -> None:
     finally:
         client.close()
     _IMAGES.extend(wire_images(card, options.dicom))
+    _READY_AT.append(time.monotonic())
     LOGGER.info("%d radiographs of %s ready to send to %s", len(_IMAGES), card.input_size, options.model)
 
 
@@ -179,7 +181,9 @@ class RadserveShape(LoadTestShape):
             options = self.runner.environment.parsed_options
             limit = options.run_time or float("inf")
             return (options.num_users or 1, options.spawn_rate or 1) if self.get_run_time() < limit else None
-        elapsed = self.get_run_time()
+        # the profile's stages count from when the radiographs are ready (their preparation blocks
+        # the first tick's start of the users; a 2 s smoke run under load could otherwise send nothing)
+        elapsed = time.monotonic() - _READY_AT[0] if _READY_AT else 0.0
         for end, users, rate in PROFILES[profile]:
             if elapsed < end:
                 return users, rate
