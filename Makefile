@@ -121,11 +121,13 @@ bench-docs: $(DEMO_CHECKPOINT)
 	$(PY) -m radserve.loadtests.tables \
 	  --bench $(foreach entry,$(BENCH_MODELS),docs/bench/$(lastword $(subst :, ,$(entry))).json)
 
-# radserve against MLServer, KServe, Ray Serve, LitServe and BentoML on the bench models (not in CI; ~45 min on a
+# radserve against MLServer, KServe, Ray Serve, LitServe and BentoML on the bench models (not in CI; ~40 min on a
 # QUIET machine, after `make bench-docs` made the repository): each peer is installed into its own venv under
 # build/peers first (it needs the package index), then the comparison runs in a loopback-only network namespace
 # (unshare --net, as root), because several peers bind every interface. docs/bench/peers/MODEL.json.
-PEERS_ARGS := --concurrency 1 4 16 --images-per-request 1 8 --batches 1 8 16 32 --seconds 3 --repeats 3
+# 4 and 16 in flight (one request in flight leaves a batcher nothing to batch); raw batches 1, 8, 16 (the engine's
+# best here is at 8 or 16): ~10 min per model.
+PEERS_ARGS := --concurrency 4 16 --images-per-request 1 8 --batches 1 8 16 --seconds 2 --repeats 3
 bench-peers: | $(STAMP)
 	test -d $(BENCH_REPOSITORY)/resnet18 || { echo "run make bench-docs first"; exit 1; }
 	$(PY) -m radserve.loadtests.peers --environments $(BUILD)/peers
