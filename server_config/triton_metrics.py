@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from dataclasses import dataclass
 
@@ -61,3 +62,20 @@ def model_counters(metrics_url: str, model: str, timeout: float = 5.0) -> ModelC
             continue
         totals[field] += sum(sample.value for sample in family.samples if sample.labels.get("model") == model)
     return ModelCounters(**totals)
+
+
+def counters_since(
+    metrics_url: str, model: str, before: ModelCounters, requests: int, timeout: float = 10.0
+) -> ModelCounters:
+    """``model``'s counters since ``before``, once ``requests`` more requests are counted.
+
+    Triton reports a request's statistics when the backend releases it, after the response went out:
+    a scrape right after the last answer can miss the last requests. This scrapes until they are all
+    counted, or returns what is counted at ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        counted = model_counters(metrics_url, model) - before
+        if counted.requests >= requests or time.monotonic() > deadline:
+            return counted
+        time.sleep(0.05)

@@ -61,7 +61,8 @@ def test_bench_quick_compares_raw_served_naive_and_end_to_end(
     # where the cores went at the best served point: every party's CPU per radiograph, and the bound
     profile = result["cpu_profile"]
     costs = profile["cpu_ms_per_image"]
-    assert costs["client"] > 0 and costs["tritonserver"] > 0 and costs["backends"] > 0
+    # tritonserver's own time (gRPC, the batcher) can round to no 10 ms clock tick in a 0.2 s run
+    assert costs["client"] > 0 and costs["tritonserver"] >= 0 and costs["backends"] > 0
     assert costs["total"] == pytest.approx(
         costs["client"] + costs["tritonserver"] + costs["backends"], abs=2e-3
     )
