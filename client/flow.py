@@ -133,14 +133,14 @@ async def classify_prepared(
         ]
     items = prepared.radiographs
     # a detector is a classifier's companion: its wire images are arrays, never a router's dicts
-    boxes = (
+    detecting = (
         [detector.boxes(cast("np.ndarray[Any, Any]", item.image), item.source) for item in items]
-        if detector
+        if detector is not None
         else []
     )
     answers, detections = await asyncio.gather(
         asyncio.gather(*(packer.infer(item.image) for item in items), return_exceptions=True),  # request
-        asyncio.gather(*boxes, return_exceptions=True),
+        asyncio.gather(*detecting, return_exceptions=True),
     )
     found = detections or [[] for _ in items]
     return [

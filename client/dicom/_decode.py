@@ -245,7 +245,7 @@ def _unsigned(frame: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def check_shape(shape: tuple[int, ...], info: PixelInfo, index: int, path: str) -> None:
     """An :class:`InputError` unless a decoded frame's ``shape`` is the header's (rows, columns[, 3])."""
     expected = (info.rows, info.columns) + ((3,) if info.samples == 3 else ())
-    if tuple(shape) != expected:
+    if shape != expected:
         got = "x".join(str(n) for n in shape)
         want = "x".join(str(n) for n in expected)
         raise InputError(
